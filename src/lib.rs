@@ -1,1 +1,3 @@
-//! surge
+//! surge: a sharded, per-core WebSocket server runtime.
+
+pub mod protocol;
