@@ -1,1 +1,16 @@
-fn main() {}
+//! The `surge` binary: parses the command line and hands it to `surge::cli`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SURGE_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .init();
+    surge::cli::run(surge::cli::Cli::parse())
+}

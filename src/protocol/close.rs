@@ -66,7 +66,8 @@ impl<'a> ClosePayload<'a> {
                 if !code.is_sendable() {
                     return Err(ProtocolError::InvalidCloseCode(code.0));
                 }
-                let reason = simdutf8::basic::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
+                let reason =
+                    simdutf8::basic::from_utf8(reason).map_err(|_| ProtocolError::InvalidUtf8)?;
                 Ok(Self {
                     code: Some(code),
                     reason,
@@ -110,14 +111,23 @@ mod tests {
     #[test]
     fn close_payload_rules() {
         assert_eq!(ClosePayload::parse(&[]).unwrap().code, None);
-        assert_eq!(ClosePayload::parse(&[0x03]), Err(ProtocolError::TruncatedCloseCode));
+        assert_eq!(
+            ClosePayload::parse(&[0x03]),
+            Err(ProtocolError::TruncatedCloseCode)
+        );
         for code in [0u16, 999, 1004, 1005, 1006, 1015, 1016, 2999, 5000, 65535] {
             let p = code.to_be_bytes();
-            assert_eq!(ClosePayload::parse(&p), Err(ProtocolError::InvalidCloseCode(code)));
+            assert_eq!(
+                ClosePayload::parse(&p),
+                Err(ProtocolError::InvalidCloseCode(code))
+            );
         }
         let ok = ClosePayload::parse(b"\x03\xe8bye \xce\xba").unwrap();
         assert_eq!((ok.code, ok.reason), (Some(CloseCode::NORMAL), "bye κ"));
-        assert_eq!(ClosePayload::parse(b"\x03\xe8\xff"), Err(ProtocolError::InvalidUtf8));
+        assert_eq!(
+            ClosePayload::parse(b"\x03\xe8\xff"),
+            Err(ProtocolError::InvalidUtf8)
+        );
     }
 
     #[test]

@@ -53,7 +53,11 @@ impl ServerConn {
     ///
     /// A protocol violation writes the matching close frame to `out`, moves
     /// to [`State::Closed`] and is returned so the caller can log it.
-    pub fn receive<'b>(&mut self, input: &'b mut [u8], out: &mut Vec<u8>) -> Result<Step<'b>, ProtocolError> {
+    pub fn receive<'b>(
+        &mut self,
+        input: &'b mut [u8],
+        out: &mut Vec<u8>,
+    ) -> Result<Step<'b>, ProtocolError> {
         if self.state == State::Closed {
             return Ok(Step {
                 consumed: input.len(),
@@ -71,7 +75,9 @@ impl ServerConn {
             }
         };
         match (&step.event, self.state) {
-            (Some(Event::Ping(payload)), State::Open) => encode_frame(out, true, OpCode::Pong, payload),
+            (Some(Event::Ping(payload)), State::Open) => {
+                encode_frame(out, true, OpCode::Pong, payload)
+            }
             (Some(Event::Close(close)), State::Open) => {
                 // Echo the peer's code (§5.5.1); an empty close gets an empty one.
                 encode_close(out, close.code, "");

@@ -133,7 +133,9 @@ impl Decoder {
         }
         match (header.opcode, self.message) {
             (OpCode::Continuation, None) => return Err(ProtocolError::UnexpectedContinuation),
-            (OpCode::Text | OpCode::Binary, Some(_)) => return Err(ProtocolError::ExpectedContinuation),
+            (OpCode::Text | OpCode::Binary, Some(_)) => {
+                return Err(ProtocolError::ExpectedContinuation)
+            }
             _ => {}
         }
         let room = self.max_message - self.assembled.len();
@@ -143,7 +145,8 @@ impl Decoder {
             });
         }
         let len = header.payload_len as usize;
-        let whole = header.fin && header.opcode != OpCode::Continuation && input.len() - head_len >= len;
+        let whole =
+            header.fin && header.opcode != OpCode::Continuation && input.len() - head_len >= len;
         if whole {
             let payload = &mut input[head_len..head_len + len];
             unmask(payload, key, 0);
@@ -203,7 +206,11 @@ impl Decoder {
 
     /// Takes payload bytes of the frame in progress from `input`;
     /// `already` counts header bytes consumed by the caller in this step.
-    fn continue_frame<'b>(&mut self, input: &'b mut [u8], already: usize) -> Result<Step<'b>, ProtocolError> {
+    fn continue_frame<'b>(
+        &mut self,
+        input: &'b mut [u8],
+        already: usize,
+    ) -> Result<Step<'b>, ProtocolError> {
         let frame = self.frame.as_mut().expect("a frame in progress");
         let take = usize::try_from(frame.remaining).map_or(input.len(), |r| r.min(input.len()));
         let chunk = &mut input[..take];
@@ -212,16 +219,24 @@ impl Decoder {
         frame.remaining -= take as u64;
         let (done, fin) = (frame.remaining == 0, frame.fin);
         if self.message == Some(OpCode::Text) {
-            self.utf8.feed(chunk).map_err(|_| ProtocolError::InvalidUtf8)?;
+            self.utf8
+                .feed(chunk)
+                .map_err(|_| ProtocolError::InvalidUtf8)?;
         }
         self.assembled.extend_from_slice(chunk);
         let consumed = already + take;
         if !done {
-            return Ok(Step { consumed, event: None });
+            return Ok(Step {
+                consumed,
+                event: None,
+            });
         }
         self.frame = None;
         if !fin {
-            return Ok(Step { consumed, event: None });
+            return Ok(Step {
+                consumed,
+                event: None,
+            });
         }
         let opcode = self.message.take().expect("a message in progress");
         if opcode == OpCode::Text {

@@ -174,7 +174,13 @@ pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8]
 
 /// Appends one masked (client-to-server) frame to `out`, masking the payload
 /// as it is copied.
-pub fn encode_masked_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8], key: [u8; 4]) {
+pub fn encode_masked_frame(
+    out: &mut Vec<u8>,
+    fin: bool,
+    opcode: OpCode,
+    payload: &[u8],
+    key: [u8; 4],
+) {
     let header = FrameHeader {
         fin,
         rsv: 0,
@@ -200,12 +206,19 @@ mod tests {
     fn rfc_examples_decode() {
         // §5.7: a single-frame unmasked text message "Hello".
         let (h, n) = FrameHeader::decode(&[0x81, 0x05, 0x48]).unwrap().unwrap();
-        assert_eq!((h.fin, h.opcode, h.payload_len, h.mask, n), (true, OpCode::Text, 5, None, 2));
+        assert_eq!(
+            (h.fin, h.opcode, h.payload_len, h.mask, n),
+            (true, OpCode::Text, 5, None, 2)
+        );
         // §5.7: masked "Hello".
-        let (h, n) = FrameHeader::decode(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d]).unwrap().unwrap();
+        let (h, n) = FrameHeader::decode(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.mask, n), (Some([0x37, 0xfa, 0x21, 0x3d]), 6));
         // §5.7: 256 bytes binary in a single unmasked frame.
-        let (h, n) = FrameHeader::decode(&[0x82, 0x7E, 0x01, 0x00]).unwrap().unwrap();
+        let (h, n) = FrameHeader::decode(&[0x82, 0x7E, 0x01, 0x00])
+            .unwrap()
+            .unwrap();
         assert_eq!((h.opcode, h.payload_len, n), (OpCode::Binary, 256, 4));
         // §5.7: 64 KiB binary.
         let b = [0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0];
@@ -225,7 +238,10 @@ mod tests {
     #[test]
     fn reserved_opcodes_and_length_overflow_are_rejected() {
         for op in [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF] {
-            assert_eq!(FrameHeader::decode(&[0x80 | op, 0x80]), Err(HeaderError::ReservedOpcode(op)));
+            assert_eq!(
+                FrameHeader::decode(&[0x80 | op, 0x80]),
+                Err(HeaderError::ReservedOpcode(op))
+            );
         }
         let b = [0x82, 0x7F, 0x80, 0, 0, 0, 0, 0, 0, 0];
         assert_eq!(FrameHeader::decode(&b), Err(HeaderError::LengthOverflow));
@@ -234,8 +250,17 @@ mod tests {
     #[test]
     fn masked_frame_round_trips_through_unmask() {
         let mut out = Vec::new();
-        encode_masked_frame(&mut out, true, OpCode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
-        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        encode_masked_frame(
+            &mut out,
+            true,
+            OpCode::Text,
+            b"Hello",
+            [0x37, 0xfa, 0x21, 0x3d],
+        );
+        assert_eq!(
+            out,
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
     }
 
     fn opcode() -> impl Strategy<Value = OpCode> {

@@ -127,9 +127,13 @@ pub fn parse_request<'h, 'b>(
         httparse::Error::NewLine => HandshakeError::Malformed("invalid line ending"),
     })?;
     match status {
-        httparse::Status::Partial if buf.len() >= MAX_REQUEST_BYTES => Err(HandshakeError::TooLarge),
+        httparse::Status::Partial if buf.len() >= MAX_REQUEST_BYTES => {
+            Err(HandshakeError::TooLarge)
+        }
         httparse::Status::Partial => Ok(None),
-        httparse::Status::Complete(head_len) if head_len > MAX_REQUEST_BYTES => Err(HandshakeError::TooLarge),
+        httparse::Status::Complete(head_len) if head_len > MAX_REQUEST_BYTES => {
+            Err(HandshakeError::TooLarge)
+        }
         httparse::Status::Complete(head_len) => Ok(Some(Request {
             head_len,
             method: req.method.unwrap_or_default(),
@@ -143,7 +147,9 @@ pub fn parse_request<'h, 'b>(
 impl<'h, 'b> Request<'h, 'b> {
     /// The path of the target, without its query.
     pub fn path(&self) -> &'b str {
-        self.target.split_once('?').map_or(self.target, |(path, _)| path)
+        self.target
+            .split_once('?')
+            .map_or(self.target, |(path, _)| path)
     }
 
     /// The first value of a header, by case-insensitive name.
@@ -198,7 +204,11 @@ impl<'h, 'b> Request<'h, 'b> {
         }
         let key = match self.header("sec-websocket-key").map(<[u8]>::trim_ascii) {
             Some(key) if is_valid_key(key) => key,
-            Some(_) => return Err(HandshakeError::Malformed("Sec-WebSocket-Key is not base64 of 16 bytes")),
+            Some(_) => {
+                return Err(HandshakeError::Malformed(
+                    "Sec-WebSocket-Key is not base64 of 16 bytes",
+                ))
+            }
             None => return Err(HandshakeError::Malformed("missing Sec-WebSocket-Key")),
         };
         Ok(Upgrade { request: self, key })
@@ -263,7 +273,10 @@ mod tests {
         let req = parse_request(raw.as_bytes(), &mut headers)?.expect("complete");
         let up = req.validate_upgrade()?;
         let mut out = Vec::new();
-        up.encode_accept(&mut out, up.choose_subprotocol(&["superchat".into(), "chat".into()]));
+        up.encode_accept(
+            &mut out,
+            up.choose_subprotocol(&["superchat".into(), "chat".into()]),
+        );
         Ok(out)
     }
 
@@ -292,20 +305,36 @@ mod tests {
             ("GET /chat?x=1 HTTP/1.1", "GET /chat HTTP/1.0", 505),
             ("Host: server.example.com\r\n", "", 400),
             ("Upgrade: websocket", "Upgrade: h2c", 400),
-            ("Connection: keep-alive, Upgrade", "Connection: keep-alive", 400),
-            ("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 12", 426),
+            (
+                "Connection: keep-alive, Upgrade",
+                "Connection: keep-alive",
+                400,
+            ),
+            (
+                "Sec-WebSocket-Version: 13",
+                "Sec-WebSocket-Version: 12",
+                426,
+            ),
             ("Sec-WebSocket-Version: 13\r\n", "", 426),
             ("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ", 400),
         ];
         for (from, to, status) in cases {
             let raw = GOOD.replacen(from, to, 1);
-            assert_eq!(check(&raw).map(|_| ()).err().map(HandshakeError::status), Some(*status), "{from} -> {to}");
+            assert_eq!(
+                check(&raw).map(|_| ()).err().map(HandshakeError::status),
+                Some(*status),
+                "{from} -> {to}"
+            );
         }
     }
 
     #[test]
     fn oversized_heads_are_431() {
-        let big = GOOD.replacen("Origin:", &format!("X-Pad: {}\r\nOrigin:", "a".repeat(9000)), 1);
+        let big = GOOD.replacen(
+            "Origin:",
+            &format!("X-Pad: {}\r\nOrigin:", "a".repeat(9000)),
+            1,
+        );
         assert_eq!(check(&big).unwrap_err(), HandshakeError::TooLarge);
         let many: String = (0..101).map(|i| format!("X-H{i}: v\r\n")).collect();
         let raw = GOOD.replacen("Origin:", &format!("{many}Origin:"), 1);

@@ -16,7 +16,7 @@ pub mod utf8;
 #[cfg(test)]
 mod tests;
 
-pub use close::{ClosePayload, CloseCode};
+pub use close::{CloseCode, ClosePayload};
 pub use connection::{ServerConn, State};
 pub use decoder::{Event, Payload, Step};
 pub use error::ProtocolError;

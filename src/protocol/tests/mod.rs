@@ -45,10 +45,14 @@ fn drive(max_message: usize, reads: &[&[u8]]) -> Run {
                     pos += step.consumed;
                     match step.event {
                         Some(ev) => run.seen.push(match ev {
-                            Event::Message { opcode, payload } => Seen::Message(opcode, payload.to_vec()),
+                            Event::Message { opcode, payload } => {
+                                Seen::Message(opcode, payload.to_vec())
+                            }
                             Event::Ping(p) => Seen::Ping(p.to_vec()),
                             Event::Pong(p) => Seen::Pong(p.to_vec()),
-                            Event::Close(c) => Seen::Close(c.code.map(|c| c.0), c.reason.to_owned()),
+                            Event::Close(c) => {
+                                Seen::Close(c.code.map(|c| c.0), c.reason.to_owned())
+                            }
                         }),
                         None if step.consumed == 0 => break,
                         None => {}
@@ -123,7 +127,10 @@ fn fragmented_message_with_interleaved_ping() {
             Seen::Message(OpCode::Text, "Hello, κόσμε".as_bytes().to_vec())
         ]
     );
-    assert_eq!(server_frame(&run.out), (OpCode::Pong, b"are you there".to_vec()));
+    assert_eq!(
+        server_frame(&run.out),
+        (OpCode::Pong, b"are you there".to_vec())
+    );
 }
 
 #[test]
@@ -182,19 +189,63 @@ fn violations_close_with_the_right_code() {
     let mut two_starts = frame(false, OpCode::Text, b"a");
     two_starts.extend(frame(true, OpCode::Text, b"b"));
     let cases: Vec<(Vec<u8>, ProtocolError, u16)> = vec![
-        (raw_frame(0x81 | 0x40, true, b""), ProtocolError::ReservedBits, 1002),
-        (raw_frame(0x83, true, b""), ProtocolError::ReservedOpcode(3), 1002),
-        (raw_frame(0x8B, true, b""), ProtocolError::ReservedOpcode(0xB), 1002),
-        (raw_frame(0x81, false, b"x"), ProtocolError::UnmaskedFrame, 1002),
-        (raw_frame(0x09, true, b""), ProtocolError::FragmentedControlFrame, 1002),
+        (
+            raw_frame(0x81 | 0x40, true, b""),
+            ProtocolError::ReservedBits,
+            1002,
+        ),
+        (
+            raw_frame(0x83, true, b""),
+            ProtocolError::ReservedOpcode(3),
+            1002,
+        ),
+        (
+            raw_frame(0x8B, true, b""),
+            ProtocolError::ReservedOpcode(0xB),
+            1002,
+        ),
+        (
+            raw_frame(0x81, false, b"x"),
+            ProtocolError::UnmaskedFrame,
+            1002,
+        ),
+        (
+            raw_frame(0x09, true, b""),
+            ProtocolError::FragmentedControlFrame,
+            1002,
+        ),
         (big_control, ProtocolError::ControlFrameTooLong, 1002),
-        (frame(true, OpCode::Continuation, b"x"), ProtocolError::UnexpectedContinuation, 1002),
+        (
+            frame(true, OpCode::Continuation, b"x"),
+            ProtocolError::UnexpectedContinuation,
+            1002,
+        ),
         (two_starts, ProtocolError::ExpectedContinuation, 1002),
-        (frame(true, OpCode::Close, b"\x03"), ProtocolError::TruncatedCloseCode, 1002),
-        (frame(true, OpCode::Close, b"\x03\xed"), ProtocolError::InvalidCloseCode(1005), 1002),
-        (frame(true, OpCode::Close, b"\x03\xe8\xff"), ProtocolError::InvalidUtf8, 1007),
-        (frame(true, OpCode::Text, b"\xff"), ProtocolError::InvalidUtf8, 1007),
-        (vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0], ProtocolError::LengthOverflow, 1002),
+        (
+            frame(true, OpCode::Close, b"\x03"),
+            ProtocolError::TruncatedCloseCode,
+            1002,
+        ),
+        (
+            frame(true, OpCode::Close, b"\x03\xed"),
+            ProtocolError::InvalidCloseCode(1005),
+            1002,
+        ),
+        (
+            frame(true, OpCode::Close, b"\x03\xe8\xff"),
+            ProtocolError::InvalidUtf8,
+            1007,
+        ),
+        (
+            frame(true, OpCode::Text, b"\xff"),
+            ProtocolError::InvalidUtf8,
+            1007,
+        ),
+        (
+            vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0],
+            ProtocolError::LengthOverflow,
+            1002,
+        ),
     ];
     for (wire, error, code) in cases {
         let run = drive(1 << 20, &[&wire]);
@@ -209,21 +260,31 @@ fn oversized_messages_fail_on_the_header_alone() {
     // Only the header of a 1 GiB frame arrives: 1009 at once, nothing allocated.
     let header = [0x82, 0xFF, 0, 0, 0, 0, 0x40, 0, 0, 0, 1, 2, 3, 4];
     let run = drive(1024, &[&header]);
-    assert_eq!(run.error, Some(ProtocolError::MessageTooBig { limit: 1024 }));
+    assert_eq!(
+        run.error,
+        Some(ProtocolError::MessageTooBig { limit: 1024 })
+    );
     assert_eq!(close_code_sent(&run.out), 1009);
 
     // Fragments that add up past the limit fail at the fragment that crosses it.
     let mut wire = frame(false, OpCode::Binary, &[0; 600]);
     wire.extend(frame(true, OpCode::Continuation, &[0; 600]));
     let run = drive(1024, &[&wire]);
-    assert_eq!(run.error, Some(ProtocolError::MessageTooBig { limit: 1024 }));
+    assert_eq!(
+        run.error,
+        Some(ProtocolError::MessageTooBig { limit: 1024 })
+    );
     assert_eq!(drive(1200, &[&wire]).seen.len(), 1);
 }
 
 #[test]
 fn invalid_utf8_fails_before_the_frame_ends() {
     // Autobahn 6.4.x: the bad bytes arrive first, the rest of the frame later.
-    let wire = frame(true, OpCode::Text, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80\x65\x64");
+    let wire = frame(
+        true,
+        OpCode::Text,
+        b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xf4\x90\x80\x80\x65\x64",
+    );
     let run = drive(1 << 20, &[&wire[..6 + 13]]);
     assert_eq!(run.error, Some(ProtocolError::InvalidUtf8));
     assert_eq!(close_code_sent(&run.out), 1007);

@@ -1,0 +1,57 @@
+//! Runtime settings shared by every shard. Each field is a CLI flag of the
+//! same name (kebab-case); defaults are documented beside each one.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Which event-loop driver a shard runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// io_uring when the kernel allows it, otherwise epoll.
+    Auto,
+    /// epoll through mio.
+    Epoll,
+    /// io_uring.
+    Uring,
+}
+
+/// Settings for one server process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Addresses to listen on (default 127.0.0.1:9001).
+    pub listen: Vec<SocketAddr>,
+    /// Event loops, one per core by default.
+    pub shards: usize,
+    /// Requested driver.
+    pub backend: Backend,
+    /// Largest message accepted, in bytes (default 16 MiB, as most browsers
+    /// and proxies allow); larger ones are closed with 1009.
+    pub max_message: usize,
+    /// Time from accept to a complete upgrade (default 10 s): the slowloris
+    /// bound.
+    pub handshake_timeout: Duration,
+    /// Time without a byte from the peer before closing with 1001 (default
+    /// 120 s; zero turns it off).
+    pub idle_timeout: Duration,
+    /// How long to wait for the peer's close frame or FIN after ours
+    /// (default 5 s), so a silent peer cannot hold a descriptor.
+    pub close_timeout: Duration,
+    /// Subprotocols this server speaks, in no particular order; the client's
+    /// preference decides among them.
+    pub subprotocols: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
+            shards: std::thread::available_parallelism().map_or(1, usize::from),
+            backend: Backend::Auto,
+            max_message: 16 << 20,
+            handshake_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(120),
+            close_timeout: Duration::from_secs(5),
+            subprotocols: Vec::new(),
+        }
+    }
+}

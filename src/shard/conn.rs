@@ -1,0 +1,196 @@
+//! One connection slot: the protocol state and the bytes waiting on either
+//! side of it. No syscalls here: the loop in `mod.rs` reads into a shared
+//! buffer, calls [`Conn::process`], and writes what lands in `out`.
+
+use mio::net::TcpStream;
+
+use crate::protocol::handshake::{self, HandshakeError};
+use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
+
+/// Settings a connection consults while processing input.
+#[derive(Debug)]
+pub(crate) struct ConnLimits<'a> {
+    pub(crate) max_message: usize,
+    pub(crate) subprotocols: &'a [String],
+}
+
+/// Where a connection is in its life.
+#[derive(Debug)]
+pub(crate) enum Phase {
+    /// Waiting for a complete HTTP request head.
+    Handshake,
+    /// Upgraded: WebSocket frames flow.
+    Open(ServerConn),
+    /// Our last bytes are queued or sent and our write side will be shut:
+    /// input is read only to see the peer's FIN.
+    Lingering,
+}
+
+/// What the loop must do after `process`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Keep reading.
+    Continue,
+    /// The handshake completed: the idle deadline replaces the handshake one.
+    Upgraded,
+    /// A close frame went out first; the peer's answer is awaited.
+    AwaitClose,
+    /// Flush `out`, shut the write side, then wait for the peer's FIN.
+    Linger,
+}
+
+#[derive(Debug)]
+pub(crate) struct Conn {
+    pub(crate) stream: TcpStream,
+    pub(crate) generation: u32,
+    pub(crate) phase: Phase,
+    /// Input bytes not consumed yet: a partial request head, frame header or
+    /// control frame. Empty (and unallocated) when the peer is idle.
+    pub(crate) carry: Vec<u8>,
+    pub(crate) out: Vec<u8>,
+    /// Bytes of `out` already written.
+    pub(crate) out_pos: usize,
+    /// Shut our write side once `out` drains.
+    pub(crate) shutdown_after_flush: bool,
+    /// The tick at which this connection's current deadline passes.
+    pub(crate) deadline_tick: u64,
+    /// The tick of the earliest timer entry armed for it, or `u64::MAX`.
+    pub(crate) armed_tick: u64,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, generation: u32) -> Self {
+        Self {
+            stream,
+            generation,
+            phase: Phase::Handshake,
+            carry: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            shutdown_after_flush: false,
+            deadline_tick: u64::MAX,
+            armed_tick: u64::MAX,
+        }
+    }
+
+    /// Bytes queued for the peer and not yet written.
+    pub(crate) fn pending_out(&self) -> usize {
+        self.out.len() - self.out_pos
+    }
+
+    /// Consumes what it can of `input`, queueing replies in `out`; returns
+    /// the bytes consumed and what the loop should do next.
+    pub(crate) fn process(&mut self, input: &mut [u8], limits: &ConnLimits<'_>) -> (usize, Next) {
+        match self.phase {
+            Phase::Handshake => self.process_handshake(input, limits),
+            Phase::Open(_) => self.process_frames(input),
+            Phase::Lingering => (input.len(), Next::Continue),
+        }
+    }
+
+    fn process_handshake(&mut self, input: &mut [u8], limits: &ConnLimits<'_>) -> (usize, Next) {
+        let mut headers = handshake::header_buf();
+        let outcome = match handshake::parse_request(input, &mut headers) {
+            Ok(None) => return (0, Next::Continue),
+            Ok(Some(req)) => answer_request(&req, limits, &mut self.out),
+            Err(e) => Err(Some(e)),
+        };
+        match outcome {
+            Ok(head_len) => {
+                self.phase = Phase::Open(ServerConn::new(limits.max_message));
+                let (used, next) = self.process_frames(&mut input[head_len..]);
+                let next = if next == Next::Continue {
+                    Next::Upgraded
+                } else {
+                    next
+                };
+                (head_len + used, next)
+            }
+            Err(None) => (input.len(), self.linger()),
+            Err(Some(e)) => {
+                tracing::debug!(status = e.status(), "handshake refused: {e}");
+                e.encode_response(&mut self.out);
+                (input.len(), self.linger())
+            }
+        }
+    }
+
+    fn process_frames(&mut self, input: &mut [u8]) -> (usize, Next) {
+        let Phase::Open(ws) = &mut self.phase else {
+            return (input.len(), Next::Continue);
+        };
+        let was = ws.state();
+        let mut pos = 0;
+        loop {
+            match ws.receive(&mut input[pos..], &mut self.out) {
+                Ok(step) => {
+                    pos += step.consumed;
+                    match step.event {
+                        Some(Event::Message { opcode, payload }) => {
+                            ws.send(&mut self.out, opcode, &payload);
+                        }
+                        Some(_) => {}
+                        None if step.consumed == 0 => break,
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    log_violation(e);
+                    break;
+                }
+            }
+        }
+        match ws.state() {
+            State::Closed => (input.len(), self.linger()),
+            State::CloseSent if was == State::Open => (pos, Next::AwaitClose),
+            _ => (pos, Next::Continue),
+        }
+    }
+
+    /// Starts a server-side close (idle timeout, shutdown) if the connection
+    /// is open; anything earlier in its life just lingers out.
+    pub(crate) fn close(&mut self, code: CloseCode, reason: &str) -> Next {
+        match &mut self.phase {
+            Phase::Open(ws) if ws.state() == State::Open => {
+                ws.close(&mut self.out, code, reason);
+                Next::AwaitClose
+            }
+            Phase::Open(ws) if ws.state() == State::CloseSent => Next::AwaitClose,
+            _ => self.linger(),
+        }
+    }
+
+    fn linger(&mut self) -> Next {
+        self.phase = Phase::Lingering;
+        self.carry = Vec::new();
+        self.shutdown_after_flush = true;
+        Next::Linger
+    }
+}
+
+/// Answers a complete request head: `Ok(head_len)` when it upgraded,
+/// `Err(None)` when a plain response was written, `Err(Some(e))` to refuse.
+fn answer_request(
+    req: &handshake::Request<'_, '_>,
+    limits: &ConnLimits<'_>,
+    out: &mut Vec<u8>,
+) -> Result<usize, Option<HandshakeError>> {
+    if !req.wants_websocket() {
+        return Err(Some(match (req.method, req.path()) {
+            ("GET", "/healthz") => {
+                handshake::encode_plain_response(out, 200, "", "ok\n");
+                return Err(None);
+            }
+            ("GET", _) => HandshakeError::UpgradeRequired,
+            _ => HandshakeError::MethodNotAllowed,
+        }));
+    }
+    let upgrade = req.validate_upgrade().map_err(Some)?;
+    let subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
+    upgrade.encode_accept(out, subprotocol);
+    Ok(req.head_len)
+}
+
+fn log_violation(e: ProtocolError) {
+    tracing::debug!(code = e.close_code().0, "closing: {e}");
+}
