@@ -17,6 +17,7 @@
 
 pub mod cli;
 pub mod config;
+mod driver;
 pub mod protocol;
 mod shard;
 mod sys;

@@ -1,8 +1,7 @@
-//! One connection slot: the protocol state and the bytes waiting on either
-//! side of it. No syscalls here: the loop in `mod.rs` reads into a shared
-//! buffer, calls [`Conn::process`], and writes what lands in `out`.
-
-use mio::net::TcpStream;
+//! The I/O-free half of a connection: protocol state, the bytes waiting on
+//! either side of it, and its deadline. A driver owns the socket, reads
+//! into a buffer, calls [`Session::process`] and writes what lands in `out`;
+//! both drivers share this code, so they speak exactly the same protocol.
 
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
@@ -40,8 +39,9 @@ pub(crate) enum Next {
 }
 
 #[derive(Debug)]
-pub(crate) struct Conn {
-    pub(crate) stream: TcpStream,
+pub(crate) struct Session {
+    /// Distinguishes this connection from earlier ones in the same slab
+    /// slot, so a stale timer entry or completion never hits a newcomer.
     pub(crate) generation: u32,
     pub(crate) phase: Phase,
     /// Input bytes not consumed yet: a partial request head, frame header or
@@ -58,10 +58,9 @@ pub(crate) struct Conn {
     pub(crate) armed_tick: u64,
 }
 
-impl Conn {
-    pub(crate) fn new(stream: TcpStream, generation: u32) -> Self {
+impl Session {
+    pub(crate) fn new(generation: u32) -> Self {
         Self {
-            stream,
             generation,
             phase: Phase::Handshake,
             carry: Vec::new(),
@@ -78,9 +77,32 @@ impl Conn {
         self.out.len() - self.out_pos
     }
 
+    /// Processes `input` (the carried bytes followed by what was just read)
+    /// and keeps what it could not consume yet in `carry`.
+    pub(crate) fn feed(&mut self, input: &mut [u8], limits: &ConnLimits<'_>) -> Next {
+        self.carry.clear();
+        let (used, next) = self.process(input, limits);
+        if used < input.len() && !matches!(self.phase, Phase::Lingering) {
+            self.carry.extend_from_slice(&input[used..]);
+        } else if self.carry.capacity() != 0 {
+            self.carry = Vec::new();
+        }
+        next
+    }
+
+    /// Marks `out` as fully written, freeing it if a burst grew it past
+    /// `keep`, so an idle connection does not hold the memory.
+    pub(crate) fn out_drained(&mut self, keep: usize) {
+        self.out.clear();
+        self.out_pos = 0;
+        if self.out.capacity() > keep {
+            self.out = Vec::new();
+        }
+    }
+
     /// Consumes what it can of `input`, queueing replies in `out`; returns
     /// the bytes consumed and what the loop should do next.
-    pub(crate) fn process(&mut self, input: &mut [u8], limits: &ConnLimits<'_>) -> (usize, Next) {
+    fn process(&mut self, input: &mut [u8], limits: &ConnLimits<'_>) -> (usize, Next) {
         match self.phase {
             Phase::Handshake => self.process_handshake(input, limits),
             Phase::Open(_) => self.process_frames(input),

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 use crate::config::Config;
 use crate::sys;
 
-use super::Shard;
+use crate::driver::epoll::EpollLoop;
 
 /// Running shards and the addresses they listen on.
 #[derive(Debug)]
@@ -48,7 +48,7 @@ impl Server {
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::low_level::pipe::register(sig, signal_tx.try_clone()?)?;
             }
-            let shard = Shard::new(listeners, signal_rx, Arc::clone(&config))?;
+            let shard = EpollLoop::new(listeners, signal_rx, Arc::clone(&config))?;
             let handle = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
                 .spawn(move || {

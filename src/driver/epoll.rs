@@ -1,0 +1,329 @@
+//! The epoll driver: one mio loop per shard. Edge-triggered readiness;
+//! reads go into one shard-wide buffer, so an idle connection holds none.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::Shutdown;
+use std::sync::Arc;
+
+use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::protocol::{CloseCode, State};
+use crate::shard::conn::{ConnLimits, Phase, Session};
+use crate::shard::{Clock, Deadlines, Due};
+
+/// One read buffer per shard, lent to whichever connection is readable.
+/// 64 KiB matches the largest chunk a loopback or LAN read usually returns.
+const READ_BUF: usize = 64 * 1024;
+
+/// Stop reading from a connection while this much output waits for it: a
+/// peer that sends without reading must not grow our memory without bound.
+pub(crate) const MAX_PENDING_OUT: usize = 4 << 20;
+
+/// Output buffers larger than this are freed once drained, so a burst does
+/// not leave an idle connection holding memory.
+pub(crate) const KEEP_OUT_CAPACITY: usize = 16 * 1024;
+
+const SIGNAL: Token = Token(usize::MAX);
+const LISTENER_BASE: usize = usize::MAX - 1024;
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    session: Session,
+}
+
+pub(crate) struct EpollLoop {
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    signal: UnixStream,
+    conns: Slab<Conn>,
+    config: Arc<Config>,
+    read_buf: Box<[u8]>,
+    clock: Clock,
+    deadlines: Deadlines,
+    next_generation: u32,
+    /// Set when accept failed for want of descriptors; retried each tick.
+    accept_blocked: bool,
+    /// When shutdown began, the tick by which every connection is dropped.
+    draining_until: Option<u64>,
+}
+
+impl EpollLoop {
+    pub(crate) fn new(
+        listeners: Vec<std::net::TcpListener>,
+        signal: std::os::unix::net::UnixStream,
+        config: Arc<Config>,
+    ) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let mut mio_listeners = Vec::with_capacity(listeners.len());
+        for (i, l) in listeners.into_iter().enumerate() {
+            let mut l = TcpListener::from_std(l);
+            poll.registry()
+                .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
+            mio_listeners.push(l);
+        }
+        signal.set_nonblocking(true)?;
+        let mut signal = UnixStream::from_std(signal);
+        poll.registry()
+            .register(&mut signal, SIGNAL, Interest::READABLE)?;
+        Ok(Self {
+            poll,
+            listeners: mio_listeners,
+            signal,
+            conns: Slab::new(),
+            config,
+            read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
+            clock: Clock::new(),
+            deadlines: Deadlines::new(),
+            next_generation: 0,
+            accept_blocked: false,
+            draining_until: None,
+        })
+    }
+
+    /// Runs until shutdown completes.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let timeout = (!self.deadlines.is_empty()
+                || self.accept_blocked
+                || self.draining_until.is_some())
+            .then(Clock::tick_interval);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() != ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+            self.clock.update();
+            for event in &events {
+                match event.token() {
+                    SIGNAL => self.begin_shutdown(),
+                    Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
+                    Token(key) => self.service(key, event.is_read_closed() || event.is_error()),
+                }
+            }
+            if self.accept_blocked {
+                self.accept_blocked = false;
+                for i in 0..self.listeners.len() {
+                    self.accept(i);
+                }
+            }
+            self.expire_deadlines();
+            if let Some(until) = self.draining_until {
+                if self.conns.is_empty() || self.clock.now_tick >= until {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, index: usize) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((mut stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self
+                        .poll
+                        .registry()
+                        .register(&mut stream, Token(key), interest)
+                    {
+                        tracing::warn!("register failed: {e}");
+                        continue;
+                    }
+                    self.next_generation = self.next_generation.wrapping_add(1);
+                    let conn = entry.insert(Conn {
+                        stream,
+                        session: Session::new(self.next_generation),
+                    });
+                    let deadline =
+                        self.clock.now_tick + Clock::ticks(self.config.handshake_timeout);
+                    self.deadlines.set(key, &mut conn.session, deadline);
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        ErrorKind::Interrupted | ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) => {
+                    // EMFILE/ENFILE/ENOBUFS: the queue stays full until a
+                    // descriptor frees up, and no new edge will tell us.
+                    tracing::warn!("accept failed: {e}; retrying next tick");
+                    self.accept_blocked = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads, processes and writes until the socket would block.
+    /// `peer_finished`: the event said the peer shut its side, so read to EOF.
+    fn service(&mut self, key: usize, peer_finished: bool) {
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else {
+                return;
+            };
+            let mut eof = false;
+            let mut drained = false;
+            while conn.session.pending_out() < MAX_PENDING_OUT {
+                let carried = conn.session.carry.len();
+                self.read_buf[..carried].copy_from_slice(&conn.session.carry);
+                match (&conn.stream).read(&mut self.read_buf[carried..]) {
+                    Ok(0) => {
+                        eof = true;
+                        break;
+                    }
+                    Ok(n) => {
+                        let end = carried + n;
+                        let limits = ConnLimits {
+                            max_message: self.config.max_message,
+                            subprotocols: &self.config.subprotocols,
+                        };
+                        let next = conn.session.feed(&mut self.read_buf[..end], &limits);
+                        self.deadlines.after(
+                            key,
+                            &mut conn.session,
+                            next,
+                            self.clock.now_tick,
+                            &self.config,
+                        );
+                        if end < READ_BUF && !peer_finished {
+                            // A short read drained the socket; the next
+                            // arrival raises a new edge. A FIN that came
+                            // with this data raises none, hence the flag.
+                            drained = true;
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                        drained = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                    Err(_) => {
+                        self.remove(key);
+                        return;
+                    }
+                }
+            }
+            let paused = !drained && !eof;
+            if !self.flush(key) {
+                return;
+            }
+            if eof {
+                self.remove(key);
+                return;
+            }
+            // Reading stopped for backpressure; if the output drained,
+            // nothing else will wake us, so go round again.
+            let resumed = self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.session.pending_out() < MAX_PENDING_OUT);
+            if !(paused && resumed) {
+                return;
+            }
+        }
+    }
+
+    /// Writes queued output; false if the connection was dropped.
+    fn flush(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        let session = &mut conn.session;
+        while session.out_pos < session.out.len() {
+            match (&conn.stream).write(&session.out[session.out_pos..]) {
+                Ok(n) => session.out_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.remove(key);
+                    return false;
+                }
+            }
+        }
+        session.out_drained(KEEP_OUT_CAPACITY);
+        if session.shutdown_after_flush {
+            session.shutdown_after_flush = false;
+            let _ = conn.stream.shutdown(Shutdown::Write);
+        }
+        true
+    }
+
+    fn expire_deadlines(&mut self) {
+        let now = self.clock.now_tick;
+        let due = self.deadlines.take_due(now);
+        for entry in &due {
+            let session = self.conns.get_mut(entry.key).map(|c| &mut c.session);
+            if self.deadlines.check(*entry, session, now) == Due::Fired {
+                self.on_deadline(entry.key);
+            }
+        }
+        self.deadlines.recycle(due);
+    }
+
+    fn on_deadline(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match &conn.session.phase {
+            Phase::Open(ws) if ws.state() == State::Open => {
+                self.close(key, CloseCode::GOING_AWAY, "idle timeout");
+            }
+            // Handshake too slow, or the peer never finished closing.
+            _ => self.remove(key),
+        }
+    }
+
+    fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let next = conn.session.close(code, reason);
+            self.deadlines.after(
+                key,
+                &mut conn.session,
+                next,
+                self.clock.now_tick,
+                &self.config,
+            );
+            self.flush(key);
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        let mut buf = [0u8; 64];
+        while matches!((&self.signal).read(&mut buf), Ok(n) if n > 0) {}
+        if self.draining_until.is_some() {
+            return;
+        }
+        tracing::info!("shutting down: closing {} connections", self.conns.len());
+        for mut l in self.listeners.drain(..) {
+            let _ = self.poll.registry().deregister(&mut l);
+        }
+        self.draining_until =
+            Some(self.clock.now_tick + Clock::ticks(self.config.close_timeout) + 1);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, CloseCode::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    fn remove(&mut self, key: usize) {
+        if self.conns.contains(key) {
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+        }
+    }
+}
