@@ -68,3 +68,24 @@ pub(crate) fn listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpList
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
 }
+
+/// Turns off Nagle's algorithm: a WebSocket frame is a complete message and
+/// waiting to coalesce it only adds latency.
+pub(crate) fn set_nodelay(fd: std::os::fd::RawFd) -> io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid c_int for the duration of the call.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&raw const one).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -97,20 +97,7 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn serve(mut config: Config) -> Result<(), String> {
-    let backend = match config.backend {
-        Backend::Epoll => "epoll",
-        Backend::Auto => {
-            tracing::info!("io_uring driver not built yet; using epoll");
-            config.backend = Backend::Epoll;
-            "epoll"
-        }
-        Backend::Uring => {
-            return Err(
-                "--backend uring: the io_uring driver is not available yet; use epoll".into(),
-            )
-        }
-    };
+fn serve(config: Config) -> Result<(), String> {
     if let Err(e) = crate::sys::raise_fd_limit() {
         tracing::warn!("could not raise the descriptor limit: {e}");
     }
@@ -119,7 +106,11 @@ fn serve(mut config: Config) -> Result<(), String> {
         kernel = crate::protocol::mask::kernel_name(),
         "unmask kernel"
     );
-    let server = Server::start(config).map_err(|e| format!("cannot listen: {e}"))?;
+    let server = Server::start(config).map_err(|e| format!("cannot start: {e}"))?;
+    let backend = match server.backend {
+        Backend::Uring => "uring",
+        _ => "epoll",
+    };
     for addr in &server.local_addrs {
         eprintln!("surge listening on {addr} backend={backend} shards={shards}");
     }

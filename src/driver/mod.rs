@@ -2,3 +2,5 @@
 //! concrete loop over the same `shard::conn::Session`; a shard runs one.
 
 pub(crate) mod epoll;
+pub(crate) mod probe;
+pub(crate) mod uring;

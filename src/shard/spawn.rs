@@ -5,25 +5,49 @@
 use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
-use crate::config::Config;
-use crate::sys;
-
+use crate::config::{Backend, Config};
 use crate::driver::epoll::EpollLoop;
+use crate::driver::probe;
+use crate::driver::uring::UringLoop;
+use crate::sys;
 
 /// Running shards and the addresses they listen on.
 #[derive(Debug)]
 pub struct Server {
     /// Bound addresses, in `--listen` order (port 0 resolved).
     pub local_addrs: Vec<SocketAddr>,
+    /// The driver every shard runs: never `Auto`.
+    pub backend: Backend,
     handles: Vec<JoinHandle<io::Result<()>>>,
 }
 
+/// Resolves `--backend auto` to the best driver this kernel allows, logging
+/// why when it has to fall back; an explicit `uring` that cannot run is an
+/// error.
+pub(crate) fn resolve_backend(requested: Backend) -> Result<Backend, String> {
+    match requested {
+        Backend::Epoll => Ok(Backend::Epoll),
+        Backend::Uring => probe::uring_support()
+            .map(|()| Backend::Uring)
+            .map_err(|why| format!("--backend uring: {why}")),
+        Backend::Auto => match probe::uring_support() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(why) => {
+                tracing::warn!("using epoll: {why}");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
+}
+
 impl Server {
-    /// Binds and starts every shard; returns once all listeners are bound.
-    pub fn start(config: Config) -> io::Result<Self> {
+    /// Binds and starts every shard; returns once all are running.
+    pub fn start(mut config: Config) -> io::Result<Self> {
+        let backend = resolve_backend(config.backend).map_err(io::Error::other)?;
+        config.backend = backend;
         let shards = config.shards.max(1);
         let reuse_port = shards > 1;
         // Bind shard 0 first so that port 0 resolves to one port that the
@@ -43,24 +67,35 @@ impl Server {
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
         let config = Arc::new(config);
         let mut handles = Vec::with_capacity(shards);
+        let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         for (id, listeners) in per_shard.into_iter().enumerate() {
             let (signal_rx, signal_tx) = UnixStream::pair()?;
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::low_level::pipe::register(sig, signal_tx.try_clone()?)?;
             }
-            let shard = EpollLoop::new(listeners, signal_rx, Arc::clone(&config))?;
+            let config = Arc::clone(&config);
+            let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
                 .spawn(move || {
                     if let Err(e) = sys::pin_current_thread(id % cpus) {
                         tracing::warn!("shard {id}: could not pin to cpu {}: {e}", id % cpus);
                     }
-                    shard.run()
+                    run_shard(backend, listeners, signal_rx, config, &ready)
                 })?;
             handles.push(handle);
         }
+        drop(ready_tx);
+        for _ in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(io::Error::other("a shard died while starting")),
+            }
+        }
         Ok(Self {
             local_addrs,
+            backend,
             handles,
         })
     }
@@ -73,5 +108,42 @@ impl Server {
                 .map_err(|_| io::Error::other("a shard panicked"))??;
         }
         Ok(())
+    }
+}
+
+/// Builds the loop on its own thread (an io_uring ring is single-issuer)
+/// and reports the outcome before running it.
+fn run_shard(
+    backend: Backend,
+    listeners: Vec<std::net::TcpListener>,
+    signal: UnixStream,
+    config: Arc<Config>,
+    ready: &mpsc::Sender<io::Result<()>>,
+) -> io::Result<()> {
+    let report = |r: &io::Result<()>| {
+        let _ = ready.send(
+            r.as_ref()
+                .map(|_| ())
+                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
+        );
+    };
+    if backend == Backend::Uring {
+        let built = UringLoop::new(listeners, signal, config);
+        report(
+            &built
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
+        );
+        built?.run()
+    } else {
+        let built = EpollLoop::new(listeners, signal, config);
+        report(
+            &built
+                .as_ref()
+                .map(|_| ())
+                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
+        );
+        built?.run()
     }
 }

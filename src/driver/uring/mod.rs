@@ -1,0 +1,577 @@
+//! The io_uring driver: multishot accept, multishot recv from a provided
+//! buffer ring, sends batched once per loop turn, and every SQE of a turn
+//! submitted with the wait in one `io_uring_enter`.
+//!
+//! Architecture invariant: an operation owns its connection slot until its
+//! completion arrives. A slot is freed (and its descriptor closed) only when
+//! no operation on it is in flight, so a late completion can never touch a
+//! newcomer in the same slot; the generation in `user_data` checks that.
+#![allow(unsafe_code)]
+
+pub(crate) mod buf_ring;
+mod user_data;
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::protocol::{CloseCode, State};
+use crate::shard::conn::{ConnLimits, Phase, Session};
+use crate::shard::{Clock, Deadlines, Due};
+use crate::sys;
+use buf_ring::BufRing;
+use user_data::{Op, UserData};
+
+/// Submission queue size; completions get four times as many slots since a
+/// multishot operation posts many per submission.
+const RING_ENTRIES: u32 = 4096;
+
+/// Receive buffers per shard and their size. 1024 x 16 KiB = 16 MiB caps
+/// what can be in flight between the kernel and the loop per turn; running
+/// dry (ENOBUFS) only pauses receives until the turn recycles them.
+const RECV_BUFFERS: u16 = 1024;
+const RECV_BUFFER_SIZE: usize = 16 * 1024;
+
+/// Above this many bytes a send uses SEND_ZC: the kernel pins our pages
+/// instead of copying them. Below it the copy is cheaper than the page pin
+/// and the extra notification completion.
+const ZEROCOPY_THRESHOLD: usize = 64 * 1024;
+
+use super::epoll::{KEEP_OUT_CAPACITY, MAX_PENDING_OUT};
+
+#[derive(Debug)]
+struct Conn {
+    fd: OwnedFd,
+    session: Session,
+    /// Bytes owned by the send in flight; untouched until it completes.
+    sending: Vec<u8>,
+    sent: usize,
+    recv_armed: bool,
+    send_armed: bool,
+    /// A zero-copy send's buffer is released only by its notification.
+    zc_notif_pending: bool,
+    /// Reading stopped because too much output is queued.
+    recv_paused: bool,
+    /// Removal requested; the slot is freed when nothing is in flight.
+    dead: bool,
+    /// Already in `dirty` this turn.
+    dirty: bool,
+    /// The peer shut its side; close once our output is flushed.
+    eof: bool,
+}
+
+impl Conn {
+    fn in_flight(&self) -> bool {
+        self.recv_armed || self.send_armed || self.zc_notif_pending
+    }
+
+    fn pending_out(&self) -> usize {
+        self.session.out.len() + (self.sending.len() - self.sent)
+    }
+}
+
+pub(crate) struct UringLoop {
+    ring: IoUring,
+    bufs: BufRing,
+    listeners: Vec<std::net::TcpListener>,
+    signal: std::os::unix::net::UnixStream,
+    signal_buf: Box<[u8; 64]>,
+    conns: Slab<Conn>,
+    config: Arc<Config>,
+    clock: Clock,
+    deadlines: Deadlines,
+    next_generation: u32,
+    /// Connections with output to send or a state change to act on.
+    dirty: Vec<usize>,
+    /// Connections whose receive must be re-armed once buffers are back.
+    rearm: Vec<usize>,
+    /// Joins a carried partial frame with the next buffer.
+    scratch: Vec<u8>,
+    completions: Vec<(u64, i32, u32)>,
+    accepts_armed: usize,
+    draining_until: Option<u64>,
+}
+
+impl UringLoop {
+    /// Builds the ring; call on the thread that will run it (the ring is
+    /// single-issuer with deferred task work).
+    pub(crate) fn new(
+        listeners: Vec<std::net::TcpListener>,
+        signal: std::os::unix::net::UnixStream,
+        config: Arc<Config>,
+    ) -> io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_cqsize(RING_ENTRIES * 4)
+            .setup_single_issuer()
+            .setup_defer_taskrun()
+            .setup_coop_taskrun()
+            .build(RING_ENTRIES)?;
+        let bufs = BufRing::new(&ring, RECV_BUFFERS, RECV_BUFFER_SIZE, 0)?;
+        let mut this = Self {
+            ring,
+            bufs,
+            listeners,
+            signal,
+            signal_buf: Box::new([0u8; 64]),
+            conns: Slab::new(),
+            config,
+            clock: Clock::new(),
+            deadlines: Deadlines::new(),
+            next_generation: 0,
+            dirty: Vec::new(),
+            rearm: Vec::new(),
+            scratch: Vec::new(),
+            completions: Vec::with_capacity(RING_ENTRIES as usize * 4),
+            accepts_armed: 0,
+            draining_until: None,
+        };
+        for i in 0..this.listeners.len() {
+            this.arm_accept(i);
+        }
+        this.arm_signal();
+        Ok(this)
+    }
+
+    /// Runs until shutdown completes.
+    pub(crate) fn run(mut self) -> io::Result<()> {
+        let result = self.run_loop();
+        self.bufs.unregister(&self.ring);
+        result
+    }
+
+    fn run_loop(&mut self) -> io::Result<()> {
+        loop {
+            let wait = if !self.deadlines.is_empty() || self.draining_until.is_some() {
+                let ts = types::Timespec::from(Clock::tick_interval());
+                let args = types::SubmitArgs::new().timespec(&ts);
+                self.ring.submitter().submit_with_args(1, &args)
+            } else {
+                self.ring.submit_and_wait(1)
+            };
+            match wait {
+                Ok(_) => {}
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                    ) => {}
+                Err(e) => return Err(e),
+            }
+            self.clock.update();
+            let mut completions = std::mem::take(&mut self.completions);
+            completions.extend(
+                self.ring
+                    .completion()
+                    .map(|c| (c.user_data(), c.result(), c.flags())),
+            );
+            for &(data, result, flags) in &completions {
+                self.complete(UserData(data), result, flags);
+            }
+            completions.clear();
+            self.completions = completions;
+            self.expire_deadlines();
+            self.flush_dirty();
+            for key in std::mem::take(&mut self.rearm) {
+                self.arm_recv(key);
+            }
+            if let Some(until) = self.draining_until {
+                if self.conns.is_empty() || self.clock.now_tick >= until {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Queues an SQE, submitting early if the queue is full.
+    ///
+    /// # Safety
+    /// Every buffer and descriptor the entry names must stay valid until its
+    /// completion (and, for SEND_ZC, its notification) arrives.
+    unsafe fn push(&mut self, entry: &squeue::Entry) {
+        loop {
+            // SAFETY: forwarded from this function's contract.
+            if unsafe { self.ring.submission().push(entry) }.is_ok() {
+                return;
+            }
+            if let Err(e) = self.ring.submit() {
+                tracing::warn!("io_uring submit failed: {e}");
+            }
+        }
+    }
+
+    fn arm_accept(&mut self, index: usize) {
+        let fd = self.listeners[index].as_raw_fd();
+        let entry = opcode::AcceptMulti::new(types::Fd(fd))
+            .flags(libc::SOCK_CLOEXEC)
+            .build()
+            .user_data(UserData::new(Op::Accept, index, 0).0);
+        // SAFETY: the listener lives in `self.listeners` until the loop ends.
+        unsafe { self.push(&entry) };
+        self.accepts_armed += 1;
+    }
+
+    fn arm_signal(&mut self) {
+        let fd = self.signal.as_raw_fd();
+        let entry = opcode::Recv::new(types::Fd(fd), self.signal_buf.as_mut_ptr(), 64)
+            .build()
+            .user_data(UserData::new(Op::Signal, 0, 0).0);
+        // SAFETY: the socket and the boxed buffer live as long as the loop.
+        unsafe { self.push(&entry) };
+    }
+
+    fn arm_recv(&mut self, key: usize) {
+        let group = self.bufs.group();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.recv_armed || conn.dead || conn.recv_paused {
+            return;
+        }
+        conn.recv_armed = true;
+        let entry = opcode::RecvMulti::new(types::Fd(conn.fd.as_raw_fd()), group)
+            .build()
+            .user_data(UserData::new(Op::Recv, key, conn.session.generation).0);
+        // SAFETY: the descriptor is closed only when the slot is freed, and
+        // the slot is freed only after this receive's last completion.
+        unsafe { self.push(&entry) };
+    }
+
+    fn complete(&mut self, data: UserData, result: i32, flags: u32) {
+        match data.op() {
+            Op::Accept => self.on_accept(data.key(), result, flags),
+            Op::Recv => self.on_recv(data, result, flags),
+            Op::Send => self.on_send(data, result, flags),
+            Op::Signal => self.begin_shutdown(),
+            Op::Cancel => {}
+        }
+    }
+
+    fn on_accept(&mut self, index: usize, result: i32, flags: u32) {
+        if !cqueue::more(flags) {
+            self.accepts_armed -= 1;
+            if self.draining_until.is_none() {
+                self.arm_accept(index);
+            }
+        }
+        if result < 0 {
+            let e = io::Error::from_raw_os_error(-result);
+            if result != -libc::ECANCELED {
+                tracing::warn!("accept failed: {e}");
+            }
+            return;
+        }
+        // SAFETY: a successful accept returns a new descriptor we now own.
+        let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
+        if self.draining_until.is_some() {
+            return;
+        }
+        let _ = sys::set_nodelay(fd.as_raw_fd());
+        self.next_generation = self.next_generation.wrapping_add(1) & user_data::GENERATION_MASK;
+        let key = self.conns.insert(Conn {
+            fd,
+            session: Session::new(self.next_generation),
+            sending: Vec::new(),
+            sent: 0,
+            recv_armed: false,
+            send_armed: false,
+            zc_notif_pending: false,
+            recv_paused: false,
+            dead: false,
+            dirty: false,
+            eof: false,
+        });
+        let deadline = self.clock.now_tick + Clock::ticks(self.config.handshake_timeout);
+        self.deadlines
+            .set(key, &mut self.conns[key].session, deadline);
+        self.arm_recv(key);
+    }
+
+    fn on_recv(&mut self, data: UserData, result: i32, flags: u32) {
+        let key = data.key();
+        let bid = cqueue::buffer_select(flags);
+        let Some(conn) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.session.generation == data.generation())
+        else {
+            if let Some(bid) = bid {
+                self.bufs.take(bid, 0);
+                self.bufs.recycle(bid);
+            }
+            return;
+        };
+        let more = cqueue::more(flags);
+        if !more {
+            conn.recv_armed = false;
+        }
+        if result > 0 {
+            let Some(bid) = bid else {
+                return;
+            };
+            let len = result as usize;
+            if !conn.dead {
+                let limits = ConnLimits {
+                    max_message: self.config.max_message,
+                    subprotocols: &self.config.subprotocols,
+                };
+                let input = self.bufs.take(bid, len);
+                let next = if conn.session.carry.is_empty() {
+                    conn.session.feed(input, &limits)
+                } else {
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(&conn.session.carry);
+                    self.scratch.extend_from_slice(input);
+                    conn.session.feed(&mut self.scratch, &limits)
+                };
+                self.bufs.recycle(bid);
+                self.deadlines.after(
+                    key,
+                    &mut conn.session,
+                    next,
+                    self.clock.now_tick,
+                    &self.config,
+                );
+                if conn.pending_out() >= MAX_PENDING_OUT {
+                    self.pause_recv(key);
+                }
+                self.mark_dirty(key);
+            } else {
+                self.bufs.take(bid, len);
+                self.bufs.recycle(bid);
+            }
+            if !more {
+                self.rearm.push(key);
+            }
+            return;
+        }
+        match result {
+            r if r == -libc::ENOBUFS => self.rearm.push(key),
+            // The cancel that `pause_recv` issued.
+            r if r == -libc::ECANCELED && !conn.dead && conn.recv_paused => {}
+            0 if !conn.dead => {
+                // The peer is done sending: flush what we owe, then close.
+                conn.eof = true;
+                self.mark_dirty(key);
+            }
+            _ if conn.dead => {}
+            _ => self.remove(key),
+        }
+        self.maybe_free(key);
+    }
+
+    fn pause_recv(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.recv_paused {
+            return;
+        }
+        conn.recv_paused = true;
+        if conn.recv_armed {
+            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
+            self.cancel(target);
+        }
+    }
+
+    fn cancel(&mut self, target: u64) {
+        let entry = opcode::AsyncCancel::new(target)
+            .build()
+            .user_data(UserData::new(Op::Cancel, 0, 0).0);
+        // SAFETY: a cancel names no buffer or descriptor.
+        unsafe { self.push(&entry) };
+    }
+
+    fn on_send(&mut self, data: UserData, result: i32, flags: u32) {
+        let key = data.key();
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if cqueue::notif(flags) {
+            conn.zc_notif_pending = false;
+            if !conn.send_armed {
+                self.finish_send(key);
+            }
+            self.maybe_free(key);
+            return;
+        }
+        conn.send_armed = false;
+        if result < 0 {
+            conn.dead = true;
+            self.remove(key);
+            return;
+        }
+        conn.sent += result as usize;
+        if cqueue::more(flags) {
+            // A zero-copy send: its notification completion follows.
+            conn.zc_notif_pending = true;
+        }
+        if !conn.zc_notif_pending {
+            self.finish_send(key);
+        }
+        self.maybe_free(key);
+    }
+
+    /// After a send (and its notification): send the rest, or recycle.
+    fn finish_send(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        if conn.sent < conn.sending.len() && !conn.dead {
+            self.submit_send(key);
+            return;
+        }
+        conn.sending.clear();
+        conn.sent = 0;
+        if conn.sending.capacity() > KEEP_OUT_CAPACITY {
+            conn.sending = Vec::new();
+        }
+        if conn.recv_paused && conn.pending_out() < MAX_PENDING_OUT {
+            conn.recv_paused = false;
+            self.rearm.push(key);
+        }
+        self.mark_dirty(key);
+    }
+
+    fn submit_send(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let fd = types::Fd(conn.fd.as_raw_fd());
+        let rest = &conn.sending[conn.sent..];
+        let user_data = UserData::new(Op::Send, key, conn.session.generation).0;
+        let entry = if rest.len() >= ZEROCOPY_THRESHOLD {
+            opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32).build()
+        } else {
+            opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+        }
+        .user_data(user_data);
+        conn.send_armed = true;
+        // SAFETY: `sending` is not touched while `send_armed` or
+        // `zc_notif_pending` is set, and the slot outlives both.
+        unsafe { self.push(&entry) };
+    }
+
+    fn mark_dirty(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    /// Starts one send per connection with output, once per loop turn.
+    fn flush_dirty(&mut self) {
+        let dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
+            conn.dirty = false;
+            if conn.send_armed || conn.zc_notif_pending {
+                continue;
+            }
+            if !conn.session.out.is_empty() && !conn.dead {
+                std::mem::swap(&mut conn.sending, &mut conn.session.out);
+                conn.sent = 0;
+                self.submit_send(key);
+                continue;
+            }
+            if conn.session.shutdown_after_flush {
+                conn.session.shutdown_after_flush = false;
+                // SAFETY: plain syscall on a descriptor we own.
+                unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR) };
+            }
+            if conn.eof {
+                self.remove(key);
+            }
+            self.maybe_free(key);
+        }
+        let mut dirty = dirty;
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty;
+        }
+    }
+
+    fn expire_deadlines(&mut self) {
+        let now = self.clock.now_tick;
+        let due = self.deadlines.take_due(now);
+        for entry in &due {
+            let session = self.conns.get_mut(entry.key).map(|c| &mut c.session);
+            if self.deadlines.check(*entry, session, now) == Due::Fired {
+                self.on_deadline(entry.key);
+            }
+        }
+        self.deadlines.recycle(due);
+    }
+
+    fn on_deadline(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        match &conn.session.phase {
+            Phase::Open(ws) if ws.state() == State::Open => {
+                self.close(key, CloseCode::GOING_AWAY, "idle timeout")
+            }
+            _ => self.remove(key),
+        }
+    }
+
+    fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let next = conn.session.close(code, reason);
+            self.deadlines.after(
+                key,
+                &mut conn.session,
+                next,
+                self.clock.now_tick,
+                &self.config,
+            );
+            self.mark_dirty(key);
+        }
+    }
+
+    fn begin_shutdown(&mut self) {
+        if self.draining_until.is_some() {
+            return;
+        }
+        tracing::info!("shutting down: closing {} connections", self.conns.len());
+        self.draining_until =
+            Some(self.clock.now_tick + Clock::ticks(self.config.close_timeout) + 1);
+        for index in 0..self.listeners.len() {
+            self.cancel(UserData::new(Op::Accept, index, 0).0);
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, CloseCode::GOING_AWAY, "server shutting down");
+        }
+    }
+
+    /// Drops a connection: cancels what is in flight, frees when idle.
+    fn remove(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        conn.dead = true;
+        if conn.recv_armed {
+            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
+            // Shutting the socket ends a pending send at once too.
+            // SAFETY: plain syscall on a descriptor we own.
+            unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
+            self.cancel(target);
+        }
+        self.maybe_free(key);
+    }
+
+    fn maybe_free(&mut self, key: usize) {
+        if self
+            .conns
+            .get(key)
+            .is_some_and(|c| c.dead && !c.in_flight() && !c.dirty)
+        {
+            // Dropping the OwnedFd closes the socket.
+            self.conns.remove(key);
+        }
+    }
+}
