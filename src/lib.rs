@@ -18,6 +18,7 @@
 pub mod cli;
 pub mod config;
 mod driver;
+pub mod metrics;
 pub mod protocol;
 mod shard;
 mod sys;

@@ -10,8 +10,9 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::protocol::{CloseCode, State};
-use crate::shard::conn::{ConnLimits, Phase, Session};
+use crate::shard::conn::{ConnLimits, Counters, Phase, Session};
 use crate::shard::{Clock, Deadlines, Due};
 
 /// One read buffer per shard, lent to whichever connection is readable.
@@ -41,6 +42,9 @@ pub(crate) struct EpollLoop {
     signal: UnixStream,
     conns: Slab<Conn>,
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shard_id: usize,
+    counters: Counters,
     read_buf: Box<[u8]>,
     clock: Clock,
     deadlines: Deadlines,
@@ -56,6 +60,8 @@ impl EpollLoop {
         listeners: Vec<std::net::TcpListener>,
         signal: std::os::unix::net::UnixStream,
         config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        shard_id: usize,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
         let mut mio_listeners = Vec::with_capacity(listeners.len());
@@ -75,6 +81,9 @@ impl EpollLoop {
             signal,
             conns: Slab::new(),
             config,
+            metrics,
+            shard_id,
+            counters: Counters::default(),
             read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
             clock: Clock::new(),
             deadlines: Deadlines::new(),
@@ -112,6 +121,8 @@ impl EpollLoop {
                 }
             }
             self.expire_deadlines();
+            self.counters
+                .publish(&self.metrics.shards[self.shard_id], self.conns.len());
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
                     return Ok(());
@@ -187,11 +198,13 @@ impl EpollLoop {
                     }
                     Ok(n) => {
                         let end = carried + n;
-                        let limits = ConnLimits {
+                        let mut limits = ConnLimits {
                             max_message: self.config.max_message,
                             subprotocols: &self.config.subprotocols,
+                            metrics: &self.metrics,
+                            counters: &mut self.counters,
                         };
-                        let next = conn.session.feed(&mut self.read_buf[..end], &limits);
+                        let next = conn.session.feed(&mut self.read_buf[..end], &mut limits);
                         self.deadlines.after(
                             key,
                             &mut conn.session,

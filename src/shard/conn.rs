@@ -3,14 +3,37 @@
 //! into a buffer, calls [`Session::process`] and writes what lands in `out`;
 //! both drivers share this code, so they speak exactly the same protocol.
 
+use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
 
-/// Settings a connection consults while processing input.
+/// What a connection consults and counts into while processing input.
 #[derive(Debug)]
 pub(crate) struct ConnLimits<'a> {
     pub(crate) max_message: usize,
     pub(crate) subprotocols: &'a [String],
+    /// Every shard's published numbers, for `GET /metrics`.
+    pub(crate) metrics: &'a Metrics,
+    /// This shard's plain counters, published once per loop turn.
+    pub(crate) counters: &'a mut Counters,
+}
+
+/// Per-shard event counts kept in plain integers on the hot path.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Counters {
+    pub(crate) handshakes: u64,
+    pub(crate) messages_received: u64,
+    pub(crate) messages_sent: u64,
+}
+
+impl Counters {
+    /// Copies the totals into this shard's published slot.
+    pub(crate) fn publish(&self, stats: &ShardStats, connections: usize) {
+        ShardStats::set(&stats.handshakes_total, self.handshakes);
+        ShardStats::set(&stats.messages_received_total, self.messages_received);
+        ShardStats::set(&stats.messages_sent_total, self.messages_sent);
+        ShardStats::set(&stats.connections_open, connections as u64);
+    }
 }
 
 /// Where a connection is in its life.
@@ -79,7 +102,7 @@ impl Session {
 
     /// Processes `input` (the carried bytes followed by what was just read)
     /// and keeps what it could not consume yet in `carry`.
-    pub(crate) fn feed(&mut self, input: &mut [u8], limits: &ConnLimits<'_>) -> Next {
+    pub(crate) fn feed(&mut self, input: &mut [u8], limits: &mut ConnLimits<'_>) -> Next {
         self.carry.clear();
         let (used, next) = self.process(input, limits);
         if used < input.len() && !matches!(self.phase, Phase::Lingering) {
@@ -102,15 +125,19 @@ impl Session {
 
     /// Consumes what it can of `input`, queueing replies in `out`; returns
     /// the bytes consumed and what the loop should do next.
-    fn process(&mut self, input: &mut [u8], limits: &ConnLimits<'_>) -> (usize, Next) {
+    fn process(&mut self, input: &mut [u8], limits: &mut ConnLimits<'_>) -> (usize, Next) {
         match self.phase {
             Phase::Handshake => self.process_handshake(input, limits),
-            Phase::Open(_) => self.process_frames(input),
+            Phase::Open(_) => self.process_frames(input, limits.counters),
             Phase::Lingering => (input.len(), Next::Continue),
         }
     }
 
-    fn process_handshake(&mut self, input: &mut [u8], limits: &ConnLimits<'_>) -> (usize, Next) {
+    fn process_handshake(
+        &mut self,
+        input: &mut [u8],
+        limits: &mut ConnLimits<'_>,
+    ) -> (usize, Next) {
         let mut headers = handshake::header_buf();
         let outcome = match handshake::parse_request(input, &mut headers) {
             Ok(None) => return (0, Next::Continue),
@@ -120,7 +147,8 @@ impl Session {
         match outcome {
             Ok(head_len) => {
                 self.phase = Phase::Open(ServerConn::new(limits.max_message));
-                let (used, next) = self.process_frames(&mut input[head_len..]);
+                limits.counters.handshakes += 1;
+                let (used, next) = self.process_frames(&mut input[head_len..], limits.counters);
                 let next = if next == Next::Continue {
                     Next::Upgraded
                 } else {
@@ -137,7 +165,7 @@ impl Session {
         }
     }
 
-    fn process_frames(&mut self, input: &mut [u8]) -> (usize, Next) {
+    fn process_frames(&mut self, input: &mut [u8], counters: &mut Counters) -> (usize, Next) {
         let Phase::Open(ws) = &mut self.phase else {
             return (input.len(), Next::Continue);
         };
@@ -149,7 +177,10 @@ impl Session {
                     pos += step.consumed;
                     match step.event {
                         Some(Event::Message { opcode, payload }) => {
-                            ws.send(&mut self.out, opcode, &payload);
+                            counters.messages_received += 1;
+                            if ws.send(&mut self.out, opcode, &payload) {
+                                counters.messages_sent += 1;
+                            }
                         }
                         Some(_) => {}
                         None if step.consumed == 0 => break,
@@ -201,6 +232,11 @@ fn answer_request(
         return Err(Some(match (req.method, req.path()) {
             ("GET", "/healthz") => {
                 handshake::encode_plain_response(out, 200, "", "ok\n");
+                return Err(None);
+            }
+            ("GET", "/metrics") => {
+                let body = limits.metrics.render();
+                handshake::encode_plain_response(out, 200, "", &body);
                 return Err(None);
             }
             ("GET", _) => HandshakeError::UpgradeRequired,

@@ -12,6 +12,7 @@ use crate::config::{Backend, Config};
 use crate::driver::epoll::EpollLoop;
 use crate::driver::probe;
 use crate::driver::uring::UringLoop;
+use crate::metrics::Metrics;
 use crate::sys;
 
 /// Running shards and the addresses they listen on.
@@ -65,6 +66,12 @@ impl Server {
             local_addrs.push(bound);
         }
         let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+        let backend_name = if backend == Backend::Uring {
+            "uring"
+        } else {
+            "epoll"
+        };
+        let metrics = Arc::new(Metrics::new(shards, backend_name));
         let config = Arc::new(config);
         let mut handles = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -74,6 +81,7 @@ impl Server {
                 signal_hook::low_level::pipe::register(sig, signal_tx.try_clone()?)?;
             }
             let config = Arc::clone(&config);
+            let metrics = Arc::clone(&metrics);
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
@@ -81,7 +89,7 @@ impl Server {
                     if let Err(e) = sys::pin_current_thread(id % cpus) {
                         tracing::warn!("shard {id}: could not pin to cpu {}: {e}", id % cpus);
                     }
-                    run_shard(backend, listeners, signal_rx, config, &ready)
+                    run_shard(backend, listeners, signal_rx, config, metrics, id, &ready)
                 })?;
             handles.push(handle);
         }
@@ -118,6 +126,8 @@ fn run_shard(
     listeners: Vec<std::net::TcpListener>,
     signal: UnixStream,
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    id: usize,
     ready: &mpsc::Sender<io::Result<()>>,
 ) -> io::Result<()> {
     let report = |r: &io::Result<()>| {
@@ -128,7 +138,7 @@ fn run_shard(
         );
     };
     if backend == Backend::Uring {
-        let built = UringLoop::new(listeners, signal, config);
+        let built = UringLoop::new(listeners, signal, config, metrics, id);
         report(
             &built
                 .as_ref()
@@ -137,7 +147,7 @@ fn run_shard(
         );
         built?.run()
     } else {
-        let built = EpollLoop::new(listeners, signal, config);
+        let built = EpollLoop::new(listeners, signal, config, metrics, id);
         report(
             &built
                 .as_ref()

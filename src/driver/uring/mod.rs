@@ -19,8 +19,9 @@ use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
 use crate::config::Config;
+use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::{CloseCode, State};
-use crate::shard::conn::{ConnLimits, Phase, Session};
+use crate::shard::conn::{ConnLimits, Counters, Phase, Session};
 use crate::shard::{Clock, Deadlines, Due};
 use crate::sys;
 use buf_ring::BufRing;
@@ -82,6 +83,9 @@ pub(crate) struct UringLoop {
     signal_buf: Box<[u8; 64]>,
     conns: Slab<Conn>,
     config: Arc<Config>,
+    metrics: Arc<Metrics>,
+    shard_id: usize,
+    counters: Counters,
     clock: Clock,
     deadlines: Deadlines,
     next_generation: u32,
@@ -103,6 +107,8 @@ impl UringLoop {
         listeners: Vec<std::net::TcpListener>,
         signal: std::os::unix::net::UnixStream,
         config: Arc<Config>,
+        metrics: Arc<Metrics>,
+        shard_id: usize,
     ) -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 4)
@@ -119,6 +125,9 @@ impl UringLoop {
             signal_buf: Box::new([0u8; 64]),
             conns: Slab::new(),
             config,
+            metrics,
+            shard_id,
+            counters: Counters::default(),
             clock: Clock::new(),
             deadlines: Deadlines::new(),
             next_generation: 0,
@@ -178,6 +187,9 @@ impl UringLoop {
             for key in std::mem::take(&mut self.rearm) {
                 self.arm_recv(key);
             }
+            let stats = &self.metrics.shards[self.shard_id];
+            self.counters.publish(stats, self.conns.len());
+            ShardStats::set(&stats.recv_buffers_lent, self.bufs.lent() as u64);
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
                     return Ok(());
@@ -314,18 +326,20 @@ impl UringLoop {
             };
             let len = result as usize;
             if !conn.dead {
-                let limits = ConnLimits {
+                let mut limits = ConnLimits {
                     max_message: self.config.max_message,
                     subprotocols: &self.config.subprotocols,
+                    metrics: &self.metrics,
+                    counters: &mut self.counters,
                 };
                 let input = self.bufs.take(bid, len);
                 let next = if conn.session.carry.is_empty() {
-                    conn.session.feed(input, &limits)
+                    conn.session.feed(input, &mut limits)
                 } else {
                     self.scratch.clear();
                     self.scratch.extend_from_slice(&conn.session.carry);
                     self.scratch.extend_from_slice(input);
-                    conn.session.feed(&mut self.scratch, &limits)
+                    conn.session.feed(&mut self.scratch, &mut limits)
                 };
                 self.bufs.recycle(bid);
                 self.deadlines.after(
