@@ -36,6 +36,9 @@ impl ShardStats {
     }
 }
 
+/// A metric family: name, type, help, and the field it reads.
+type Family = (&'static str, &'static str, &'static str, fn(&ShardStats) -> &AtomicU64);
+
 /// Every shard's slot.
 #[derive(Debug)]
 pub struct Metrics {
@@ -57,7 +60,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let families: [(&str, &str, &str, fn(&ShardStats) -> &AtomicU64); 5] = [
+        let families: [Family; 5] = [
             (
                 "surge_connections_open",
                 "gauge",
