@@ -37,7 +37,12 @@ impl ShardStats {
 }
 
 /// A metric family: name, type, help, and the field it reads.
-type Family = (&'static str, &'static str, &'static str, fn(&ShardStats) -> &AtomicU64);
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&ShardStats) -> &AtomicU64,
+);
 
 /// Every shard's slot.
 #[derive(Debug)]
