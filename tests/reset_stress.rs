@@ -4,67 +4,14 @@
 //! the server with debug assertions and overflow checks, so arithmetic
 //! slips in the drivers fail loudly here too.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start(backend: &str) -> Server {
-    let child = Command::new(env!("CARGO_BIN_EXE_surge"))
-        .args([
-            "echo",
-            "--listen",
-            "127.0.0.1:0",
-            "--shards",
-            "2",
-            "--backend",
-            backend,
-        ])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn surge");
-    // Owned by the guard from here on, so a failed start still kills it.
-    let mut server = Server {
-        child,
-        addr: SocketAddr::from(([0, 0, 0, 0], 0)),
-    };
-    let mut stderr = server.child.stderr.take().unwrap();
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let addr = loop {
-        let mut buf = [0u8; 256];
-        let n = stderr.read(&mut buf).unwrap();
-        assert!(
-            n > 0 && Instant::now() < deadline,
-            "surge exited: {}",
-            String::from_utf8_lossy(&seen)
-        );
-        seen.extend_from_slice(&buf[..n]);
-        let text = String::from_utf8_lossy(&seen);
-        // Only whole lines: the readiness line may arrive in pieces.
-        let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-        if let Some(line) = whole.lines().find(|l| l.starts_with("surge listening on ")) {
-            break line.split_whitespace().nth(3).unwrap().parse().unwrap();
-        }
-    };
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    server.addr = addr;
-    server
-}
+use support::Server;
 
 fn masked_frame(payload_len: usize) -> Vec<u8> {
     let mut f = vec![0x82, 0xFF];
@@ -116,7 +63,7 @@ fn metric(addr: SocketAddr, name: &str) -> u64 {
 }
 
 fn churn_and_check(backend: &str) {
-    let server = start(backend);
+    let server = Server::start(&["echo", "--shards", "2", "--backend", backend]);
     let addr = server.addr;
     let frame = masked_frame(200_000);
     let threads: Vec<_> = (0..8)

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs every surge test on a fresh machine, installing what the tests need
+# first. Anything missing makes a test fail loudly; nothing is skipped.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+# Python peers: kosoku drives the Autobahn TestSuite cases; websockets is a
+# real client implementation to interoperate with.
+PY_PACKAGES=(kosoku==0.1.0 websockets==17.4)
+VENV="$ROOT/.venv"
+STAMP="$VENV/.surge-packages"
+if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "${PY_PACKAGES[*]}" ]]; then
+    echo "==> creating $VENV with ${PY_PACKAGES[*]}"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install --quiet "${PY_PACKAGES[@]}"
+    echo "${PY_PACKAGES[*]}" > "$STAMP"
+fi
+export SURGE_VENV="$VENV"
+
+# System packages a later test needs go here, e.g.:
+#   need_apt redis-server redis-server
+need_apt() {
+    local cmd=$1 pkg=$2
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        echo "==> installing $pkg"
+        apt-get update -qq && apt-get install -y -qq "$pkg"
+    fi
+}
+
+echo "==> cargo fmt --check"
+cargo fmt --check
+echo "==> cargo clippy"
+cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo test (debug: overflow checks and debug assertions on)"
+cargo test --all-targets
+echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
+cargo test --release --test autobahn --test reset_stress
+echo "==> all tests passed"

@@ -1,0 +1,115 @@
+//! The Autobahn TestSuite cases (run by kosoku, the native Autobahn runner)
+//! against `surge echo`. Every case must be OK, NON-STRICT or INFORMATIONAL;
+//! a FAILED case, or no cases at all, fails the test. 12.* and 13.*
+//! (permessage-deflate) are excluded until the extension exists.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use support::*;
+
+const EXCLUDED: [&str; 2] = ["12.*", "13.*"];
+const PASSING: [&str; 3] = ["OK", "NON-STRICT", "INFORMATIONAL"];
+
+fn run_suite(name: &str, server_args: &[&str]) {
+    let server = Server::start(server_args);
+    let outdir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/autobahn")
+        .join(name);
+    let _ = std::fs::remove_dir_all(&outdir);
+    let mut cmd = Command::new(venv().join("bin/kosoku"));
+    cmd.arg(server.addr.to_string())
+        .args(["-p", "2", "-o"])
+        .arg(&outdir);
+    for pattern in EXCLUDED {
+        cmd.args(["-x", pattern]);
+    }
+    // kosoku exits non-zero when a case fails; the report says which.
+    let out = cmd.output().expect("run kosoku");
+    let index = outdir.join("index.json");
+    let text = std::fs::read_to_string(&index).unwrap_or_else(|e| {
+        panic!(
+            "no report at {} ({e}); kosoku said:\n{}{}",
+            index.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    });
+    let report = parse_index(&text);
+    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut bad = Vec::new();
+    for (case, behavior, close) in &report {
+        *counts.entry(format!("{behavior}/{close}")).or_default() += 1;
+        if !PASSING.contains(&behavior.as_str()) || !PASSING.contains(&close.as_str()) {
+            bad.push(format!("{case}: {behavior} (close: {close})"));
+        }
+    }
+    println!(
+        "autobahn {name}: {} cases; behavior/close counts: {counts:?}",
+        report.len()
+    );
+    for case in &report {
+        if case.1 != "OK" || case.2 != "OK" {
+            println!("  {} {} (close {})", case.0, case.1, case.2);
+        }
+    }
+    assert!(report.len() > 250, "only {} cases ran", report.len());
+    assert!(bad.is_empty(), "failing cases:\n{}", bad.join("\n"));
+}
+
+/// (case, behavior, behaviorClose) for every case in kosoku's index.json:
+/// `{"agent": {"1.1.1": {"behavior": "OK", "behaviorClose": "OK", ...}}}`.
+fn parse_index(json: &str) -> Vec<(String, String, String)> {
+    let python = venv().join("bin/python");
+    let script = "import json,sys\nfor a in json.load(sys.stdin).values():\n  for k,v in a.items(): print(k, v['behavior'], v['behaviorClose'])";
+    let mut child = Command::new(python)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "index.json did not parse");
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut p = l.split(' ');
+            (
+                p.next().unwrap().to_owned(),
+                p.next().unwrap().to_owned(),
+                p.next().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn autobahn_epoll_one_shard() {
+    run_suite("epoll-1", &["echo", "--backend", "epoll", "--shards", "1"]);
+}
+
+#[test]
+fn autobahn_uring_one_shard() {
+    run_suite("uring-1", &["echo", "--backend", "uring", "--shards", "1"]);
+}
+
+#[test]
+fn autobahn_epoll_two_shards() {
+    run_suite("epoll-2", &["echo", "--backend", "epoll", "--shards", "2"]);
+}
+
+#[test]
+fn autobahn_uring_two_shards() {
+    run_suite("uring-2", &["echo", "--backend", "uring", "--shards", "2"]);
+}

@@ -1,0 +1,230 @@
+//! Framing, fragmentation, control frames, limits and the close handshake
+//! over real sockets, against hand-built frames and the tungstenite client,
+//! on both drivers.
+
+mod support;
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tungstenite::{Message, WebSocket};
+
+const BACKENDS: [&str; 2] = ["epoll", "uring"];
+
+fn each_backend(extra: &[&str], test: impl Fn(&Server)) {
+    for backend in BACKENDS {
+        let mut args = vec!["echo", "--backend", backend];
+        args.extend_from_slice(extra);
+        let server = Server::start(&args);
+        test(&server);
+    }
+}
+
+fn tungstenite_client(server: &Server) -> WebSocket<std::net::TcpStream> {
+    let stream = connect(server.addr);
+    let (ws, response) = tungstenite::client(server.url("/echo"), stream).expect("upgrade");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+#[test]
+fn echoes_text_and_binary_across_length_encodings() {
+    each_backend(&[], |server| {
+        let mut ws = tungstenite_client(server);
+        for len in [0usize, 1, 125, 126, 127, 65_535, 65_536, 1 << 20] {
+            let bin: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
+            ws.send(Message::Binary(bin.clone())).unwrap();
+            assert_eq!(ws.read().unwrap(), Message::Binary(bin), "binary {len}");
+            let txt: String = (0..len)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            ws.send(Message::Text(txt.clone())).unwrap();
+            assert_eq!(ws.read().unwrap(), Message::Text(txt), "text {len}");
+        }
+        ws.close(None).unwrap();
+    });
+}
+
+#[test]
+fn fragments_reassemble_around_interleaved_pings() {
+    each_backend(&[], |server| {
+        let mut s = open_ws(server.addr);
+        let mut wire = frame(0x01, "κό".as_bytes());
+        wire.extend(frame(0x89, b"ping-1"));
+        wire.extend(frame(0x00, "σ".as_bytes()));
+        wire.extend(frame(0x8A, b"unsolicited pong"));
+        wire.extend(frame(0x80, "με".as_bytes()));
+        s.write_all(&wire).unwrap();
+        assert_eq!(read_frame(&mut s), (0x8A, b"ping-1".to_vec()));
+        assert_eq!(read_frame(&mut s), (0x81, "κόσμε".as_bytes().to_vec()));
+    });
+}
+
+#[test]
+fn utf8_split_across_fragments() {
+    each_backend(&[], |server| {
+        let mut s = open_ws(server.addr);
+        let euro = "€".as_bytes();
+        let mut wire = frame(0x01, &euro[..1]);
+        wire.extend(frame(0x80, &euro[1..]));
+        s.write_all(&wire).unwrap();
+        assert_eq!(read_frame(&mut s), (0x81, euro.to_vec()));
+        // A surrogate split across fragments is caught at the second byte.
+        let mut wire = frame(0x01, b"ok\xED");
+        wire.extend(frame(0x80, b"\xA0\x80"));
+        s.write_all(&wire).unwrap();
+        assert_eq!(read_close(&mut s), Some(1007));
+    });
+}
+
+#[test]
+fn protocol_violations_close_with_the_right_code() {
+    let long_ping = frame(0x89, &[0u8; 126]);
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("rsv1 without extension", frame(0xC1, b"x"), 1002),
+        ("rsv3", frame(0x91, b"x"), 1002),
+        ("reserved data opcode", frame(0x83, b""), 1002),
+        ("reserved control opcode", frame(0x8B, b""), 1002),
+        ("unmasked frame", vec![0x81, 0x01, b'x'], 1002),
+        ("fragmented ping", frame(0x09, b""), 1002),
+        ("ping over 125 bytes", long_ping, 1002),
+        ("continuation without start", frame(0x80, b"x"), 1002),
+        (
+            "new message inside fragmented",
+            [frame(0x01, b"a"), frame(0x81, b"b")].concat(),
+            1002,
+        ),
+        (
+            "64-bit length with top bit",
+            vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4],
+            1002,
+        ),
+        ("invalid utf-8 text", text(b"\xff\xfe"), 1007),
+        ("one-byte close", frame(0x88, b"\x03"), 1002),
+        ("close reason not utf-8", close(1000, b"\xff"), 1007),
+    ];
+    each_backend(&[], |server| {
+        for (what, wire, code) in &cases {
+            let mut s = open_ws(server.addr);
+            s.write_all(wire).unwrap();
+            assert_eq!(read_close(&mut s), Some(*code), "{what}");
+            s.write_all(&close(1000, b"")).unwrap();
+            assert_tcp_closed(&mut s, Duration::from_secs(5));
+        }
+    });
+}
+
+#[test]
+fn close_code_table() {
+    let valid = [
+        1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
+        4000, 4999,
+    ];
+    let invalid = [
+        0u16, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
+    ];
+    each_backend(&[], |server| {
+        for code in valid {
+            let mut s = open_ws(server.addr);
+            s.write_all(&close(code, b"bye")).unwrap();
+            assert_eq!(read_close(&mut s), Some(code), "valid {code} is echoed");
+            assert_tcp_closed(&mut s, Duration::from_secs(5));
+        }
+        for code in invalid {
+            let mut s = open_ws(server.addr);
+            s.write_all(&close(code, b"")).unwrap();
+            assert_eq!(read_close(&mut s), Some(1002), "invalid {code}");
+        }
+        let mut s = open_ws(server.addr);
+        s.write_all(&frame(0x88, b"")).unwrap();
+        assert_eq!(
+            read_close(&mut s),
+            None,
+            "an empty close gets an empty close"
+        );
+    });
+}
+
+#[test]
+fn data_after_close_is_ignored_and_tcp_closes() {
+    each_backend(&[], |server| {
+        let mut s = open_ws(server.addr);
+        let mut wire = close(1000, b"done");
+        wire.extend(text(b"too late"));
+        s.write_all(&wire).unwrap();
+        let (first, payload) = read_frame(&mut s);
+        assert_eq!(first, 0x88, "the close comes back, not an echo");
+        assert_eq!(&payload[..2], &1000u16.to_be_bytes());
+        assert_tcp_closed(&mut s, Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn oversized_message_is_refused_from_its_header() {
+    each_backend(&["--max-message", "1024"], |server| {
+        // Announce 1 GiB, send only the header: 1009 must come at once.
+        let mut s = open_ws(server.addr);
+        s.write_all(&[0x82, 0xFF, 0, 0, 0, 0, 0x40, 0, 0, 0, 1, 2, 3, 4])
+            .unwrap();
+        let start = Instant::now();
+        assert_eq!(read_close(&mut s), Some(1009));
+        assert!(start.elapsed() < Duration::from_secs(2));
+        // Fragments that add up past the limit.
+        let mut s = open_ws(server.addr);
+        let mut wire = frame(0x02, &[0u8; 600]);
+        wire.extend(frame(0x80, &[0u8; 600]));
+        s.write_all(&wire).unwrap();
+        assert_eq!(read_close(&mut s), Some(1009));
+        // At the limit is fine.
+        let mut s = open_ws(server.addr);
+        s.write_all(&binary(&[5u8; 1024])).unwrap();
+        assert_eq!(read_frame(&mut s), (0x82, vec![5u8; 1024]));
+    });
+}
+
+#[test]
+fn silent_peer_is_dropped_after_our_close() {
+    each_backend(&["--close-timeout-ms", "300"], |server| {
+        let mut s = open_ws(server.addr);
+        s.write_all(&frame(0x83, b"")).unwrap();
+        assert_eq!(read_close(&mut s), Some(1002));
+        // Never answer: the server must give up and drop us.
+        assert_tcp_closed(&mut s, Duration::from_secs(3));
+    });
+}
+
+#[test]
+fn idle_connections_are_closed_with_1001() {
+    each_backend(&["--idle-timeout-ms", "300"], |server| {
+        let mut s = open_ws(server.addr);
+        assert_eq!(read_close(&mut s), Some(1001));
+    });
+}
+
+#[test]
+fn sigterm_closes_every_connection_with_1001_and_exits_0() {
+    for backend in BACKENDS {
+        let server = Server::start(&["echo", "--backend", backend, "--shards", "2"]);
+        let mut clients: Vec<_> = (0..20).map(|_| open_ws(server.addr)).collect();
+        let status = std::thread::scope(|scope| {
+            let readers: Vec<_> = clients
+                .iter_mut()
+                .map(|s| {
+                    scope.spawn(move || {
+                        let code = read_close(s);
+                        let _ = s.write_all(&close(1001, b""));
+                        code
+                    })
+                })
+                .collect();
+            std::thread::sleep(Duration::from_millis(100));
+            let status = server.terminate();
+            for r in readers {
+                assert_eq!(r.join().unwrap(), Some(1001), "{backend}");
+            }
+            status
+        });
+        assert!(status.success(), "{backend}: exit {status:?}");
+    }
+}

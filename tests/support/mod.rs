@@ -1,0 +1,247 @@
+//! Helpers shared by the real-socket tests: start `surge` on a free port,
+//! speak raw HTTP and hand-built frames (independent of the crate's own
+//! encoder, so a bug there cannot hide itself), and find the test venv.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `surge` process, killed on drop.
+pub(crate) struct Server {
+    child: Child,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// `surge ARGS... --listen 127.0.0.1:0`, once it says it is listening.
+    pub(crate) fn start(args: &[&str]) -> Self {
+        let child = Command::new(env!("CARGO_BIN_EXE_surge"))
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn surge");
+        // Owned by the guard from here on, so a failed start still kills it.
+        let mut server = Self {
+            child,
+            addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+        };
+        let mut stderr = server.child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 512];
+            let mut sent = false;
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                let text = String::from_utf8_lossy(&seen);
+                // Only whole lines: the readiness line may arrive in pieces.
+                let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
+                if !sent {
+                    if let Some(line) = whole.lines().find(|l| l.starts_with("surge listening on "))
+                    {
+                        let _ = tx.send(Ok(line.to_owned()));
+                        sent = true;
+                    }
+                }
+            }
+            if !sent {
+                let _ = tx.send(Err(String::from_utf8_lossy(&seen).into_owned()));
+            }
+        });
+        let line = match rx.recv_timeout(Duration::from_secs(10)) {
+            Ok(Ok(line)) => line,
+            Ok(Err(stderr)) => panic!("surge exited before listening: {stderr}"),
+            Err(_) => panic!("surge did not report listening within 10 s"),
+        };
+        server.addr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        server
+    }
+
+    pub(crate) fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    /// Sends SIGTERM and waits for the exit status (bounded).
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY-free: plain kill(1) keeps the test free of libc.
+        Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "surge did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A raw TCP client with a read timeout, so no test can hang.
+pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+pub(crate) const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+pub(crate) const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
+
+/// A valid upgrade request with `extra` header lines (each ending in CRLF).
+pub(crate) fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: {KEY}\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// Reads an HTTP response head; returns (status, head text).
+pub(crate) fn read_response_head(s: &mut TcpStream) -> (u16, String) {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            other => panic!(
+                "response head cut short ({other:?}): {:?}",
+                String::from_utf8_lossy(&head)
+            ),
+        }
+        assert!(head.len() < 16 * 1024, "response head too long");
+    }
+    let text = String::from_utf8(head).unwrap();
+    let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (status, text)
+}
+
+/// Connects and upgrades; panics unless the answer is a correct 101.
+pub(crate) fn open_ws(addr: SocketAddr) -> TcpStream {
+    let mut s = connect(addr);
+    s.write_all(upgrade_request("/", "").as_bytes()).unwrap();
+    let (status, head) = read_response_head(&mut s);
+    assert_eq!(status, 101, "{head}");
+    assert!(
+        head.contains(&format!("Sec-WebSocket-Accept: {ACCEPT}\r\n")),
+        "{head}"
+    );
+    s
+}
+
+/// A client frame built by hand: FIN/RSV/opcode byte, masked payload.
+pub(crate) fn frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x37, 0xFA, 0x21, 0x3D];
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&key);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    f
+}
+
+/// A final text frame.
+pub(crate) fn text(payload: &[u8]) -> Vec<u8> {
+    frame(0x81, payload)
+}
+
+/// A final binary frame.
+pub(crate) fn binary(payload: &[u8]) -> Vec<u8> {
+    frame(0x82, payload)
+}
+
+/// A close frame with a code and reason.
+pub(crate) fn close(code: u16, reason: &[u8]) -> Vec<u8> {
+    let mut p = code.to_be_bytes().to_vec();
+    p.extend_from_slice(reason);
+    frame(0x88, &p)
+}
+
+/// Reads one server frame: (first byte, payload). Server frames are never masked.
+pub(crate) fn read_frame(s: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    s.read_exact(&mut head).expect("frame header");
+    assert_eq!(head[1] & 0x80, 0, "server frames must not be masked");
+    let len = match head[1] & 0x7F {
+        126 => {
+            let mut b = [0u8; 2];
+            s.read_exact(&mut b).unwrap();
+            u64::from(u16::from_be_bytes(b))
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            s.read_exact(&mut b).unwrap();
+            u64::from_be_bytes(b)
+        }
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; len as usize];
+    s.read_exact(&mut payload).expect("frame payload");
+    (head[0], payload)
+}
+
+/// Reads frames until a close; returns its code (None for an empty close).
+pub(crate) fn read_close(s: &mut TcpStream) -> Option<u16> {
+    loop {
+        let (first, payload) = read_frame(s);
+        if first & 0x0F == 0x8 {
+            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
+        }
+    }
+}
+
+/// Asserts the server closes the TCP connection within `within`.
+pub(crate) fn assert_tcp_closed(s: &mut TcpStream, within: Duration) {
+    s.set_read_timeout(Some(within)).unwrap();
+    let mut buf = [0u8; 1024];
+    let start = Instant::now();
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+            Err(e) => panic!("connection still open after {:?}: {e}", start.elapsed()),
+        }
+    }
+}
+
+/// The Python venv with kosoku and websockets, made by scripts/test.sh.
+pub(crate) fn venv() -> PathBuf {
+    let dir = std::env::var_os("SURGE_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv"));
+    assert!(
+        dir.join("bin/python").exists(),
+        "no Python venv at {}: run `bash scripts/test.sh`, which creates it (or set SURGE_VENV)",
+        dir.display()
+    );
+    dir
+}
