@@ -14,10 +14,7 @@ fn corpus(multibyte: bool) -> Vec<u8> {
     } else {
         "market data tick AAPL 189.23 "
     };
-    unit.repeat(64 * 1024 / unit.len() + 1).into_bytes()[..64 * 1024]
-        .iter()
-        .copied()
-        .collect::<Vec<u8>>()
+    unit.repeat(64 * 1024 / unit.len() + 1).into_bytes()[..64 * 1024].to_vec()
 }
 
 fn utf8(c: &mut Criterion) {
