@@ -17,6 +17,8 @@
 
 pub mod cli;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 mod driver;
 pub mod metrics;
 pub mod protocol;

@@ -1,0 +1,46 @@
+//! Replays every committed fuzz seed and regression through the same
+//! functions the cargo-fuzz targets call, so CI checks the corpus on stable
+//! Rust without libFuzzer.
+
+use std::path::Path;
+
+fn replay(target: &str, run: fn(&[u8])) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
+    let mut count = 0;
+    for dir in ["seeds", "regressions"] {
+        let dir = root.join(dir).join(target);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            assert_ne!(dir.file_name().unwrap(), "seeds", "missing {}", dir.display());
+            continue;
+        };
+        for entry in entries {
+            let path = entry.unwrap().path();
+            let data = std::fs::read(&path).unwrap();
+            let result = std::panic::catch_unwind(|| run(&data));
+            assert!(result.is_ok(), "{} fails", path.display());
+            count += 1;
+        }
+    }
+    assert!(count > 0, "no seeds for {target}");
+    println!("{target}: {count} inputs replayed");
+}
+
+#[test]
+fn handshake_corpus() {
+    replay("handshake", surge::fuzzing::handshake);
+}
+
+#[test]
+fn frame_decoder_corpus() {
+    replay("frame_decoder", surge::fuzzing::frame_decoder);
+}
+
+#[test]
+fn utf8_stream_corpus() {
+    replay("utf8_stream_diff", surge::fuzzing::utf8_stream);
+}
+
+#[test]
+fn unmask_corpus() {
+    replay("unmask_diff", surge::fuzzing::unmask_pieces);
+}
