@@ -33,7 +33,9 @@ pub fn handshake(data: &[u8]) {
                 Ok(up) => {
                     let protocol = up.choose_subprotocol(&supported);
                     if let Some(p) = protocol {
-                        assert!(req.header_tokens("sec-websocket-protocol").any(|t| t == p.as_bytes()));
+                        assert!(req
+                            .header_tokens("sec-websocket-protocol")
+                            .any(|t| t == p.as_bytes()));
                     }
                     let mut out = Vec::new();
                     up.encode_accept(&mut out, protocol);
@@ -73,7 +75,9 @@ fn drive(max_message: usize, data: &[u8], read_size: usize) -> Outcome {
                 Ok(step) => {
                     pos += step.consumed;
                     match step.event {
-                        Some(Event::Message { opcode, payload }) => seen.push((opcode as u8, payload.to_vec())),
+                        Some(Event::Message { opcode, payload }) => {
+                            seen.push((opcode as u8, payload.to_vec()))
+                        }
                         Some(Event::Ping(p)) => seen.push((9, p.to_vec())),
                         Some(Event::Pong(p)) => seen.push((10, p.to_vec())),
                         Some(Event::Close(c)) => seen.push((8, c.reason.as_bytes().to_vec())),
@@ -85,13 +89,19 @@ fn drive(max_message: usize, data: &[u8], read_size: usize) -> Outcome {
                     assert_eq!(conn.state(), State::Closed);
                     let close = &out[out.len().saturating_sub(127)..];
                     let code = e.close_code().0.to_be_bytes();
-                    assert!(close.windows(2).any(|w| w == code), "close frame carries {e}'s code");
+                    assert!(
+                        close.windows(2).any(|w| w == code),
+                        "close frame carries {e}'s code"
+                    );
                     break 'reads;
                 }
             }
         }
         carry = buf[pos..].to_vec();
-        assert!(carry.len() <= 14 + 125, "only a partial header or control frame is carried");
+        assert!(
+            carry.len() <= 14 + 125,
+            "only a partial header or control frame is carried"
+        );
     }
     (seen, out, conn.state())
 }

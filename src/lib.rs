@@ -17,9 +17,10 @@
 
 pub mod cli;
 pub mod config;
+mod driver;
 #[doc(hidden)]
 pub mod fuzzing;
-mod driver;
+pub mod load;
 pub mod metrics;
 pub mod protocol;
 mod shard;

@@ -89,3 +89,36 @@ pub(crate) fn set_nodelay(fd: std::os::fd::RawFd) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// A non-blocking TCP socket to `to`, bound to `from` when given. Binding a
+/// client to 127.0.0.2, 127.0.0.3, ... lets one machine act as many
+/// client IPs; IP_BIND_ADDRESS_NO_PORT defers the port choice to connect,
+/// so every source address gets the whole ephemeral range.
+pub(crate) fn connect_from(
+    from: Option<std::net::IpAddr>,
+    to: SocketAddr,
+) -> io::Result<std::net::TcpStream> {
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    if let Some(ip) = from {
+        let one: libc::c_int = 1;
+        // SAFETY: `one` is a valid c_int for the duration of the call.
+        unsafe {
+            libc::setsockopt(
+                std::os::fd::AsRawFd::as_raw_fd(&socket),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&raw const one).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    match socket.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(socket.into())
+}

@@ -10,7 +10,12 @@ fn replay(target: &str, run: fn(&[u8])) {
     for dir in ["seeds", "regressions"] {
         let dir = root.join(dir).join(target);
         let Ok(entries) = std::fs::read_dir(&dir) else {
-            assert_ne!(dir.file_name().unwrap(), "seeds", "missing {}", dir.display());
+            assert_ne!(
+                dir.file_name().unwrap(),
+                "seeds",
+                "missing {}",
+                dir.display()
+            );
             continue;
         };
         for entry in entries {

@@ -23,6 +23,8 @@ enum Command {
     Echo(RuntimeFlags),
     /// The full server on the embedded default config (ws://HOST:PORT/echo).
     Serve(RuntimeFlags),
+    /// Generate load against a WebSocket server; the last line is `RESULT ...`.
+    Load(crate::load::LoadArgs),
 }
 
 /// Flags every server mode takes; each is also a config key of the same name.
@@ -80,6 +82,7 @@ impl RuntimeFlags {
 pub fn run(cli: Cli) -> ExitCode {
     let flags = match cli.command {
         Command::Echo(flags) | Command::Serve(flags) => flags,
+        Command::Load(args) => return crate::load::run(&args),
     };
     let config = match flags.into_config() {
         Ok(c) => c,

@@ -1,0 +1,600 @@
+//! One load thread: a mio loop that opens client connections, upgrades
+//! them (checking Sec-WebSocket-Accept), and drives the chosen mode over
+//! the crate's own frame encoder, decoder and mask kernels.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{ErrorKind, Read, Write};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine as _;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use super::report::{Failure, Report};
+use super::{CloseKind, Mode, Plan};
+use crate::protocol::accept_key::accept_key;
+use crate::protocol::frame::{encode_masked_frame, FrameHeader, OpCode};
+use crate::sys;
+
+/// Progress every thread publishes for the once-a-second line.
+#[derive(Debug, Default)]
+pub(crate) struct Progress {
+    pub(crate) open: AtomicU64,
+    pub(crate) messages: AtomicU64,
+    pub(crate) handshakes: AtomicU64,
+    pub(crate) errors: AtomicU64,
+}
+
+/// A tiny xorshift: masking keys and upgrade keys need to be unpredictable
+/// to a proxy, not cryptographic, and must cost nothing per frame.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum Phase {
+    Connecting,
+    Upgrading,
+    Open,
+    /// We sent a close and wait for the server's.
+    Closing,
+}
+
+struct Conn {
+    stream: TcpStream,
+    phase: Phase,
+    id: u64,
+    key: [u8; 24],
+    started: Instant,
+    inbuf: Vec<u8>,
+    out: Vec<u8>,
+    out_pos: usize,
+    /// Next message number to send / to expect back (echo mode).
+    next_send: u64,
+    next_echo: u64,
+    in_flight: VecDeque<Instant>,
+    /// Last sequence number seen per symbol (subscribe mode).
+    last_seq: HashMap<Box<str>, u64>,
+}
+
+/// The byte at `i` of message `seq` on connection `id`: every echo can be
+/// checked without keeping a copy of what was sent.
+fn pattern(id: u64, seq: u64, i: usize) -> u8 {
+    b'a' + ((id
+        .wrapping_mul(31)
+        .wrapping_add(seq.wrapping_mul(7))
+        .wrapping_add(i as u64))
+        % 26) as u8
+}
+
+fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+pub(crate) struct Engine<'a> {
+    plan: &'a Plan,
+    /// Connections this thread should keep (open or opening).
+    target: usize,
+    poll: Poll,
+    conns: Slab<Conn>,
+    rng: Rng,
+    report: Report,
+    progress: &'a Progress,
+    stop: &'a AtomicBool,
+    next_id: u64,
+    source: usize,
+    payload: Vec<u8>,
+    /// When the measured window began (all connections open).
+    window_start: Option<Instant>,
+    started: Instant,
+}
+
+impl<'a> Engine<'a> {
+    pub(crate) fn new(
+        plan: &'a Plan,
+        target: usize,
+        seed: u64,
+        progress: &'a Progress,
+        stop: &'a AtomicBool,
+    ) -> Self {
+        Self {
+            plan,
+            target,
+            poll: Poll::new().expect("epoll"),
+            conns: Slab::with_capacity(target),
+            rng: Rng(seed | 1),
+            report: Report::new(),
+            progress,
+            stop,
+            next_id: seed << 32,
+            source: seed as usize,
+            payload: Vec::with_capacity(plan.size),
+            window_start: None,
+            started: Instant::now(),
+        }
+    }
+
+    pub(crate) fn run(mut self) -> Report {
+        let mut events = Events::with_capacity(1024);
+        // The connect phase of echo/hold/subscribe is capped so a dead
+        // server ends the run; connect mode measures from the start.
+        let connect_cap = self.plan.connect_timeout + Duration::from_secs(5);
+        if self.plan.mode == Mode::Connect {
+            self.window_start = Some(self.started);
+        }
+        let mut last_timeout_scan = Instant::now();
+        loop {
+            self.open_more();
+            let now = Instant::now();
+            if self.window_start.is_none() && (self.all_open() || now - self.started > connect_cap)
+            {
+                self.window_start = Some(now);
+                if self.plan.mode == Mode::Hold {
+                    eprintln!(
+                        "all {} connections open after {:.2} s (this thread)",
+                        self.report.opened,
+                        (now - self.started).as_secs_f64()
+                    );
+                }
+            }
+            if let Some(start) = self.window_start {
+                if now - start >= self.plan.duration {
+                    break;
+                }
+            }
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(10))) {
+                if e.kind() != ErrorKind::Interrupted {
+                    eprintln!("load: poll failed: {e}");
+                    break;
+                }
+            }
+            for event in &events {
+                self.service(event.token().0);
+            }
+            if last_timeout_scan.elapsed() > Duration::from_millis(100) {
+                last_timeout_scan = Instant::now();
+                self.expire_handshakes();
+            }
+            self.publish();
+        }
+        let end = Instant::now();
+        self.report.window_secs = self.window_start.map_or(0.0, |s| (end - s).as_secs_f64());
+        self.close_all();
+        self.publish();
+        self.report
+    }
+
+    fn all_open(&self) -> bool {
+        self.conns.len() >= self.target && self.conns.iter().all(|(_, c)| c.phase == Phase::Open)
+    }
+
+    fn publish(&self) {
+        let p = self.progress;
+        p.open.store(self.report.opened, Ordering::Relaxed);
+        p.messages.store(self.report.messages, Ordering::Relaxed);
+        p.handshakes
+            .store(self.report.handshakes, Ordering::Relaxed);
+        p.errors.store(self.report.errors(), Ordering::Relaxed);
+    }
+
+    /// Keeps up to `target` connections, with at most `in_flight` upgrades
+    /// pending so the server's accept queue is not overrun.
+    fn open_more(&mut self) {
+        if self.window_start.is_some() && self.plan.mode != Mode::Connect {
+            return;
+        }
+        let pending = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase != Phase::Open)
+            .count();
+        let mut room = self.plan.in_flight.saturating_sub(pending);
+        while room > 0 && self.conns.len() < self.target {
+            room -= 1;
+            self.open_one();
+        }
+    }
+
+    fn open_one(&mut self) {
+        let from: Option<IpAddr> = (!self.plan.sources.is_empty()).then(|| {
+            self.source = (self.source + 1) % self.plan.sources.len();
+            self.plan.sources[self.source]
+        });
+        let std_stream = match sys::connect_from(from, self.plan.target) {
+            Ok(s) => s,
+            Err(e) => {
+                self.report.fail(classify(&e));
+                return;
+            }
+        };
+        let mut stream = TcpStream::from_std(std_stream);
+        let entry = self.conns.vacant_entry();
+        let token = Token(entry.key());
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+            .is_err()
+        {
+            self.report.fail(Failure::Io);
+            return;
+        }
+        let mut raw = [0u8; 16];
+        raw[..8].copy_from_slice(&self.rng.next().to_ne_bytes());
+        raw[8..].copy_from_slice(&self.rng.next().to_ne_bytes());
+        let mut key = [0u8; 24];
+        STANDARD
+            .encode_slice(raw, &mut key)
+            .expect("24 bytes hold base64 of 16");
+        self.next_id += 1;
+        entry.insert(Conn {
+            stream,
+            phase: Phase::Connecting,
+            id: self.next_id,
+            key,
+            started: Instant::now(),
+            inbuf: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
+            next_send: 0,
+            next_echo: 0,
+            in_flight: VecDeque::new(),
+            last_seq: HashMap::new(),
+        });
+    }
+
+    fn expire_handshakes(&mut self) {
+        let limit = self.plan.connect_timeout;
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| {
+                matches!(c.phase, Phase::Connecting | Phase::Upgrading)
+                    && c.started.elapsed() > limit
+            })
+            .map(|(k, _)| k)
+            .collect();
+        for key in stale {
+            self.drop_conn(key, Some(Failure::Timeout));
+        }
+    }
+
+    fn service(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if conn.phase == Phase::Connecting {
+            match conn.stream.take_error() {
+                Ok(None) => {}
+                Ok(Some(e)) | Err(e) => {
+                    let kind = classify(&e);
+                    self.drop_conn(key, Some(kind));
+                    return;
+                }
+            }
+            if conn.stream.peer_addr().is_err() {
+                return; // still connecting
+            }
+            conn.phase = Phase::Upgrading;
+            let request = format!(
+                "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                self.plan.path,
+                self.plan.host,
+                std::str::from_utf8(&conn.key).expect("base64 is ASCII")
+            );
+            conn.out.extend_from_slice(request.as_bytes());
+        }
+        if let Err(kind) = self.read(key) {
+            self.drop_conn(key, kind);
+            return;
+        }
+        if let Err(kind) = self.flush(key) {
+            self.drop_conn(key, kind);
+        }
+    }
+
+    /// Reads everything available and acts on it; `Err(None)` is a normal end.
+    fn read(&mut self, key: usize) -> Result<(), Option<Failure>> {
+        let mut buf = [0u8; 64 * 1024];
+        loop {
+            let conn = &mut self.conns[key];
+            match (&conn.stream).read(&mut buf) {
+                Ok(0) => {
+                    return Err(match conn.phase {
+                        Phase::Closing => None,
+                        Phase::Open if self.plan.mode == Mode::Connect => None,
+                        _ => Some(Failure::Reset),
+                    })
+                }
+                Ok(n) => {
+                    conn.inbuf.extend_from_slice(&buf[..n]);
+                    self.process(key)?;
+                    if n < buf.len() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) if self.conns[key].phase == Phase::Closing => {
+                    let _ = e;
+                    return Err(None);
+                }
+                Err(e) => return Err(Some(classify(&e))),
+            }
+        }
+    }
+
+    fn process(&mut self, key: usize) -> Result<(), Option<Failure>> {
+        if self.conns[key].phase == Phase::Upgrading {
+            let conn = &mut self.conns[key];
+            let Some(end) = conn.inbuf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                return if conn.inbuf.len() > 16 * 1024 {
+                    Err(Some(Failure::BadStatus))
+                } else {
+                    Ok(())
+                };
+            };
+            check_upgrade(&conn.inbuf[..end + 4], &conn.key)?;
+            conn.inbuf.drain(..end + 4);
+            conn.phase = Phase::Open;
+            self.report.opened += 1;
+            self.on_open(key)?;
+        }
+        let mut pos = 0;
+        loop {
+            let conn = &self.conns[key];
+            let Some((header, head_len)) =
+                FrameHeader::decode(&conn.inbuf[pos..]).map_err(|_| Some(Failure::Protocol))?
+            else {
+                break;
+            };
+            let end = pos + head_len + header.payload_len as usize;
+            if conn.inbuf.len() < end {
+                break;
+            }
+            if header.mask.is_some() || header.rsv != 0 {
+                return Err(Some(Failure::Protocol));
+            }
+            let payload = std::mem::take(&mut self.conns[key].inbuf);
+            let result = self.on_frame(key, header.opcode, &payload[pos + head_len..end]);
+            self.conns[key].inbuf = payload;
+            result?;
+            pos = end;
+        }
+        self.conns[key].inbuf.drain(..pos);
+        Ok(())
+    }
+
+    fn on_open(&mut self, key: usize) -> Result<(), Option<Failure>> {
+        match self.plan.mode {
+            Mode::Echo => {
+                for _ in 0..self.plan.pipeline {
+                    self.send_next(key);
+                }
+            }
+            Mode::Connect => {
+                self.report.handshakes += 1;
+                let us = self.conns[key].started.elapsed().as_micros() as u64;
+                self.report.record_latency(us);
+                return match self.plan.close {
+                    CloseKind::Abrupt => Err(None),
+                    CloseKind::Clean => {
+                        self.start_close(key);
+                        Ok(())
+                    }
+                };
+            }
+            Mode::Hold | Mode::Subscribe => {}
+        }
+        Ok(())
+    }
+
+    fn send_next(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let seq = conn.next_send;
+        conn.next_send += 1;
+        self.payload.clear();
+        self.payload
+            .extend((0..self.plan.size).map(|i| pattern(conn.id, seq, i)));
+        let opcode = if self.plan.binary {
+            OpCode::Binary
+        } else {
+            OpCode::Text
+        };
+        let mask = (self.rng.next() as u32).to_ne_bytes();
+        encode_masked_frame(&mut conn.out, true, opcode, &self.payload, mask);
+        conn.in_flight.push_back(Instant::now());
+    }
+
+    fn start_close(&mut self, key: usize) {
+        let mask = (self.rng.next() as u32).to_ne_bytes();
+        let conn = &mut self.conns[key];
+        encode_masked_frame(
+            &mut conn.out,
+            true,
+            OpCode::Close,
+            &1000u16.to_be_bytes(),
+            mask,
+        );
+        conn.phase = Phase::Closing;
+    }
+
+    fn on_frame(
+        &mut self,
+        key: usize,
+        opcode: OpCode,
+        payload: &[u8],
+    ) -> Result<(), Option<Failure>> {
+        let measuring = self.window_start.is_some();
+        match opcode {
+            OpCode::Text | OpCode::Binary => match self.plan.mode {
+                Mode::Echo => {
+                    let conn = &mut self.conns[key];
+                    let seq = conn.next_echo;
+                    conn.next_echo += 1;
+                    let expected_op = if self.plan.binary {
+                        OpCode::Binary
+                    } else {
+                        OpCode::Text
+                    };
+                    let intact = opcode == expected_op
+                        && payload.len() == self.plan.size
+                        && payload
+                            .iter()
+                            .enumerate()
+                            .all(|(i, &b)| b == pattern(conn.id, seq, i));
+                    let sent = conn.in_flight.pop_front();
+                    if !intact {
+                        return Err(Some(Failure::BadEcho));
+                    }
+                    if measuring {
+                        self.report.messages += 1;
+                        if let Some(sent) = sent {
+                            self.report
+                                .record_latency(sent.elapsed().as_micros() as u64);
+                        }
+                    }
+                    self.send_next(key);
+                }
+                Mode::Subscribe => self.on_tick(key, payload, measuring)?,
+                Mode::Hold | Mode::Connect => {}
+            },
+            OpCode::Ping => {
+                let mask = (self.rng.next() as u32).to_ne_bytes();
+                encode_masked_frame(&mut self.conns[key].out, true, OpCode::Pong, payload, mask);
+            }
+            OpCode::Close => {
+                if self.conns[key].phase == Phase::Closing {
+                    return Err(None);
+                }
+                return Err(Some(Failure::ServerClose));
+            }
+            OpCode::Pong => {}
+            OpCode::Continuation => return Err(Some(Failure::Protocol)),
+        }
+        Ok(())
+    }
+
+    /// `SYMBOL SEQ SEND_TS_US PRICE`: counts gaps per symbol and latency.
+    fn on_tick(
+        &mut self,
+        key: usize,
+        payload: &[u8],
+        measuring: bool,
+    ) -> Result<(), Option<Failure>> {
+        let text = std::str::from_utf8(payload).map_err(|_| Some(Failure::Protocol))?;
+        let mut fields = text.split(' ');
+        let (Some(symbol), Some(seq), Some(ts)) = (fields.next(), fields.next(), fields.next())
+        else {
+            return Err(Some(Failure::Protocol));
+        };
+        let seq: u64 = seq.parse().map_err(|_| Some(Failure::Protocol))?;
+        let ts: u64 = ts.parse().map_err(|_| Some(Failure::Protocol))?;
+        let conn = &mut self.conns[key];
+        match conn.last_seq.get_mut(symbol) {
+            Some(last) => {
+                if seq > *last + 1 {
+                    self.report.gaps += seq - *last - 1;
+                }
+                *last = (*last).max(seq);
+            }
+            None => {
+                conn.last_seq.insert(symbol.into(), seq);
+            }
+        }
+        if measuring {
+            self.report.messages += 1;
+            self.report.record_latency(now_us().saturating_sub(ts));
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, key: usize) -> Result<(), Option<Failure>> {
+        let conn = &mut self.conns[key];
+        while conn.out_pos < conn.out.len() {
+            match (&conn.stream).write(&conn.out[conn.out_pos..]) {
+                Ok(n) => conn.out_pos += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => return Err(Some(classify(&e))),
+            }
+        }
+        conn.out.clear();
+        conn.out_pos = 0;
+        Ok(())
+    }
+
+    fn drop_conn(&mut self, key: usize, failure: Option<Failure>) {
+        if let Some(kind) = failure {
+            self.report.fail(kind);
+        }
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            // RST: no TIME_WAIT pile-up on either side of a long run.
+            let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+        }
+    }
+
+    fn close_all(&mut self) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.drop_conn(key, None);
+        }
+    }
+}
+
+/// Checks the 101 and its accept value.
+fn check_upgrade(head: &[u8], key: &[u8; 24]) -> Result<(), Option<Failure>> {
+    let mut headers = [httparse::EMPTY_HEADER; 32];
+    let mut response = httparse::Response::new(&mut headers);
+    match response.parse(head) {
+        Ok(httparse::Status::Complete(_)) if response.code == Some(101) => {}
+        _ => return Err(Some(Failure::BadStatus)),
+    }
+    let expected = accept_key(key);
+    let accept = response
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
+        .map(|h| h.value.trim_ascii());
+    if accept != Some(&expected[..]) {
+        return Err(Some(Failure::BadAccept));
+    }
+    Ok(())
+}
+
+fn classify(e: &std::io::Error) -> Failure {
+    match e.kind() {
+        ErrorKind::ConnectionRefused => Failure::Refused,
+        ErrorKind::ConnectionReset | ErrorKind::ConnectionAborted | ErrorKind::BrokenPipe => {
+            Failure::Reset
+        }
+        ErrorKind::TimedOut => Failure::Timeout,
+        _ => Failure::Io,
+    }
+}
+
+/// Shares a stop flag with SIGINT so Ctrl-C prints the partial result.
+pub(crate) fn stop_on_sigint() -> Arc<AtomicBool> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let _ = signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop));
+    stop
+}

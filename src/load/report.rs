@@ -1,0 +1,188 @@
+//! What a load run measured: counts, failures by kind, and a latency
+//! histogram; merged across threads and printed as the `RESULT` line.
+
+use std::fmt::Write;
+
+use hdrhistogram::Histogram;
+
+/// Every kind of failure a run counts; none is ever silently dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Failure {
+    /// Connection refused.
+    Refused,
+    /// Connection reset, or closed by the server without a close frame.
+    Reset,
+    /// Connect or upgrade took longer than the handshake timeout.
+    Timeout,
+    /// The upgrade answer was not 101, or not HTTP.
+    BadStatus,
+    /// The 101 carried a wrong Sec-WebSocket-Accept.
+    BadAccept,
+    /// An echo differed from what was sent.
+    BadEcho,
+    /// The server broke the protocol (masked frame, bad opcode, bad tick).
+    Protocol,
+    /// The server closed the WebSocket before the run ended.
+    ServerClose,
+    /// Any other socket error.
+    Io,
+}
+
+impl Failure {
+    const ALL: [Self; 9] = [
+        Self::Refused,
+        Self::Reset,
+        Self::Timeout,
+        Self::BadStatus,
+        Self::BadAccept,
+        Self::BadEcho,
+        Self::Protocol,
+        Self::ServerClose,
+        Self::Io,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Refused => "refused",
+            Self::Reset => "reset",
+            Self::Timeout => "timeout",
+            Self::BadStatus => "bad_status",
+            Self::BadAccept => "bad_accept",
+            Self::BadEcho => "bad_echo",
+            Self::Protocol => "protocol",
+            Self::ServerClose => "server_close",
+            Self::Io => "io",
+        }
+    }
+}
+
+/// One thread's (or the merged) measurements.
+#[derive(Debug, Clone)]
+pub(crate) struct Report {
+    /// Connections that completed the upgrade.
+    pub(crate) opened: u64,
+    /// Messages received in the measured window (echoes or ticks).
+    pub(crate) messages: u64,
+    /// Completed handshakes in the measured window (connect mode).
+    pub(crate) handshakes: u64,
+    /// Sequence numbers skipped (subscribe mode).
+    pub(crate) gaps: u64,
+    /// Length of the measured window in seconds.
+    pub(crate) window_secs: f64,
+    failures: [u64; Failure::ALL.len()],
+    /// Round trip (echo), handshake (connect) or delivery (subscribe), in µs.
+    pub(crate) latency_us: Histogram<u64>,
+}
+
+impl Report {
+    pub(crate) fn new() -> Self {
+        Self {
+            opened: 0,
+            messages: 0,
+            handshakes: 0,
+            gaps: 0,
+            window_secs: 0.0,
+            failures: [0; Failure::ALL.len()],
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        }
+    }
+
+    pub(crate) fn fail(&mut self, kind: Failure) {
+        self.failures[kind as usize] += 1;
+    }
+
+    pub(crate) fn errors(&self) -> u64 {
+        self.failures.iter().sum()
+    }
+
+    pub(crate) fn record_latency(&mut self, us: u64) {
+        let _ = self.latency_us.record(us.clamp(1, 60_000_000));
+    }
+
+    /// Adds another thread's measurements; rates add up because every
+    /// thread measures over the same wall-clock window.
+    pub(crate) fn merge(&mut self, other: &Self) {
+        self.opened += other.opened;
+        self.messages += other.messages;
+        self.handshakes += other.handshakes;
+        self.gaps += other.gaps;
+        self.window_secs = self.window_secs.max(other.window_secs);
+        for (a, b) in self.failures.iter_mut().zip(other.failures) {
+            *a += b;
+        }
+        let _ = self.latency_us.add(&other.latency_us);
+    }
+
+    /// `ERRORS refused=0 reset=0 ...`
+    pub(crate) fn errors_line(&self) -> String {
+        let mut line = "ERRORS".to_owned();
+        for kind in Failure::ALL {
+            let _ = write!(line, " {}={}", kind.name(), self.failures[kind as usize]);
+        }
+        line
+    }
+
+    fn per_second(&self, n: u64) -> u64 {
+        if self.window_secs > 0.0 {
+            (n as f64 / self.window_secs).round() as u64
+        } else {
+            0
+        }
+    }
+
+    /// The machine-readable last line of a run.
+    pub(crate) fn result_line(&self, mode: &str, conns: usize, size: usize) -> String {
+        let h = &self.latency_us;
+        let mut line = format!(
+            "RESULT mode={mode} conns={conns} open={} size={size}",
+            self.opened
+        );
+        let _ = write!(line, " msgs_per_s={}", self.per_second(self.messages));
+        match mode {
+            "connect" => {
+                let _ = write!(
+                    line,
+                    " handshakes={} handshakes_per_s={}",
+                    self.handshakes,
+                    self.per_second(self.handshakes)
+                );
+            }
+            "subscribe" => {
+                let _ = write!(line, " msgs={} gaps={}", self.messages, self.gaps);
+            }
+            _ => {}
+        }
+        let _ = write!(
+            line,
+            " p50_us={} p99_us={} p999_us={} secs={:.2} errors={}",
+            h.value_at_quantile(0.5),
+            h.value_at_quantile(0.99),
+            h.value_at_quantile(0.999),
+            self.window_secs,
+            self.errors()
+        );
+        line
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn result_line_has_every_key() {
+        let mut r = Report::new();
+        r.opened = 3;
+        r.messages = 300;
+        r.window_secs = 2.0;
+        r.record_latency(100);
+        r.fail(Failure::BadEcho);
+        let line = r.result_line("echo", 3, 16);
+        assert!(
+            line.starts_with("RESULT mode=echo conns=3 open=3 size=16 msgs_per_s=150 p50_us=100"),
+            "{line}"
+        );
+        assert!(line.ends_with(" errors=1"), "{line}");
+        assert!(r.errors_line().contains("bad_echo=1"));
+    }
+}
