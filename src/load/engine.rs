@@ -96,6 +96,9 @@ pub(crate) struct Engine<'a> {
     progress: &'a Progress,
     stop: &'a AtomicBool,
     next_id: u64,
+    /// Connections started; outside connect mode each is tried once, so a
+    /// server that refuses everything ends the run instead of looping.
+    attempts: usize,
     source: usize,
     payload: Vec<u8>,
     /// When the measured window began (all connections open).
@@ -121,6 +124,7 @@ impl<'a> Engine<'a> {
             progress,
             stop,
             next_id: seed << 32,
+            attempts: 0,
             source: seed as usize,
             payload: Vec::with_capacity(plan.size),
             window_start: None,
@@ -181,8 +185,9 @@ impl<'a> Engine<'a> {
         self.report
     }
 
+    /// Every connection has been tried and each is open or gone.
     fn all_open(&self) -> bool {
-        self.conns.len() >= self.target && self.conns.iter().all(|(_, c)| c.phase == Phase::Open)
+        self.attempts >= self.target && self.conns.iter().all(|(_, c)| c.phase == Phase::Open)
     }
 
     fn publish(&self) {
@@ -206,8 +211,10 @@ impl<'a> Engine<'a> {
             .filter(|(_, c)| c.phase != Phase::Open)
             .count();
         let mut room = self.plan.in_flight.saturating_sub(pending);
-        while room > 0 && self.conns.len() < self.target {
+        let retry = self.plan.mode == Mode::Connect;
+        while room > 0 && self.conns.len() < self.target && (retry || self.attempts < self.target) {
             room -= 1;
+            self.attempts += 1;
             self.open_one();
         }
     }
@@ -520,6 +527,7 @@ impl<'a> Engine<'a> {
                 conn.last_seq.insert(symbol.into(), seq);
             }
         }
+        self.report.received += 1;
         if measuring {
             self.report.messages += 1;
             self.report.record_latency(now_us().saturating_sub(ts));

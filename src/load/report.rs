@@ -63,6 +63,8 @@ pub(crate) struct Report {
     pub(crate) opened: u64,
     /// Messages received in the measured window (echoes or ticks).
     pub(crate) messages: u64,
+    /// Ticks received over the whole run, window or not (subscribe mode).
+    pub(crate) received: u64,
     /// Completed handshakes in the measured window (connect mode).
     pub(crate) handshakes: u64,
     /// Sequence numbers skipped (subscribe mode).
@@ -79,6 +81,7 @@ impl Report {
         Self {
             opened: 0,
             messages: 0,
+            received: 0,
             handshakes: 0,
             gaps: 0,
             window_secs: 0.0,
@@ -104,6 +107,7 @@ impl Report {
     pub(crate) fn merge(&mut self, other: &Self) {
         self.opened += other.opened;
         self.messages += other.messages;
+        self.received += other.received;
         self.handshakes += other.handshakes;
         self.gaps += other.gaps;
         self.window_secs = self.window_secs.max(other.window_secs);
@@ -148,7 +152,7 @@ impl Report {
                 );
             }
             "subscribe" => {
-                let _ = write!(line, " msgs={} gaps={}", self.messages, self.gaps);
+                let _ = write!(line, " msgs={} gaps={}", self.received, self.gaps);
             }
             _ => {}
         }

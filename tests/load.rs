@@ -1,0 +1,293 @@
+//! `surge load` against `surge echo`, against a tungstenite server, and
+//! against servers that misbehave on purpose: the instrument must count
+//! what happened, not what should have happened.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::Command;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use support::Server;
+use tungstenite::Message;
+
+/// Runs `surge load ARGS` and returns (RESULT fields, full stdout+stderr).
+fn load(args: &[&str]) -> (std::collections::HashMap<String, String>, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .arg("load")
+        .args(args)
+        .output()
+        .expect("run surge load");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("RESULT "),
+        "last line is not RESULT:\n{all}"
+    );
+    let fields = last
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect();
+    (fields, all)
+}
+
+fn num(fields: &std::collections::HashMap<String, String>, key: &str) -> u64 {
+    fields[key]
+        .parse()
+        .unwrap_or_else(|_| panic!("{key}={}", fields[key]))
+}
+
+/// A tungstenite server on a thread per connection; `on_message` decides
+/// what goes back for message number N.
+fn tungstenite_server(on_message: fn(usize, Message) -> Option<Message>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let Ok(mut ws) = tungstenite::accept(stream) else {
+                    return;
+                };
+                let mut n = 0;
+                while let Ok(msg) = ws.read() {
+                    if msg.is_text() || msg.is_binary() {
+                        n += 1;
+                        if let Some(reply) = on_message(n, msg) {
+                            if ws.send(reply).is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn echo_against_surge_counts_every_message() {
+    let server = Server::start(&["echo", "--shards", "1"]);
+    let url = server.url("/");
+    let (r, all) = load(&[
+        "echo",
+        "--url",
+        &url,
+        "--conns",
+        "20",
+        "--size",
+        "64",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!((num(&r, "open"), num(&r, "errors")), (20, 0), "{all}");
+    assert!(num(&r, "msgs_per_s") > 1000, "{all}");
+    assert!(num(&r, "p50_us") > 0, "{all}");
+    assert!(
+        all.contains("t=1s") || all.contains("t=2s"),
+        "progress lines: {all}"
+    );
+    let (r, all) = load(&[
+        "echo",
+        "--url",
+        &url,
+        "--conns",
+        "4",
+        "--pipeline",
+        "8",
+        "--binary",
+        "--size",
+        "3000",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!((num(&r, "open"), num(&r, "errors")), (4, 0), "{all}");
+}
+
+#[test]
+fn echo_against_tungstenite_server() {
+    let addr = tungstenite_server(|_, msg| Some(msg));
+    let (r, all) = load(&[
+        "echo",
+        "--url",
+        &format!("ws://{addr}/"),
+        "--conns",
+        "5",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!((num(&r, "open"), num(&r, "errors")), (5, 0), "{all}");
+    assert!(num(&r, "msgs_per_s") > 100, "{all}");
+}
+
+#[test]
+fn a_corrupted_echo_is_caught() {
+    let addr = tungstenite_server(|n, msg| match msg {
+        Message::Text(t) if n == 3 => Some(Message::Text(t.replacen(|_: char| true, "#", 1))),
+        other => Some(other),
+    });
+    let (r, all) = load(&[
+        "echo",
+        "--url",
+        &format!("ws://{addr}/"),
+        "--conns",
+        "1",
+        "--duration",
+        "1",
+    ]);
+    assert!(all.contains("bad_echo=1"), "{all}");
+    assert_eq!(num(&r, "errors"), 1, "{all}");
+}
+
+#[test]
+fn a_wrong_accept_key_is_caught() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for mut s in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    });
+    let (r, all) = load(&[
+        "echo",
+        "--url",
+        &format!("ws://{addr}/"),
+        "--conns",
+        "3",
+        "--duration",
+        "0.5",
+    ]);
+    assert_eq!(num(&r, "open"), 0, "{all}");
+    assert!(all.contains("bad_accept=3"), "{all}");
+}
+
+#[test]
+fn refused_connections_are_counted() {
+    // Bind then drop: nothing listens on the port.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (r, all) = load(&[
+        "echo",
+        "--url",
+        &format!("ws://127.0.0.1:{port}/"),
+        "--conns",
+        "2",
+        "--duration",
+        "0.3",
+        "--connect-timeout",
+        "1",
+    ]);
+    assert_eq!(num(&r, "open"), 0, "{all}");
+    assert!(num(&r, "errors") >= 2, "{all}");
+    assert!(!all.contains("refused=0"), "{all}");
+}
+
+#[test]
+fn connect_mode_counts_handshakes() {
+    let server = Server::start(&["echo", "--shards", "1"]);
+    let (r, all) = load(&[
+        "connect",
+        "--url",
+        &server.url("/"),
+        "--conns",
+        "8",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(num(&r, "errors"), 0, "{all}");
+    assert!(num(&r, "handshakes") > 100, "{all}");
+    assert_eq!(num(&r, "handshakes"), num(&r, "open"), "{all}");
+    let (r, all) = load(&[
+        "connect",
+        "--url",
+        &server.url("/"),
+        "--conns",
+        "4",
+        "--close",
+        "clean",
+        "--duration",
+        "0.5",
+    ]);
+    assert_eq!(num(&r, "errors"), 0, "{all}");
+}
+
+#[test]
+fn hold_mode_spreads_over_source_addresses() {
+    let server = Server::start(&["echo", "--shards", "1"]);
+    let (r, all) = load(&[
+        "hold",
+        "--url",
+        &server.url("/"),
+        "--conns",
+        "2000",
+        "--sources",
+        "127.0.0.2-127.0.0.5",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!((num(&r, "open"), num(&r, "errors")), (2000, 0), "{all}");
+    assert!(all.contains("all 2000 connections open after"), "{all}");
+}
+
+#[test]
+fn subscribe_mode_counts_gaps_and_latency() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || ticker(stream));
+        }
+    });
+    let (r, all) = load(&[
+        "subscribe",
+        "--url",
+        &format!("ws://{addr}/ticker"),
+        "--conns",
+        "2",
+        "--duration",
+        "1",
+    ]);
+    assert_eq!(num(&r, "errors"), 0, "{all}");
+    // Each connection gets 200 ticks per symbol minus one skipped on AAPL.
+    assert_eq!(num(&r, "gaps"), 2, "{all}");
+    assert_eq!(num(&r, "msgs"), 2 * 399, "{all}");
+    assert!(num(&r, "p99_us") < 1_000_000, "{all}");
+}
+
+fn ticker(stream: TcpStream) {
+    let Ok(mut ws) = tungstenite::accept(stream) else {
+        return;
+    };
+    for seq in 1..=200u64 {
+        for symbol in ["AAPL", "MSFT"] {
+            if symbol == "AAPL" && seq == 100 {
+                continue;
+            }
+            let ts = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_micros();
+            if ws
+                .send(Message::Text(format!("{symbol} {seq} {ts} 189.23")))
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+    // Stay open until the client leaves.
+    while ws.read().is_ok() {}
+}
