@@ -252,3 +252,4 @@ fn answer_request(
 fn log_violation(e: ProtocolError) {
     tracing::debug!(code = e.close_code().0, "closing: {e}");
 }
+
