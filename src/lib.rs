@@ -15,6 +15,7 @@
 //! - [`cli`]: the `surge` binary's subcommands.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 
+mod buf;
 pub mod cli;
 pub mod config;
 mod driver;

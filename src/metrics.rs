@@ -21,6 +21,8 @@ pub struct ShardStats {
     pub messages_sent_total: AtomicU64,
     /// Receive buffers held outside the kernel's ring (io_uring only).
     pub recv_buffers_lent: AtomicU64,
+    /// Output buffers held by connections with bytes to send.
+    pub out_buffers_lent: AtomicU64,
 }
 
 impl ShardStats {
@@ -65,7 +67,7 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let families: [Family; 5] = [
+        let families: [Family; 6] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -95,6 +97,12 @@ impl Metrics {
                 "gauge",
                 "Receive buffers out of the kernel ring.",
                 |s| &s.recv_buffers_lent,
+            ),
+            (
+                "surge_out_buffers_lent",
+                "gauge",
+                "Output buffers held by connections.",
+                |s| &s.out_buffers_lent,
             ),
         ];
         for (name, kind, help, field) in families {

@@ -9,8 +9,9 @@ use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::buf::pool::BufPool;
 use crate::config::Config;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::{CloseCode, State};
 use crate::shard::conn::{ConnLimits, Counters, Phase, Session};
 use crate::shard::{Clock, Deadlines, Due};
@@ -22,10 +23,6 @@ const READ_BUF: usize = 64 * 1024;
 /// Stop reading from a connection while this much output waits for it: a
 /// peer that sends without reading must not grow our memory without bound.
 pub(crate) const MAX_PENDING_OUT: usize = 4 << 20;
-
-/// Output buffers larger than this are freed once drained, so a burst does
-/// not leave an idle connection holding memory.
-pub(crate) const KEEP_OUT_CAPACITY: usize = 16 * 1024;
 
 const SIGNAL: Token = Token(usize::MAX);
 const LISTENER_BASE: usize = usize::MAX - 1024;
@@ -45,6 +42,7 @@ pub(crate) struct EpollLoop {
     metrics: Arc<Metrics>,
     shard_id: usize,
     counters: Counters,
+    pool: BufPool,
     read_buf: Box<[u8]>,
     clock: Clock,
     deadlines: Deadlines,
@@ -84,6 +82,7 @@ impl EpollLoop {
             metrics,
             shard_id,
             counters: Counters::default(),
+            pool: BufPool::default(),
             read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
             clock: Clock::new(),
             deadlines: Deadlines::new(),
@@ -121,8 +120,9 @@ impl EpollLoop {
                 }
             }
             self.expire_deadlines();
-            self.counters
-                .publish(&self.metrics.shards[self.shard_id], self.conns.len());
+            let stats = &self.metrics.shards[self.shard_id];
+            self.counters.publish(stats, self.conns.len());
+            ShardStats::set(&stats.out_buffers_lent, self.pool.lent() as u64);
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
                     return Ok(());
@@ -203,6 +203,7 @@ impl EpollLoop {
                             subprotocols: &self.config.subprotocols,
                             metrics: &self.metrics,
                             counters: &mut self.counters,
+                            pool: &mut self.pool,
                         };
                         let next = conn.session.feed(&mut self.read_buf[..end], &mut limits);
                         self.deadlines.after(
@@ -268,7 +269,7 @@ impl EpollLoop {
                 }
             }
         }
-        session.out_drained(KEEP_OUT_CAPACITY);
+        session.out_drained(&mut self.pool);
         if session.shutdown_after_flush {
             session.shutdown_after_flush = false;
             let _ = conn.stream.shutdown(Shutdown::Write);
@@ -337,6 +338,7 @@ impl EpollLoop {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
             let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.pool.give(conn.session.out);
         }
     }
 }

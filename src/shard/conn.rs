@@ -3,6 +3,7 @@
 //! into a buffer, calls [`Session::process`] and writes what lands in `out`;
 //! both drivers share this code, so they speak exactly the same protocol.
 
+use crate::buf::pool::BufPool;
 use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
@@ -16,6 +17,8 @@ pub(crate) struct ConnLimits<'a> {
     pub(crate) metrics: &'a Metrics,
     /// This shard's plain counters, published once per loop turn.
     pub(crate) counters: &'a mut Counters,
+    /// Where `out` buffers come from and go back to.
+    pub(crate) pool: &'a mut BufPool,
 }
 
 /// Per-shard event counts kept in plain integers on the hot path.
@@ -104,7 +107,14 @@ impl Session {
     /// and keeps what it could not consume yet in `carry`.
     pub(crate) fn feed(&mut self, input: &mut [u8], limits: &mut ConnLimits<'_>) -> Next {
         self.carry.clear();
+        let borrowed = self.out.capacity() == 0;
+        if borrowed {
+            self.out = limits.pool.take();
+        }
         let (used, next) = self.process(input, limits);
+        if borrowed && self.out.is_empty() {
+            limits.pool.give(std::mem::take(&mut self.out));
+        }
         if used < input.len() && !matches!(self.phase, Phase::Lingering) {
             self.carry.extend_from_slice(&input[used..]);
         } else if self.carry.capacity() != 0 {
@@ -113,14 +123,11 @@ impl Session {
         next
     }
 
-    /// Marks `out` as fully written, freeing it if a burst grew it past
-    /// `keep`, so an idle connection does not hold the memory.
-    pub(crate) fn out_drained(&mut self, keep: usize) {
-        self.out.clear();
+    /// Marks `out` as fully written and gives it back to the pool, so an
+    /// idle connection holds no output buffer.
+    pub(crate) fn out_drained(&mut self, pool: &mut BufPool) {
         self.out_pos = 0;
-        if self.out.capacity() > keep {
-            self.out = Vec::new();
-        }
+        pool.give(std::mem::take(&mut self.out));
     }
 
     /// Consumes what it can of `input`, queueing replies in `out`; returns
@@ -252,4 +259,3 @@ fn answer_request(
 fn log_violation(e: ProtocolError) {
     tracing::debug!(code = e.close_code().0, "closing: {e}");
 }
-

@@ -18,6 +18,7 @@ use std::sync::Arc;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use crate::buf::pool::BufPool;
 use crate::config::Config;
 use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::{CloseCode, State};
@@ -42,7 +43,7 @@ const RECV_BUFFER_SIZE: usize = 16 * 1024;
 /// and the extra notification completion.
 const ZEROCOPY_THRESHOLD: usize = 64 * 1024;
 
-use super::epoll::{KEEP_OUT_CAPACITY, MAX_PENDING_OUT};
+use super::epoll::MAX_PENDING_OUT;
 
 #[derive(Debug)]
 struct Conn {
@@ -86,6 +87,7 @@ pub(crate) struct UringLoop {
     metrics: Arc<Metrics>,
     shard_id: usize,
     counters: Counters,
+    pool: BufPool,
     clock: Clock,
     deadlines: Deadlines,
     next_generation: u32,
@@ -128,6 +130,7 @@ impl UringLoop {
             metrics,
             shard_id,
             counters: Counters::default(),
+            pool: BufPool::default(),
             clock: Clock::new(),
             deadlines: Deadlines::new(),
             next_generation: 0,
@@ -190,6 +193,7 @@ impl UringLoop {
             let stats = &self.metrics.shards[self.shard_id];
             self.counters.publish(stats, self.conns.len());
             ShardStats::set(&stats.recv_buffers_lent, self.bufs.lent() as u64);
+            ShardStats::set(&stats.out_buffers_lent, self.pool.lent() as u64);
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
                     return Ok(());
@@ -331,6 +335,7 @@ impl UringLoop {
                     subprotocols: &self.config.subprotocols,
                     metrics: &self.metrics,
                     counters: &mut self.counters,
+                    pool: &mut self.pool,
                 };
                 let input = self.bufs.take(bid, len);
                 let next = if conn.session.carry.is_empty() {
@@ -434,11 +439,8 @@ impl UringLoop {
             self.submit_send(key);
             return;
         }
-        conn.sending.clear();
         conn.sent = 0;
-        if conn.sending.capacity() > KEEP_OUT_CAPACITY {
-            conn.sending = Vec::new();
-        }
+        self.pool.give(std::mem::take(&mut conn.sending));
         if conn.recv_paused && conn.pending_out() < MAX_PENDING_OUT {
             conn.recv_paused = false;
             self.rearm.push(key);
@@ -585,7 +587,9 @@ impl UringLoop {
             .is_some_and(|c| c.dead && !c.in_flight() && !c.dirty)
         {
             // Dropping the OwnedFd closes the socket.
-            self.conns.remove(key);
+            let conn = self.conns.remove(key);
+            self.pool.give(conn.session.out);
+            self.pool.give(conn.sending);
         }
     }
 }

@@ -1,0 +1,3 @@
+//! Memory that costs nothing when idle.
+
+pub(crate) mod pool;
