@@ -27,7 +27,7 @@ pub(crate) fn uring_support() -> Result<(), String> {
             return Err(format!("the kernel lacks io_uring {name}"));
         }
     }
-    let bufs = super::uring::buf_ring::BufRing::new(&ring, 2, 64, 0)
+    let bufs = super::uring::buf_ring::BufRing::new(&ring, 2, 64, 0, false)
         .map_err(|e| format!("provided-buffer rings unavailable: {e}"))?;
     bufs.unregister(&ring);
     Ok(())

@@ -3,8 +3,14 @@
 //! read holds no buffer at all.
 //!
 //! Ownership protocol: a buffer id is the kernel's from the moment it is
-//! published in the ring until a completion names it; then it is ours until
-//! [`BufRing::recycle`] publishes it again.
+//! published in the ring until a completion names it; then the bytes that
+//! completion reports are ours until [`BufRing::release`].
+//!
+//! With incremental consumption (`IOU_PBUF_RING_INC`, Linux 6.12) a receive
+//! takes only the bytes it needs from the head buffer, so one 64 KiB buffer
+//! serves thousands of small frames and a small ring carries a large load.
+//! The kernel then keeps the buffer (completion flag `BUF_MORE`) and we
+//! track where in it the next completion's bytes begin.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -24,17 +30,25 @@ pub(crate) struct BufRing {
     buffers: Box<[u8]>,
     buf_size: usize,
     group: u16,
-    /// Buffers taken by completions and not recycled yet.
+    /// Completions whose bytes have not been released yet.
     lent: usize,
+    /// Per buffer: where the next incremental completion's bytes begin.
+    offsets: Vec<u32>,
+    incremental: bool,
 }
 
+/// `IOU_PBUF_RING_INC`: let receives consume buffers incrementally.
+const PBUF_RING_INC: u16 = 2;
+
 impl BufRing {
-    /// Registers `entries` buffers of `buf_size` bytes as buffer group `group`.
+    /// Registers `entries` buffers of `buf_size` bytes as buffer group `group`,
+    /// consumed incrementally if `incremental`.
     pub(crate) fn new(
         ring: &IoUring,
         entries: u16,
         buf_size: usize,
         group: u16,
+        incremental: bool,
     ) -> io::Result<Self> {
         assert!(
             entries.is_power_of_two(),
@@ -67,12 +81,15 @@ impl BufRing {
             buf_size,
             group,
             lent: 0,
+            offsets: vec![0; usize::from(entries)],
+            incremental,
         };
         // SAFETY: the mapping is page-aligned, `ring_bytes` long and lives
         // until `Drop`, which unregisters it before unmapping.
         unsafe {
+            let flags = if incremental { PBUF_RING_INC } else { 0 };
             ring.submitter()
-                .register_buf_ring_with_flags(addr as u64, entries, group, 0)?;
+                .register_buf_ring_with_flags(addr as u64, entries, group, flags)?;
         }
         for bid in 0..entries {
             this.push(bid);
@@ -91,17 +108,27 @@ impl BufRing {
         self.lent
     }
 
-    /// Takes buffer `bid` from a completion that filled `len` bytes of it.
-    /// The caller must [`Self::recycle`] it once done.
+    /// The `len` bytes a completion delivered in buffer `bid`. The caller
+    /// must [`Self::release`] them once done.
     pub(crate) fn take(&mut self, bid: u16, len: usize) -> &mut [u8] {
         self.lent += 1;
-        let start = usize::from(bid) * self.buf_size;
-        &mut self.buffers[start..start + len.min(self.buf_size)]
+        let offset = self.offsets[usize::from(bid)] as usize;
+        let start = usize::from(bid) * self.buf_size + offset;
+        let end = start + len.min(self.buf_size - offset);
+        &mut self.buffers[start..end]
     }
 
-    /// Hands buffer `bid` back to the kernel.
-    pub(crate) fn recycle(&mut self, bid: u16) {
+    /// Releases the bytes of a completion. `more` is the completion's
+    /// `BUF_MORE` flag: the kernel keeps filling the rest of the buffer;
+    /// otherwise the whole buffer goes back into the ring.
+    pub(crate) fn release(&mut self, bid: u16, len: usize, more: bool) {
         self.lent -= 1;
+        let offset = &mut self.offsets[usize::from(bid)];
+        if self.incremental && more {
+            *offset += len as u32;
+            return;
+        }
+        *offset = 0;
         self.push(bid);
         self.publish();
     }
