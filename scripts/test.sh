@@ -37,4 +37,13 @@ echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
 cargo test --release --test autobahn --test reset_stress
+# The real-socket suite once more on every driver x shard combination;
+# tests that pin a driver or shard count themselves keep it.
+for backend in epoll uring; do
+    for shards in 1 2; do
+        echo "==> integration suite: backend=$backend shards=$shards"
+        SURGE_TEST_BACKEND=$backend SURGE_TEST_SHARDS=$shards \
+            cargo test --release --test handshake --test framing --test python_websockets --test load
+    done
+done
 echo "==> all tests passed"

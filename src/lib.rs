@@ -1,19 +1,37 @@
 //! surge: a sharded, per-core WebSocket server runtime.
 //!
 //! ```text
-//!  socket bytes ─► shard (mio loop, slab, timers) ─► Conn ─► protocol::ServerConn ─► app
-//!               ◄─ write queue ◄──────────────────── frames encoded into `out` ◄──────┘
+//!             ┌──────────────── one shard per core, pinned, nothing shared ────────────────┐
+//! socket ───► │ driver (epoll | io_uring) ──► Session ──► protocol::ServerConn ──► app     │
+//! bytes  ◄─── │   writes `out` (pooled)   ◄── frames encoded into `out`  ◄─────────┘       │
+//!             └────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Code map:
-//! - [`protocol`]: the sans-IO RFC 6455 core (handshake, frames, unmasking,
-//!   UTF-8, close codes). Architecture invariant: it never touches a socket,
-//!   a clock or a thread.
-//! - `shard`: one pinned thread per core with its own epoll loop, listeners
-//!   (SO_REUSEPORT), connection slab and timer wheel; no locks on the hot path.
-//! - [`config`]: runtime settings, one per CLI flag.
-//! - [`cli`]: the `surge` binary's subcommands.
+//! - [`protocol`]: the sans-IO RFC 6455 core: handshake (httparse), accept
+//!   key, frame headers, the streaming decoder, SIMD unmasking, streaming
+//!   UTF-8, close codes. **Invariant:** it never touches a socket, a clock
+//!   or a thread, so it is tested and fuzzed on byte slices alone.
+//! - `driver`: the only code that does socket I/O. `epoll.rs` (mio,
+//!   edge-triggered, one shared read buffer per shard) and `uring/`
+//!   (multishot accept and recv from an incremental provided-buffer ring,
+//!   sends batched once per loop turn, SEND_ZC for large frames).
+//!   **Invariant:** both drive the same `Session`, so they speak exactly the
+//!   same protocol; an io_uring slot is freed only when no operation on it
+//!   is in flight.
+//! - `shard`: what every shard shares whatever its driver: `Session` (the
+//!   I/O-free half of a connection), the hashed timer wheel and deadline
+//!   rules, and start-up (SO_REUSEPORT listeners, pinning, signals).
+//!   **Invariant:** a connection never migrates between shards, and nothing
+//!   on the read/parse/write path takes a lock.
+//! - `buf`: the per-shard output buffer pool. **Invariant:** an idle
+//!   connection holds no read or write buffer.
+//! - [`metrics`]: per-shard counters kept in plain integers on the hot path,
+//!   published once per loop turn, summed at `GET /metrics`.
+//! - [`load`]: `surge load`, the load generator, built on the same core.
+//! - [`config`], [`cli`]: runtime settings (one per flag) and subcommands.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
+//! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
 
 mod buf;
 pub mod cli;

@@ -64,30 +64,13 @@ pub(crate) fn listener(addr: SocketAddr, reuse_port: bool) -> io::Result<TcpList
         socket.set_only_v6(true)?;
     }
     socket.set_nonblocking(true)?;
+    // Accepted sockets inherit TCP_NODELAY from the listener on Linux,
+    // which saves a setsockopt per connection: a WebSocket frame is a
+    // complete message, and holding it back to coalesce only adds latency.
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
     Ok(socket.into())
-}
-
-/// Turns off Nagle's algorithm: a WebSocket frame is a complete message and
-/// waiting to coalesce it only adds latency.
-pub(crate) fn set_nodelay(fd: std::os::fd::RawFd) -> io::Result<()> {
-    let one: libc::c_int = 1;
-    // SAFETY: `one` is a valid c_int for the duration of the call.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_NODELAY,
-            (&raw const one).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 /// A non-blocking TCP socket to `to`, bound to `from` when given. Binding a

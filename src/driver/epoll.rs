@@ -141,7 +141,6 @@ impl EpollLoop {
             };
             match listener.accept() {
                 Ok((mut stream, _peer)) => {
-                    let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let interest = Interest::READABLE | Interest::WRITABLE;

@@ -24,9 +24,24 @@ impl Drop for Server {
 
 impl Server {
     /// `surge ARGS... --listen 127.0.0.1:0`, once it says it is listening.
+    /// `SURGE_TEST_BACKEND` and `SURGE_TEST_SHARDS` choose the driver and
+    /// shard count for servers whose arguments do not, so scripts/test.sh
+    /// can run the whole suite on every combination.
     pub(crate) fn start(args: &[&str]) -> Self {
+        let mut extra = Vec::new();
+        let is_server = matches!(args.first(), Some(&"echo" | &"serve"));
+        for (flag, var) in [
+            ("--backend", "SURGE_TEST_BACKEND"),
+            ("--shards", "SURGE_TEST_SHARDS"),
+        ] {
+            if let (true, false, Ok(value)) = (is_server, args.contains(&flag), std::env::var(var))
+            {
+                extra.extend([flag.to_owned(), value]);
+            }
+        }
         let child = Command::new(env!("CARGO_BIN_EXE_surge"))
             .args(args)
+            .args(&extra)
             .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

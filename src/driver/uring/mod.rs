@@ -12,7 +12,7 @@ pub(crate) mod buf_ring;
 mod user_data;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
@@ -24,7 +24,6 @@ use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::{CloseCode, State};
 use crate::shard::conn::{ConnLimits, Counters, Phase, Session};
 use crate::shard::{Clock, Deadlines, Due};
-use crate::sys;
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
 
@@ -277,7 +276,7 @@ impl UringLoop {
             Op::Recv => self.on_recv(data, result, flags),
             Op::Send => self.on_send(data, result, flags),
             Op::Signal => self.begin_shutdown(),
-            Op::Cancel => {}
+            Op::Cancel | Op::Close => {}
         }
     }
 
@@ -300,7 +299,6 @@ impl UringLoop {
         if self.draining_until.is_some() {
             return;
         }
-        let _ = sys::set_nodelay(fd.as_raw_fd());
         self.next_generation = self.next_generation.wrapping_add(1) & user_data::GENERATION_MASK;
         let key = self.conns.insert(Conn {
             fd,
@@ -603,8 +601,16 @@ impl UringLoop {
             .get(key)
             .is_some_and(|c| c.dead && !c.in_flight() && !c.dirty)
         {
-            // Dropping the OwnedFd closes the socket.
             let conn = self.conns.remove(key);
+            // Closed by the ring with the next submission rather than by a
+            // syscall now; the number stays taken until then, so no new
+            // accept can reuse it early.
+            let fd = conn.fd.into_raw_fd();
+            let entry = opcode::Close::new(types::Fd(fd))
+                .build()
+                .user_data(UserData::new(Op::Close, 0, 0).0);
+            // SAFETY: the descriptor is ours and no operation uses it any more.
+            unsafe { self.push(&entry) };
             self.pool.give(conn.session.out);
             self.pool.give(conn.sending);
         }

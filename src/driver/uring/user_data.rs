@@ -12,6 +12,7 @@ pub(crate) enum Op {
     Send = 3,
     Signal = 4,
     Cancel = 5,
+    Close = 6,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,7 +30,8 @@ impl UserData {
             2 => Op::Recv,
             3 => Op::Send,
             4 => Op::Signal,
-            _ => Op::Cancel,
+            5 => Op::Cancel,
+            _ => Op::Close,
         }
     }
 
