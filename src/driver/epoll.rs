@@ -12,9 +12,9 @@ use slab::Slab;
 use crate::buf::pool::BufPool;
 use crate::config::Config;
 use crate::metrics::{Metrics, ShardStats};
-use crate::protocol::{CloseCode, State};
-use crate::shard::conn::{ConnLimits, Counters, Phase, Session};
-use crate::shard::{Clock, Deadlines, Due};
+use crate::protocol::CloseCode;
+use crate::shard::conn::{ConnLimits, Counters, Session};
+use crate::shard::{Clock, Deadlines, Expired};
 
 /// One read buffer per shard, lent to whichever connection is readable.
 /// 64 KiB matches the largest chunk a loopback or LAN read usually returns.
@@ -277,40 +277,22 @@ impl EpollLoop {
     }
 
     fn expire_deadlines(&mut self) {
-        let now = self.clock.now_tick;
-        let due = self.deadlines.take_due(now);
-        for entry in &due {
-            let session = self.conns.get_mut(entry.key).map(|c| &mut c.session);
-            if self.deadlines.check(*entry, session, now) == Due::Fired {
-                self.on_deadline(entry.key);
+        let expired = self
+            .deadlines
+            .expire(self.clock.now_tick, &mut self.conns, |c| &mut c.session);
+        for (key, what) in expired {
+            match what {
+                Expired::CloseIdle => self.close(key, CloseCode::GOING_AWAY, "idle timeout"),
+                Expired::Drop => self.remove(key),
             }
-        }
-        self.deadlines.recycle(due);
-    }
-
-    fn on_deadline(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        match &conn.session.phase {
-            Phase::Open(ws) if ws.state() == State::Open => {
-                self.close(key, CloseCode::GOING_AWAY, "idle timeout");
-            }
-            // Handshake too slow, or the peer never finished closing.
-            _ => self.remove(key),
         }
     }
 
     fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(key) {
-            let next = conn.session.close(code, reason);
-            self.deadlines.after(
-                key,
-                &mut conn.session,
-                next,
-                self.clock.now_tick,
-                &self.config,
-            );
+            let now = self.clock.now_tick;
+            self.deadlines
+                .close(key, &mut conn.session, code, reason, now, &self.config);
             self.flush(key);
         }
     }

@@ -8,8 +8,10 @@ pub(crate) mod timer;
 
 use std::time::{Duration, Instant};
 
+use slab::Slab;
+
 use crate::config::Config;
-use crate::protocol::State;
+use crate::protocol::{CloseCode, State};
 use conn::{Next, Phase, Session};
 use timer::{Entry, TimerWheel, TICK_MS};
 
@@ -49,6 +51,16 @@ pub(crate) enum Due {
     Fired,
     /// The entry was stale or early (re-armed); nothing to do.
     Ignored,
+}
+
+/// What a passed deadline means for a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expired {
+    /// An open connection went idle: close it with 1001.
+    CloseIdle,
+    /// A handshake that took too long, or a peer that never finished
+    /// closing: drop the transport.
+    Drop,
 }
 
 /// Deadlines for every connection of a shard.
@@ -106,24 +118,53 @@ impl Deadlines {
         self.set(key, session, tick);
     }
 
-    /// Entries due by `now`, to be checked one by one with [`Self::check`].
-    pub(crate) fn take_due(&mut self, now: u64) -> Vec<Entry> {
+    /// Connections whose deadline has passed by `now`, with what to do
+    /// about each; `session` finds a connection's session in its slot.
+    pub(crate) fn expire<C>(
+        &mut self,
+        now: u64,
+        conns: &mut Slab<C>,
+        session: impl Fn(&mut C) -> &mut Session,
+    ) -> Vec<(usize, Expired)> {
         let mut due = std::mem::take(&mut self.due);
         self.wheel.expire(now, &mut due);
-        due
+        let mut fired = Vec::new();
+        for entry in due.drain(..) {
+            let Some(s) = conns.get_mut(entry.key).map(&session) else {
+                continue;
+            };
+            if self.check(entry, s, now) == Due::Fired {
+                let open = matches!(&s.phase, Phase::Open(ws) if ws.state() == State::Open);
+                fired.push((
+                    entry.key,
+                    if open {
+                        Expired::CloseIdle
+                    } else {
+                        Expired::Drop
+                    },
+                ));
+            }
+        }
+        self.due = due;
+        fired
     }
 
-    /// Gives the buffer from [`Self::take_due`] back for reuse.
-    pub(crate) fn recycle(&mut self, mut due: Vec<Entry>) {
-        due.clear();
-        self.due = due;
+    /// Starts a server-side close and gives the peer `close_timeout` to answer.
+    pub(crate) fn close(
+        &mut self,
+        key: usize,
+        session: &mut Session,
+        code: CloseCode,
+        reason: &str,
+        now: u64,
+        config: &Config,
+    ) {
+        let next = session.close(code, reason);
+        self.after(key, session, next, now, config);
     }
 
     /// Decides what a due entry means for the session now in its slot.
-    pub(crate) fn check(&mut self, entry: Entry, session: Option<&mut Session>, now: u64) -> Due {
-        let Some(session) = session else {
-            return Due::Ignored;
-        };
+    fn check(&mut self, entry: Entry, session: &mut Session, now: u64) -> Due {
         if session.generation != entry.generation || session.armed_tick != entry.tick {
             return Due::Ignored;
         }

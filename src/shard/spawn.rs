@@ -130,30 +130,27 @@ fn run_shard(
     id: usize,
     ready: &mpsc::Sender<io::Result<()>>,
 ) -> io::Result<()> {
-    let report = |r: &io::Result<()>| {
-        let _ = ready.send(
-            r.as_ref()
-                .map(|_| ())
-                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
-        );
-    };
     if backend == Backend::Uring {
-        let built = UringLoop::new(listeners, signal, config, metrics, id);
-        report(
-            &built
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
-        );
-        built?.run()
+        started(
+            UringLoop::new(listeners, signal, config, metrics, id),
+            ready,
+        )?
+        .run()
     } else {
-        let built = EpollLoop::new(listeners, signal, config, metrics, id);
-        report(
-            &built
-                .as_ref()
-                .map(|_| ())
-                .map_err(|e| io::Error::new(e.kind(), e.to_string())),
-        );
-        built?.run()
+        started(
+            EpollLoop::new(listeners, signal, config, metrics, id),
+            ready,
+        )?
+        .run()
     }
+}
+
+/// Tells `Server::start` whether a loop could be built, then hands it back.
+fn started<L>(built: io::Result<L>, ready: &mpsc::Sender<io::Result<()>>) -> io::Result<L> {
+    let report = built
+        .as_ref()
+        .map(|_| ())
+        .map_err(|e| io::Error::new(e.kind(), e.to_string()));
+    let _ = ready.send(report);
+    built
 }
