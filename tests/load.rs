@@ -243,6 +243,41 @@ fn hold_mode_spreads_over_source_addresses() {
 }
 
 #[test]
+fn ctrl_c_prints_the_partial_result() {
+    let server = Server::start(&["echo", "--shards", "1"]);
+    let child = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args([
+            "load",
+            "echo",
+            "--url",
+            &server.url("/"),
+            "--conns",
+            "4",
+            "--duration",
+            "60",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("interrupted: partial result"), "{stderr}");
+    let result = stdout.lines().last().unwrap_or_default();
+    assert!(
+        result.starts_with("RESULT mode=echo conns=4 open=4"),
+        "{stdout}"
+    );
+    assert!(!result.contains("msgs_per_s=0 "), "{stdout}");
+}
+
+#[test]
 fn subscribe_mode_counts_gaps_and_latency() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();

@@ -147,13 +147,6 @@ impl<'a> Engine<'a> {
             if self.window_start.is_none() && (self.all_open() || now - self.started > connect_cap)
             {
                 self.window_start = Some(now);
-                if self.plan.mode == Mode::Hold {
-                    eprintln!(
-                        "all {} connections open after {:.2} s (this thread)",
-                        self.report.opened,
-                        (now - self.started).as_secs_f64()
-                    );
-                }
             }
             if let Some(start) = self.window_start {
                 if now - start >= self.plan.duration {

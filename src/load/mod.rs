@@ -197,8 +197,20 @@ pub fn run(args: &LoadArgs) -> ExitCode {
             .collect();
         let mut last_messages = 0;
         let mut last = Instant::now();
+        let mut all_open_reported = false;
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(50));
+            let open: u64 = progress
+                .iter()
+                .map(|p| p.open.load(Ordering::Relaxed))
+                .sum();
+            if !all_open_reported && open as usize >= args.conns {
+                all_open_reported = true;
+                eprintln!(
+                    "all {open} connections open after {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             if last.elapsed() >= Duration::from_secs(1) {
                 let sum = |f: fn(&Progress) -> u64| progress.iter().map(f).sum::<u64>();
                 let messages = sum(|p| p.messages.load(Ordering::Relaxed));
