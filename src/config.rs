@@ -39,6 +39,13 @@ pub struct Config {
     /// Subprotocols this server speaks, in no particular order; the client's
     /// preference decides among them.
     pub subprotocols: Vec<String>,
+    /// io_uring sends of at least this many bytes use SEND_ZC (default 0:
+    /// never). Zero-copy pins pages instead of copying them and pays an
+    /// extra completion. Measured here on loopback (where the receiver
+    /// copies anyway) it cost 12-52% more server CPU per echoed message at
+    /// every size from 16 KiB to 1 MiB, so it is off unless a deployment
+    /// behind a real NIC measures a win (64 KiB is a sensible start).
+    pub zerocopy_threshold: usize,
 }
 
 impl Default for Config {
@@ -52,6 +59,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(120),
             close_timeout: Duration::from_secs(5),
             subprotocols: Vec::new(),
+            zerocopy_threshold: 0,
         }
     }
 }

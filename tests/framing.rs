@@ -47,6 +47,19 @@ fn echoes_text_and_binary_across_length_encodings() {
 }
 
 #[test]
+fn zerocopy_sends_deliver_large_messages_intact() {
+    each_backend(&["--zerocopy-threshold", "4096"], |server| {
+        let mut ws = tungstenite_client(server);
+        for len in [4096usize, 65_536, 1 << 20, 3 << 20] {
+            let bin: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+            ws.send(Message::Binary(bin.clone())).unwrap();
+            assert_eq!(ws.read().unwrap(), Message::Binary(bin), "{len}");
+        }
+        ws.close(None).unwrap();
+    });
+}
+
+#[test]
 fn fragments_reassemble_around_interleaved_pings() {
     each_backend(&[], |server| {
         let mut s = open_ws(server.addr);

@@ -54,6 +54,10 @@ struct RuntimeFlags {
     /// A subprotocol this server speaks (repeatable).
     #[arg(long)]
     subprotocol: Vec<String>,
+    /// io_uring: sends of at least this many bytes use SEND_ZC (0: never;
+    /// on loopback it only costs CPU).
+    #[arg(long, default_value_t = 0)]
+    zerocopy_threshold: usize,
 }
 
 impl RuntimeFlags {
@@ -74,6 +78,7 @@ impl RuntimeFlags {
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             close_timeout: Duration::from_millis(self.close_timeout_ms),
             subprotocols: self.subprotocol,
+            zerocopy_threshold: self.zerocopy_threshold,
         })
     }
 }

@@ -40,11 +40,6 @@ const RING_ENTRIES: u32 = 4096;
 const RECV_BUFFERS_INC: (u16, usize) = (16, 32 * 1024);
 const RECV_BUFFERS_CLASSIC: (u16, usize) = (1024, 16 * 1024);
 
-/// Above this many bytes a send uses SEND_ZC: the kernel pins our pages
-/// instead of copying them. Below it the copy is cheaper than the page pin
-/// and the extra notification completion.
-const ZEROCOPY_THRESHOLD: usize = 64 * 1024;
-
 use super::epoll::MAX_PENDING_OUT;
 
 #[derive(Debug)]
@@ -464,11 +459,12 @@ impl UringLoop {
     }
 
     fn submit_send(&mut self, key: usize) {
+        let zerocopy = self.config.zerocopy_threshold;
         let conn = &mut self.conns[key];
         let fd = types::Fd(conn.fd.as_raw_fd());
         let rest = &conn.sending[conn.sent..];
         let user_data = UserData::new(Op::Send, key, conn.session.generation).0;
-        let entry = if rest.len() >= ZEROCOPY_THRESHOLD {
+        let entry = if zerocopy != 0 && rest.len() >= zerocopy {
             opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32).build()
         } else {
             opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
