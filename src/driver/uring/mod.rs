@@ -63,6 +63,11 @@ struct Conn {
     eof: bool,
 }
 
+// An idle connection's whole user-space cost is a design number: this slot,
+// a timer-wheel entry and slab slack must stay within 256 bytes, so growing
+// the slot is a decision, not an accident.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 176);
+
 impl Conn {
     fn in_flight(&self) -> bool {
         self.recv_armed || self.send_armed || self.zc_notif_pending
@@ -348,11 +353,11 @@ impl UringLoop {
                     pool: &mut self.pool,
                 };
                 let input = self.bufs.take(bid, len);
-                let next = if conn.session.carry.is_empty() {
+                let next = if conn.session.carried().is_empty() {
                     conn.session.feed(input, &mut limits)
                 } else {
                     self.scratch.clear();
-                    self.scratch.extend_from_slice(&conn.session.carry);
+                    self.scratch.extend_from_slice(conn.session.carried());
                     self.scratch.extend_from_slice(input);
                     conn.session.feed(&mut self.scratch, &mut limits)
                 };
@@ -379,8 +384,14 @@ impl UringLoop {
         }
         match result {
             r if r == -libc::ENOBUFS => self.rearm.push(key),
-            // The cancel that `pause_recv` issued.
-            r if r == -libc::ECANCELED && !conn.dead && conn.recv_paused => {}
+            // The cancel that `pause_recv` issued. Output may have drained
+            // (and un-paused reading) before this completion arrived, while
+            // the cancelled receive still counted as armed: re-arm now.
+            r if r == -libc::ECANCELED && !conn.dead => {
+                if !conn.recv_paused {
+                    self.rearm.push(key);
+                }
+            }
             0 if !conn.dead => {
                 // The peer is done sending: flush what we owe, then close.
                 conn.eof = true;
