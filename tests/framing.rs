@@ -160,6 +160,29 @@ fn close_code_table() {
 }
 
 #[test]
+fn output_owed_to_a_half_closed_peer_is_flushed_first() {
+    each_backend(&[], |server| {
+        // A 6 MiB echo cannot fit in the socket buffers; the peer sends its
+        // FIN right after the message and must still get every byte.
+        let mut s = open_ws(server.addr);
+        let payload: Vec<u8> = (0..6 << 20).map(|i: usize| (i * 7) as u8).collect();
+        s.write_all(&binary(&payload)).unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let (first, echoed) = read_frame(&mut s);
+        assert_eq!(first, 0x82);
+        assert!(
+            echoed == payload,
+            "echo differs ({} of {} bytes)",
+            echoed.len(),
+            payload.len()
+        );
+        assert_tcp_closed(&mut s, Duration::from_secs(5));
+    });
+}
+
+#[test]
 fn data_after_close_is_ignored_and_tcp_closes() {
     each_backend(&[], |server| {
         let mut s = open_ws(server.addr);

@@ -31,6 +31,8 @@ const LISTENER_BASE: usize = usize::MAX - 1024;
 struct Conn {
     stream: TcpStream,
     session: Session,
+    /// The peer sent its FIN; drop the connection once `out` is flushed.
+    eof: bool,
 }
 
 // See the io_uring slot: an idle connection's cost is a design number.
@@ -159,6 +161,7 @@ impl EpollLoop {
                     let conn = entry.insert(Conn {
                         stream,
                         session: Session::new(self.next_generation),
+                        eof: false,
                     });
                     let deadline =
                         self.clock.now_tick + Clock::ticks(self.config.handshake_timeout);
@@ -239,7 +242,18 @@ impl EpollLoop {
                 return;
             }
             if eof {
-                self.remove(key);
+                // Output owed to a half-closed peer is still delivered; the
+                // close timeout bounds how long that may take.
+                let conn = &mut self.conns[key];
+                if conn.session.pending_out() == 0 {
+                    self.remove(key);
+                } else if !conn.eof {
+                    conn.eof = true;
+                    let next = conn.session.peer_finished();
+                    let now = self.clock.now_tick;
+                    self.deadlines
+                        .after(key, &mut conn.session, next, now, &self.config);
+                }
                 return;
             }
             // Reading stopped for backpressure; if the output drained,
@@ -275,6 +289,10 @@ impl EpollLoop {
         if session.shutdown_after_flush {
             session.shutdown_after_flush = false;
             let _ = conn.stream.shutdown(Shutdown::Write);
+        }
+        if conn.eof {
+            self.remove(key);
+            return false;
         }
         true
     }

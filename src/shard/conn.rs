@@ -225,6 +225,12 @@ impl Session {
         }
     }
 
+    /// The peer sent its FIN: whatever is owed is flushed, then the
+    /// transport closes; nothing more is read.
+    pub(crate) fn peer_finished(&mut self) -> Next {
+        self.linger()
+    }
+
     fn linger(&mut self) -> Next {
         self.phase = Phase::Lingering;
         self.carry = None;
