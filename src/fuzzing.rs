@@ -148,3 +148,16 @@ pub fn unmask_pieces(data: &[u8]) {
     }
     assert_eq!(got, want);
 }
+
+/// The PROXY protocol parser: never panics; a header that parses reparses
+/// identically from its own bytes, and every shorter prefix asks for more.
+pub fn proxy_protocol(data: &[u8]) {
+    use crate::admission::proxy_protocol::parse;
+    if let Ok(Some((header, len))) = parse(data) {
+        assert!(len <= data.len());
+        assert_eq!(parse(&data[..len]), Ok(Some((header, len))));
+        for cut in 0..len {
+            assert_eq!(parse(&data[..cut]), Ok(None), "prefix of {cut} bytes");
+        }
+    }
+}

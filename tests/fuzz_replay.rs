@@ -49,3 +49,8 @@ fn utf8_stream_corpus() {
 fn unmask_corpus() {
     replay("unmask_diff", surge::fuzzing::unmask_pieces);
 }
+
+#[test]
+fn proxy_protocol_corpus() {
+    replay("proxy_protocol", surge::fuzzing::proxy_protocol);
+}
