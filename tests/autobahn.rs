@@ -8,6 +8,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use support::*;
 
@@ -28,7 +29,8 @@ fn run_suite(name: &str, server_args: &[&str]) {
         cmd.args(["-x", pattern]);
     }
     // kosoku exits non-zero when a case fails; the report says which.
-    let out = cmd.output().expect("run kosoku");
+    let out = output_within(&mut cmd, Duration::from_secs(600));
+    println!("autobahn {name}: kosoku exited with {}", out.status);
     let index = outdir.join("index.json");
     let text = std::fs::read_to_string(&index).unwrap_or_else(|e| {
         panic!(
@@ -39,16 +41,18 @@ fn run_suite(name: &str, server_args: &[&str]) {
         )
     });
     let report = parse_index(&text);
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut behaviors: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut closes: BTreeMap<&str, usize> = BTreeMap::new();
     let mut bad = Vec::new();
     for (case, behavior, close) in &report {
-        *counts.entry(format!("{behavior}/{close}")).or_default() += 1;
+        *behaviors.entry(behavior).or_default() += 1;
+        *closes.entry(close).or_default() += 1;
         if !PASSING.contains(&behavior.as_str()) || !PASSING.contains(&close.as_str()) {
             bad.push(format!("{case}: {behavior} (close: {close})"));
         }
     }
     println!(
-        "autobahn {name}: {} cases; behavior/close counts: {counts:?}",
+        "autobahn {name}: {} cases; behavior: {behaviors:?}; close behavior: {closes:?}",
         report.len()
     );
     for case in &report {
@@ -64,7 +68,8 @@ fn run_suite(name: &str, server_args: &[&str]) {
 /// `{"agent": {"1.1.1": {"behavior": "OK", "behaviorClose": "OK", ...}}}`.
 fn parse_index(json: &str) -> Vec<(String, String, String)> {
     let python = venv().join("bin/python");
-    let script = "import json,sys\nfor a in json.load(sys.stdin).values():\n  for k,v in a.items(): print(k, v['behavior'], v['behaviorClose'])";
+    // Tab-separated: close behaviors such as "WRONG CODE" contain spaces.
+    let script = "import json,sys\nfor a in json.load(sys.stdin).values():\n  for k,v in sorted(a.items(), key=lambda kv: [int(x) for x in kv[0].split('.')]): print(k, v['behavior'], v['behaviorClose'], sep='\\t')";
     let mut child = Command::new(python)
         .args(["-c", script])
         .stdin(std::process::Stdio::piped())
@@ -84,7 +89,7 @@ fn parse_index(json: &str) -> Vec<(String, String, String)> {
         .unwrap()
         .lines()
         .map(|l| {
-            let mut p = l.split(' ');
+            let mut p = l.split('\t');
             (
                 p.next().unwrap().to_owned(),
                 p.next().unwrap().to_owned(),

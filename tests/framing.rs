@@ -264,3 +264,207 @@ fn sigterm_closes_every_connection_with_1001_and_exits_0() {
         assert!(status.success(), "{backend}: exit {status:?}");
     }
 }
+
+#[test]
+fn every_control_frame_rule_and_reserved_bit_is_enforced() {
+    let mut cases: Vec<(String, Vec<u8>)> = [3u8, 4, 5, 6, 7, 0xB, 0xC, 0xD, 0xE, 0xF]
+        .iter()
+        .map(|op| (format!("reserved opcode {op:#x}"), frame(0x80 | op, b"")))
+        .collect();
+    let code_1000 = 1000u16.to_be_bytes();
+    let mut long_close = code_1000.to_vec();
+    long_close.extend_from_slice(&[b'r'; 124]);
+    cases.extend([
+        ("rsv2".to_owned(), frame(0xA1, b"x")),
+        ("rsv1 on a ping".to_owned(), frame(0xC9, b"x")),
+        (
+            "rsv1 on a continuation".to_owned(),
+            [frame(0x01, b"a"), frame(0xC0, b"b")].concat(),
+        ),
+        ("close of 126 bytes".to_owned(), frame(0x88, &long_close)),
+        ("pong of 126 bytes".to_owned(), frame(0x8A, &[0u8; 126])),
+        ("fragmented close".to_owned(), frame(0x08, &code_1000)),
+        ("fragmented pong".to_owned(), frame(0x0A, b"")),
+        ("unmasked ping".to_owned(), vec![0x89, 0x00]),
+        (
+            "unmasked close".to_owned(),
+            vec![0x88, 0x02, code_1000[0], code_1000[1]],
+        ),
+        ("unmasked 16-bit length".to_owned(), {
+            let mut f = vec![0x82, 126, 0, 200];
+            f.extend_from_slice(&[0u8; 200]);
+            f
+        }),
+        (
+            "binary start inside a fragmented text".to_owned(),
+            [frame(0x01, b"a"), frame(0x82, b"b")].concat(),
+        ),
+        (
+            "text start inside a fragmented binary".to_owned(),
+            [frame(0x02, b"a"), frame(0x01, b"b")].concat(),
+        ),
+        (
+            "64-bit length with top bit, header only".to_owned(),
+            vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 0],
+        ),
+    ]);
+    each_backend(&[], |server| {
+        for (what, wire) in &cases {
+            let mut s = open_ws(server.addr);
+            s.write_all(wire).unwrap();
+            assert_eq!(read_close(&mut s), Some(1002), "{what}");
+            assert_tcp_closed(&mut s, Duration::from_secs(5));
+        }
+    });
+}
+
+#[test]
+fn invalid_utf8_anywhere_in_a_message_is_1007() {
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("truncated sequence at message end", text(b"ok\xE2\x82")),
+        (
+            "truncated sequence at the end of the last fragment",
+            [frame(0x01, b"ok\xE2"), frame(0x80, b"\x82")].concat(),
+        ),
+        ("overlong encoding", text(b"\xC0\xAF")),
+        ("surrogate", text(b"\xED\xA0\x80")),
+        ("above U+10FFFF", text(b"\xF4\x90\x80\x80")),
+        (
+            "bad byte in a middle fragment",
+            [frame(0x01, b"a"), frame(0x00, b"\xFF"), frame(0x80, b"b")].concat(),
+        ),
+        (
+            "close reason cut inside a sequence",
+            close(1000, b"\xE2\x82"),
+        ),
+    ];
+    each_backend(&[], |server| {
+        for (what, wire) in &cases {
+            let mut s = open_ws(server.addr);
+            s.write_all(wire).unwrap();
+            assert_eq!(read_close(&mut s), Some(1007), "{what}");
+            assert_tcp_closed(&mut s, Duration::from_secs(5));
+        }
+        // Valid four-byte sequences split over three fragments pass.
+        let mut s = open_ws(server.addr);
+        let smile = "a😀b".as_bytes();
+        let mut wire = frame(0x01, &smile[..2]);
+        wire.extend(frame(0x00, &smile[2..4]));
+        wire.extend(frame(0x80, &smile[4..]));
+        s.write_all(&wire).unwrap();
+        assert_eq!(read_frame(&mut s), (0x81, smile.to_vec()));
+    });
+}
+
+#[test]
+fn pongs_carry_the_ping_payload_at_every_size() {
+    each_backend(&[], |server| {
+        let mut s = open_ws(server.addr);
+        for len in [0usize, 1, 124, 125] {
+            let payload: Vec<u8> = (0..len).map(|i| (i * 31 + len) as u8).collect();
+            s.write_all(&frame(0x89, &payload)).unwrap();
+            assert_eq!(read_frame(&mut s), (0x8A, payload), "ping of {len}");
+        }
+        // An unsolicited pong gets no answer; the next echo comes straight back.
+        let mut wire = frame(0x8A, b"heartbeat");
+        wire.extend(text(b"next"));
+        s.write_all(&wire).unwrap();
+        assert_eq!(read_frame(&mut s), (0x81, b"next".to_vec()));
+    });
+}
+
+#[test]
+fn frames_may_arrive_one_byte_at_a_time_and_many_per_write() {
+    each_backend(&[], |server| {
+        let mut s = open_ws(server.addr);
+        let payload: Vec<u8> = (0..300u32).map(|i| (i * 7) as u8).collect();
+        for b in binary(&payload) {
+            s.write_all(&[b]).unwrap();
+        }
+        assert_eq!(read_frame(&mut s), (0x82, payload));
+        // 500 messages of 0..200 bytes in one write come back in order.
+        let msgs: Vec<Vec<u8>> = (0..500usize)
+            .map(|i| (0..i % 200).map(|j| (i + j) as u8).collect())
+            .collect();
+        let wire: Vec<u8> = msgs.iter().flat_map(|m| binary(m)).collect();
+        s.write_all(&wire).unwrap();
+        for (i, m) in msgs.iter().enumerate() {
+            assert_eq!(&read_frame(&mut s), &(0x82, m.clone()), "message {i}");
+        }
+    });
+}
+
+#[test]
+fn oversized_message_is_refused_from_a_16_bit_header_too() {
+    each_backend(&["--max-message", "1024"], |server| {
+        let mut s = open_ws(server.addr);
+        s.write_all(&[0x81, 0xFE, 0x07, 0xD0, 1, 2, 3, 4]).unwrap();
+        let start = Instant::now();
+        assert_eq!(read_close(&mut s), Some(1009), "2000-byte text header");
+        assert!(start.elapsed() < Duration::from_secs(2));
+        assert_tcp_closed(&mut s, Duration::from_secs(5));
+    });
+}
+
+#[test]
+fn default_limit_is_16_mib() {
+    each_backend(&[], |server| {
+        // One byte over, header only: refused at once.
+        let mut s = open_ws(server.addr);
+        let mut header = vec![0x82, 0xFF];
+        header.extend_from_slice(&((16u64 << 20) + 1).to_be_bytes());
+        header.extend_from_slice(&[1, 2, 3, 4]);
+        s.write_all(&header).unwrap();
+        assert_eq!(read_close(&mut s), Some(1009));
+        // Exactly 16 MiB is echoed.
+        let mut s = open_ws(server.addr);
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let payload: Vec<u8> = (0..16usize << 20).map(|i| (i * 13) as u8).collect();
+        let wire = binary(&payload);
+        let (first, echoed) = std::thread::scope(|scope| {
+            let mut w = s.try_clone().unwrap();
+            let writer = scope.spawn(move || w.write_all(&wire));
+            let got = read_frame(&mut s);
+            writer.join().unwrap().unwrap();
+            got
+        });
+        assert_eq!(first, 0x82);
+        assert!(echoed == payload, "16 MiB echo differs");
+    });
+}
+
+#[test]
+fn server_close_waits_for_the_peer_then_drops_it() {
+    // The idle timeout starts a server-side close; --close-timeout-ms bounds
+    // how long a silent peer keeps its connection.
+    each_backend(
+        &["--idle-timeout-ms", "200", "--close-timeout-ms", "1000"],
+        |server| {
+            let mut s = open_ws(server.addr);
+            assert_eq!(read_close(&mut s), Some(1001));
+            let sent = Instant::now();
+            assert_tcp_closed(&mut s, Duration::from_secs(5));
+            let waited = sent.elapsed();
+            assert!(
+                waited >= Duration::from_millis(700),
+                "dropped {waited:?} after the close: the peer had no time to answer"
+            );
+            assert!(
+                waited < Duration::from_secs(4),
+                "dropped only after {waited:?}"
+            );
+        },
+    );
+    // A peer that answers is let go at once, long before the close timeout.
+    each_backend(
+        &["--idle-timeout-ms", "200", "--close-timeout-ms", "10000"],
+        |server| {
+            let mut s = open_ws(server.addr);
+            assert_eq!(read_close(&mut s), Some(1001));
+            s.write_all(&close(1001, b"")).unwrap();
+            let answered = Instant::now();
+            assert_tcp_closed(&mut s, Duration::from_secs(5));
+            assert!(answered.elapsed() < Duration::from_secs(3));
+        },
+    );
+}

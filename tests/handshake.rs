@@ -199,3 +199,164 @@ fn slow_handshakes_are_cut_off() {
     s.write_all(b"GET / HTTP/1.1\r\n").unwrap();
     assert_tcp_closed(&mut s, Duration::from_secs(3));
 }
+
+#[test]
+fn head_limits_are_inclusive_8_kib_and_100_lines() {
+    let server = Server::start(&["echo"]);
+    // The whole head, request line to the blank line, padded to a length.
+    let padded = |total: usize| {
+        let base = upgrade_request("/", "").len() + "X-Pad: \r\n".len();
+        upgrade_request("/", &format!("X-Pad: {}\r\n", "a".repeat(total - base)))
+    };
+    assert_eq!(padded(8192).len(), 8192);
+    assert_eq!(status_of(&server, padded(8192).as_bytes()).0, 101);
+    assert_eq!(status_of(&server, padded(8193).as_bytes()).0, 431);
+    // upgrade_request carries 5 header lines of its own.
+    let lines = |n: usize| -> String { (0..n - 5).map(|i| format!("X-H{i}: v\r\n")).collect() };
+    assert_eq!(
+        status_of(&server, upgrade_request("/", &lines(100)).as_bytes()).0,
+        101
+    );
+    assert_eq!(
+        status_of(&server, upgrade_request("/", &lines(101)).as_bytes()).0,
+        431
+    );
+}
+
+#[test]
+fn malformed_keys_get_400() {
+    let server = Server::start(&["echo"]);
+    for key in [
+        "YWFhYWFhYWFhYWFhYWFh",         // 15 bytes
+        "YWFhYWFhYWFhYWFhYWFhYWE=",     // 17 bytes
+        "!!!!!!!!!!!!!!!!!!!!!!==",     // not base64
+        "dGhlIHNhbXBsZSBub25jZQ",       // unpadded
+        "dGhlIHNhbXBsZSBub25jZQ==dGhl", // trailing garbage
+    ] {
+        let (status, head) = status_of(
+            &server,
+            upgrade_request("/", "").replace(KEY, key).as_bytes(),
+        );
+        assert_eq!(status, 400, "key {key:?}:\n{head}");
+    }
+    let empty = upgrade_request("/", "").replace(KEY, "");
+    assert_eq!(status_of(&server, empty.as_bytes()).0, 400);
+}
+
+#[test]
+fn every_other_method_gets_405_and_every_version_but_13_gets_426() {
+    let server = Server::start(&["echo"]);
+    let good = upgrade_request("/", "");
+    for method in ["PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"] {
+        let (status, head) = status_of(&server, good.replacen("GET", method, 1).as_bytes());
+        assert_eq!(status, 405, "{method}:\n{head}");
+    }
+    for version in ["8", "12", "14", "13, 8", "abc"] {
+        let request = good.replace(
+            "Sec-WebSocket-Version: 13",
+            &format!("Sec-WebSocket-Version: {version}"),
+        );
+        let (status, head) = status_of(&server, request.as_bytes());
+        assert_eq!(status, 426, "version {version:?}:\n{head}");
+        assert!(
+            head.contains("Sec-WebSocket-Version: 13\r\n"),
+            "version {version:?}:\n{head}"
+        );
+    }
+}
+
+#[test]
+fn plain_requests_get_health_or_an_upgrade_hint() {
+    let server = Server::start(&["echo"]);
+    let (status, _) = status_of(&server, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    assert_eq!(status, 200);
+    for path in ["/", "/echo", "/anything?x=1"] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n");
+        let (status, head) = status_of(&server, request.as_bytes());
+        assert_eq!(status, 426, "{path}:\n{head}");
+        assert!(
+            head.to_ascii_lowercase().contains("upgrade: websocket\r\n"),
+            "{path}:\n{head}"
+        );
+    }
+    // /healthz is also a WebSocket path like any other when asked to upgrade.
+    assert_eq!(
+        status_of(&server, upgrade_request("/healthz", "").as_bytes()).0,
+        101
+    );
+}
+
+#[test]
+fn connection_and_upgrade_tokens_in_lists() {
+    let server = Server::start(&["echo"]);
+    let good = upgrade_request("/", "");
+    for (connection, want) in [
+        ("keep-alive, Upgrade", 101),
+        ("keep-alive,upgrade", 101),
+        ("UPGRADE", 101),
+        ("Upgrade, keep-alive", 101),
+        ("upgradex", 400),
+        ("keep-alive", 400),
+    ] {
+        let request = good.replace("Connection: Upgrade", &format!("Connection: {connection}"));
+        let (status, head) = status_of(&server, request.as_bytes());
+        assert_eq!(status, want, "Connection: {connection}\n{head}");
+    }
+    let request = good.replace("Upgrade: websocket", "Upgrade: WebSocket");
+    assert_eq!(status_of(&server, request.as_bytes()).0, 101);
+}
+
+#[test]
+fn no_subprotocol_when_the_server_speaks_none() {
+    let server = Server::start(&["echo"]);
+    let offer = upgrade_request("/", "Sec-WebSocket-Protocol: chat, superchat\r\n");
+    let (status, head) = status_of(&server, offer.as_bytes());
+    assert_eq!(status, 101);
+    assert!(
+        !head.to_ascii_lowercase().contains("sec-websocket-protocol"),
+        "{head}"
+    );
+}
+
+#[test]
+fn subprotocol_names_are_exact_tokens() {
+    let server = Server::start(&["echo", "--subprotocol", "chat"]);
+    let pick = |offer: &str| {
+        let (status, head) = status_of(
+            &server,
+            upgrade_request("/", &format!("Sec-WebSocket-Protocol: {offer}\r\n")).as_bytes(),
+        );
+        assert_eq!(status, 101, "{head}");
+        head.lines()
+            .find_map(|l| l.strip_prefix("Sec-WebSocket-Protocol: "))
+            .map(str::to_owned)
+    };
+    assert_eq!(pick("  other ,  chat ").as_deref(), Some("chat"));
+    assert_eq!(pick("Chat"), None, "tokens are case-sensitive");
+    assert_eq!(pick("chatty"), None);
+    assert_eq!(pick("cha"), None);
+}
+
+#[test]
+fn one_readiness_line_per_listener_and_all_of_them_serve() {
+    let server = Server::start_listening(&["echo", "--backend", "epoll", "--shards", "1"], 2);
+    assert_eq!(server.addrs.len(), 2);
+    assert_ne!(server.addrs[0], server.addrs[1]);
+    for (line, addr) in server.ready_lines.iter().zip(&server.addrs) {
+        assert_eq!(
+            line,
+            &format!("surge listening on {addr} backend=epoll shards=1")
+        );
+        let mut s = open_ws(*addr);
+        s.write_all(&text(b"hi")).unwrap();
+        assert_eq!(read_frame(&mut s), (0x81, b"hi".to_vec()));
+    }
+}
+
+#[test]
+fn serve_runs_the_echo_server() {
+    let server = Server::start(&["serve"]);
+    let mut s = open_ws(server.addr);
+    s.write_all(&binary(b"served")).unwrap();
+    assert_eq!(read_frame(&mut s), (0x82, b"served".to_vec()));
+}

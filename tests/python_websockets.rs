@@ -3,6 +3,7 @@
 mod support;
 
 use std::process::Command;
+use std::time::Duration;
 
 use support::*;
 
@@ -12,10 +13,10 @@ fn python_websockets_round_trips() {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/echo_client.py");
     for backend in ["epoll", "uring"] {
         let server = Server::start(&["echo", "--backend", backend]);
-        let out = Command::new(&python)
-            .args([script, &server.url("/echo")])
-            .output()
-            .expect("run python");
+        let out = output_within(
+            Command::new(&python).args([script, &server.url("/echo")]),
+            Duration::from_secs(120),
+        );
         let report = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -13,6 +13,10 @@ use std::time::{Duration, Instant};
 pub(crate) struct Server {
     child: Child,
     pub(crate) addr: SocketAddr,
+    /// Every listener, in the order the server reported them.
+    pub(crate) addrs: Vec<SocketAddr>,
+    /// The readiness lines as printed.
+    pub(crate) ready_lines: Vec<String>,
 }
 
 impl Drop for Server {
@@ -28,6 +32,12 @@ impl Server {
     /// shard count for servers whose arguments do not, so scripts/test.sh
     /// can run the whole suite on every combination.
     pub(crate) fn start(args: &[&str]) -> Self {
+        Self::start_listening(args, 1)
+    }
+
+    /// Like `start`, with `listeners` times `--listen 127.0.0.1:0`; waits
+    /// (10 s in all) for one readiness line per listener.
+    pub(crate) fn start_listening(args: &[&str], listeners: usize) -> Self {
         let mut extra = Vec::new();
         let is_server = matches!(args.first(), Some(&"echo" | &"serve"));
         for (flag, var) in [
@@ -42,7 +52,7 @@ impl Server {
         let child = Command::new(env!("CARGO_BIN_EXE_surge"))
             .args(args)
             .args(&extra)
-            .args(["--listen", "127.0.0.1:0"])
+            .args((0..listeners).flat_map(|_| ["--listen", "127.0.0.1:0"]))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -51,39 +61,60 @@ impl Server {
         let mut server = Self {
             child,
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
+            addrs: Vec::new(),
+            ready_lines: Vec::new(),
         };
         let mut stderr = server.child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let stderr_text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = std::sync::Arc::clone(&stderr_text);
+        // Reads stderr to its end (so the server never blocks on a full
+        // pipe), sending each readiness line, or everything seen if stderr
+        // closes first.
         std::thread::spawn(move || {
             let mut seen = Vec::new();
             let mut buf = [0u8; 512];
-            let mut sent = false;
+            let mut scanned = 0;
             while let Ok(n) = stderr.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
                 seen.extend_from_slice(&buf[..n]);
-                let text = String::from_utf8_lossy(&seen);
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
                 // Only whole lines: the readiness line may arrive in pieces.
-                let whole = &text[..text.rfind('\n').map_or(0, |i| i + 1)];
-                if !sent {
-                    if let Some(line) = whole.lines().find(|l| l.starts_with("surge listening on "))
-                    {
-                        let _ = tx.send(Ok(line.to_owned()));
-                        sent = true;
+                while let Some(nl) = seen[scanned..].iter().position(|&b| b == b'\n') {
+                    let line = String::from_utf8_lossy(&seen[scanned..scanned + nl]).into_owned();
+                    scanned += nl + 1;
+                    if line.starts_with("surge listening on ") {
+                        let _ = tx.send(Ok(line));
                     }
                 }
             }
-            if !sent {
-                let _ = tx.send(Err(String::from_utf8_lossy(&seen).into_owned()));
-            }
+            let _ = tx.send(Err(String::from_utf8_lossy(&seen).into_owned()));
         });
-        let line = match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(Ok(line)) => line,
-            Ok(Err(stderr)) => panic!("surge exited before listening: {stderr}"),
-            Err(_) => panic!("surge did not report listening within 10 s"),
-        };
-        server.addr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while server.ready_lines.len() < listeners {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(Ok(line)) => server.ready_lines.push(line),
+                Ok(Err(stderr)) => panic!("surge exited before listening: {stderr}"),
+                Err(_) => panic!(
+                    "surge did not report {listeners} listener(s) within 10 s; stderr so far:\n{}",
+                    String::from_utf8_lossy(&stderr_text.lock().unwrap())
+                ),
+            }
+        }
+        server.addrs = server
+            .ready_lines
+            .iter()
+            .map(|line| {
+                line.split_whitespace()
+                    .nth(3)
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("unreadable readiness line {line:?}"))
+            })
+            .collect();
+        server.addr = server.addrs[0];
         server
     }
 
@@ -259,4 +290,50 @@ pub(crate) fn venv() -> PathBuf {
         dir.display()
     );
     dir
+}
+
+/// Runs `cmd` to completion with its output captured, killing it (and
+/// failing the test with what it printed) if it outlives `limit`.
+pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> std::process::Output {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = stdout.join().unwrap();
+    let stderr = stderr.join().unwrap();
+    match status {
+        Some(status) => std::process::Output {
+            status,
+            stdout,
+            stderr,
+        },
+        None => panic!(
+            "{cmd:?} still running after {limit:?}; killed. It printed:\n{}{}",
+            String::from_utf8_lossy(&stdout),
+            String::from_utf8_lossy(&stderr)
+        ),
+    }
 }
