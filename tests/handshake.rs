@@ -67,6 +67,19 @@ fn refusals_carry_precise_statuses() {
         ),
         (good.replace(KEY, "c2hvcnQ="), 400, "Sec-WebSocket-Key"),
         (
+            good.replace(
+                "Sec-WebSocket-Version: 13\r\n",
+                "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: YmJiYmJiYmJiYmJiYmJiYg==\r\n",
+            ),
+            400,
+            "more than one Sec-WebSocket-Key",
+        ),
+        (
+            good.replace("Host: localhost\r\n", "Host: localhost\r\nHost: other\r\n"),
+            400,
+            "more than one Host",
+        ),
+        (
             good.replace(&format!("Sec-WebSocket-Key: {KEY}\r\n"), ""),
             400,
             "Sec-WebSocket-Key",

@@ -170,6 +170,14 @@ impl<'h, 'b> Request<'h, 'b> {
             .filter(|t| !t.is_empty())
     }
 
+    /// How many header lines are called `name`.
+    fn count(&self, name: &str) -> usize {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case(name))
+            .count()
+    }
+
     fn has_token(&self, name: &str, token: &str) -> bool {
         self.header_tokens(name)
             .any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
@@ -191,6 +199,10 @@ impl<'h, 'b> Request<'h, 'b> {
         if self.header("host").is_none() {
             return Err(HandshakeError::Malformed("missing Host"));
         }
+        // RFC 7230 §5.4: more than one Host is a 400.
+        if self.count("host") > 1 {
+            return Err(HandshakeError::Malformed("more than one Host"));
+        }
         if !self.wants_websocket() {
             return Err(HandshakeError::Malformed("missing Upgrade: websocket"));
         }
@@ -201,6 +213,10 @@ impl<'h, 'b> Request<'h, 'b> {
         match (versions.next(), versions.next()) {
             (Some(b"13"), None) => {}
             _ => return Err(HandshakeError::UnsupportedVersion),
+        }
+        // RFC 6455 §11.3.1: Sec-WebSocket-Key must not appear more than once.
+        if self.count("sec-websocket-key") > 1 {
+            return Err(HandshakeError::Malformed("more than one Sec-WebSocket-Key"));
         }
         let key = match self.header("sec-websocket-key").map(<[u8]>::trim_ascii) {
             Some(key) if is_valid_key(key) => key,
@@ -326,6 +342,24 @@ mod tests {
                 "{from} -> {to}"
             );
         }
+    }
+
+    #[test]
+    fn repeated_host_or_key_is_400() {
+        let two_keys = GOOD.replacen(
+            "Origin:",
+            "Sec-WebSocket-Key: YmJiYmJiYmJiYmJiYmJiYg==\r\nOrigin:",
+            1,
+        );
+        assert_eq!(
+            check(&two_keys).unwrap_err(),
+            HandshakeError::Malformed("more than one Sec-WebSocket-Key")
+        );
+        let two_hosts = GOOD.replacen("Origin:", "Host: other\r\nOrigin:", 1);
+        assert_eq!(
+            check(&two_hosts).unwrap_err(),
+            HandshakeError::Malformed("more than one Host")
+        );
     }
 
     #[test]
