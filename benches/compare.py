@@ -28,8 +28,10 @@ TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 
 SERVERS = {
-    "surge-uring": [SURGE, "echo", "--shards", "1", "--backend", "uring", "--idle-timeout-ms", "0"],
-    "surge-epoll": [SURGE, "echo", "--shards", "1", "--backend", "epoll", "--idle-timeout-ms", "0"],
+    "surge-uring": [SURGE, "echo", "--shards", "1", "--backend", "uring", "--idle-timeout-ms", "0",
+                   "--max-conns-per-ip", "0"],
+    "surge-epoll": [SURGE, "echo", "--shards", "1", "--backend", "epoll", "--idle-timeout-ms", "0",
+                   "--max-conns-per-ip", "0"],
     "fastwebsockets": [os.path.join(PEERS, "fastwebsockets-echo")],
     "tokio-tungstenite": [os.path.join(PEERS, "tokio-tungstenite-echo")],
 }

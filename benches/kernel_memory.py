@@ -43,7 +43,7 @@ def main():
     ap.add_argument("--backend", default="uring")
     a = ap.parse_args()
     server = subprocess.Popen(["taskset", "-c", "0", SURGE, "echo", "--shards", "1", "--backend", a.backend,
-                               "--idle-timeout-ms", "0", "--listen", "127.0.0.1:19999"],
+                               "--idle-timeout-ms", "0", "--max-conns-per-ip", "0", "--listen", "127.0.0.1:19999"],
                               stderr=subprocess.PIPE, text=True)
     server.stderr.readline()
     time.sleep(0.5)

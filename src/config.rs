@@ -4,6 +4,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::admission::AdmissionConfig;
+
 /// Which event-loop driver a shard runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Backend {
@@ -20,6 +22,10 @@ pub enum Backend {
 pub struct Config {
     /// Addresses to listen on (default 127.0.0.1:9001).
     pub listen: Vec<SocketAddr>,
+    /// Addresses to listen on behind an L4 balancer: every connection must
+    /// start with a PROXY protocol v1 or v2 header naming the client, or it
+    /// is closed without a response.
+    pub proxy_listen: Vec<SocketAddr>,
     /// Event loops, one per core by default.
     pub shards: usize,
     /// Requested driver.
@@ -46,12 +52,19 @@ pub struct Config {
     /// every size from 16 KiB to 1 MiB, so it is off unless a deployment
     /// behind a real NIC measures a win (64 KiB is a sensible start).
     pub zerocopy_threshold: usize,
+    /// On shutdown, open connections are closed with 1001 at random points
+    /// over this window (default 1 s), so their clients do not all
+    /// reconnect in the same instant. Raise it with the connection count.
+    pub drain: Duration,
+    /// Caps, pacing, tarpit and upgrade policy.
+    pub admission: AdmissionConfig,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Self {
             listen: vec![SocketAddr::from(([127, 0, 0, 1], 9001))],
+            proxy_listen: Vec::new(),
             shards: std::thread::available_parallelism().map_or(1, usize::from),
             backend: Backend::Auto,
             max_message: 16 << 20,
@@ -60,6 +73,8 @@ impl Default for Config {
             close_timeout: Duration::from_secs(5),
             subprotocols: Vec::new(),
             zerocopy_threshold: 0,
+            drain: Duration::from_secs(1),
+            admission: AdmissionConfig::default(),
         }
     }
 }

@@ -30,8 +30,10 @@
 //!   published once per loop turn, summed at `GET /metrics`.
 //! - [`load`]: `surge load`, the load generator, built on the same core.
 //! - [`config`], [`cli`]: runtime settings (one per flag) and subcommands.
-//! - [`admission`]: who may connect and how fast; so far the PROXY protocol
-//!   v1/v2 parser (sans-IO, fuzzed) that recovers real client addresses.
+//! - [`admission`]: who may connect and how fast: real client addresses
+//!   (PROXY protocol v1/v2, trusted `X-Forwarded-For`), per-client and
+//!   global caps and rates shared by every shard, the upgrade policy, and
+//!   the counters behind `surge_admission_*`.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
 

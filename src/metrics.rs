@@ -23,6 +23,10 @@ pub struct ShardStats {
     pub recv_buffers_lent: AtomicU64,
     /// Output buffers held by connections with bytes to send.
     pub out_buffers_lent: AtomicU64,
+    /// Connections still in their opening handshake.
+    pub handshakes_in_flight: AtomicU64,
+    /// Refused clients parked in the tarpit.
+    pub tarpit_parked: AtomicU64,
 }
 
 impl ShardStats {
@@ -64,10 +68,10 @@ impl Metrics {
         }
     }
 
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
+    /// The Prometheus text exposition, admission decisions included.
+    pub fn render(&self, admission: &crate::admission::Admission) -> String {
         let mut out = String::new();
-        let families: [Family; 6] = [
+        let families: [Family; 8] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -104,6 +108,18 @@ impl Metrics {
                 "Output buffers held by connections.",
                 |s| &s.out_buffers_lent,
             ),
+            (
+                "surge_handshakes_in_flight",
+                "gauge",
+                "Connections still in their opening handshake.",
+                |s| &s.handshakes_in_flight,
+            ),
+            (
+                "surge_tarpit_parked",
+                "gauge",
+                "Refused clients parked before their answer.",
+                |s| &s.tarpit_parked,
+            ),
         ];
         for (name, kind, help, field) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -115,6 +131,10 @@ impl Metrics {
                 );
             }
         }
+        let registry = &admission.registry;
+        registry
+            .stats
+            .render(&mut out, registry.open(), registry.clients());
         let _ = writeln!(
             out,
             "# HELP surge_info Build and runtime facts.\n# TYPE surge_info gauge\nsurge_info{{backend=\"{}\",unmask=\"{}\"}} 1",
@@ -133,7 +153,10 @@ mod tests {
     fn renders_every_shard() {
         let m = Metrics::new(2, "epoll");
         ShardStats::add(&m.shards[1].handshakes_total, 3);
-        let text = m.render();
+        let admission =
+            crate::admission::Admission::new(crate::admission::AdmissionConfig::default());
+        let text = m.render(&admission);
+        assert!(text.contains("surge_admission_rejected_total{reason=\"per_ip_cap\"} 0\n"));
         assert!(text.contains("surge_handshakes_total{shard=\"1\"} 3\n"));
         assert!(text.contains("surge_connections_open{shard=\"0\"} 0\n"));
         assert!(text.contains("# TYPE surge_messages_sent_total counter\n"));

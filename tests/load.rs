@@ -234,7 +234,7 @@ fn hold_mode_spreads_over_source_addresses() {
         "--conns",
         "2000",
         "--sources",
-        "127.0.0.2-127.0.0.5",
+        "127.0.0.2-127.0.0.9",
         "--duration",
         "1",
     ]);

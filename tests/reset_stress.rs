@@ -11,7 +11,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-use support::Server;
+use support::{metric, Server};
 
 fn masked_frame(payload_len: usize) -> Vec<u8> {
     let mut f = vec![0x82, 0xFF];
@@ -47,19 +47,6 @@ fn churn_one(addr: SocketAddr, round: usize, frame: &[u8]) {
         let _ = s.read(&mut buf);
     }
     let _ = SockRef::from(&s).set_linger(Some(Duration::ZERO));
-}
-
-fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
-        .unwrap();
-    let mut text = String::new();
-    s.read_to_string(&mut text).unwrap();
-    text.lines()
-        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
-        .sum()
 }
 
 fn churn_and_check(backend: &str) {

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::admission::policy::Policy;
+use crate::admission::AdmissionConfig;
 use crate::config::{Backend, Config};
 use crate::shard::spawn::Server;
 
@@ -58,15 +60,126 @@ struct RuntimeFlags {
     /// on loopback it only costs CPU).
     #[arg(long, default_value_t = 0)]
     zerocopy_threshold: usize,
+    /// Milliseconds over which shutdown spreads its 1001 closes.
+    #[arg(long, default_value_t = 1_000)]
+    drain_ms: u64,
+    #[command(flatten)]
+    admission: AdmissionFlags,
+}
+
+/// Admission control: caps, pacing, tarpit, client addresses, policy.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Admission")]
+struct AdmissionFlags {
+    /// Address to listen on behind an L4 balancer: connections must start
+    /// with a PROXY protocol v1/v2 header (repeatable).
+    #[arg(long, value_name = "ADDR")]
+    proxy_listen: Vec<SocketAddr>,
+    /// Connections one client may hold (IPv4 address or IPv6 prefix; 0: no cap).
+    #[arg(long, default_value_t = 256)]
+    max_conns_per_ip: u32,
+    /// Connections the process may hold (0: no cap but the descriptor limit).
+    #[arg(long, default_value_t = 0)]
+    max_conns: usize,
+    /// IPv6 clients are counted by this many leading bits.
+    #[arg(long, default_value_t = 64)]
+    ipv6_prefix: u8,
+    /// Upgrades per second one client may make (0: unpaced).
+    #[arg(long, default_value_t = 0)]
+    handshake_rate_per_ip: u32,
+    /// Burst above the per-client rate (0: equal to the rate).
+    #[arg(long, default_value_t = 0)]
+    handshake_burst_per_ip: u32,
+    /// Upgrades per second for the whole process (0: unpaced).
+    #[arg(long, default_value_t = 0)]
+    handshake_rate: u32,
+    /// Burst above the process rate (0: equal to the rate).
+    #[arg(long, default_value_t = 0)]
+    handshake_burst: u32,
+    /// Handshakes a shard runs at once; past it the oldest is dropped.
+    #[arg(long, default_value_t = 4096)]
+    max_handshakes_in_flight: usize,
+    /// Milliseconds a refused client waits for its answer (jittered 50-150%).
+    #[arg(long, default_value_t = 1_000)]
+    tarpit_ms: u64,
+    /// Refused clients a shard parks at once; when full the oldest is answered.
+    #[arg(long, default_value_t = 1024)]
+    tarpit_slots: usize,
+    /// Retry-After base in seconds for cap refusals (sent as 1-2x).
+    #[arg(long, default_value_t = 5)]
+    retry_after_s: u64,
+    /// Distinct clients tracked at once.
+    #[arg(long, default_value_t = 1_000_000)]
+    max_tracked_clients: usize,
+    /// A proxy (address or CIDR) whose X-Forwarded-For is believed (repeatable).
+    #[arg(long, value_name = "CIDR", value_parser = parse_net)]
+    trusted_proxy: Vec<ipnet::IpNet>,
+    /// An allowed Origin, e.g. https://app.example.com or https://*.example.com
+    /// (repeatable; none: any). Other origins get 403.
+    #[arg(long, value_name = "ORIGIN")]
+    allow_origin: Vec<String>,
+    /// A token that must come as ?token= or Authorization: Bearer
+    /// (repeatable; none: no token needed). Others get 401.
+    #[arg(long, value_name = "TOKEN")]
+    auth_token: Vec<String>,
+    /// Refuse (400) clients that offer no subprotocol from --subprotocol.
+    #[arg(long)]
+    require_subprotocol: bool,
+}
+
+/// An address (a /32 or /128) or a CIDR block.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("{s:?} is neither an address nor a CIDR block"))
+}
+
+impl AdmissionFlags {
+    fn into_config(self) -> Result<AdmissionConfig, String> {
+        if self.ipv6_prefix > 128 {
+            return Err("--ipv6-prefix must be at most 128".into());
+        }
+        if self.tarpit_slots == 0 || self.max_handshakes_in_flight == 0 {
+            return Err("--tarpit-slots and --max-handshakes-in-flight must be at least 1".into());
+        }
+        Ok(AdmissionConfig {
+            max_conns_per_ip: self.max_conns_per_ip,
+            max_conns: self.max_conns,
+            ipv6_prefix: self.ipv6_prefix,
+            handshake_rate_per_ip: self.handshake_rate_per_ip,
+            handshake_burst_per_ip: self.handshake_burst_per_ip,
+            handshake_rate: self.handshake_rate,
+            handshake_burst: self.handshake_burst,
+            max_handshakes_in_flight: self.max_handshakes_in_flight,
+            tarpit: Duration::from_millis(self.tarpit_ms),
+            tarpit_slots: self.tarpit_slots,
+            retry_after: Duration::from_secs(self.retry_after_s),
+            max_tracked_clients: self.max_tracked_clients,
+            trusted_proxies: self.trusted_proxy,
+            policy: Policy {
+                allowed_origins: self.allow_origin,
+                tokens: self.auth_token,
+                require_subprotocol: self.require_subprotocol,
+                hook: None,
+            },
+        })
+    }
 }
 
 impl RuntimeFlags {
+    fn require_subprotocol_without_any(&self) -> bool {
+        self.admission.require_subprotocol && self.subprotocol.is_empty()
+    }
+
     fn into_config(self) -> Result<Config, String> {
         if self.shards == Some(0) {
             return Err("--shards must be at least 1".into());
         }
         if self.max_message == 0 {
             return Err("--max-message must be at least 1".into());
+        }
+        if self.require_subprotocol_without_any() {
+            return Err("--require-subprotocol needs at least one --subprotocol".into());
         }
         let defaults = Config::default();
         Ok(Config {
@@ -79,6 +192,9 @@ impl RuntimeFlags {
             close_timeout: Duration::from_millis(self.close_timeout_ms),
             subprotocols: self.subprotocol,
             zerocopy_threshold: self.zerocopy_threshold,
+            drain: Duration::from_millis(self.drain_ms),
+            proxy_listen: self.admission.proxy_listen.clone(),
+            admission: self.admission.into_config()?,
         })
     }
 }

@@ -3,18 +3,18 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
-use std::sync::Arc;
+use std::os::fd::AsFd;
 
 use mio::net::{TcpListener, TcpStream, UnixStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::buf::pool::BufPool;
-use crate::config::Config;
-use crate::metrics::{Metrics, ShardStats};
+use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
 use crate::shard::conn::{ConnLimits, Counters, Session};
-use crate::shard::{Clock, Deadlines, Expired};
+use crate::shard::spawn::Shared;
+use crate::shard::{Clock, Deadlines, Expired, Slot};
 
 /// One read buffer per shard, lent to whichever connection is readable.
 /// 64 KiB matches the largest chunk a loopback or LAN read usually returns.
@@ -31,6 +31,8 @@ const LISTENER_BASE: usize = usize::MAX - 1024;
 struct Conn {
     stream: TcpStream,
     session: Session,
+    /// Bytes of `session.out` already written.
+    out_pos: usize,
     /// The peer sent its FIN; drop the connection once `out` is flushed.
     eof: bool,
 }
@@ -41,13 +43,28 @@ struct Conn {
 #[cfg(not(debug_assertions))]
 const _: () = assert!(std::mem::size_of::<Conn>() <= 144);
 
+impl Conn {
+    /// Bytes queued for the peer and not yet written.
+    fn pending_out(&self) -> usize {
+        self.session.out.len() - self.out_pos
+    }
+}
+
+impl Slot for Conn {
+    fn session(&self) -> &Session {
+        &self.session
+    }
+    fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
+
 pub(crate) struct EpollLoop {
     poll: Poll,
     listeners: Vec<TcpListener>,
     signal: UnixStream,
     conns: Slab<Conn>,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
     shard_id: usize,
     counters: Counters,
     pool: BufPool,
@@ -65,8 +82,7 @@ impl EpollLoop {
     pub(crate) fn new(
         listeners: Vec<std::net::TcpListener>,
         signal: std::os::unix::net::UnixStream,
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
+        shared: Shared,
         shard_id: usize,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
@@ -86,14 +102,13 @@ impl EpollLoop {
             listeners: mio_listeners,
             signal,
             conns: Slab::new(),
-            config,
-            metrics,
+            deadlines: Deadlines::new(&shared.config, shard_id),
+            shared,
             shard_id,
             counters: Counters::default(),
             pool: BufPool::default(),
             read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
             clock: Clock::new(),
-            deadlines: Deadlines::new(),
             next_generation: 0,
             accept_blocked: false,
             draining_until: None,
@@ -128,9 +143,12 @@ impl EpollLoop {
                 }
             }
             self.expire_deadlines();
-            let stats = &self.metrics.shards[self.shard_id];
+            let stats = &self.shared.metrics.shards[self.shard_id];
             self.counters.publish(stats, self.conns.len());
             ShardStats::set(&stats.out_buffers_lent, self.pool.lent() as u64);
+            let (handshaking, parked) = self.deadlines.gate.occupancy();
+            ShardStats::set(&stats.handshakes_in_flight, handshaking as u64);
+            ShardStats::set(&stats.tarpit_parked, parked as u64);
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
                     return Ok(());
@@ -148,7 +166,7 @@ impl EpollLoop {
                 return;
             };
             match listener.accept() {
-                Ok((mut stream, _peer)) => {
+                Ok((mut stream, peer)) => {
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();
                     let interest = Interest::READABLE | Interest::WRITABLE;
@@ -163,12 +181,17 @@ impl EpollLoop {
                     self.next_generation = self.next_generation.wrapping_add(1);
                     let conn = entry.insert(Conn {
                         stream,
-                        session: Session::new(self.next_generation),
+                        session: Session::new(
+                            self.next_generation,
+                            self.shared.expects_proxy(index),
+                            Some(peer.ip()),
+                        ),
+                        out_pos: 0,
                         eof: false,
                     });
-                    let deadline =
-                        self.clock.now_tick + Clock::ticks(self.config.handshake_timeout);
-                    self.deadlines.set(key, &mut conn.session, deadline);
+                    let now = self.clock.now_tick;
+                    self.deadlines
+                        .accepted(key, &mut conn.session, now, &self.shared.config);
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
                 Err(e)
@@ -196,7 +219,7 @@ impl EpollLoop {
             };
             let mut eof = false;
             let mut drained = false;
-            while conn.session.pending_out() < MAX_PENDING_OUT {
+            while conn.pending_out() < MAX_PENDING_OUT {
                 let carried = conn.session.carried().len();
                 self.read_buf[..carried].copy_from_slice(conn.session.carried());
                 match (&conn.stream).read(&mut self.read_buf[carried..]) {
@@ -206,12 +229,15 @@ impl EpollLoop {
                     }
                     Ok(n) => {
                         let end = carried + n;
+                        let config = &self.shared.config;
                         let mut limits = ConnLimits {
-                            max_message: self.config.max_message,
-                            subprotocols: &self.config.subprotocols,
-                            metrics: &self.metrics,
+                            max_message: config.max_message,
+                            subprotocols: &config.subprotocols,
+                            metrics: &self.shared.metrics,
                             counters: &mut self.counters,
                             pool: &mut self.pool,
+                            admission: &self.shared.admission,
+                            socket: conn.stream.as_fd(),
                         };
                         let next = conn.session.feed(&mut self.read_buf[..end], &mut limits);
                         self.deadlines.after(
@@ -219,7 +245,7 @@ impl EpollLoop {
                             &mut conn.session,
                             next,
                             self.clock.now_tick,
-                            &self.config,
+                            config,
                         );
                         if end < READ_BUF && !peer_finished {
                             // A short read drained the socket; the next
@@ -248,14 +274,14 @@ impl EpollLoop {
                 // Output owed to a half-closed peer is still delivered; the
                 // close timeout bounds how long that may take.
                 let conn = &mut self.conns[key];
-                if conn.session.pending_out() == 0 {
+                if conn.pending_out() == 0 {
                     self.remove(key);
                 } else if !conn.eof {
                     conn.eof = true;
                     let next = conn.session.peer_finished();
                     let now = self.clock.now_tick;
                     self.deadlines
-                        .after(key, &mut conn.session, next, now, &self.config);
+                        .after(key, &mut conn.session, next, now, &self.shared.config);
                 }
                 return;
             }
@@ -264,7 +290,7 @@ impl EpollLoop {
             let resumed = self
                 .conns
                 .get(key)
-                .is_some_and(|c| c.session.pending_out() < MAX_PENDING_OUT);
+                .is_some_and(|c| c.pending_out() < MAX_PENDING_OUT);
             if !(paused && resumed) {
                 return;
             }
@@ -277,9 +303,9 @@ impl EpollLoop {
             return false;
         };
         let session = &mut conn.session;
-        while session.out_pos < session.out.len() {
-            match (&conn.stream).write(&session.out[session.out_pos..]) {
-                Ok(n) => session.out_pos += n,
+        while conn.out_pos < session.out.len() {
+            match (&conn.stream).write(&session.out[conn.out_pos..]) {
+                Ok(n) => conn.out_pos += n,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -288,6 +314,7 @@ impl EpollLoop {
                 }
             }
         }
+        conn.out_pos = 0;
         session.out_drained(&mut self.pool);
         if session.shutdown_after_flush {
             session.shutdown_after_flush = false;
@@ -301,12 +328,15 @@ impl EpollLoop {
     }
 
     fn expire_deadlines(&mut self) {
+        let stats = &self.shared.admission.registry.stats;
         let expired = self
             .deadlines
-            .expire(self.clock.now_tick, &mut self.conns, |c| &mut c.session);
+            .expire(self.clock.now_tick, &mut self.conns, stats);
         for (key, what) in expired {
             match what {
                 Expired::CloseIdle => self.close(key, CloseCode::GOING_AWAY, "idle timeout"),
+                Expired::Drain => self.close(key, CloseCode::GOING_AWAY, "server shutting down"),
+                Expired::Answer => self.answer(key),
                 Expired::Drop => self.remove(key),
             }
         }
@@ -315,8 +345,19 @@ impl EpollLoop {
     fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(key) {
             let now = self.clock.now_tick;
+            let config = &self.shared.config;
             self.deadlines
-                .close(key, &mut conn.session, code, reason, now, &self.config);
+                .close(key, &mut conn.session, code, reason, now, config);
+            self.flush(key);
+        }
+    }
+
+    /// Answers a parked (refused) client now.
+    fn answer(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            let now = self.clock.now_tick;
+            self.deadlines
+                .answer(key, &mut conn.session, now, &self.shared.config);
             self.flush(key);
         }
     }
@@ -331,17 +372,26 @@ impl EpollLoop {
         for mut l in self.listeners.drain(..) {
             let _ = self.poll.registry().deregister(&mut l);
         }
-        self.draining_until =
-            Some(self.clock.now_tick + Clock::ticks(self.config.close_timeout) + 1);
+        let now = self.clock.now_tick;
+        let config = std::sync::Arc::clone(&self.shared.config);
+        self.draining_until = Some(self.deadlines.begin_drain(now, &config));
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.close(key, CloseCode::GOING_AWAY, "server shutting down");
+            let conn = &mut self.conns[key];
+            if !self
+                .deadlines
+                .schedule_drain(key, &mut conn.session, now, &config)
+            {
+                self.close(key, CloseCode::GOING_AWAY, "server shutting down");
+            }
         }
     }
 
     fn remove(&mut self, key: usize) {
         if self.conns.contains(key) {
             let mut conn = self.conns.remove(key);
+            self.deadlines
+                .released(key, &mut conn.session, &self.shared.admission);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.pool.give(conn.session.out);
         }

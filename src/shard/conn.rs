@@ -3,6 +3,14 @@
 //! into a buffer, calls [`Session::process`] and writes what lands in `out`;
 //! both drivers share this code, so they speak exactly the same protocol.
 
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::BorrowedFd;
+
+use crate::admission::policy::UpgradeRequest;
+use crate::admission::proxy_protocol::{self, ProxyHeader};
+use crate::admission::registry::Ticket;
+use crate::admission::stats::Reason;
+use crate::admission::Admission;
 use crate::buf::pool::BufPool;
 use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::handshake::{self, HandshakeError};
@@ -19,6 +27,21 @@ pub(crate) struct ConnLimits<'a> {
     pub(crate) counters: &'a mut Counters,
     /// Where `out` buffers come from and go back to.
     pub(crate) pool: &'a mut BufPool,
+    /// Caps, rates and upgrade policy.
+    pub(crate) admission: &'a Admission,
+    /// The connection's socket, asked for its peer address only when an
+    /// upgrade has to be admitted.
+    pub(crate) socket: BorrowedFd<'a>,
+}
+
+impl ConnLimits<'_> {
+    fn peer_ip(&self) -> IpAddr {
+        socket2::SockRef::from(&self.socket)
+            .peer_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+    }
 }
 
 /// Per-shard event counts kept in plain integers on the hot path.
@@ -42,13 +65,43 @@ impl Counters {
 /// Where a connection is in its life.
 #[derive(Debug)]
 pub(crate) enum Phase {
-    /// Waiting for a complete HTTP request head.
-    Handshake,
+    /// Waiting for a complete HTTP request head (after a PROXY header on
+    /// listeners that expect one).
+    Handshake(Handshaking),
     /// Upgraded: WebSocket frames flow.
     Open(ServerConn),
+    /// Refused by a cap or rate; parked until the tarpit delay passes, then
+    /// answered.
+    Tarpit(Refusal),
     /// Our last bytes are queued or sent and our write side will be shut:
     /// input is read only to see the peer's FIN.
     Lingering,
+}
+
+/// Handshake state kept between reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Handshaking {
+    /// A PROXY protocol header must come first.
+    expect_proxy: bool,
+    /// The peer, when accept reported it (epoll), or the client a PROXY
+    /// header named; otherwise the socket is asked when it matters.
+    peer: Option<IpAddr>,
+}
+
+/// Why a parked client was refused, for its eventual answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Refusal {
+    pub(crate) reason: Reason,
+    /// Seconds until a rate would let the client in (0 for caps).
+    pub(crate) wait_secs: u32,
+}
+
+/// Which of the shard's bounded sets a session is counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Queued {
+    Nowhere,
+    Handshake,
+    Tarpit,
 }
 
 /// What the loop must do after `process`.
@@ -62,6 +115,8 @@ pub(crate) enum Next {
     AwaitClose,
     /// Flush `out`, shut the write side, then wait for the peer's FIN.
     Linger,
+    /// Refused: park until the tarpit delay passes, then answer.
+    Tarpit,
 }
 
 #[derive(Debug)]
@@ -75,39 +130,40 @@ pub(crate) struct Session {
     /// pointer per connection instead of a vector's three words.
     #[allow(clippy::box_collection)] // one word when empty, the common case
     carry: Option<Box<Vec<u8>>>,
+    /// Bytes for the peer; the driver tracks how much of it is written.
     pub(crate) out: Vec<u8>,
-    /// Bytes of `out` already written.
-    pub(crate) out_pos: usize,
     /// Shut our write side once `out` drains.
     pub(crate) shutdown_after_flush: bool,
     /// The tick at which this connection's current deadline passes.
     pub(crate) deadline_tick: u64,
     /// The tick of the earliest timer entry armed for it, or `u64::MAX`.
     pub(crate) armed_tick: u64,
+    /// Counted against the admission caps; given back when the slot frees.
+    pub(crate) ticket: Option<Ticket>,
+    /// The shard set (pending handshakes, tarpit) it is counted in.
+    pub(crate) queued: Queued,
 }
 
 impl Session {
-    pub(crate) fn new(generation: u32) -> Self {
+    /// A connection just accepted; `expect_proxy` on PROXY listeners;
+    /// `peer` if accept reported it.
+    pub(crate) fn new(generation: u32, expect_proxy: bool, peer: Option<IpAddr>) -> Self {
         Self {
             generation,
-            phase: Phase::Handshake,
+            phase: Phase::Handshake(Handshaking { expect_proxy, peer }),
             carry: None,
             out: Vec::new(),
-            out_pos: 0,
             shutdown_after_flush: false,
             deadline_tick: u64::MAX,
             armed_tick: u64::MAX,
+            ticket: None,
+            queued: Queued::Nowhere,
         }
     }
 
     /// Input bytes kept from earlier reads; they come before the next read.
     pub(crate) fn carried(&self) -> &[u8] {
         self.carry.as_deref().map_or(&[], Vec::as_slice)
-    }
-
-    /// Bytes queued for the peer and not yet written.
-    pub(crate) fn pending_out(&self) -> usize {
-        self.out.len() - self.out_pos
     }
 
     /// Processes `input` (the carried bytes followed by what was just read)
@@ -122,7 +178,7 @@ impl Session {
         if borrowed && self.out.is_empty() {
             limits.pool.give(std::mem::take(&mut self.out));
         }
-        if used < input.len() && !matches!(self.phase, Phase::Lingering) {
+        if used < input.len() && !matches!(self.phase, Phase::Lingering | Phase::Tarpit(_)) {
             self.carry = Some(Box::new(input[used..].to_vec()));
         }
         next
@@ -131,7 +187,6 @@ impl Session {
     /// Marks `out` as fully written and gives it back to the pool, so an
     /// idle connection holds no output buffer.
     pub(crate) fn out_drained(&mut self, pool: &mut BufPool) {
-        self.out_pos = 0;
         pool.give(std::mem::take(&mut self.out));
     }
 
@@ -139,25 +194,52 @@ impl Session {
     /// the bytes consumed and what the loop should do next.
     fn process(&mut self, input: &mut [u8], limits: &mut ConnLimits<'_>) -> (usize, Next) {
         match self.phase {
-            Phase::Handshake => self.process_handshake(input, limits),
+            Phase::Handshake(hs) => self.process_handshake(hs, input, limits),
             Phase::Open(_) => self.process_frames(input, limits.counters),
-            Phase::Lingering => (input.len(), Next::Continue),
+            Phase::Tarpit(_) | Phase::Lingering => (input.len(), Next::Continue),
         }
     }
 
     fn process_handshake(
         &mut self,
+        mut hs: Handshaking,
         input: &mut [u8],
         limits: &mut ConnLimits<'_>,
     ) -> (usize, Next) {
+        let mut start = 0;
+        if hs.expect_proxy {
+            match proxy_protocol::parse(input) {
+                Ok(None) => return (0, Next::Continue),
+                Ok(Some((header, len))) => {
+                    hs.expect_proxy = false;
+                    if let ProxyHeader::Proxied { source, .. } = header {
+                        hs.peer = Some(source.ip());
+                    }
+                    self.phase = Phase::Handshake(hs);
+                    start = len;
+                }
+                Err(e) => {
+                    // Not from our balancer: say nothing, just close.
+                    tracing::debug!("closing: {e}");
+                    limits
+                        .admission
+                        .registry
+                        .stats
+                        .rejected(Reason::ProxyHeader);
+                    return (input.len(), self.linger());
+                }
+            }
+        }
+        let input = &mut input[start..];
         let mut headers = handshake::header_buf();
         let outcome = match handshake::parse_request(input, &mut headers) {
-            Ok(None) => return (0, Next::Continue),
-            Ok(Some(req)) => answer_request(&req, limits, &mut self.out),
-            Err(e) => Err(Some(e)),
+            Ok(None) => return (start, Next::Continue),
+            Ok(Some(req)) => answer_request(&req, hs, limits, &mut self.out),
+            Err(e) => Err(Answered::Refused(e)),
         };
         match outcome {
-            Ok(head_len) => {
+            Ok((head_len, ticket)) => {
+                self.ticket = Some(ticket);
                 self.phase = Phase::Open(ServerConn::new(limits.max_message));
                 limits.counters.handshakes += 1;
                 let (used, next) = self.process_frames(&mut input[head_len..], limits.counters);
@@ -166,15 +248,51 @@ impl Session {
                 } else {
                     next
                 };
-                (head_len + used, next)
+                (start + head_len + used, next)
             }
-            Err(None) => (input.len(), self.linger()),
-            Err(Some(e)) => {
+            Err(Answered::Plain) => (start + input.len(), self.linger()),
+            Err(Answered::Refused(e)) => {
                 tracing::debug!(status = e.status(), "handshake refused: {e}");
                 e.encode_response(&mut self.out);
-                (input.len(), self.linger())
+                (start + input.len(), self.linger())
+            }
+            Err(Answered::Denied(status, reason)) => {
+                tracing::debug!(status, reason = reason.label(), "upgrade denied");
+                handshake::encode_plain_response(
+                    &mut self.out,
+                    status,
+                    "",
+                    &format!("upgrade refused: {}\n", reason.label()),
+                );
+                (start + input.len(), self.linger())
+            }
+            Err(Answered::Parked(refusal)) => {
+                self.phase = Phase::Tarpit(refusal);
+                self.carry = None;
+                (start + input.len(), Next::Tarpit)
             }
         }
+    }
+
+    /// Answers a parked client: the refusal with a `Retry-After` of
+    /// `retry_after` seconds, then the connection lingers out.
+    pub(crate) fn answer_refusal(&mut self, retry_after: u64) -> Next {
+        let Phase::Tarpit(refusal) = self.phase else {
+            return self.linger();
+        };
+        let body = match refusal.reason {
+            Reason::ClientCap => "too many connections from your address\n",
+            Reason::ClientRate => "too many connection attempts from your address\n",
+            Reason::TotalRate => "too many connection attempts; try again later\n",
+            _ => "server at capacity; try again later\n",
+        };
+        handshake::encode_plain_response(
+            &mut self.out,
+            refusal.reason.status(),
+            &format!("Retry-After: {retry_after}\r\n"),
+            body,
+        );
+        self.linger()
     }
 
     fn process_frames(&mut self, input: &mut [u8], counters: &mut Counters) -> (usize, Next) {
@@ -239,32 +357,67 @@ impl Session {
     }
 }
 
-/// Answers a complete request head: `Ok(head_len)` when it upgraded,
-/// `Err(None)` when a plain response was written, `Err(Some(e))` to refuse.
+/// How a request head was answered when it did not upgrade.
+enum Answered {
+    /// A plain HTTP response was written.
+    Plain,
+    /// A malformed or unacceptable request.
+    Refused(HandshakeError),
+    /// Policy said no: answer with this status at once.
+    Denied(u16, Reason),
+    /// A cap or rate said no: park, answer later.
+    Parked(Refusal),
+}
+
+/// Answers a complete request head: `Ok((head_len, ticket))` when it
+/// upgraded (the 101 is in `out`).
 fn answer_request(
     req: &handshake::Request<'_, '_>,
+    hs: Handshaking,
     limits: &ConnLimits<'_>,
     out: &mut Vec<u8>,
-) -> Result<usize, Option<HandshakeError>> {
+) -> Result<(usize, Ticket), Answered> {
     if !req.wants_websocket() {
-        return Err(Some(match (req.method, req.path()) {
+        return Err(match (req.method, req.path()) {
             ("GET", "/healthz") => {
                 handshake::encode_plain_response(out, 200, "", "ok\n");
-                return Err(None);
+                Answered::Plain
             }
             ("GET", "/metrics") => {
-                let body = limits.metrics.render();
+                let body = limits.metrics.render(limits.admission);
                 handshake::encode_plain_response(out, 200, "", &body);
-                return Err(None);
+                Answered::Plain
             }
-            ("GET", _) => HandshakeError::UpgradeRequired,
-            _ => HandshakeError::MethodNotAllowed,
-        }));
+            ("GET", _) => Answered::Refused(HandshakeError::UpgradeRequired),
+            _ => Answered::Refused(HandshakeError::MethodNotAllowed),
+        });
     }
-    let upgrade = req.validate_upgrade().map_err(Some)?;
+    let upgrade = req.validate_upgrade().map_err(Answered::Refused)?;
     let subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
+    let admission = limits.admission;
+    let peer = hs.peer.unwrap_or_else(|| limits.peer_ip());
+    let client = admission.client_ip(peer, req);
+    let request = UpgradeRequest::new(req.target, req.headers, client, subprotocol);
+    if let Err(denied) = admission.config.policy.check(&request) {
+        admission.registry.stats.rejected(denied.reason);
+        return Err(Answered::Denied(denied.status, denied.reason));
+    }
+    let registry = &admission.registry;
+    let ticket = registry
+        .admit(admission.key(client), registry.now_ns())
+        .map_err(|refused| {
+            tracing::debug!(%client, reason = refused.reason.label(), "upgrade refused");
+            crate::admission::stats::AdmissionStats::bump(&registry.stats.tarpitted);
+            Answered::Parked(Refusal {
+                reason: refused.reason,
+                wait_secs: refused
+                    .wait_ns
+                    .div_ceil(1_000_000_000)
+                    .min(u64::from(u32::MAX)) as u32,
+            })
+        })?;
     upgrade.encode_accept(out, subprotocol);
-    Ok(req.head_len)
+    Ok((req.head_len, ticket))
 }
 
 fn log_violation(e: ProtocolError) {

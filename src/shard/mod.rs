@@ -3,6 +3,7 @@
 //! The event loops themselves live in `crate::driver`.
 
 pub(crate) mod conn;
+pub(crate) mod gate;
 pub(crate) mod spawn;
 pub(crate) mod timer;
 
@@ -10,9 +11,12 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
+use crate::admission::stats::AdmissionStats;
+use crate::admission::Admission;
 use crate::config::Config;
 use crate::protocol::{CloseCode, State};
 use conn::{Next, Phase, Session};
+use gate::Gate;
 use timer::{Entry, TimerWheel, TICK_MS};
 
 /// A shard's clock in wheel ticks, read once per loop turn.
@@ -44,6 +48,12 @@ impl Clock {
     }
 }
 
+/// A driver's connection slot, which holds a session.
+pub(crate) trait Slot {
+    fn session(&self) -> &Session;
+    fn session_mut(&mut self) -> &mut Session;
+}
+
 /// What became of a timer entry that came due.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Due {
@@ -53,28 +63,65 @@ pub(crate) enum Due {
     Ignored,
 }
 
-/// What a passed deadline means for a connection.
+/// What a passed deadline (or a full waiting room) means for a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Expired {
     /// An open connection went idle: close it with 1001.
     CloseIdle,
-    /// A handshake that took too long, or a peer that never finished
-    /// closing: drop the transport.
+    /// Its turn in the shutdown drain came: close it with 1001.
+    Drain,
+    /// A parked client's delay passed, or the tarpit is full: answer it.
+    Answer,
+    /// A peer that never finished closing, a handshake that took too long,
+    /// or the oldest handshake over the in-flight bound: drop the transport.
     Drop,
 }
 
-/// Deadlines for every connection of a shard.
+/// Deadlines for every connection of a shard, and the bounded sets
+/// (pending handshakes, tarpit) whose members leave by deadline.
 #[derive(Debug)]
 pub(crate) struct Deadlines {
     wheel: TimerWheel,
     due: Vec<Entry>,
+    pub(crate) gate: Gate,
+    /// Shutdown began: activity no longer postpones a connection's close.
+    draining: bool,
 }
 
 impl Deadlines {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(config: &Config, shard_id: usize) -> Self {
+        let admission = &config.admission;
         Self {
             wheel: TimerWheel::new(0),
             due: Vec::new(),
+            gate: Gate::new(
+                admission.max_handshakes_in_flight,
+                admission.tarpit_slots,
+                shard_id,
+            ),
+            draining: false,
+        }
+    }
+
+    /// A connection was just accepted: arms its handshake deadline and
+    /// counts it among the shard's pending handshakes.
+    pub(crate) fn accepted(
+        &mut self,
+        key: usize,
+        session: &mut Session,
+        now: u64,
+        config: &Config,
+    ) {
+        self.gate.settle(key, session, false);
+        self.set(key, session, now + Clock::ticks(config.handshake_timeout));
+    }
+
+    /// The slot is being freed: the session leaves every set and gives its
+    /// admission count back, exactly once.
+    pub(crate) fn released(&mut self, key: usize, session: &mut Session, admission: &Admission) {
+        self.gate.settle(key, session, true);
+        if let Some(ticket) = session.ticket.take() {
+            admission.registry.release(ticket);
         }
     }
 
@@ -101,8 +148,15 @@ impl Deadlines {
         now: u64,
         config: &Config,
     ) {
+        if next != Next::Continue {
+            self.gate.settle(key, session, false);
+        }
         let idle = config.idle_timeout;
         let tick = match next {
+            // While draining, the drain deadline stands, and a handshake
+            // that completes now is closed at once.
+            Next::Continue if self.draining => return,
+            Next::Upgraded if self.draining => now + 1,
             // Activity on an open connection pushes the idle deadline out;
             // while closing, the peer cannot buy time by talking.
             Next::Continue => match &session.phase {
@@ -114,35 +168,94 @@ impl Deadlines {
             Next::Upgraded if idle.is_zero() => u64::MAX,
             Next::Upgraded => now + Clock::ticks(idle),
             Next::AwaitClose | Next::Linger => now + Clock::ticks(config.close_timeout),
+            Next::Tarpit => {
+                let delay = self.gate.jitter.around(config.admission.tarpit);
+                // At least one tick: the wheel fires entries after `now`.
+                now + Clock::ticks(delay).max(1)
+            }
         };
         self.set(key, session, tick);
     }
 
-    /// Connections whose deadline has passed by `now`, with what to do
-    /// about each; `session` finds a connection's session in its slot.
-    pub(crate) fn expire<C>(
+    /// Answers a parked client now, with a jittered `Retry-After`.
+    pub(crate) fn answer(&mut self, key: usize, session: &mut Session, now: u64, config: &Config) {
+        let base = match session.phase {
+            Phase::Tarpit(r) if r.wait_secs > 0 => u64::from(r.wait_secs),
+            _ => config.admission.retry_after.as_secs(),
+        };
+        let retry_after = self.gate.jitter.retry_after(base);
+        let next = session.answer_refusal(retry_after);
+        self.after(key, session, next, now, config);
+    }
+
+    /// Shutdown: from now on activity does not postpone closes. Returns the
+    /// tick by which the drain must be over.
+    pub(crate) fn begin_drain(&mut self, now: u64, config: &Config) -> u64 {
+        self.draining = true;
+        now + Clock::ticks(config.drain) + Clock::ticks(config.close_timeout) + 1
+    }
+
+    /// Gives an open connection its turn to be closed, at a random point of
+    /// the drain window so that clients do not all reconnect at once.
+    /// Returns false when the connection is not open: close it now.
+    pub(crate) fn schedule_drain(
+        &mut self,
+        key: usize,
+        session: &mut Session,
+        now: u64,
+        config: &Config,
+    ) -> bool {
+        if !matches!(&session.phase, Phase::Open(ws) if ws.state() == State::Open) {
+            return false;
+        }
+        let window = Clock::ticks(config.drain);
+        let tick = now + self.gate.jitter.below(window + 1);
+        self.set(key, session, tick);
+        true
+    }
+
+    /// Connections whose deadline has passed by `now`, or that are over a
+    /// waiting room's bound, with what to do about each; `session` finds a
+    /// connection's session in its slot.
+    pub(crate) fn expire<C: Slot>(
         &mut self,
         now: u64,
         conns: &mut Slab<C>,
-        session: impl Fn(&mut C) -> &mut Session,
+        stats: &AdmissionStats,
     ) -> Vec<(usize, Expired)> {
+        let mut fired = Vec::new();
+        let overflow = self.gate.overflow(conns);
+        fired.extend(overflow.tarpit.into_iter().map(|key| {
+            AdmissionStats::bump(&stats.tarpit_evictions);
+            (key, Expired::Answer)
+        }));
+        fired.extend(overflow.handshakes.into_iter().map(|key| {
+            AdmissionStats::bump(&stats.handshake_evictions);
+            (key, Expired::Drop)
+        }));
         let mut due = std::mem::take(&mut self.due);
         self.wheel.expire(now, &mut due);
-        let mut fired = Vec::new();
         for entry in due.drain(..) {
-            let Some(s) = conns.get_mut(entry.key).map(&session) else {
+            let Some(s) = conns.get_mut(entry.key).map(Slot::session_mut) else {
                 continue;
             };
             if self.check(entry, s, now) == Due::Fired {
-                let open = matches!(&s.phase, Phase::Open(ws) if ws.state() == State::Open);
-                fired.push((
-                    entry.key,
-                    if open {
-                        Expired::CloseIdle
-                    } else {
+                let what = match &s.phase {
+                    Phase::Open(ws) if ws.state() == State::Open => {
+                        if self.draining {
+                            Expired::Drain
+                        } else {
+                            Expired::CloseIdle
+                        }
+                    }
+                    Phase::Tarpit(_) => Expired::Answer,
+                    Phase::Handshake(_) => {
+                        AdmissionStats::bump(&stats.handshake_timeouts);
                         Expired::Drop
-                    },
-                ));
+                    }
+                    _ => Expired::Drop,
+                };
+                fired.push((entry.key, what));
             }
         }
         self.due = due;

@@ -8,6 +8,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
+use crate::admission::Admission;
 use crate::config::{Backend, Config};
 use crate::driver::epoll::EpollLoop;
 use crate::driver::probe;
@@ -56,7 +57,9 @@ impl Server {
         let mut per_shard: Vec<Vec<std::net::TcpListener>> =
             (0..shards).map(|_| Vec::new()).collect();
         let mut local_addrs = Vec::with_capacity(config.listen.len());
-        for addr in &config.listen {
+        // Plain listeners first, then PROXY ones: a loop tells them apart
+        // by index.
+        for addr in config.listen.iter().chain(&config.proxy_listen) {
             let first = sys::listener(*addr, reuse_port)?;
             let bound = first.local_addr()?;
             per_shard[0].push(first);
@@ -72,6 +75,7 @@ impl Server {
             "epoll"
         };
         let metrics = Arc::new(Metrics::new(shards, backend_name));
+        let admission = Arc::new(Admission::new(config.admission.clone()));
         let config = Arc::new(config);
         let mut handles = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -82,6 +86,7 @@ impl Server {
             }
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
+            let admission = Arc::clone(&admission);
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
@@ -89,7 +94,12 @@ impl Server {
                     if let Err(e) = sys::pin_current_thread(id % cpus) {
                         tracing::warn!("shard {id}: could not pin to cpu {}: {e}", id % cpus);
                     }
-                    run_shard(backend, listeners, signal_rx, config, metrics, id, &ready)
+                    let shared = Shared {
+                        config,
+                        metrics,
+                        admission,
+                    };
+                    run_shard(backend, listeners, signal_rx, shared, id, &ready)
                 })?;
             handles.push(handle);
         }
@@ -125,23 +135,29 @@ fn run_shard(
     backend: Backend,
     listeners: Vec<std::net::TcpListener>,
     signal: UnixStream,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
     id: usize,
     ready: &mpsc::Sender<io::Result<()>>,
 ) -> io::Result<()> {
     if backend == Backend::Uring {
-        started(
-            UringLoop::new(listeners, signal, config, metrics, id),
-            ready,
-        )?
-        .run()
+        started(UringLoop::new(listeners, signal, shared, id), ready)?.run()
     } else {
-        started(
-            EpollLoop::new(listeners, signal, config, metrics, id),
-            ready,
-        )?
-        .run()
+        started(EpollLoop::new(listeners, signal, shared, id), ready)?.run()
+    }
+}
+
+/// What every shard shares: settings, published counters, admission.
+#[derive(Debug, Clone)]
+pub(crate) struct Shared {
+    pub(crate) config: Arc<Config>,
+    pub(crate) metrics: Arc<Metrics>,
+    pub(crate) admission: Arc<Admission>,
+}
+
+impl Shared {
+    /// Whether the listener at `index` expects PROXY protocol headers.
+    pub(crate) fn expects_proxy(&self, index: usize) -> bool {
+        index >= self.config.listen.len()
     }
 }
 

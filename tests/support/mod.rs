@@ -92,6 +92,8 @@ impl Server {
             }
             let _ = tx.send(Err(String::from_utf8_lossy(&seen).into_owned()));
         });
+        // PROXY listeners report after the plain ones.
+        let listeners = listeners + args.iter().filter(|a| **a == "--proxy-listen").count();
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.ready_lines.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -277,6 +279,47 @@ pub(crate) fn assert_tcp_closed(s: &mut TcpStream, within: Duration) {
             Err(e) => panic!("connection still open after {:?}: {e}", start.elapsed()),
         }
     }
+}
+
+/// A raw TCP client whose source address is `from` (127.0.0.2, ...), so
+/// one test can act as many distinct clients.
+pub(crate) fn connect_from(from: std::net::IpAddr, addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::new(from, 0).into())
+        .expect("bind source address");
+    socket
+        .connect_timeout(&addr.into(), Duration::from_secs(5))
+        .expect("connect");
+    let s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.set_nodelay(true).unwrap();
+    s
+}
+
+/// Drops a connection with a TCP reset instead of a FIN.
+pub(crate) fn reset(s: TcpStream) {
+    socket2::SockRef::from(&s)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(s);
+}
+
+/// The sum of a metric over its labels (or its one unlabelled value), read
+/// from `GET /metrics` with a plain HTTP request.
+pub(crate) fn metric(addr: SocketAddr, name: &str) -> u64 {
+    let mut s = connect(addr);
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    text.lines()
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|rest| rest.starts_with('{') || rest.starts_with(' '))
+        })
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
 }
 
 /// The Python venv with kosoku and websockets, made by scripts/test.sh.

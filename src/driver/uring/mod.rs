@@ -12,18 +12,17 @@ pub(crate) mod buf_ring;
 mod user_data;
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
-use std::sync::Arc;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
 use crate::buf::pool::BufPool;
-use crate::config::Config;
-use crate::metrics::{Metrics, ShardStats};
+use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
 use crate::shard::conn::{ConnLimits, Counters, Session};
-use crate::shard::{Clock, Deadlines, Expired};
+use crate::shard::spawn::Shared;
+use crate::shard::{Clock, Deadlines, Expired, Slot};
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
 
@@ -68,6 +67,15 @@ struct Conn {
 // the slot is a decision, not an accident.
 const _: () = assert!(std::mem::size_of::<Conn>() <= 176);
 
+impl Slot for Conn {
+    fn session(&self) -> &Session {
+        &self.session
+    }
+    fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+}
+
 impl Conn {
     fn in_flight(&self) -> bool {
         self.recv_armed || self.send_armed || self.zc_notif_pending
@@ -85,8 +93,7 @@ pub(crate) struct UringLoop {
     signal: std::os::unix::net::UnixStream,
     signal_buf: Box<[u8; 64]>,
     conns: Slab<Conn>,
-    config: Arc<Config>,
-    metrics: Arc<Metrics>,
+    shared: Shared,
     shard_id: usize,
     counters: Counters,
     pool: BufPool,
@@ -110,8 +117,7 @@ impl UringLoop {
     pub(crate) fn new(
         listeners: Vec<std::net::TcpListener>,
         signal: std::os::unix::net::UnixStream,
-        config: Arc<Config>,
-        metrics: Arc<Metrics>,
+        shared: Shared,
         shard_id: usize,
     ) -> io::Result<Self> {
         let ring = IoUring::builder()
@@ -140,13 +146,12 @@ impl UringLoop {
             signal,
             signal_buf: Box::new([0u8; 64]),
             conns: Slab::new(),
-            config,
-            metrics,
+            deadlines: Deadlines::new(&shared.config, shard_id),
+            shared,
             shard_id,
             counters: Counters::default(),
             pool: BufPool::default(),
             clock: Clock::new(),
-            deadlines: Deadlines::new(),
             next_generation: 0,
             dirty: Vec::new(),
             rearm: Vec::new(),
@@ -204,10 +209,13 @@ impl UringLoop {
             for key in std::mem::take(&mut self.rearm) {
                 self.arm_recv(key);
             }
-            let stats = &self.metrics.shards[self.shard_id];
+            let stats = &self.shared.metrics.shards[self.shard_id];
             self.counters.publish(stats, self.conns.len());
             ShardStats::set(&stats.recv_buffers_lent, self.bufs.lent() as u64);
             ShardStats::set(&stats.out_buffers_lent, self.pool.lent() as u64);
+            let (handshaking, parked) = self.deadlines.gate.occupancy();
+            ShardStats::set(&stats.handshakes_in_flight, handshaking as u64);
+            ShardStats::set(&stats.tarpit_parked, parked as u64);
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
                     return Ok(());
@@ -302,7 +310,7 @@ impl UringLoop {
         self.next_generation = self.next_generation.wrapping_add(1) & user_data::GENERATION_MASK;
         let key = self.conns.insert(Conn {
             fd,
-            session: Session::new(self.next_generation),
+            session: Session::new(self.next_generation, self.shared.expects_proxy(index), None),
             sending: Vec::new(),
             sent: 0,
             recv_armed: false,
@@ -313,9 +321,9 @@ impl UringLoop {
             dirty: false,
             eof: false,
         });
-        let deadline = self.clock.now_tick + Clock::ticks(self.config.handshake_timeout);
+        let now = self.clock.now_tick;
         self.deadlines
-            .set(key, &mut self.conns[key].session, deadline);
+            .accepted(key, &mut self.conns[key].session, now, &self.shared.config);
         self.arm_recv(key);
     }
 
@@ -345,12 +353,15 @@ impl UringLoop {
             };
             let len = result as usize;
             if !conn.dead {
+                let config = &self.shared.config;
                 let mut limits = ConnLimits {
-                    max_message: self.config.max_message,
-                    subprotocols: &self.config.subprotocols,
-                    metrics: &self.metrics,
+                    max_message: config.max_message,
+                    subprotocols: &config.subprotocols,
+                    metrics: &self.shared.metrics,
                     counters: &mut self.counters,
                     pool: &mut self.pool,
+                    admission: &self.shared.admission,
+                    socket: conn.fd.as_fd(),
                 };
                 let input = self.bufs.take(bid, len);
                 let next = if conn.session.carried().is_empty() {
@@ -362,13 +373,8 @@ impl UringLoop {
                     conn.session.feed(&mut self.scratch, &mut limits)
                 };
                 self.bufs.release(bid, len, buf_more);
-                self.deadlines.after(
-                    key,
-                    &mut conn.session,
-                    next,
-                    self.clock.now_tick,
-                    &self.config,
-                );
+                self.deadlines
+                    .after(key, &mut conn.session, next, self.clock.now_tick, config);
                 if conn.pending_out() >= MAX_PENDING_OUT {
                     self.pause_recv(key);
                 }
@@ -470,7 +476,7 @@ impl UringLoop {
     }
 
     fn submit_send(&mut self, key: usize) {
-        let zerocopy = self.config.zerocopy_threshold;
+        let zerocopy = self.shared.config.zerocopy_threshold;
         let conn = &mut self.conns[key];
         let fd = types::Fd(conn.fd.as_raw_fd());
         let rest = &conn.sending[conn.sent..];
@@ -533,12 +539,15 @@ impl UringLoop {
     }
 
     fn expire_deadlines(&mut self) {
+        let stats = &self.shared.admission.registry.stats;
         let expired = self
             .deadlines
-            .expire(self.clock.now_tick, &mut self.conns, |c| &mut c.session);
+            .expire(self.clock.now_tick, &mut self.conns, stats);
         for (key, what) in expired {
             match what {
                 Expired::CloseIdle => self.close(key, CloseCode::GOING_AWAY, "idle timeout"),
+                Expired::Drain => self.close(key, CloseCode::GOING_AWAY, "server shutting down"),
+                Expired::Answer => self.answer(key),
                 Expired::Drop => self.remove(key),
             }
         }
@@ -547,8 +556,19 @@ impl UringLoop {
     fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(key) {
             let now = self.clock.now_tick;
+            let config = &self.shared.config;
             self.deadlines
-                .close(key, &mut conn.session, code, reason, now, &self.config);
+                .close(key, &mut conn.session, code, reason, now, config);
+            self.mark_dirty(key);
+        }
+    }
+
+    /// Answers a parked (refused) client now.
+    fn answer(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key).filter(|c| !c.dead) {
+            let now = self.clock.now_tick;
+            self.deadlines
+                .answer(key, &mut conn.session, now, &self.shared.config);
             self.mark_dirty(key);
         }
     }
@@ -558,14 +578,20 @@ impl UringLoop {
             return;
         }
         tracing::info!("shutting down: closing {} connections", self.conns.len());
-        self.draining_until =
-            Some(self.clock.now_tick + Clock::ticks(self.config.close_timeout) + 1);
+        let now = self.clock.now_tick;
+        self.draining_until = Some(self.deadlines.begin_drain(now, &self.shared.config));
         for index in 0..self.listeners.len() {
             self.cancel(UserData::new(Op::Accept, index, 0).0);
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            self.close(key, CloseCode::GOING_AWAY, "server shutting down");
+            let conn = &mut self.conns[key];
+            if !self
+                .deadlines
+                .schedule_drain(key, &mut conn.session, now, &self.shared.config)
+            {
+                self.close(key, CloseCode::GOING_AWAY, "server shutting down");
+            }
         }
     }
 
@@ -591,7 +617,9 @@ impl UringLoop {
             .get(key)
             .is_some_and(|c| c.dead && !c.in_flight() && !c.dirty)
         {
-            let conn = self.conns.remove(key);
+            let mut conn = self.conns.remove(key);
+            self.deadlines
+                .released(key, &mut conn.session, &self.shared.admission);
             // Closed by the ring with the next submission rather than by a
             // syscall now; the number stays taken until then, so no new
             // accept can reuse it early.

@@ -1,0 +1,284 @@
+//! Who may upgrade at all, whatever the load: an Origin allowlist (the
+//! cross-site WebSocket hijacking defence), a required token, a required
+//! subprotocol, and a hook for the embedder's own rule.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::stats::Reason;
+
+/// What an upgrade hook sees of the request.
+#[derive(Debug)]
+pub struct UpgradeRequest<'a> {
+    /// The request path, without its query.
+    pub path: &'a str,
+    /// The query string after `?`, if any.
+    pub query: Option<&'a str>,
+    /// The client address admission counts it under (after PROXY protocol
+    /// and trusted `X-Forwarded-For`).
+    pub client: IpAddr,
+    /// The subprotocol the server chose, if any.
+    pub subprotocol: Option<&'a str>,
+    headers: &'a [httparse::Header<'a>],
+}
+
+impl<'a> UpgradeRequest<'a> {
+    pub(crate) fn new(
+        target: &'a str,
+        headers: &'a [httparse::Header<'a>],
+        client: IpAddr,
+        subprotocol: Option<&'a str>,
+    ) -> Self {
+        let (path, query) = match target.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (target, None),
+        };
+        Self {
+            path,
+            query,
+            client,
+            subprotocol,
+            headers,
+        }
+    }
+
+    /// The first value of a header, by case-insensitive name.
+    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
+        self.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+
+    /// The value of a query parameter, as sent (not percent-decoded).
+    pub fn query_param(&self, name: &str) -> Option<&'a str> {
+        self.query?.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+}
+
+/// An embedder's rule for upgrades: `Err(status)` refuses with that HTTP
+/// status (403 if it is not a 4xx or 5xx).
+pub trait UpgradeHook: Send + Sync {
+    /// Decides one upgrade; runs on the shard thread, so keep it quick.
+    fn check(&self, request: &UpgradeRequest<'_>) -> Result<(), u16>;
+}
+
+/// A shareable hook (`Debug` so configs stay printable).
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn UpgradeHook>);
+
+impl fmt::Debug for Hook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Hook(..)")
+    }
+}
+
+/// The upgrade rules of a server.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Allowed `Origin` values: exact (`https://app.example.com`) or one
+    /// leading wildcard label (`https://*.example.com`); empty allows all.
+    /// Requests without an `Origin` (non-browser clients, which could send
+    /// any value anyway) are not affected.
+    pub allowed_origins: Vec<String>,
+    /// Tokens that open the door, from `?token=` or
+    /// `Authorization: Bearer`; empty requires none.
+    pub tokens: Vec<String>,
+    /// Refuse clients that offer no subprotocol this server speaks.
+    pub require_subprotocol: bool,
+    /// The embedder's own rule, consulted last.
+    pub hook: Option<Hook>,
+}
+
+/// A policy refusal: the reason and the HTTP status to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Denied {
+    /// Which rule refused.
+    pub reason: Reason,
+    /// The status to answer with.
+    pub status: u16,
+}
+
+impl Policy {
+    /// Checks every rule in order: Origin, token, subprotocol, hook.
+    pub fn check(&self, request: &UpgradeRequest<'_>) -> Result<(), Denied> {
+        let deny = |reason: Reason| Denied {
+            reason,
+            status: reason.status(),
+        };
+        if !self.allowed_origins.is_empty() {
+            if let Some(origin) = request.header("origin") {
+                if !self.origin_allowed(origin) {
+                    return Err(deny(Reason::Origin));
+                }
+            }
+        }
+        if !self.tokens.is_empty() && !self.token_ok(request) {
+            return Err(deny(Reason::Token));
+        }
+        if self.require_subprotocol && request.subprotocol.is_none() {
+            return Err(deny(Reason::Subprotocol));
+        }
+        if let Some(Hook(hook)) = &self.hook {
+            if let Err(status) = hook.check(request) {
+                let status = if (400..=599).contains(&status) {
+                    status
+                } else {
+                    403
+                };
+                return Err(Denied {
+                    reason: Reason::Hook,
+                    status,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn origin_allowed(&self, origin: &[u8]) -> bool {
+        let Ok(origin) = std::str::from_utf8(origin) else {
+            return false;
+        };
+        let origin = origin.trim().to_ascii_lowercase();
+        self.allowed_origins.iter().any(|allowed| {
+            let allowed = allowed.to_ascii_lowercase();
+            match allowed.split_once("://*.") {
+                Some((scheme, domain)) => origin
+                    .strip_prefix(scheme)
+                    .and_then(|rest| rest.strip_prefix("://"))
+                    .and_then(|host| host.strip_suffix(domain))
+                    .is_some_and(|sub| sub.len() > 1 && sub.ends_with('.')),
+                None => allowed == "*" || allowed == origin,
+            }
+        })
+    }
+
+    fn token_ok(&self, request: &UpgradeRequest<'_>) -> bool {
+        let bearer = request
+            .header("authorization")
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .and_then(|v| v.trim().strip_prefix("Bearer "))
+            .map(str::trim);
+        let offered = bearer.or_else(|| request.query_param("token"));
+        offered.is_some_and(|offered| {
+            self.tokens.iter().fold(false, |ok, t| {
+                ok | constant_time_eq(t.as_bytes(), offered.as_bytes())
+            })
+        })
+    }
+}
+
+/// Compares without an early exit, so response timing does not reveal how
+/// much of a guessed token was right.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request<'a>(
+        target: &'a str,
+        headers: &'a [httparse::Header<'a>],
+        subprotocol: Option<&'a str>,
+    ) -> UpgradeRequest<'a> {
+        UpgradeRequest::new(target, headers, "192.0.2.1".parse().unwrap(), subprotocol)
+    }
+
+    fn origin(value: &str) -> [httparse::Header<'_>; 1] {
+        [httparse::Header {
+            name: "Origin",
+            value: value.as_bytes(),
+        }]
+    }
+
+    #[test]
+    fn origins_exact_and_wildcard() {
+        let policy = Policy {
+            allowed_origins: vec![
+                "https://app.example.com".into(),
+                "https://*.example.org".into(),
+            ],
+            ..Policy::default()
+        };
+        let check = |o: &str| policy.check(&request("/", &origin(o), None)).is_ok();
+        assert!(check("https://app.example.com"));
+        assert!(check("HTTPS://App.Example.com"));
+        assert!(check("https://a.example.org"));
+        assert!(check("https://a.b.example.org"));
+        assert!(!check("https://example.org"));
+        assert!(!check("https://evil-example.org"));
+        assert!(!check("http://a.example.org"));
+        assert!(!check("https://app.example.com.evil.net"));
+        assert!(!check("null"));
+        // No Origin at all: not a browser, not this rule's business.
+        assert!(policy.check(&request("/", &[], None)).is_ok());
+        let denied = policy
+            .check(&request("/", &origin("https://evil.net"), None))
+            .unwrap_err();
+        assert_eq!((denied.reason, denied.status), (Reason::Origin, 403));
+    }
+
+    #[test]
+    fn tokens_from_query_or_bearer() {
+        let policy = Policy {
+            tokens: vec!["s3cret".into()],
+            ..Policy::default()
+        };
+        let bearer = [httparse::Header {
+            name: "Authorization",
+            value: b"Bearer s3cret",
+        }];
+        assert!(policy
+            .check(&request("/feed?a=1&token=s3cret", &[], None))
+            .is_ok());
+        assert!(policy.check(&request("/feed", &bearer, None)).is_ok());
+        for target in [
+            "/feed",
+            "/feed?token=s3cre",
+            "/feed?token=s3cret2",
+            "/feed?tok=s3cret",
+        ] {
+            let denied = policy.check(&request(target, &[], None)).unwrap_err();
+            assert_eq!(
+                (denied.reason, denied.status),
+                (Reason::Token, 401),
+                "{target}"
+            );
+        }
+    }
+
+    #[test]
+    fn subprotocol_and_hook() {
+        struct OnlyFeeds;
+        impl UpgradeHook for OnlyFeeds {
+            fn check(&self, request: &UpgradeRequest<'_>) -> Result<(), u16> {
+                if request.path.starts_with("/feed/") {
+                    Ok(())
+                } else {
+                    Err(404)
+                }
+            }
+        }
+        let policy = Policy {
+            require_subprotocol: true,
+            hook: Some(Hook(Arc::new(OnlyFeeds))),
+            ..Policy::default()
+        };
+        let denied = policy.check(&request("/feed/x", &[], None)).unwrap_err();
+        assert_eq!((denied.reason, denied.status), (Reason::Subprotocol, 400));
+        assert!(policy.check(&request("/feed/x", &[], Some("v1"))).is_ok());
+        let denied = policy
+            .check(&request("/other", &[], Some("v1")))
+            .unwrap_err();
+        assert_eq!((denied.reason, denied.status), (Reason::Hook, 404));
+    }
+}
