@@ -134,8 +134,9 @@ impl Deadlines {
     pub(crate) fn set(&mut self, key: usize, session: &mut Session, tick: u64) {
         session.deadline_tick = tick;
         if tick < session.armed_tick {
-            session.armed_tick = tick;
-            self.wheel.arm(key, session.generation, tick);
+            // The wheel may move a past tick forward; remember where the
+            // entry really is, or `check` would not recognise it.
+            session.armed_tick = self.wheel.arm(key, session.generation, tick);
         }
     }
 
@@ -170,8 +171,7 @@ impl Deadlines {
             Next::AwaitClose | Next::Linger => now + Clock::ticks(config.close_timeout),
             Next::Tarpit => {
                 let delay = self.gate.jitter.around(config.admission.tarpit);
-                // At least one tick: the wheel fires entries after `now`.
-                now + Clock::ticks(delay).max(1)
+                now + Clock::ticks(delay)
             }
         };
         self.set(key, session, tick);

@@ -42,7 +42,9 @@ impl TimerWheel {
     }
 
     /// Arms an entry; a tick in the past fires at the next expiry.
-    pub(crate) fn arm(&mut self, key: usize, generation: u32, tick: u64) {
+    /// Returns the tick the entry will fire at: a tick already passed is
+    /// moved to the next one the wheel visits.
+    pub(crate) fn arm(&mut self, key: usize, generation: u32, tick: u64) -> u64 {
         let tick = tick.max(self.cursor);
         self.slots[(tick % SLOTS as u64) as usize].push(Entry {
             key,
@@ -50,6 +52,7 @@ impl TimerWheel {
             tick,
         });
         self.armed += 1;
+        tick
     }
 
     /// Moves every entry due at or before `now_tick` into `due`.
@@ -102,6 +105,17 @@ mod tests {
         w.expire(100 + SLOTS as u64 + 5, &mut due);
         assert_eq!(keys(&due), [3]);
         assert!(w.is_empty());
+    }
+
+    #[test]
+    fn an_entry_armed_in_the_past_fires_next_turn() {
+        let mut w = TimerWheel::new(0);
+        let mut due = Vec::new();
+        w.expire(50, &mut due);
+        assert_eq!(w.arm(1, 0, 50), 51);
+        assert_eq!(w.arm(2, 0, 10), 51);
+        w.expire(51, &mut due);
+        assert_eq!(keys(&due), [1, 2]);
     }
 
     #[test]
