@@ -5,6 +5,44 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::admission::AdmissionConfig;
+use crate::pubsub::Backpressure;
+
+/// What each WebSocket path serves.
+#[derive(Debug, Clone)]
+pub struct Routes {
+    /// Every path echoes (`surge echo`); otherwise only `/echo` does.
+    pub echo_everywhere: bool,
+    /// `/hub` takes JSON subscribe/unsubscribe/publish requests.
+    pub hub: bool,
+    /// The ticker's symbols: `/ticker` and `/ticker/SYMBOL` serve them
+    /// (empty: no ticker route).
+    pub ticker_symbols: Vec<String>,
+    /// Topics one hub connection may hold (default 64).
+    pub max_topics_per_conn: usize,
+    /// Output a subscriber may have queued before its policy applies
+    /// (default 1 MiB).
+    pub max_backpressure: usize,
+    /// Policy for hub subscribers (default disconnect: a chat or event
+    /// stream must not silently lose messages).
+    pub hub_backpressure: Backpressure,
+    /// Policy for ticker subscribers (default conflate: a slow client gets
+    /// the latest price per symbol, not a backlog).
+    pub ticker_backpressure: Backpressure,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            echo_everywhere: true,
+            hub: false,
+            ticker_symbols: Vec::new(),
+            max_topics_per_conn: 64,
+            max_backpressure: 1 << 20,
+            hub_backpressure: Backpressure::Disconnect,
+            ticker_backpressure: Backpressure::Conflate,
+        }
+    }
+}
 
 /// Which event-loop driver a shard runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,6 +96,10 @@ pub struct Config {
     pub drain: Duration,
     /// Caps, pacing, tarpit and upgrade policy.
     pub admission: AdmissionConfig,
+    /// What each path serves.
+    pub routes: Routes,
+    /// Ticks per second per symbol of the ticker feed, when it runs.
+    pub ticker_rate: f64,
 }
 
 impl Default for Config {
@@ -75,6 +117,8 @@ impl Default for Config {
             zerocopy_threshold: 0,
             drain: Duration::from_secs(1),
             admission: AdmissionConfig::default(),
+            routes: Routes::default(),
+            ticker_rate: 1000.0,
         }
     }
 }

@@ -34,6 +34,12 @@
 //!   (PROXY protocol v1/v2, trusted `X-Forwarded-For`), per-client and
 //!   global caps and rates shared by every shard, the upgrade policy, and
 //!   the counters behind `surge_admission_*`.
+//! - [`pubsub`]: topics and fan-out. A message is framed once by its
+//!   publisher and shared by reference with every shard and every
+//!   subscriber; per turn, a shard joins a topic's messages into one batch
+//!   and each subscriber gets one write. Slow subscribers are disconnected
+//!   (1013) or conflated (latest value per key) by route policy. Also the
+//!   hub route's JSON protocol and the ticker feed.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
 
@@ -47,6 +53,7 @@ pub mod fuzzing;
 pub mod load;
 pub mod metrics;
 pub mod protocol;
+pub mod pubsub;
 mod shard;
 mod sys;
 

@@ -27,6 +27,18 @@ pub struct ShardStats {
     pub handshakes_in_flight: AtomicU64,
     /// Refused clients parked in the tarpit.
     pub tarpit_parked: AtomicU64,
+    /// Subscriptions held.
+    pub subscriptions: AtomicU64,
+    /// Topics with at least one subscriber here.
+    pub topics: AtomicU64,
+    /// Published messages written toward subscribers, per subscriber.
+    pub pubsub_delivered_total: AtomicU64,
+    /// Messages conflated subscribers skipped.
+    pub pubsub_conflated_total: AtomicU64,
+    /// Latest-value snapshots sent to conflated subscribers that caught up.
+    pub pubsub_snapshots_total: AtomicU64,
+    /// Subscribers closed (1013) for falling behind.
+    pub pubsub_disconnected_total: AtomicU64,
 }
 
 impl ShardStats {
@@ -69,9 +81,13 @@ impl Metrics {
     }
 
     /// The Prometheus text exposition, admission decisions included.
-    pub fn render(&self, admission: &crate::admission::Admission) -> String {
+    pub fn render(
+        &self,
+        admission: &crate::admission::Admission,
+        hub: &crate::pubsub::hub::Hub,
+    ) -> String {
         let mut out = String::new();
-        let families: [Family; 8] = [
+        let families: [Family; 14] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -120,6 +136,39 @@ impl Metrics {
                 "Refused clients parked before their answer.",
                 |s| &s.tarpit_parked,
             ),
+            ("surge_subscriptions", "gauge", "Subscriptions held.", |s| {
+                &s.subscriptions
+            }),
+            (
+                "surge_topics",
+                "gauge",
+                "Topics with a subscriber on the shard.",
+                |s| &s.topics,
+            ),
+            (
+                "surge_pubsub_delivered_total",
+                "counter",
+                "Published messages queued to subscribers, counted per subscriber.",
+                |s| &s.pubsub_delivered_total,
+            ),
+            (
+                "surge_pubsub_conflated_total",
+                "counter",
+                "Messages skipped by conflated (slow) subscribers.",
+                |s| &s.pubsub_conflated_total,
+            ),
+            (
+                "surge_pubsub_snapshots_total",
+                "counter",
+                "Latest-value snapshots sent to conflated subscribers that caught up.",
+                |s| &s.pubsub_snapshots_total,
+            ),
+            (
+                "surge_pubsub_disconnected_total",
+                "counter",
+                "Subscribers closed with 1013 for falling behind.",
+                |s| &s.pubsub_disconnected_total,
+            ),
         ];
         for (name, kind, help, field) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -135,6 +184,17 @@ impl Metrics {
         registry
             .stats
             .render(&mut out, registry.open(), registry.clients());
+        let _ = writeln!(
+            out,
+            "# HELP surge_pubsub_published_total Messages published, counted once.\n\
+             # TYPE surge_pubsub_published_total counter\n\
+             surge_pubsub_published_total {}\n\
+             # HELP surge_pubsub_inbox_dropped_total Messages a full shard inbox refused.\n\
+             # TYPE surge_pubsub_inbox_dropped_total counter\n\
+             surge_pubsub_inbox_dropped_total {}",
+            hub.stats.published.load(Ordering::Relaxed),
+            hub.stats.inbox_dropped.load(Ordering::Relaxed)
+        );
         let _ = writeln!(
             out,
             "# HELP surge_info Build and runtime facts.\n# TYPE surge_info gauge\nsurge_info{{backend=\"{}\",unmask=\"{}\"}} 1",
@@ -155,7 +215,8 @@ mod tests {
         ShardStats::add(&m.shards[1].handshakes_total, 3);
         let admission =
             crate::admission::Admission::new(crate::admission::AdmissionConfig::default());
-        let text = m.render(&admission);
+        let (hub, _rx) = crate::pubsub::hub::Hub::new(2).unwrap();
+        let text = m.render(&admission, &hub);
         assert!(text.contains("surge_admission_rejected_total{reason=\"per_ip_cap\"} 0\n"));
         assert!(text.contains("surge_handshakes_total{shard=\"1\"} 3\n"));
         assert!(text.contains("surge_connections_open{shard=\"0\"} 0\n"));

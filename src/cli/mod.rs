@@ -8,7 +8,8 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::admission::policy::Policy;
 use crate::admission::AdmissionConfig;
-use crate::config::{Backend, Config};
+use crate::config::{Backend, Config, Routes};
+use crate::pubsub::Backpressure;
 use crate::shard::spawn::Server;
 
 /// surge: a sharded, per-core WebSocket server.
@@ -23,10 +24,44 @@ pub struct Cli {
 enum Command {
     /// Echo every message on every WebSocket path (the Autobahn and benchmark target).
     Echo(RuntimeFlags),
-    /// The full server on the embedded default config (ws://HOST:PORT/echo).
-    Serve(RuntimeFlags),
+    /// The full server on the embedded default config: /echo, the pub/sub
+    /// hub at /hub and a ticker demo at /ticker (8 symbols, 10 Hz).
+    Serve(FeedFlags<8, 10>),
+    /// A synthetic market feed: /ticker (every symbol) and /ticker/SYMBOL,
+    /// plus /hub and /echo.
+    Ticker(FeedFlags<32, 1000>),
     /// Generate load against a WebSocket server; the last line is `RESULT ...`.
     Load(crate::load::LoadArgs),
+}
+
+/// A server with the ticker feed; the defaults differ per subcommand.
+#[derive(Debug, Args)]
+struct FeedFlags<const SYMBOLS: usize, const RATE: u32> {
+    /// Symbols in the ticker feed.
+    #[arg(long, default_value_t = SYMBOLS)]
+    symbols: usize,
+    /// Ticks per second per symbol.
+    #[arg(long, default_value_t = f64::from(RATE))]
+    rate: f64,
+    #[command(flatten)]
+    runtime: RuntimeFlags,
+}
+
+impl<const S: usize, const R: u32> FeedFlags<S, R> {
+    fn into_config(self) -> Result<Config, String> {
+        if !(self.rate > 0.0 && self.rate <= 100_000.0) {
+            return Err("--rate must be above 0 and at most 100000".into());
+        }
+        if self.symbols == 0 || self.symbols > 100_000 {
+            return Err("--symbols must be 1 to 100000".into());
+        }
+        let mut config = self.runtime.into_config()?;
+        config.routes.echo_everywhere = false;
+        config.routes.hub = true;
+        config.routes.ticker_symbols = crate::pubsub::ticker::symbols(self.symbols);
+        config.ticker_rate = self.rate;
+        Ok(config)
+    }
 }
 
 /// Flags every server mode takes; each is also a config key of the same name.
@@ -65,6 +100,26 @@ struct RuntimeFlags {
     drain_ms: u64,
     #[command(flatten)]
     admission: AdmissionFlags,
+    #[command(flatten)]
+    pubsub: PubSubFlags,
+}
+
+/// Pub/sub limits and backpressure policies.
+#[derive(Debug, Args)]
+#[command(next_help_heading = "Pub/sub")]
+struct PubSubFlags {
+    /// Output bytes a subscriber may have queued before its route's policy applies.
+    #[arg(long, default_value_t = 1 << 20)]
+    max_backpressure: usize,
+    /// What happens to a slow hub subscriber.
+    #[arg(long, value_enum, default_value_t = Backpressure::Disconnect)]
+    hub_backpressure: Backpressure,
+    /// What happens to a slow ticker subscriber.
+    #[arg(long, value_enum, default_value_t = Backpressure::Conflate)]
+    ticker_backpressure: Backpressure,
+    /// Topics one hub connection may subscribe to.
+    #[arg(long, default_value_t = 64)]
+    max_topics_per_conn: usize,
 }
 
 /// Admission control: caps, pacing, tarpit, client addresses, policy.
@@ -195,17 +250,27 @@ impl RuntimeFlags {
             drain: Duration::from_millis(self.drain_ms),
             proxy_listen: self.admission.proxy_listen.clone(),
             admission: self.admission.into_config()?,
+            routes: Routes {
+                max_backpressure: self.pubsub.max_backpressure,
+                hub_backpressure: self.pubsub.hub_backpressure,
+                ticker_backpressure: self.pubsub.ticker_backpressure,
+                max_topics_per_conn: self.pubsub.max_topics_per_conn,
+                ..Routes::default()
+            },
+            ..defaults
         })
     }
 }
 
 /// Runs the parsed command line; the process exit code.
 pub fn run(cli: Cli) -> ExitCode {
-    let flags = match cli.command {
-        Command::Echo(flags) | Command::Serve(flags) => flags,
+    let config = match cli.command {
+        Command::Echo(flags) => flags.into_config(),
+        Command::Serve(flags) => flags.into_config(),
+        Command::Ticker(flags) => flags.into_config(),
         Command::Load(args) => return crate::load::run(&args),
     };
-    let config = match flags.into_config() {
+    let config = match config {
         Ok(c) => c,
         Err(e) => {
             eprintln!("surge: {e}");

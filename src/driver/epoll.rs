@@ -6,13 +6,16 @@ use std::net::Shutdown;
 use std::os::fd::AsFd;
 
 use mio::net::{TcpListener, TcpStream, UnixStream};
+use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
+use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::{ConnLimits, Counters, Session};
+use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::{Clock, Deadlines, Expired, Slot};
 
@@ -25,6 +28,7 @@ const READ_BUF: usize = 64 * 1024;
 pub(crate) const MAX_PENDING_OUT: usize = 4 << 20;
 
 const SIGNAL: Token = Token(usize::MAX);
+const INBOX: Token = Token(usize::MAX - 1);
 const LISTENER_BASE: usize = usize::MAX - 1024;
 
 #[derive(Debug)]
@@ -44,9 +48,22 @@ struct Conn {
 const _: () = assert!(std::mem::size_of::<Conn>() <= 144);
 
 impl Conn {
-    /// Bytes queued for the peer and not yet written.
+    /// Bytes queued for the peer and not yet written (`out_pos` is the
+    /// position in the head: the queue's first segment, or `out`).
     fn pending_out(&self) -> usize {
-        self.session.out.len() - self.out_pos
+        self.session.queued() + self.session.out.len() - self.out_pos
+    }
+}
+
+impl Outlet for Conn {
+    fn session(&self) -> &Session {
+        &self.session
+    }
+    fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+    fn backlog(&self) -> usize {
+        self.pending_out()
     }
 }
 
@@ -64,6 +81,7 @@ pub(crate) struct EpollLoop {
     listeners: Vec<TcpListener>,
     signal: UnixStream,
     conns: Slab<Conn>,
+    pubsub: PubSub,
     shared: Shared,
     shard_id: usize,
     counters: Counters,
@@ -84,8 +102,11 @@ impl EpollLoop {
         signal: std::os::unix::net::UnixStream,
         shared: Shared,
         shard_id: usize,
+        inbox: InboxReceiver,
     ) -> io::Result<Self> {
         let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut SourceFd(&inbox.wake_fd()), INBOX, Interest::READABLE)?;
         let mut mio_listeners = Vec::with_capacity(listeners.len());
         for (i, l) in listeners.into_iter().enumerate() {
             let mut l = TcpListener::from_std(l);
@@ -102,6 +123,7 @@ impl EpollLoop {
             listeners: mio_listeners,
             signal,
             conns: Slab::new(),
+            pubsub: PubSub::new(inbox),
             deadlines: Deadlines::new(&shared.config, shard_id),
             shared,
             shard_id,
@@ -132,6 +154,7 @@ impl EpollLoop {
             for event in &events {
                 match event.token() {
                     SIGNAL => self.begin_shutdown(),
+                    INBOX => self.pubsub.woken = true,
                     Token(t) if t >= LISTENER_BASE => self.accept(t - LISTENER_BASE),
                     Token(key) => self.service(key, event.is_read_closed() || event.is_error()),
                 }
@@ -142,6 +165,7 @@ impl EpollLoop {
                     self.accept(i);
                 }
             }
+            self.fan_out();
             self.expire_deadlines();
             let stats = &self.shared.metrics.shards[self.shard_id];
             self.counters.publish(stats, self.conns.len());
@@ -149,6 +173,7 @@ impl EpollLoop {
             let (handshaking, parked) = self.deadlines.gate.occupancy();
             ShardStats::set(&stats.handshakes_in_flight, handshaking as u64);
             ShardStats::set(&stats.tarpit_parked, parked as u64);
+            self.pubsub.publish_stats(stats);
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
                     return Ok(());
@@ -238,6 +263,9 @@ impl EpollLoop {
                             pool: &mut self.pool,
                             admission: &self.shared.admission,
                             socket: conn.stream.as_fd(),
+                            key,
+                            pubsub: &mut self.pubsub,
+                            routes: &config.routes,
                         };
                         let next = conn.session.feed(&mut self.read_buf[..end], &mut limits);
                         self.deadlines.after(
@@ -302,10 +330,30 @@ impl EpollLoop {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
-        let session = &mut conn.session;
-        while conn.out_pos < session.out.len() {
-            match (&conn.stream).write(&session.out[conn.out_pos..]) {
-                Ok(n) => conn.out_pos += n,
+        loop {
+            let session = &mut conn.session;
+            let written = match session.spill.as_deref_mut() {
+                Some(spill) if !spill.queue.is_empty() => {
+                    let mut slices = Vec::with_capacity(spill.queue.len().min(64) + 1);
+                    spill.io_slices(conn.out_pos, &session.out, 64, &mut slices);
+                    let written = (&conn.stream).write_vectored(&slices);
+                    if let Ok(n) = written {
+                        let pool = &mut self.pool;
+                        conn.out_pos = spill.advance(conn.out_pos, n, |v| pool.give(v));
+                    }
+                    written
+                }
+                _ if conn.out_pos < session.out.len() => {
+                    let written = (&conn.stream).write(&session.out[conn.out_pos..]);
+                    if let Ok(n) = written {
+                        conn.out_pos += n;
+                    }
+                    written
+                }
+                _ => break,
+            };
+            match written {
+                Ok(_) => {}
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -314,8 +362,10 @@ impl EpollLoop {
                 }
             }
         }
+        let session = &mut conn.session;
         conn.out_pos = 0;
         session.out_drained(&mut self.pool);
+        session.tidy();
         if session.shutdown_after_flush {
             session.shutdown_after_flush = false;
             let _ = conn.stream.shutdown(Shutdown::Write);
@@ -325,6 +375,34 @@ impl EpollLoop {
             return false;
         }
         true
+    }
+
+    /// Hands this turn's published messages to subscribers and writes them.
+    fn fan_out(&mut self) {
+        let bound = self.shared.config.routes.max_backpressure;
+        let fan_out = self.pubsub.pump(&mut self.conns, bound);
+        for &key in &fan_out.written {
+            self.flush(key);
+        }
+        for &key in &fan_out.overloaded {
+            self.close_overloaded(key);
+        }
+    }
+
+    /// Closes a subscriber that fell too far behind: 1013 with a jittered
+    /// retry hint, its unsent backlog dropped.
+    fn close_overloaded(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(spill) = conn.session.spill.as_deref_mut() {
+            spill.drop_unsent_shared(conn.out_pos);
+        }
+        let stats = &self.shared.admission.registry.stats;
+        crate::admission::stats::AdmissionStats::bump(&stats.overload_closes);
+        let retry = self.deadlines.gate.jitter.retry_after(5);
+        let reason = format!("slow consumer; retry in {retry} s");
+        self.close(key, CloseCode::TRY_AGAIN_LATER, &reason);
     }
 
     fn expire_deadlines(&mut self) {
@@ -392,6 +470,7 @@ impl EpollLoop {
             let mut conn = self.conns.remove(key);
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
+            self.pubsub.forget(&mut conn.session);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.pool.give(conn.session.out);
         }

@@ -6,15 +6,23 @@
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
+use super::fanout::PubSub;
+use super::spill::Spill;
 use crate::admission::policy::UpgradeRequest;
 use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
 use crate::admission::Admission;
 use crate::buf::pool::BufPool;
+use crate::config::Routes;
 use crate::metrics::{Metrics, ShardStats};
+use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
+use crate::pubsub::hub::SharedFrame;
+use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest};
+use crate::pubsub::ticker;
+use crate::pubsub::topics::SubscribeError;
 
 /// What a connection consults and counts into while processing input.
 #[derive(Debug)]
@@ -32,6 +40,12 @@ pub(crate) struct ConnLimits<'a> {
     /// The connection's socket, asked for its peer address only when an
     /// upgrade has to be admitted.
     pub(crate) socket: BorrowedFd<'a>,
+    /// The connection's slot, for subscriptions.
+    pub(crate) key: usize,
+    /// The shard's topics and the hub to publish through.
+    pub(crate) pubsub: &'a mut PubSub,
+    /// What each path serves.
+    pub(crate) routes: &'a Routes,
 }
 
 impl ConnLimits<'_> {
@@ -76,6 +90,17 @@ pub(crate) enum Phase {
     /// Our last bytes are queued or sent and our write side will be shut:
     /// input is read only to see the peer's FIN.
     Lingering,
+}
+
+/// What an upgraded connection does with messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Route {
+    /// Every message comes back.
+    Echo,
+    /// JSON requests: subscribe, unsubscribe, publish.
+    Hub,
+    /// A one-way feed of ticks.
+    Ticker,
 }
 
 /// Handshake state kept between reads.
@@ -125,13 +150,14 @@ pub(crate) struct Session {
     /// slot, so a stale timer entry or completion never hits a newcomer.
     pub(crate) generation: u32,
     pub(crate) phase: Phase,
-    /// Input bytes not consumed yet: a partial request head, frame header or
-    /// control frame. Boxed so the common case, nothing carried, costs one
-    /// pointer per connection instead of a vector's three words.
-    #[allow(clippy::box_collection)] // one word when empty, the common case
-    carry: Option<Box<Vec<u8>>>,
-    /// Bytes for the peer; the driver tracks how much of it is written.
+    /// Input carried between reads, shared frames waiting, subscriptions:
+    /// one pointer while unused, the common case.
+    pub(crate) spill: Option<Box<Spill>>,
+    /// Bytes for the peer, after anything in `spill`'s queue; the driver
+    /// tracks how much of the head is written.
     pub(crate) out: Vec<u8>,
+    /// What the connection does with messages.
+    pub(crate) route: Route,
     /// Shut our write side once `out` drains.
     pub(crate) shutdown_after_flush: bool,
     /// The tick at which this connection's current deadline passes.
@@ -151,8 +177,9 @@ impl Session {
         Self {
             generation,
             phase: Phase::Handshake(Handshaking { expect_proxy, peer }),
-            carry: None,
+            spill: None,
             out: Vec::new(),
+            route: Route::Echo,
             shutdown_after_flush: false,
             deadline_tick: u64::MAX,
             armed_tick: u64::MAX,
@@ -163,13 +190,48 @@ impl Session {
 
     /// Input bytes kept from earlier reads; they come before the next read.
     pub(crate) fn carried(&self) -> &[u8] {
-        self.carry.as_deref().map_or(&[], Vec::as_slice)
+        self.spill.as_deref().map_or(&[], |s| s.carry.as_slice())
+    }
+
+    /// The spill area, made on first use.
+    pub(crate) fn spill_mut(&mut self) -> &mut Spill {
+        self.spill.get_or_insert_with(Box::default)
+    }
+
+    /// Frees the spill area once nothing is in it.
+    pub(crate) fn tidy(&mut self) {
+        if self.spill.as_deref().is_some_and(Spill::is_empty) {
+            self.spill = None;
+        }
+    }
+
+    /// Bytes in the output queue ahead of `out`.
+    pub(crate) fn queued(&self) -> usize {
+        self.spill.as_deref().map_or(0, |s| s.queued)
+    }
+
+    /// Whether the output queue ahead of `out` holds anything.
+    pub(crate) fn has_queue(&self) -> bool {
+        self.spill.as_deref().is_some_and(|s| !s.queue.is_empty())
+    }
+
+    /// Whether data frames may still be sent.
+    pub(crate) fn is_open(&self) -> bool {
+        matches!(&self.phase, Phase::Open(ws) if ws.state() == State::Open)
+    }
+
+    /// Queues a shared frame behind everything produced so far.
+    pub(crate) fn push_shared(&mut self, frame: SharedFrame) {
+        let spill = self.spill.get_or_insert_with(Box::default);
+        spill.push_shared(&mut self.out, frame);
     }
 
     /// Processes `input` (the carried bytes followed by what was just read)
-    /// and keeps what it could not consume yet in `carry`.
+    /// and keeps what it could not consume yet in the carry.
     pub(crate) fn feed(&mut self, input: &mut [u8], limits: &mut ConnLimits<'_>) -> Next {
-        self.carry = None;
+        if let Some(spill) = self.spill.as_deref_mut() {
+            spill.carry.clear();
+        }
         let borrowed = self.out.capacity() == 0;
         if borrowed {
             self.out = limits.pool.take();
@@ -179,7 +241,9 @@ impl Session {
             limits.pool.give(std::mem::take(&mut self.out));
         }
         if used < input.len() && !matches!(self.phase, Phase::Lingering | Phase::Tarpit(_)) {
-            self.carry = Some(Box::new(input[used..].to_vec()));
+            self.spill_mut().carry.extend_from_slice(&input[used..]);
+        } else {
+            self.tidy();
         }
         next
     }
@@ -195,7 +259,7 @@ impl Session {
     fn process(&mut self, input: &mut [u8], limits: &mut ConnLimits<'_>) -> (usize, Next) {
         match self.phase {
             Phase::Handshake(hs) => self.process_handshake(hs, input, limits),
-            Phase::Open(_) => self.process_frames(input, limits.counters),
+            Phase::Open(_) => self.process_frames(input, limits),
             Phase::Tarpit(_) | Phase::Lingering => (input.len(), Next::Continue),
         }
     }
@@ -238,11 +302,26 @@ impl Session {
             Err(e) => Err(Answered::Refused(e)),
         };
         match outcome {
-            Ok((head_len, ticket)) => {
+            Ok((head_len, ticket, route, feed)) => {
                 self.ticket = Some(ticket);
                 self.phase = Phase::Open(ServerConn::new(limits.max_message));
+                self.route = route;
                 limits.counters.handshakes += 1;
-                let (used, next) = self.process_frames(&mut input[head_len..], limits.counters);
+                if let Some(topic) = feed {
+                    let generation = self.generation;
+                    let subs = &mut self.spill_mut().subs;
+                    let routes = limits.routes;
+                    // A fresh connection holds no topic: this cannot fail.
+                    let _ = limits.pubsub.topics.subscribe(
+                        limits.key,
+                        generation,
+                        &topic,
+                        routes.ticker_backpressure,
+                        subs,
+                        usize::MAX,
+                    );
+                }
+                let (used, next) = self.process_frames(&mut input[head_len..], limits);
                 let next = if next == Next::Continue {
                     Next::Upgraded
                 } else {
@@ -268,7 +347,6 @@ impl Session {
             }
             Err(Answered::Parked(refusal)) => {
                 self.phase = Phase::Tarpit(refusal);
-                self.carry = None;
                 (start + input.len(), Next::Tarpit)
             }
         }
@@ -295,7 +373,7 @@ impl Session {
         self.linger()
     }
 
-    fn process_frames(&mut self, input: &mut [u8], counters: &mut Counters) -> (usize, Next) {
+    fn process_frames(&mut self, input: &mut [u8], limits: &mut ConnLimits<'_>) -> (usize, Next) {
         let Phase::Open(ws) = &mut self.phase else {
             return (input.len(), Next::Continue);
         };
@@ -307,9 +385,28 @@ impl Session {
                     pos += step.consumed;
                     match step.event {
                         Some(Event::Message { opcode, payload }) => {
-                            counters.messages_received += 1;
-                            if ws.send(&mut self.out, opcode, &payload) {
-                                counters.messages_sent += 1;
+                            limits.counters.messages_received += 1;
+                            let reply = match self.route {
+                                Route::Echo => ws.send(&mut self.out, opcode, &payload),
+                                Route::Hub => {
+                                    let subs =
+                                        &mut self.spill.get_or_insert_with(Box::default).subs;
+                                    let answer = hub_request(
+                                        opcode,
+                                        &payload,
+                                        self.generation,
+                                        subs,
+                                        limits,
+                                    );
+                                    answer.is_some_and(|text| {
+                                        ws.send(&mut self.out, OpCode::Text, text.as_bytes())
+                                    })
+                                }
+                                // A feed is one-way; what clients say is ignored.
+                                Route::Ticker => false,
+                            };
+                            if reply {
+                                limits.counters.messages_sent += 1;
                             }
                         }
                         Some(_) => {}
@@ -351,7 +448,9 @@ impl Session {
 
     fn linger(&mut self) -> Next {
         self.phase = Phase::Lingering;
-        self.carry = None;
+        if let Some(spill) = self.spill.as_deref_mut() {
+            spill.carry.clear();
+        }
         self.shutdown_after_flush = true;
         Next::Linger
     }
@@ -369,14 +468,18 @@ enum Answered {
     Parked(Refusal),
 }
 
-/// Answers a complete request head: `Ok((head_len, ticket))` when it
-/// upgraded (the 101 is in `out`).
+/// An upgrade: head length, admission ticket, route, and the feed topic to
+/// subscribe to (ticker routes).
+type Upgraded = (usize, Ticket, Route, Option<String>);
+
+/// Answers a complete request head: `Ok` when it upgraded (the 101 is in
+/// `out`).
 fn answer_request(
     req: &handshake::Request<'_, '_>,
     hs: Handshaking,
     limits: &ConnLimits<'_>,
     out: &mut Vec<u8>,
-) -> Result<(usize, Ticket), Answered> {
+) -> Result<Upgraded, Answered> {
     if !req.wants_websocket() {
         return Err(match (req.method, req.path()) {
             ("GET", "/healthz") => {
@@ -384,7 +487,7 @@ fn answer_request(
                 Answered::Plain
             }
             ("GET", "/metrics") => {
-                let body = limits.metrics.render(limits.admission);
+                let body = limits.metrics.render(limits.admission, limits.pubsub.hub());
                 handshake::encode_plain_response(out, 200, "", &body);
                 Answered::Plain
             }
@@ -393,6 +496,8 @@ fn answer_request(
         });
     }
     let upgrade = req.validate_upgrade().map_err(Answered::Refused)?;
+    let (route, feed) =
+        route_for(req.path(), limits.routes).ok_or(Answered::Refused(HandshakeError::NotFound))?;
     let subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
     let admission = limits.admission;
     let peer = hs.peer.unwrap_or_else(|| limits.peer_ip());
@@ -417,7 +522,88 @@ fn answer_request(
             })
         })?;
     upgrade.encode_accept(out, subprotocol);
-    Ok((req.head_len, ticket))
+    Ok((req.head_len, ticket, route, feed))
+}
+
+/// Which route serves `path`, and for a feed, the topic it subscribes to.
+fn route_for(path: &str, routes: &Routes) -> Option<(Route, Option<String>)> {
+    if !routes.ticker_symbols.is_empty() {
+        if path == "/ticker" {
+            return Some((Route::Ticker, Some(ticker::ALL.to_owned())));
+        }
+        if let Some(symbol) = path.strip_prefix("/ticker/") {
+            return routes
+                .ticker_symbols
+                .iter()
+                .any(|s| s == symbol)
+                .then(|| (Route::Ticker, Some(ticker::topic(symbol))));
+        }
+    }
+    if routes.hub && path == "/hub" {
+        return Some((Route::Hub, None));
+    }
+    (routes.echo_everywhere || path == "/echo").then_some((Route::Echo, None))
+}
+
+/// Hub topics live in their own namespace, so a hub client can neither
+/// read nor forge the ticker's raw feed.
+fn hub_topic(name: &str) -> String {
+    format!("hub:{name}")
+}
+
+/// Carries out one hub request; the reply to send, if any.
+fn hub_request(
+    opcode: OpCode,
+    payload: &[u8],
+    generation: u32,
+    subs: &mut Vec<(u32, u32)>,
+    limits: &mut ConnLimits<'_>,
+) -> Option<String> {
+    if opcode != OpCode::Text {
+        return Some(pubsub_protocol::error(
+            "hub requests are JSON text messages",
+        ));
+    }
+    let routes = limits.routes;
+    let request = match pubsub_protocol::parse(payload) {
+        Ok(r) => r,
+        Err(e) => return Some(pubsub_protocol::error(&e)),
+    };
+    match request {
+        HubRequest::Subscribe(names) => {
+            for name in &names {
+                let result = limits.pubsub.topics.subscribe(
+                    limits.key,
+                    generation,
+                    &hub_topic(name),
+                    routes.hub_backpressure,
+                    subs,
+                    routes.max_topics_per_conn,
+                );
+                if result == Err(SubscribeError::TooManyTopics) {
+                    return Some(pubsub_protocol::error(&format!(
+                        "at most {} topics per connection",
+                        routes.max_topics_per_conn
+                    )));
+                }
+            }
+            Some(pubsub_protocol::ack("subscribed", &names))
+        }
+        HubRequest::Unsubscribe(names) => {
+            for name in &names {
+                limits.pubsub.topics.unsubscribe(&hub_topic(name), subs);
+            }
+            Some(pubsub_protocol::ack("unsubscribed", &names))
+        }
+        HubRequest::Publish { topic, data } => {
+            let text = pubsub_protocol::message(&topic, &data);
+            limits
+                .pubsub
+                .hub()
+                .publish(&hub_topic(&topic), OpCode::Text, text.as_bytes());
+            None
+        }
+    }
 }
 
 fn log_violation(e: ProtocolError) {

@@ -3,8 +3,10 @@
 //! The event loops themselves live in `crate::driver`.
 
 pub(crate) mod conn;
+pub(crate) mod fanout;
 pub(crate) mod gate;
 pub(crate) mod spawn;
+pub(crate) mod spill;
 pub(crate) mod timer;
 
 use std::time::{Duration, Instant};

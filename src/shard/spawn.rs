@@ -14,6 +14,7 @@ use crate::driver::epoll::EpollLoop;
 use crate::driver::probe;
 use crate::driver::uring::UringLoop;
 use crate::metrics::Metrics;
+use crate::pubsub::hub::{Delivery, Hub, InboxReceiver};
 use crate::sys;
 
 /// Running shards and the addresses they listen on.
@@ -23,6 +24,8 @@ pub struct Server {
     pub local_addrs: Vec<SocketAddr>,
     /// The driver every shard runs: never `Auto`.
     pub backend: Backend,
+    /// Publishes to every shard's subscribers, from any thread.
+    pub hub: Arc<Hub>,
     handles: Vec<JoinHandle<io::Result<()>>>,
 }
 
@@ -76,6 +79,9 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new(shards, backend_name));
         let admission = Arc::new(Admission::new(config.admission.clone()));
+        let (hub, receivers) = Hub::new(shards)?;
+        let mut receivers: Vec<Option<mpsc::Receiver<Delivery>>> =
+            receivers.into_iter().map(Some).collect();
         let config = Arc::new(config);
         let mut handles = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
@@ -87,6 +93,7 @@ impl Server {
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
             let admission = Arc::clone(&admission);
+            let inbox = hub.receiver(id, receivers[id].take().expect("one receiver per shard"));
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("surge-shard-{id}"))
@@ -99,7 +106,7 @@ impl Server {
                         metrics,
                         admission,
                     };
-                    run_shard(backend, listeners, signal_rx, shared, id, &ready)
+                    run_shard(backend, listeners, signal_rx, shared, id, inbox, &ready)
                 })?;
             handles.push(handle);
         }
@@ -111,9 +118,17 @@ impl Server {
                 Err(_) => return Err(io::Error::other("a shard died while starting")),
             }
         }
+        if !config.routes.ticker_symbols.is_empty() {
+            crate::pubsub::ticker::spawn(
+                Arc::clone(&hub),
+                config.routes.ticker_symbols.clone(),
+                config.ticker_rate,
+            )?;
+        }
         Ok(Self {
             local_addrs,
             backend,
+            hub,
             handles,
         })
     }
@@ -137,12 +152,13 @@ fn run_shard(
     signal: UnixStream,
     shared: Shared,
     id: usize,
+    inbox: InboxReceiver,
     ready: &mpsc::Sender<io::Result<()>>,
 ) -> io::Result<()> {
     if backend == Backend::Uring {
-        started(UringLoop::new(listeners, signal, shared, id), ready)?.run()
+        started(UringLoop::new(listeners, signal, shared, id, inbox), ready)?.run()
     } else {
-        started(EpollLoop::new(listeners, signal, shared, id), ready)?.run()
+        started(EpollLoop::new(listeners, signal, shared, id, inbox), ready)?.run()
     }
 }
 

@@ -20,8 +20,11 @@ use slab::Slab;
 use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
+use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::{ConnLimits, Counters, Session};
+use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
+use crate::shard::spill::{Flight, Segment};
 use crate::shard::{Clock, Deadlines, Expired, Slot};
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
@@ -40,6 +43,9 @@ const RECV_BUFFERS_INC: (u16, usize) = (16, 32 * 1024);
 const RECV_BUFFERS_CLASSIC: (u16, usize) = (1024, 16 * 1024);
 
 use super::epoll::MAX_PENDING_OUT;
+
+/// Most iovecs one SENDMSG names (the kernel's UIO_MAXIOV).
+const IOV_MAX: usize = 1024;
 
 #[derive(Debug)]
 struct Conn {
@@ -60,6 +66,8 @@ struct Conn {
     dirty: bool,
     /// The peer shut its side; close once our output is flushed.
     eof: bool,
+    /// The send in flight is the session's vectored `Flight`, not `sending`.
+    vectored: bool,
 }
 
 // An idle connection's whole user-space cost is a design number: this slot,
@@ -82,7 +90,25 @@ impl Conn {
     }
 
     fn pending_out(&self) -> usize {
-        self.session.out.len() + (self.sending.len() - self.sent)
+        let flight = self
+            .session
+            .spill
+            .as_deref()
+            .and_then(|s| s.flight.as_deref())
+            .map_or(0, Flight::remaining);
+        self.session.queued() + self.session.out.len() + (self.sending.len() - self.sent) + flight
+    }
+}
+
+impl Outlet for Conn {
+    fn session(&self) -> &Session {
+        &self.session
+    }
+    fn session_mut(&mut self) -> &mut Session {
+        &mut self.session
+    }
+    fn backlog(&self) -> usize {
+        self.pending_out()
     }
 }
 
@@ -93,6 +119,8 @@ pub(crate) struct UringLoop {
     signal: std::os::unix::net::UnixStream,
     signal_buf: Box<[u8; 64]>,
     conns: Slab<Conn>,
+    pubsub: PubSub,
+    inbox_buf: Box<u64>,
     shared: Shared,
     shard_id: usize,
     counters: Counters,
@@ -119,6 +147,7 @@ impl UringLoop {
         signal: std::os::unix::net::UnixStream,
         shared: Shared,
         shard_id: usize,
+        inbox: InboxReceiver,
     ) -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 4)
@@ -146,6 +175,8 @@ impl UringLoop {
             signal,
             signal_buf: Box::new([0u8; 64]),
             conns: Slab::new(),
+            pubsub: PubSub::new(inbox),
+            inbox_buf: Box::new(0),
             deadlines: Deadlines::new(&shared.config, shard_id),
             shared,
             shard_id,
@@ -164,6 +195,7 @@ impl UringLoop {
             this.arm_accept(i);
         }
         this.arm_signal();
+        this.arm_inbox();
         Ok(this)
     }
 
@@ -204,6 +236,7 @@ impl UringLoop {
             }
             completions.clear();
             self.completions = completions;
+            self.fan_out();
             self.expire_deadlines();
             self.flush_dirty();
             for key in std::mem::take(&mut self.rearm) {
@@ -216,6 +249,7 @@ impl UringLoop {
             let (handshaking, parked) = self.deadlines.gate.occupancy();
             ShardStats::set(&stats.handshakes_in_flight, handshaking as u64);
             ShardStats::set(&stats.tarpit_parked, parked as u64);
+            self.pubsub.publish_stats(stats);
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
                     return Ok(());
@@ -261,6 +295,16 @@ impl UringLoop {
         unsafe { self.push(&entry) };
     }
 
+    fn arm_inbox(&mut self) {
+        let fd = self.pubsub.wake_fd();
+        let buf: *mut u64 = &mut *self.inbox_buf;
+        let entry = opcode::Read::new(types::Fd(fd), buf.cast(), 8)
+            .build()
+            .user_data(UserData::new(Op::Inbox, 0, 0).0);
+        // SAFETY: the eventfd and the boxed counter live as long as the loop.
+        unsafe { self.push(&entry) };
+    }
+
     fn arm_recv(&mut self, key: usize) {
         let group = self.bufs.group();
         let Some(conn) = self.conns.get_mut(key) else {
@@ -284,6 +328,12 @@ impl UringLoop {
             Op::Recv => self.on_recv(data, result, flags),
             Op::Send => self.on_send(data, result, flags),
             Op::Signal => self.begin_shutdown(),
+            Op::Inbox => {
+                self.pubsub.woken = true;
+                if self.draining_until.is_none() {
+                    self.arm_inbox();
+                }
+            }
             Op::Cancel | Op::Close => {}
         }
     }
@@ -320,6 +370,7 @@ impl UringLoop {
             dead: false,
             dirty: false,
             eof: false,
+            vectored: false,
         });
         let now = self.clock.now_tick;
         self.deadlines
@@ -362,6 +413,9 @@ impl UringLoop {
                     pool: &mut self.pool,
                     admission: &self.shared.admission,
                     socket: conn.fd.as_fd(),
+                    key,
+                    pubsub: &mut self.pubsub,
+                    routes: &config.routes,
                 };
                 let input = self.bufs.take(bid, len);
                 let next = if conn.session.carried().is_empty() {
@@ -448,6 +502,12 @@ impl UringLoop {
             self.remove(key);
             return;
         }
+        if conn.vectored {
+            conn.vectored = false;
+            self.finish_vectored(key, result as usize);
+            self.maybe_free(key);
+            return;
+        }
         conn.sent += result as usize;
         if cqueue::more(flags) {
             // A zero-copy send: its notification completion follows.
@@ -473,6 +533,60 @@ impl UringLoop {
             self.rearm.push(key);
         }
         self.mark_dirty(key);
+    }
+
+    /// After a vectored send: send the rest, or recycle its owned segments.
+    fn finish_vectored(&mut self, key: usize, n: usize) {
+        let conn = &mut self.conns[key];
+        let Some(spill) = conn.session.spill.as_deref_mut() else {
+            return;
+        };
+        let Some(flight) = spill.flight.as_deref_mut() else {
+            return;
+        };
+        flight.sent += n;
+        if flight.remaining() > 0 && !conn.dead {
+            self.submit_vectored(key);
+            return;
+        }
+        if let Some(flight) = spill.flight.take() {
+            for seg in flight.segs {
+                if let Segment::Owned(v) = seg {
+                    self.pool.give(v);
+                }
+            }
+        }
+        conn.session.tidy();
+        if conn.recv_paused && conn.pending_out() < MAX_PENDING_OUT {
+            conn.recv_paused = false;
+            self.rearm.push(key);
+        }
+        self.mark_dirty(key);
+    }
+
+    /// Sends the session's flight with one SENDMSG.
+    fn submit_vectored(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let fd = types::Fd(conn.fd.as_raw_fd());
+        let user_data = UserData::new(Op::Send, key, conn.session.generation).0;
+        let Some(flight) = conn
+            .session
+            .spill
+            .as_deref_mut()
+            .and_then(|s| s.flight.as_deref_mut())
+        else {
+            return;
+        };
+        let msg = flight.prepare(IOV_MAX);
+        let entry = opcode::SendMsg::new(fd, msg)
+            .flags(libc::MSG_NOSIGNAL as u32)
+            .build()
+            .user_data(user_data);
+        conn.send_armed = true;
+        conn.vectored = true;
+        // SAFETY: the flight (its segments, iovecs and header) is boxed in
+        // the session and untouched while `send_armed`; the slot outlives it.
+        unsafe { self.push(&entry) };
     }
 
     fn submit_send(&mut self, key: usize) {
@@ -515,6 +629,16 @@ impl UringLoop {
             if conn.send_armed || conn.zc_notif_pending {
                 continue;
             }
+            if conn.session.has_queue() && !conn.dead {
+                let session = &mut conn.session;
+                let spill = session.spill.get_or_insert_with(Box::default);
+                spill.seal(&mut session.out);
+                let segs: Vec<Segment> = spill.queue.drain(..).collect();
+                spill.queued = 0;
+                spill.flight = Some(Box::new(Flight::new(segs)));
+                self.submit_vectored(key);
+                continue;
+            }
             if !conn.session.out.is_empty() && !conn.dead {
                 std::mem::swap(&mut conn.sending, &mut conn.session.out);
                 conn.sent = 0;
@@ -536,6 +660,34 @@ impl UringLoop {
         if self.dirty.is_empty() {
             self.dirty = dirty;
         }
+    }
+
+    /// Hands this turn's published messages to subscribers.
+    fn fan_out(&mut self) {
+        let bound = self.shared.config.routes.max_backpressure;
+        let fan_out = self.pubsub.pump(&mut self.conns, bound);
+        for &key in &fan_out.written {
+            self.mark_dirty(key);
+        }
+        for &key in &fan_out.overloaded {
+            self.close_overloaded(key);
+        }
+    }
+
+    /// Closes a subscriber that fell too far behind: 1013 with a jittered
+    /// retry hint, its unsent backlog dropped.
+    fn close_overloaded(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if let Some(spill) = conn.session.spill.as_deref_mut() {
+            spill.drop_unsent_shared(0);
+        }
+        let stats = &self.shared.admission.registry.stats;
+        crate::admission::stats::AdmissionStats::bump(&stats.overload_closes);
+        let retry = self.deadlines.gate.jitter.retry_after(5);
+        let reason = format!("slow consumer; retry in {retry} s");
+        self.close(key, CloseCode::TRY_AGAIN_LATER, &reason);
     }
 
     fn expire_deadlines(&mut self) {
@@ -620,6 +772,7 @@ impl UringLoop {
             let mut conn = self.conns.remove(key);
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
+            self.pubsub.forget(&mut conn.session);
             // Closed by the ring with the next submission rather than by a
             // syscall now; the number stays taken until then, so no new
             // accept can reuse it early.

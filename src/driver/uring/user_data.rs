@@ -13,6 +13,7 @@ pub(crate) enum Op {
     Signal = 4,
     Cancel = 5,
     Close = 6,
+    Inbox = 7,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,6 +32,7 @@ impl UserData {
             3 => Op::Send,
             4 => Op::Signal,
             5 => Op::Cancel,
+            7 => Op::Inbox,
             _ => Op::Close,
         }
     }

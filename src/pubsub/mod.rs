@@ -1,0 +1,18 @@
+//! Publish/subscribe fan-out: topics, the hub every thread publishes
+//! through, the in-band JSON protocol of the hub route, and the synthetic
+//! ticker feed.
+//!
+//! Path of a message: a publisher frames it once ([`hub::Hub::frame`]) and
+//! the same reference-counted frame goes to every shard's inbox (one
+//! wake-up per batch). Each shard appends the turn's messages to each
+//! topic's batch, then queues one shared reference to that batch to every
+//! subscriber ([`topics`]); the driver writes each subscriber's queue with
+//! one vectored write per turn. No byte is copied per subscriber in user
+//! space.
+
+pub mod hub;
+pub mod protocol;
+pub mod ticker;
+pub(crate) mod topics;
+
+pub use topics::Backpressure;

@@ -1,0 +1,96 @@
+//! A shard's side of pub/sub: its inbox from the hub and its topic table,
+//! pumped once per loop turn.
+
+use std::sync::Arc;
+
+use slab::Slab;
+
+use super::conn::Session;
+use crate::metrics::ShardStats;
+use crate::pubsub::hub::{Hub, InboxReceiver, SharedFrame};
+use crate::pubsub::topics::{FanOut, Subscriber, Topics};
+
+#[derive(Debug)]
+pub(crate) struct PubSub {
+    pub(crate) topics: Topics,
+    inbox: InboxReceiver,
+    /// The inbox signalled since the last pump.
+    pub(crate) woken: bool,
+    fan_out: FanOut,
+}
+
+/// A driver slot seen as a subscriber.
+pub(crate) trait Outlet {
+    fn session(&self) -> &Session;
+    fn session_mut(&mut self) -> &mut Session;
+    /// Output bytes queued or in flight, not yet written.
+    fn backlog(&self) -> usize;
+}
+
+impl<C: Outlet> Subscriber for C {
+    fn generation(&self) -> u32 {
+        self.session().generation
+    }
+    fn open(&self) -> bool {
+        self.session().is_open()
+    }
+    fn backlog(&self) -> usize {
+        Outlet::backlog(self)
+    }
+    fn push(&mut self, frame: SharedFrame) {
+        self.session_mut().push_shared(frame);
+    }
+}
+
+impl PubSub {
+    pub(crate) fn new(inbox: InboxReceiver) -> Self {
+        Self {
+            topics: Topics::default(),
+            inbox,
+            woken: true,
+            fan_out: FanOut::default(),
+        }
+    }
+
+    pub(crate) fn hub(&self) -> &Arc<Hub> {
+        self.inbox.hub()
+    }
+
+    /// The descriptor to watch for inbox wake-ups.
+    pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
+        self.inbox.wake_fd()
+    }
+
+    /// Takes what the inbox holds into this turn's batches and fans them
+    /// out; returns the connections with new output and the slow consumers
+    /// to close.
+    pub(crate) fn pump<C: Outlet>(&mut self, conns: &mut Slab<C>, bound: usize) -> FanOut {
+        if self.woken {
+            self.woken = false;
+            self.inbox.rearm();
+            let topics = &mut self.topics;
+            self.inbox.drain(|d| topics.accept(&d));
+            self.topics.fan_out(conns, bound, &mut self.fan_out);
+        }
+        std::mem::take(&mut self.fan_out)
+    }
+
+    /// Copies the fan-out counters into this shard's published slot.
+    pub(crate) fn publish_stats(&self, stats: &ShardStats) {
+        let t = &self.topics.stats;
+        ShardStats::set(&stats.subscriptions, self.topics.len() as u64);
+        ShardStats::set(&stats.topics, self.topics.topic_count() as u64);
+        ShardStats::set(&stats.pubsub_delivered_total, t.delivered);
+        ShardStats::set(&stats.pubsub_conflated_total, t.conflated);
+        ShardStats::set(&stats.pubsub_snapshots_total, t.snapshots);
+        ShardStats::set(&stats.pubsub_disconnected_total, t.disconnected);
+    }
+
+    /// Ends every subscription of a connection whose slot is being freed.
+    pub(crate) fn forget(&mut self, session: &mut Session) {
+        if let Some(spill) = session.spill.as_deref_mut() {
+            self.topics.forget(&spill.subs);
+            spill.subs.clear();
+        }
+    }
+}
