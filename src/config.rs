@@ -5,6 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::admission::AdmissionConfig;
+use crate::bridge::redis::RedisConfig;
+use crate::pubsub::topics::Limit;
 use crate::pubsub::Backpressure;
 
 /// What each WebSocket path serves.
@@ -19,15 +21,40 @@ pub struct Routes {
     pub ticker_symbols: Vec<String>,
     /// Topics one hub connection may hold (default 64).
     pub max_topics_per_conn: usize,
-    /// Output a subscriber may have queued before its policy applies
+    /// Output a hub subscriber may have queued before its policy applies
     /// (default 1 MiB).
     pub max_backpressure: usize,
+    /// The same for ticker subscribers (default 64 KiB: a feed is worth
+    /// little once it is late).
+    pub ticker_max_backpressure: usize,
+    /// Kernel send buffer of ticker subscribers (default 64 KiB; 0: the
+    /// kernel's autotuning, which lets a slow reader buffer seconds of
+    /// ticks before conflation can start).
+    pub ticker_send_buffer: usize,
     /// Policy for hub subscribers (default disconnect: a chat or event
     /// stream must not silently lose messages).
     pub hub_backpressure: Backpressure,
     /// Policy for ticker subscribers (default conflate: a slow client gets
     /// the latest price per symbol, not a backlog).
     pub ticker_backpressure: Backpressure,
+}
+
+impl Routes {
+    /// The backpressure limit of hub subscribers.
+    pub(crate) fn hub_limit(&self) -> Limit {
+        Limit {
+            policy: self.hub_backpressure,
+            bound: self.max_backpressure,
+        }
+    }
+
+    /// The backpressure limit of ticker subscribers.
+    pub(crate) fn ticker_limit(&self) -> Limit {
+        Limit {
+            policy: self.ticker_backpressure,
+            bound: self.ticker_max_backpressure,
+        }
+    }
 }
 
 impl Default for Routes {
@@ -38,6 +65,8 @@ impl Default for Routes {
             ticker_symbols: Vec::new(),
             max_topics_per_conn: 64,
             max_backpressure: 1 << 20,
+            ticker_max_backpressure: 64 << 10,
+            ticker_send_buffer: 64 << 10,
             hub_backpressure: Backpressure::Disconnect,
             ticker_backpressure: Backpressure::Conflate,
         }
@@ -100,6 +129,8 @@ pub struct Config {
     pub routes: Routes,
     /// Ticks per second per symbol of the ticker feed, when it runs.
     pub ticker_rate: f64,
+    /// Relay hub publishes to other nodes through Redis.
+    pub redis: Option<RedisConfig>,
 }
 
 impl Default for Config {
@@ -119,6 +150,7 @@ impl Default for Config {
             admission: AdmissionConfig::default(),
             routes: Routes::default(),
             ticker_rate: 1000.0,
+            redis: None,
         }
     }
 }

@@ -40,10 +40,12 @@
 //!   and each subscriber gets one write. Slow subscribers are disconnected
 //!   (1013) or conflated (latest value per key) by route policy. Also the
 //!   hub route's JSON protocol and the ticker feed.
+//! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
 
 pub mod admission;
+pub mod bridge;
 mod buf;
 pub mod cli;
 pub mod config;

@@ -195,6 +195,9 @@ impl Metrics {
             hub.stats.published.load(Ordering::Relaxed),
             hub.stats.inbox_dropped.load(Ordering::Relaxed)
         );
+        if hub.bridged() {
+            hub.bridge.render(&mut out);
+        }
         let _ = writeln!(
             out,
             "# HELP surge_info Build and runtime facts.\n# TYPE surge_info gauge\nsurge_info{{backend=\"{}\",unmask=\"{}\"}} 1",

@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::admission::policy::Policy;
 use crate::admission::AdmissionConfig;
+use crate::bridge::redis::RedisConfig;
 use crate::config::{Backend, Config, Routes};
 use crate::pubsub::Backpressure;
 use crate::shard::spawn::Server;
@@ -108,9 +109,15 @@ struct RuntimeFlags {
 #[derive(Debug, Args)]
 #[command(next_help_heading = "Pub/sub")]
 struct PubSubFlags {
-    /// Output bytes a subscriber may have queued before its route's policy applies.
+    /// Output bytes a hub subscriber may have queued before its policy applies.
     #[arg(long, default_value_t = 1 << 20)]
     max_backpressure: usize,
+    /// The same for ticker subscribers.
+    #[arg(long, default_value_t = 64 << 10)]
+    ticker_max_backpressure: usize,
+    /// Kernel send buffer of ticker subscribers in bytes (0: kernel autotuning).
+    #[arg(long, default_value_t = 64 << 10)]
+    ticker_send_buffer: usize,
     /// What happens to a slow hub subscriber.
     #[arg(long, value_enum, default_value_t = Backpressure::Disconnect)]
     hub_backpressure: Backpressure,
@@ -120,6 +127,13 @@ struct PubSubFlags {
     /// Topics one hub connection may subscribe to.
     #[arg(long, default_value_t = 64)]
     max_topics_per_conn: usize,
+    /// Relay hub publishes to and from other nodes through this Redis
+    /// (redis://HOST:PORT[/DB]).
+    #[arg(long, value_name = "URL")]
+    redis_url: Option<String>,
+    /// Prefix of the Redis channels: hub topic T is channel PREFIX T.
+    #[arg(long, default_value = "surge:")]
+    redis_prefix: String,
 }
 
 /// Admission control: caps, pacing, tarpit, client addresses, policy.
@@ -250,8 +264,14 @@ impl RuntimeFlags {
             drain: Duration::from_millis(self.drain_ms),
             proxy_listen: self.admission.proxy_listen.clone(),
             admission: self.admission.into_config()?,
+            redis: self.pubsub.redis_url.clone().map(|url| RedisConfig {
+                url,
+                prefix: self.pubsub.redis_prefix.clone(),
+            }),
             routes: Routes {
                 max_backpressure: self.pubsub.max_backpressure,
+                ticker_max_backpressure: self.pubsub.ticker_max_backpressure,
+                ticker_send_buffer: self.pubsub.ticker_send_buffer,
                 hub_backpressure: self.pubsub.hub_backpressure,
                 ticker_backpressure: self.pubsub.ticker_backpressure,
                 max_topics_per_conn: self.pubsub.max_topics_per_conn,

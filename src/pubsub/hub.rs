@@ -6,8 +6,11 @@
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, OnceLock};
+
+use crate::bridge::redis::{Outgoing, Relay};
+use crate::bridge::BridgeStats;
 
 use crate::protocol::frame::{encode_frame, OpCode};
 
@@ -54,6 +57,10 @@ pub struct Hub {
     shards: Box<[ShardInbox]>,
     /// Publishing counters.
     pub stats: HubStats,
+    /// Relays hub publishes to other nodes, when a bridge is configured.
+    relay: OnceLock<Relay>,
+    /// The bridge's counters (zero without one).
+    pub bridge: Arc<BridgeStats>,
 }
 
 /// A shard's end of its inbox.
@@ -89,6 +96,8 @@ impl Hub {
             Arc::new(Self {
                 shards: inboxes.into_boxed_slice(),
                 stats: HubStats::default(),
+                relay: OnceLock::new(),
+                bridge: Arc::default(),
             }),
             receivers,
         ))
@@ -110,8 +119,30 @@ impl Hub {
         out.into()
     }
 
-    /// Publishes one message to `topic`.
-    pub fn publish(&self, topic: &str, opcode: OpCode, payload: &[u8]) {
+    /// Routes hub publishes to other nodes from now on.
+    pub fn set_relay(&self, relay: Relay) {
+        let _ = self.relay.set(relay);
+    }
+
+    /// Whether a bridge relays publishes to other nodes.
+    pub fn bridged(&self) -> bool {
+        self.relay.get().is_some()
+    }
+
+    /// Publishes `payload` to hub topic `name` on this node and, through
+    /// the bridge if there is one, on every other node.
+    pub fn publish_to_hub(&self, name: &str, payload: &[u8]) {
+        self.publish_local(&super::hub_topic(name), OpCode::Text, payload);
+        if let Some(relay) = self.relay.get() {
+            relay.forward(Outgoing {
+                topic: name.to_owned(),
+                payload: payload.to_vec(),
+            });
+        }
+    }
+
+    /// Publishes one message to `topic` on this node's shards.
+    pub fn publish_local(&self, topic: &str, opcode: OpCode, payload: &[u8]) {
         self.publish_batch(&[Delivery {
             topic: topic.into(),
             key: 0,
@@ -181,14 +212,9 @@ impl InboxReceiver {
     pub fn drain(&self, mut each: impl FnMut(Delivery)) {
         let inbox = &self.hub.shards[self.index];
         let mut n = 0;
-        loop {
-            match self.rx.try_recv() {
-                Ok(d) => {
-                    n += 1;
-                    each(d);
-                }
-                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
-            }
+        while let Ok(d) = self.rx.try_recv() {
+            n += 1;
+            each(d);
         }
         inbox.pending.fetch_sub(n, Ordering::Relaxed);
     }
@@ -212,7 +238,7 @@ mod tests {
             .map(|(i, rx)| hub.receiver(i, rx))
             .collect();
         for i in 0..3u8 {
-            hub.publish("t", OpCode::Text, &[b'a' + i]);
+            hub.publish_local("t", OpCode::Text, &[b'a' + i]);
         }
         for inbox in &inboxes {
             let mut counter = 0u64;
@@ -226,7 +252,7 @@ mod tests {
             assert_eq!(got, b"abc");
         }
         // The same frame bytes are shared, not copied per shard.
-        hub.publish("t", OpCode::Text, b"x");
+        hub.publish_local("t", OpCode::Text, b"x");
         let mut frames = Vec::new();
         for inbox in &inboxes {
             inbox.drain(|d| frames.push(d.frame));

@@ -16,3 +16,9 @@ pub mod ticker;
 pub(crate) mod topics;
 
 pub use topics::Backpressure;
+
+/// Hub topics live in their own namespace, so a hub client can neither
+/// read nor forge the ticker's raw feed.
+pub fn hub_topic(name: &str) -> String {
+    format!("hub:{name}")
+}

@@ -28,6 +28,15 @@ pub enum Backpressure {
     Conflate,
 }
 
+/// How a subscriber is treated when it falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit {
+    /// What happens past the bound.
+    pub(crate) policy: Backpressure,
+    /// Queued output bytes allowed.
+    pub(crate) bound: usize,
+}
+
 /// Keys a topic remembers for snapshots; beyond it, new keys replace the
 /// oldest, so a topic cannot grow without bound.
 pub(crate) const MAX_KEYS_PER_TOPIC: usize = 4096;
@@ -36,7 +45,7 @@ pub(crate) const MAX_KEYS_PER_TOPIC: usize = 4096;
 struct Member {
     key: usize,
     generation: u32,
-    policy: Backpressure,
+    limit: Limit,
     /// Skipped at least one batch: owes a snapshot.
     behind: bool,
 }
@@ -125,7 +134,7 @@ impl Topics {
         key: usize,
         generation: u32,
         name: &str,
-        policy: Backpressure,
+        limit: Limit,
         subs: &mut Vec<(u32, u32)>,
         max: usize,
     ) -> Result<(), SubscribeError> {
@@ -154,7 +163,7 @@ impl Topics {
         let slot = self.topics[id as usize].members.insert(Member {
             key,
             generation,
-            policy,
+            limit,
             behind: false,
         }) as u32;
         subs.push((id, slot));
@@ -220,13 +229,8 @@ impl Topics {
     }
 
     /// Hands this turn's batches to every subscriber, applying each one's
-    /// backpressure policy against `bound` queued bytes.
-    pub(crate) fn fan_out<C: Subscriber>(
-        &mut self,
-        conns: &mut Slab<C>,
-        bound: usize,
-        out: &mut FanOut,
-    ) {
+    /// backpressure limit.
+    pub(crate) fn fan_out<C: Subscriber>(&mut self, conns: &mut Slab<C>, out: &mut FanOut) {
         for id in std::mem::take(&mut self.dirty) {
             let Some(topic) = self.topics.get_mut(id as usize) else {
                 continue;
@@ -245,6 +249,7 @@ impl Topics {
                     continue;
                 }
                 let backlog = conn.backlog();
+                let bound = m.limit.bound;
                 if m.behind {
                     // Catch up with the latest value per key, once the
                     // backlog has drained to half the bound.
@@ -266,7 +271,7 @@ impl Topics {
                     continue;
                 }
                 if backlog + batch.len() > bound {
-                    match m.policy {
+                    match m.limit.policy {
                         Backpressure::Conflate => {
                             m.behind = true;
                             self.stats.conflated += u64::from(count);
@@ -302,6 +307,15 @@ impl Topics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DROP: Limit = Limit {
+        policy: Backpressure::Disconnect,
+        bound: 100,
+    };
+    const CONFLATE: Limit = Limit {
+        policy: Backpressure::Conflate,
+        bound: 100,
+    };
 
     #[derive(Default)]
     struct Fake {
@@ -341,17 +355,11 @@ mod tests {
         let a = conns.insert(Fake::default());
         let b = conns.insert(Fake::default());
         let (mut sa, mut sb) = (Vec::new(), Vec::new());
-        topics
-            .subscribe(a, 0, "t", Backpressure::Disconnect, &mut sa, 8)
-            .unwrap();
-        topics
-            .subscribe(b, 0, "t", Backpressure::Disconnect, &mut sb, 8)
-            .unwrap();
-        topics
-            .subscribe(b, 0, "u", Backpressure::Disconnect, &mut sb, 8)
-            .unwrap();
+        topics.subscribe(a, 0, "t", DROP, &mut sa, 8).unwrap();
+        topics.subscribe(b, 0, "t", DROP, &mut sb, 8).unwrap();
+        topics.subscribe(b, 0, "u", DROP, &mut sb, 8).unwrap();
         assert_eq!(
-            topics.subscribe(b, 0, "u", Backpressure::Disconnect, &mut sb, 8),
+            topics.subscribe(b, 0, "u", DROP, &mut sb, 8),
             Err(SubscribeError::Duplicate)
         );
         for d in [
@@ -363,7 +371,7 @@ mod tests {
         }
         topics.accept(&delivery("nobody", 0, b"?"));
         let mut out = FanOut::default();
-        topics.fan_out(&mut conns, 1 << 20, &mut out);
+        topics.fan_out(&mut conns, &mut out);
         assert_eq!(conns[a].got, b"12");
         assert_eq!(conns[b].got, b"12x");
         assert_eq!(topics.stats.delivered, 5);
@@ -381,12 +389,10 @@ mod tests {
         let mut topics = Topics::default();
         let mut subs = Vec::new();
         for name in ["a", "b"] {
-            topics
-                .subscribe(0, 0, name, Backpressure::Disconnect, &mut subs, 2)
-                .unwrap();
+            topics.subscribe(0, 0, name, DROP, &mut subs, 2).unwrap();
         }
         assert_eq!(
-            topics.subscribe(0, 0, "c", Backpressure::Disconnect, &mut subs, 2),
+            topics.subscribe(0, 0, "c", DROP, &mut subs, 2),
             Err(SubscribeError::TooManyTopics)
         );
         assert_eq!(
@@ -404,31 +410,29 @@ mod tests {
         let rude = conns.insert(Fake::default());
         let (mut s1, mut s2) = (Vec::new(), Vec::new());
         topics
-            .subscribe(slow, 0, "px", Backpressure::Conflate, &mut s1, 8)
+            .subscribe(slow, 0, "px", CONFLATE, &mut s1, 8)
             .unwrap();
-        topics
-            .subscribe(rude, 0, "px", Backpressure::Disconnect, &mut s2, 8)
-            .unwrap();
+        topics.subscribe(rude, 0, "px", DROP, &mut s2, 8).unwrap();
         conns[slow].backlog = 100;
         conns[rude].backlog = 100;
         let mut out = FanOut::default();
         for (key, byte) in [(1, b"a"), (2, b"b"), (1, b"c")] {
             topics.accept(&delivery("px", key, byte));
         }
-        topics.fan_out(&mut conns, 100, &mut out);
+        topics.fan_out(&mut conns, &mut out);
         assert!(conns[slow].got.is_empty());
         assert_eq!(out.overloaded, [rude]);
         assert_eq!(topics.stats.conflated, 3);
         // Still behind: nothing. Caught up: the latest per key, once.
         topics.accept(&delivery("px", 2, b"d"));
-        topics.fan_out(&mut conns, 100, &mut out);
+        topics.fan_out(&mut conns, &mut out);
         assert!(conns[slow].got.is_empty());
         conns[slow].backlog = 0;
         topics.accept(&delivery("px", 1, b"e"));
-        topics.fan_out(&mut conns, 100, &mut out);
+        topics.fan_out(&mut conns, &mut out);
         assert_eq!(conns[slow].got, b"ed");
         topics.accept(&delivery("px", 1, b"f"));
-        topics.fan_out(&mut conns, 100, &mut out);
+        topics.fan_out(&mut conns, &mut out);
         assert_eq!(conns[slow].got, b"edf");
         assert_eq!(topics.snapshot("px").unwrap(), b"fd");
     }

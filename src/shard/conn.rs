@@ -21,8 +21,8 @@ use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
 use crate::pubsub::hub::SharedFrame;
 use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest};
-use crate::pubsub::ticker;
 use crate::pubsub::topics::SubscribeError;
+use crate::pubsub::{hub_topic, ticker};
 
 /// What a connection consults and counts into while processing input.
 #[derive(Debug)]
@@ -316,10 +316,16 @@ impl Session {
                         limits.key,
                         generation,
                         &topic,
-                        routes.ticker_backpressure,
+                        routes.ticker_limit(),
                         subs,
                         usize::MAX,
                     );
+                    if routes.ticker_send_buffer != 0 {
+                        let socket = socket2::SockRef::from(&limits.socket);
+                        if let Err(e) = socket.set_send_buffer_size(routes.ticker_send_buffer) {
+                            tracing::debug!("cannot size a feed's send buffer: {e}");
+                        }
+                    }
                 }
                 let (used, next) = self.process_frames(&mut input[head_len..], limits);
                 let next = if next == Next::Continue {
@@ -545,12 +551,6 @@ fn route_for(path: &str, routes: &Routes) -> Option<(Route, Option<String>)> {
     (routes.echo_everywhere || path == "/echo").then_some((Route::Echo, None))
 }
 
-/// Hub topics live in their own namespace, so a hub client can neither
-/// read nor forge the ticker's raw feed.
-fn hub_topic(name: &str) -> String {
-    format!("hub:{name}")
-}
-
 /// Carries out one hub request; the reply to send, if any.
 fn hub_request(
     opcode: OpCode,
@@ -576,7 +576,7 @@ fn hub_request(
                     limits.key,
                     generation,
                     &hub_topic(name),
-                    routes.hub_backpressure,
+                    routes.hub_limit(),
                     subs,
                     routes.max_topics_per_conn,
                 );
@@ -597,10 +597,7 @@ fn hub_request(
         }
         HubRequest::Publish { topic, data } => {
             let text = pubsub_protocol::message(&topic, &data);
-            limits
-                .pubsub
-                .hub()
-                .publish(&hub_topic(&topic), OpCode::Text, text.as_bytes());
+            limits.pubsub.hub().publish_to_hub(&topic, text.as_bytes());
             None
         }
     }

@@ -64,13 +64,13 @@ impl PubSub {
     /// Takes what the inbox holds into this turn's batches and fans them
     /// out; returns the connections with new output and the slow consumers
     /// to close.
-    pub(crate) fn pump<C: Outlet>(&mut self, conns: &mut Slab<C>, bound: usize) -> FanOut {
+    pub(crate) fn pump<C: Outlet>(&mut self, conns: &mut Slab<C>) -> FanOut {
         if self.woken {
             self.woken = false;
             self.inbox.rearm();
             let topics = &mut self.topics;
             self.inbox.drain(|d| topics.accept(&d));
-            self.topics.fan_out(conns, bound, &mut self.fan_out);
+            self.topics.fan_out(conns, &mut self.fan_out);
         }
         std::mem::take(&mut self.fan_out)
     }

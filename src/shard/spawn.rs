@@ -118,6 +118,15 @@ impl Server {
                 Err(_) => return Err(io::Error::other("a shard died while starting")),
             }
         }
+        if let Some(redis) = &config.redis {
+            let relay = crate::bridge::redis::start(
+                redis.clone(),
+                Arc::clone(&hub),
+                Arc::clone(&hub.bridge),
+            )
+            .map_err(io::Error::other)?;
+            hub.set_relay(relay);
+        }
         if !config.routes.ticker_symbols.is_empty() {
             crate::pubsub::ticker::spawn(
                 Arc::clone(&hub),

@@ -135,75 +135,6 @@ impl Spill {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn frame(b: &[u8]) -> SharedFrame {
-        b.to_vec().into()
-    }
-
-    /// Writes everything `chunk` bytes at a time, as a driver would.
-    fn write_all(spill: &mut Spill, out: &mut Vec<u8>, chunk: usize) -> Vec<u8> {
-        let mut wire = Vec::new();
-        let mut pos = 0;
-        loop {
-            let mut slices = Vec::new();
-            spill.io_slices(pos, out, 64, &mut slices);
-            let flat: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
-            if flat.is_empty() {
-                return wire;
-            }
-            let n = flat.len().min(chunk);
-            wire.extend_from_slice(&flat[..n]);
-            pos = spill.advance(pos, n, |_| {});
-            if spill.queue.is_empty() && pos == out.len() {
-                out.clear();
-                return wire;
-            }
-        }
-    }
-
-    #[test]
-    fn bytes_leave_in_the_order_they_were_produced() {
-        for chunk in [1, 2, 3, 5, 100] {
-            let mut spill = Spill::default();
-            let mut out = b"ab".to_vec();
-            spill.push_shared(&mut out, frame(b"CDE"));
-            out.extend_from_slice(b"fg");
-            spill.push_shared(&mut out, frame(b"H"));
-            out.extend_from_slice(b"ij");
-            assert_eq!(spill.queued, 2 + 3 + 2 + 1);
-            assert_eq!(
-                write_all(&mut spill, &mut out, chunk),
-                b"abCDEfgHij",
-                "{chunk}"
-            );
-            assert_eq!(spill.queued, 0);
-        }
-    }
-
-    #[test]
-    fn dropping_unsent_frames_keeps_a_started_head_and_owned_bytes() {
-        let mut spill = Spill::default();
-        let mut out = Vec::new();
-        spill.push_shared(&mut out, frame(b"AAAA"));
-        spill.push_shared(&mut out, frame(b"BBBB"));
-        out.extend_from_slice(b"close");
-        spill.seal(&mut out);
-        let pos = spill.advance(0, 2, |_| {});
-        spill.drop_unsent_shared(pos);
-        assert_eq!(spill.queued, 4 + 5);
-        assert_eq!(write_all_from(&mut spill, pos), b"AAclose");
-    }
-
-    fn write_all_from(spill: &mut Spill, pos: usize) -> Vec<u8> {
-        let mut slices = Vec::new();
-        spill.io_slices(pos, &[], 64, &mut slices);
-        slices.iter().flat_map(|s| s.iter().copied()).collect()
-    }
-}
-
 /// A vectored send in flight (io_uring): the segments it names and the
 /// iovec array and message header the kernel reads, all kept still until
 /// its completion.
@@ -277,5 +208,74 @@ fn empty_msghdr() -> libc::msghdr {
         msg_control: std::ptr::null_mut(),
         msg_controllen: 0,
         msg_flags: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(b: &[u8]) -> SharedFrame {
+        b.to_vec().into()
+    }
+
+    /// Writes everything `chunk` bytes at a time, as a driver would.
+    fn write_all(spill: &mut Spill, out: &mut Vec<u8>, chunk: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        let mut pos = 0;
+        loop {
+            let mut slices = Vec::new();
+            spill.io_slices(pos, out, 64, &mut slices);
+            let flat: Vec<u8> = slices.iter().flat_map(|s| s.iter().copied()).collect();
+            if flat.is_empty() {
+                return wire;
+            }
+            let n = flat.len().min(chunk);
+            wire.extend_from_slice(&flat[..n]);
+            pos = spill.advance(pos, n, |_| {});
+            if spill.queue.is_empty() && pos == out.len() {
+                out.clear();
+                return wire;
+            }
+        }
+    }
+
+    #[test]
+    fn bytes_leave_in_the_order_they_were_produced() {
+        for chunk in [1, 2, 3, 5, 100] {
+            let mut spill = Spill::default();
+            let mut out = b"ab".to_vec();
+            spill.push_shared(&mut out, frame(b"CDE"));
+            out.extend_from_slice(b"fg");
+            spill.push_shared(&mut out, frame(b"H"));
+            out.extend_from_slice(b"ij");
+            assert_eq!(spill.queued, 2 + 3 + 2 + 1);
+            assert_eq!(
+                write_all(&mut spill, &mut out, chunk),
+                b"abCDEfgHij",
+                "{chunk}"
+            );
+            assert_eq!(spill.queued, 0);
+        }
+    }
+
+    #[test]
+    fn dropping_unsent_frames_keeps_a_started_head_and_owned_bytes() {
+        let mut spill = Spill::default();
+        let mut out = Vec::new();
+        spill.push_shared(&mut out, frame(b"AAAA"));
+        spill.push_shared(&mut out, frame(b"BBBB"));
+        out.extend_from_slice(b"close");
+        spill.seal(&mut out);
+        let pos = spill.advance(0, 2, |_| {});
+        spill.drop_unsent_shared(pos);
+        assert_eq!(spill.queued, 4 + 5);
+        assert_eq!(write_all_from(&mut spill, pos), b"AAclose");
+    }
+
+    fn write_all_from(spill: &mut Spill, pos: usize) -> Vec<u8> {
+        let mut slices = Vec::new();
+        spill.io_slices(pos, &[], 64, &mut slices);
+        slices.iter().flat_map(|s| s.iter().copied()).collect()
     }
 }

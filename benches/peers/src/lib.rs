@@ -16,3 +16,13 @@ pub fn listen_addr() -> SocketAddr {
 pub fn ready(name: &str, addr: SocketAddr) {
     eprintln!("{name} listening on {addr}");
 }
+
+/// The value of `--NAME VALUE`, parsed, or `default`.
+pub fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
+    let flag = format!("--{name}");
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .find(|w| w[0] == flag)
+        .map_or(Some(default), |w| w[1].parse().ok())
+        .unwrap_or_else(|| panic!("{flag}: bad value"))
+}

@@ -664,8 +664,7 @@ impl UringLoop {
 
     /// Hands this turn's published messages to subscribers.
     fn fan_out(&mut self) {
-        let bound = self.shared.config.routes.max_backpressure;
-        let fan_out = self.pubsub.pump(&mut self.conns, bound);
+        let fan_out = self.pubsub.pump(&mut self.conns);
         for &key in &fan_out.written {
             self.mark_dirty(key);
         }

@@ -1,0 +1,68 @@
+//! Bridges between surge nodes. With several nodes behind a load balancer,
+//! a message published on one must reach subscribers on all of them; the
+//! Redis bridge relays hub publishes through Redis pub/sub.
+
+pub mod redis;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bridge counters, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct BridgeStats {
+    /// 1 while both Redis connections are up.
+    pub connected: AtomicU64,
+    /// Connections re-established after a failure.
+    pub reconnects: AtomicU64,
+    /// Local publishes relayed to Redis.
+    pub sent: AtomicU64,
+    /// Messages from other nodes delivered here.
+    pub received: AtomicU64,
+    /// Local publishes that could not be relayed (Redis down, or the relay
+    /// queue full): other nodes never saw them.
+    pub lost: AtomicU64,
+}
+
+impl BridgeStats {
+    /// The Prometheus families.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        for (name, kind, help, value) in [
+            (
+                "surge_bridge_connected",
+                "gauge",
+                "1 while the Redis bridge is connected.",
+                get(&self.connected),
+            ),
+            (
+                "surge_bridge_reconnects_total",
+                "counter",
+                "Redis connections re-established.",
+                get(&self.reconnects),
+            ),
+            (
+                "surge_bridge_sent_total",
+                "counter",
+                "Local publishes relayed to Redis.",
+                get(&self.sent),
+            ),
+            (
+                "surge_bridge_received_total",
+                "counter",
+                "Messages from other nodes delivered here.",
+                get(&self.received),
+            ),
+            (
+                "surge_bridge_lost_total",
+                "counter",
+                "Local publishes other nodes never saw.",
+                get(&self.lost),
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
+        }
+    }
+}

@@ -1,0 +1,257 @@
+//! The Redis bridge: hub topic `T` is Redis channel `PREFIX T`.
+//!
+//! Two threads, neither ever blocks a shard:
+//! - the relay takes local publishes from a bounded queue and PUBLISHes
+//!   them, pipelined, many per round trip;
+//! - the listener PSUBSCRIBEs to `PREFIX*` and hands what other nodes
+//!   published to the hub, which delivers it to local subscribers.
+//!
+//! Each relayed message starts with the publishing node's id and a newline,
+//! so a node skips its own messages when Redis echoes them back (local
+//! subscribers got them at once, Redis or not). When Redis goes away both
+//! threads reconnect with jittered exponential backoff, logging each
+//! failure; local publishes meanwhile are counted as lost, since Redis
+//! pub/sub keeps nothing for a subscriber that is not there.
+
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::BridgeStats;
+use crate::admission::jitter::Jitter;
+use crate::protocol::frame::OpCode;
+use crate::pubsub::hub::Hub;
+
+/// Local publishes waiting for the relay; beyond it they are lost.
+const RELAY_QUEUE: usize = 64 * 1024;
+/// Most messages one pipelined round trip carries.
+const PIPELINE: usize = 1024;
+
+/// Where and how to bridge.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://HOST:PORT[/DB]`.
+    pub url: String,
+    /// Channel prefix (default `surge:`).
+    pub prefix: String,
+}
+
+/// A local publish on its way to Redis.
+#[derive(Debug)]
+pub struct Outgoing {
+    /// The hub topic, without namespace.
+    pub topic: String,
+    /// The message as subscribers receive it.
+    pub payload: Vec<u8>,
+}
+
+/// The local end: hand it publishes to relay.
+#[derive(Debug)]
+pub struct Relay {
+    tx: SyncSender<Outgoing>,
+    stats: Arc<BridgeStats>,
+}
+
+impl Relay {
+    /// Queues a local publish for the other nodes; never blocks.
+    pub fn forward(&self, message: Outgoing) {
+        match self.tx.try_send(message) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// Starts both threads; returns the relay handle.
+pub fn start(config: RedisConfig, hub: Arc<Hub>, stats: Arc<BridgeStats>) -> Result<Relay, String> {
+    let client = redis::Client::open(config.url.as_str())
+        .map_err(|e| format!("--redis-url {}: {e}", config.url))?;
+    let node = format!(
+        "{:016x}",
+        Jitter::new(std::process::id().into()).below(u64::MAX)
+    );
+    let (tx, rx) = mpsc::sync_channel(RELAY_QUEUE);
+    {
+        let (client, config, node, stats) = (
+            client.clone(),
+            config.clone(),
+            node.clone(),
+            Arc::clone(&stats),
+        );
+        std::thread::Builder::new()
+            .name("surge-bridge-out".into())
+            .spawn(move || relay(&client, &config, &node, &rx, &stats))
+            .map_err(|e| e.to_string())?;
+    }
+    {
+        let stats = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name("surge-bridge-in".into())
+            .spawn(move || listen(&client, &config, &node, &hub, &stats))
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(Relay { tx, stats })
+}
+
+/// Waits before the next attempt: 100 ms doubling to 5 s, jittered.
+struct Backoff {
+    next: Duration,
+    jitter: Jitter,
+}
+
+impl Backoff {
+    fn new() -> Self {
+        Self {
+            next: Duration::from_millis(100),
+            jitter: Jitter::new(3),
+        }
+    }
+
+    fn wait(&mut self) {
+        std::thread::sleep(self.jitter.around(self.next));
+        self.next = (self.next * 2).min(Duration::from_secs(5));
+    }
+
+    fn reset(&mut self) {
+        self.next = Duration::from_millis(100);
+    }
+}
+
+fn relay(
+    client: &redis::Client,
+    config: &RedisConfig,
+    node: &str,
+    rx: &Receiver<Outgoing>,
+    stats: &BridgeStats,
+) {
+    let mut backoff = Backoff::new();
+    let mut failed_before = false;
+    loop {
+        let mut conn = match client.get_connection_with_timeout(Duration::from_secs(2)) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!("redis bridge (publish): cannot connect: {e}; retrying");
+                failed_before = true;
+                drop_pending(rx, stats);
+                backoff.wait();
+                continue;
+            }
+        };
+        if failed_before {
+            stats.reconnects.fetch_add(1, Ordering::Relaxed);
+            tracing::info!("redis bridge (publish): reconnected");
+        }
+        backoff.reset();
+        loop {
+            let first = match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(m) => m,
+                Err(RecvTimeoutError::Timeout) => {
+                    // An idle link: check it is still there.
+                    if redis::cmd("PING").query::<String>(&mut conn).is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return,
+            };
+            let mut batch = vec![first];
+            while batch.len() < PIPELINE {
+                match rx.try_recv() {
+                    Ok(m) => batch.push(m),
+                    Err(_) => break,
+                }
+            }
+            let mut pipe = redis::pipe();
+            for m in &batch {
+                let mut body = Vec::with_capacity(node.len() + 1 + m.payload.len());
+                body.extend_from_slice(node.as_bytes());
+                body.push(b'\n');
+                body.extend_from_slice(&m.payload);
+                pipe.cmd("PUBLISH")
+                    .arg(format!("{}{}", config.prefix, m.topic))
+                    .arg(body)
+                    .ignore();
+            }
+            if let Err(e) = pipe.query::<()>(&mut conn) {
+                tracing::warn!(
+                    "redis bridge (publish): {e}; {} message(s) lost",
+                    batch.len()
+                );
+                stats.lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                break;
+            }
+            stats.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        }
+        failed_before = true;
+        stats.connected.store(0, Ordering::Relaxed);
+        backoff.wait();
+    }
+}
+
+/// While Redis is unreachable, queued publishes cannot be relayed.
+fn drop_pending(rx: &Receiver<Outgoing>, stats: &BridgeStats) {
+    let mut n = 0;
+    while rx.try_recv().is_ok() {
+        n += 1;
+    }
+    stats.lost.fetch_add(n, Ordering::Relaxed);
+}
+
+fn listen(
+    client: &redis::Client,
+    config: &RedisConfig,
+    node: &str,
+    hub: &Hub,
+    stats: &BridgeStats,
+) {
+    let mut backoff = Backoff::new();
+    let mut failed_before = false;
+    let pattern = format!("{}*", config.prefix);
+    loop {
+        let result = (|| -> redis::RedisResult<()> {
+            let mut conn = client.get_connection_with_timeout(Duration::from_secs(2))?;
+            let mut pubsub = conn.as_pubsub();
+            pubsub.psubscribe(&pattern)?;
+            pubsub.set_read_timeout(Some(Duration::from_secs(1)))?;
+            if failed_before {
+                stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                tracing::info!("redis bridge (subscribe): reconnected");
+            }
+            stats.connected.store(1, Ordering::Relaxed);
+            backoff.reset();
+            loop {
+                let msg = match pubsub.get_message() {
+                    Ok(m) => m,
+                    Err(e) if e.is_timeout() => continue,
+                    Err(e) => return Err(e),
+                };
+                let channel = msg.get_channel_name();
+                let Some(topic) = channel.strip_prefix(config.prefix.as_str()) else {
+                    continue;
+                };
+                let body = msg.get_payload_bytes();
+                let Some(nl) = body.iter().position(|&b| b == b'\n') else {
+                    continue;
+                };
+                if &body[..nl] == node.as_bytes() {
+                    continue;
+                }
+                stats.received.fetch_add(1, Ordering::Relaxed);
+                hub.publish_local(
+                    &crate::pubsub::hub_topic(topic),
+                    OpCode::Text,
+                    &body[nl + 1..],
+                );
+            }
+        })();
+        if let Err(e) = result {
+            tracing::warn!("redis bridge (subscribe): {e}; reconnecting");
+        }
+        stats.connected.store(0, Ordering::Relaxed);
+        failed_before = true;
+        backoff.wait();
+    }
+}
