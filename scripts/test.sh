@@ -19,8 +19,7 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "${PY_PACKAGES
 fi
 export SURGE_VENV="$VENV"
 
-# System packages a later test needs go here, e.g.:
-#   need_apt redis-server redis-server
+# System packages the tests need: a real redis-server for the bridge.
 need_apt() {
     local cmd=$1 pkg=$2
     if ! command -v "$cmd" >/dev/null 2>&1; then
@@ -28,6 +27,7 @@ need_apt() {
         apt-get update -qq && apt-get install -y -qq "$pkg"
     fi
 }
+need_apt redis-server redis-server
 
 echo "==> cargo fmt --check"
 cargo fmt --check
@@ -36,14 +36,15 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
-cargo test --release --test autobahn --test reset_stress
+cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood
 # The real-socket suite once more on every driver x shard combination;
 # tests that pin a driver or shard count themselves keep it.
 for backend in epoll uring; do
     for shards in 1 2; do
         echo "==> integration suite: backend=$backend shards=$shards"
         SURGE_TEST_BACKEND=$backend SURGE_TEST_SHARDS=$shards \
-            cargo test --release --test handshake --test framing --test python_websockets --test load
+            cargo test --release --test handshake --test framing --test python_websockets --test load \
+                --test admission
     done
 done
 echo "==> all tests passed"

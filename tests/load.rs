@@ -326,3 +326,22 @@ fn ticker(stream: TcpStream) {
     // Stay open until the client leaves.
     while ws.read().is_ok() {}
 }
+
+#[test]
+fn subscribe_mode_against_surge_ticker_sees_every_tick() {
+    let server = Server::start(&["ticker", "--symbols", "4", "--rate", "100"]);
+    let (r, all) = load(&[
+        "subscribe",
+        "--url",
+        &server.url("/ticker"),
+        "--conns",
+        "200",
+        "--duration",
+        "2",
+    ]);
+    assert_eq!((num(&r, "open"), num(&r, "errors")), (200, 0), "{all}");
+    assert_eq!(num(&r, "gaps"), 0, "{all}");
+    // 200 subscribers x 4 symbols x 100 Hz for 2 s, give or take a tick.
+    let msgs = num(&r, "msgs");
+    assert!((150_000..=170_000).contains(&msgs), "{msgs}: {all}");
+}

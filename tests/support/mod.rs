@@ -120,6 +120,11 @@ impl Server {
         server
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub(crate) fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }

@@ -1,0 +1,340 @@
+//! Pub/sub against real sockets and a real client (tungstenite): the hub's
+//! fan-out across shards, the ticker feed, subscription churn, and slow
+//! consumers under both backpressure policies, on both drivers.
+
+mod support;
+
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use support::{connect_from, metric, Server};
+use tungstenite::{Message, WebSocket};
+
+const BACKENDS: [&str; 2] = ["epoll", "uring"];
+
+type Ws = WebSocket<TcpStream>;
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+/// A tungstenite client from source address `from` on `path`.
+fn client(from: IpAddr, addr: SocketAddr, path: &str) -> Ws {
+    let stream = connect_from(from, addr);
+    let url = format!("ws://{addr}{path}");
+    let (ws, response) = tungstenite::client(url.as_str(), stream).expect("upgrade");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+fn text(ws: &mut Ws) -> String {
+    loop {
+        match ws.read().expect("read") {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
+fn send(ws: &mut Ws, json: &str) {
+    ws.send(Message::text(json)).expect("send");
+}
+
+fn subscribe(ws: &mut Ws, topics: &str) {
+    send(ws, &format!(r#"{{"op":"subscribe","topics":[{topics}]}}"#));
+    let ack = text(ws);
+    assert!(ack.starts_with(r#"{"op":"subscribed""#), "{ack}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn wait_metric(addr: SocketAddr, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = metric(addr, name);
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} stuck at {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn every_subscriber_on_every_shard_gets_every_message_in_order() {
+    const MESSAGES: usize = 500;
+    for backend in BACKENDS {
+        let server = Server::start(&["serve", "--backend", backend, "--shards", "2"]);
+        let addr = server.addr;
+        let mut subscribers: Vec<Ws> = (0..40)
+            .map(|i| {
+                let mut ws = client(ip(2 + i % 8), addr, "/hub");
+                subscribe(&mut ws, r#""news","other""#);
+                ws
+            })
+            .collect();
+        wait_metric(addr, "surge_subscriptions", |v| v == 80);
+        let mut publisher = client(ip(20), addr, "/hub");
+        for i in 0..MESSAGES {
+            send(
+                &mut publisher,
+                &format!(r#"{{"op":"publish","topic":"news","data":{i}}}"#),
+            );
+        }
+        for ws in &mut subscribers {
+            for i in 0..MESSAGES {
+                assert_eq!(
+                    text(ws),
+                    format!(r#"{{"topic":"news","data":{i}}}"#),
+                    "{backend}"
+                );
+            }
+        }
+        // The publisher is not a subscriber and got nothing.
+        publisher
+            .get_mut()
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        assert!(publisher.read().is_err());
+        let delivered = metric(addr, "surge_pubsub_delivered_total");
+        assert_eq!(delivered, (40 * MESSAGES) as u64, "{backend}");
+    }
+}
+
+#[test]
+fn ticker_subscribers_get_every_tick_in_order() {
+    for backend in BACKENDS {
+        let server = Server::start(&[
+            "ticker",
+            "--backend",
+            backend,
+            "--shards",
+            "2",
+            "--symbols",
+            "4",
+            "--rate",
+            "200",
+        ]);
+        let addr = server.addr;
+        let mut all: Vec<Ws> = (0..10)
+            .map(|i| client(ip(2 + i), addr, "/ticker"))
+            .collect();
+        let mut one: Vec<Ws> = (0..4)
+            .map(|i| client(ip(2 + i), addr, "/ticker/MSFT"))
+            .collect();
+        let check = |ws: &mut Ws, ticks: usize, only: Option<&str>| {
+            let mut last = std::collections::HashMap::new();
+            for _ in 0..ticks {
+                let t = text(ws);
+                let f: Vec<&str> = t.split(' ').collect();
+                assert_eq!(f.len(), 4, "{t}");
+                if let Some(symbol) = only {
+                    assert_eq!(f[0], symbol);
+                }
+                let seq: u64 = f[1].parse().unwrap();
+                if let Some(prev) = last.insert(f[0].to_owned(), seq) {
+                    assert_eq!(seq, prev + 1, "{backend}: gap in {t}");
+                }
+            }
+            last.len()
+        };
+        for ws in &mut all {
+            assert_eq!(check(ws, 200, None), 4);
+        }
+        for ws in &mut one {
+            check(ws, 50, Some("MSFT"));
+        }
+        let unknown = tungstenite::client(
+            format!("ws://{addr}/ticker/NOPE").as_str(),
+            TcpStream::connect(addr).unwrap(),
+        );
+        assert!(unknown.is_err(), "an unknown symbol is a 404");
+    }
+}
+
+#[test]
+fn churning_100k_subscriptions_leaves_nothing_behind() {
+    let server = Server::start(&["serve", "--shards", "2"]);
+    let addr = server.addr;
+    let pid = server.pid();
+    let start_rss = rss_kib(pid);
+    let threads: Vec<_> = (0..8u8)
+        .map(|c| {
+            std::thread::spawn(move || {
+                let mut ws = client(ip(2 + c), addr, "/hub");
+                for round in 0..200 {
+                    let topics: Vec<String> =
+                        (0..64).map(|i| format!("\"t{c}-{round}-{i}\"")).collect();
+                    let list = topics.join(",");
+                    subscribe(&mut ws, &list);
+                    send(
+                        &mut ws,
+                        &format!(r#"{{"op":"unsubscribe","topics":[{list}]}}"#),
+                    );
+                    assert!(text(&mut ws).starts_with(r#"{"op":"unsubscribed""#));
+                }
+                // Some subscriptions are still held when the client vanishes.
+                subscribe(&mut ws, r#""kept-a","kept-b""#);
+                if c % 2 == 0 {
+                    support::reset(ws.get_ref().try_clone().unwrap());
+                }
+                drop(ws);
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    wait_metric(addr, "surge_subscriptions", |v| v == 0);
+    wait_metric(addr, "surge_topics", |v| v == 0);
+    let grown = rss_kib(pid).saturating_sub(start_rss);
+    assert!(
+        grown < 32 * 1024,
+        "RSS grew {grown} KiB over 102,400 subscriptions"
+    );
+}
+
+/// A subscriber that never reads: a small receive window, so the server
+/// sees it fall behind quickly.
+fn stalled(addr: SocketAddr, path: &str) -> Ws {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.bind(&SocketAddr::new(ip(30), 0).into()).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    let (ws, _) = tungstenite::client(format!("ws://{addr}{path}").as_str(), stream).unwrap();
+    ws
+}
+
+#[test]
+fn a_slow_hub_subscriber_is_disconnected_while_fast_ones_keep_up() {
+    const MESSAGES: usize = 3000;
+    for backend in BACKENDS {
+        let server = Server::start(&[
+            "serve",
+            "--backend",
+            backend,
+            "--shards",
+            "1",
+            "--max-backpressure",
+            "1048576",
+        ]);
+        let addr = server.addr;
+        let pid = server.pid();
+        let mut slow = stalled(addr, "/hub");
+        subscribe(&mut slow, r#""big""#);
+        let mut fast = client(ip(31), addr, "/hub");
+        subscribe(&mut fast, r#""big""#);
+        let rss_before = rss_kib(pid);
+        let payload = "x".repeat(8000);
+        let reader = std::thread::spawn(move || {
+            for i in 0..MESSAGES {
+                let t = text(&mut fast);
+                assert!(t.ends_with(&format!("{i}\"}}")), "message {i} out of order");
+            }
+        });
+        let mut publisher = client(ip(32), addr, "/hub");
+        for i in 0..MESSAGES {
+            send(
+                &mut publisher,
+                &format!(r#"{{"op":"publish","topic":"big","data":"{payload}{i}"}}"#),
+            );
+            // About 40 MB/s: well within what a reader that reads can take.
+            if i % 50 == 49 {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        reader
+            .join()
+            .expect("the fast reader got everything in order");
+        assert_eq!(
+            metric(addr, "surge_pubsub_disconnected_total"),
+            1,
+            "{backend}"
+        );
+        assert_eq!(metric(addr, "surge_admission_overload_closes_total"), 1);
+        // 24 MB went out; the stalled client's share did not pile up here.
+        let grown = rss_kib(pid).saturating_sub(rss_before);
+        assert!(grown < 16 * 1024, "{backend}: RSS grew {grown} KiB");
+        // Its socket is closed by the close timeout at the latest.
+        let mut raw = slow.get_ref().try_clone().unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut sink = vec![0u8; 1 << 16];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match raw.read(&mut sink) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => assert!(Instant::now() < deadline, "never closed"),
+            }
+        }
+    }
+}
+
+#[test]
+fn a_slow_ticker_subscriber_is_conflated_to_the_latest_prices() {
+    for backend in BACKENDS {
+        let server = Server::start(&[
+            "ticker",
+            "--backend",
+            backend,
+            "--shards",
+            "1",
+            "--symbols",
+            "8",
+            "--rate",
+            "1000",
+            "--ticker-max-backpressure",
+            "16384",
+            "--ticker-send-buffer",
+            "8192",
+        ]);
+        let addr = server.addr;
+        let pid = server.pid();
+        let mut slow = stalled(addr, "/ticker");
+        let mut fast = client(ip(33), addr, "/ticker");
+        let rss_before = rss_kib(pid);
+        // Two seconds of 8,000 ticks a second: the fast reader misses none.
+        let mut last = std::collections::HashMap::new();
+        let start = Instant::now();
+        let mut n = 0;
+        while start.elapsed() < Duration::from_secs(2) {
+            let t = text(&mut fast);
+            let f: Vec<&str> = t.split(' ').collect();
+            let seq: u64 = f[1].parse().unwrap();
+            if let Some(prev) = last.insert(f[0].to_owned(), seq) {
+                assert_eq!(seq, prev + 1, "{backend}: the fast reader lost {t}");
+            }
+            n += 1;
+        }
+        assert!(n > 8000, "{n} ticks in 2 s");
+        let conflated = metric(addr, "surge_pubsub_conflated_total");
+        assert!(conflated > 1000, "{backend}: {conflated}");
+        let grown = rss_kib(pid).saturating_sub(rss_before);
+        assert!(grown < 8 * 1024, "{backend}: RSS grew {grown} KiB");
+        // Reading again, the slow client catches up to current prices
+        // instead of replaying two seconds of backlog.
+        let newest = *last.values().max().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let t = text(&mut slow);
+            let seq: u64 = t.split(' ').nth(1).unwrap().parse().unwrap();
+            if seq >= newest {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{backend}: still replaying at {seq}"
+            );
+        }
+        assert!(metric(addr, "surge_pubsub_snapshots_total") >= 1);
+    }
+}
