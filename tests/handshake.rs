@@ -367,9 +367,28 @@ fn one_readiness_line_per_listener_and_all_of_them_serve() {
 }
 
 #[test]
-fn serve_runs_the_echo_server() {
+fn serve_routes_echo_hub_and_ticker_and_404s_the_rest() {
     let server = Server::start(&["serve"]);
-    let mut s = open_ws(server.addr);
+    let upgrade = |path: &str| {
+        let mut s = connect(server.addr);
+        s.write_all(upgrade_request(path, "").as_bytes()).unwrap();
+        (read_response_head(&mut s).0, s)
+    };
+    let (status, mut s) = upgrade("/echo");
+    assert_eq!(status, 101);
     s.write_all(&binary(b"served")).unwrap();
     assert_eq!(read_frame(&mut s), (0x82, b"served".to_vec()));
+    assert_eq!(upgrade("/hub").0, 101);
+    let (status, mut feed) = upgrade("/ticker/AAPL");
+    assert_eq!(status, 101);
+    let (op, tick) = read_frame(&mut feed);
+    assert_eq!(op, 0x81);
+    assert!(
+        tick.starts_with(b"AAPL "),
+        "{}",
+        String::from_utf8_lossy(&tick)
+    );
+    for path in ["/", "/other", "/ticker/NOPE"] {
+        assert_eq!(upgrade(path).0, 404, "{path}");
+    }
 }
