@@ -9,8 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Bridge counters, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct BridgeStats {
-    /// 1 while both Redis connections are up.
-    pub connected: AtomicU64,
+    /// 1 while the subscribing connection is up.
+    pub listening: AtomicU64,
+    /// 1 while the publishing connection is up.
+    pub relaying: AtomicU64,
     /// Connections re-established after a failure.
     pub reconnects: AtomicU64,
     /// Local publishes relayed to Redis.
@@ -23,6 +25,11 @@ pub struct BridgeStats {
 }
 
 impl BridgeStats {
+    /// 1 when both directions are connected.
+    pub fn connected(&self) -> u64 {
+        self.listening.load(Ordering::Relaxed) & self.relaying.load(Ordering::Relaxed)
+    }
+
     /// The Prometheus families.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
@@ -31,8 +38,8 @@ impl BridgeStats {
             (
                 "surge_bridge_connected",
                 "gauge",
-                "1 while the Redis bridge is connected.",
-                get(&self.connected),
+                "1 while both Redis connections are up.",
+                self.connected(),
             ),
             (
                 "surge_bridge_reconnects_total",

@@ -144,6 +144,7 @@ fn relay(
             stats.reconnects.fetch_add(1, Ordering::Relaxed);
             tracing::info!("redis bridge (publish): reconnected");
         }
+        stats.relaying.store(1, Ordering::Relaxed);
         backoff.reset();
         loop {
             let first = match rx.recv_timeout(Duration::from_secs(1)) {
@@ -186,7 +187,7 @@ fn relay(
             stats.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
         }
         failed_before = true;
-        stats.connected.store(0, Ordering::Relaxed);
+        stats.relaying.store(0, Ordering::Relaxed);
         backoff.wait();
     }
 }
@@ -220,7 +221,7 @@ fn listen(
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("redis bridge (subscribe): reconnected");
             }
-            stats.connected.store(1, Ordering::Relaxed);
+            stats.listening.store(1, Ordering::Relaxed);
             backoff.reset();
             loop {
                 let msg = match pubsub.get_message() {
@@ -250,7 +251,7 @@ fn listen(
         if let Err(e) = result {
             tracing::warn!("redis bridge (subscribe): {e}; reconnecting");
         }
-        stats.connected.store(0, Ordering::Relaxed);
+        stats.listening.store(0, Ordering::Relaxed);
         failed_before = true;
         backoff.wait();
     }
