@@ -55,7 +55,7 @@ fn receive_messages(c: &mut Criterion) {
             b.iter(|| {
                 buf.copy_from_slice(&wire);
                 let mut pos = 0;
-                while let Ok(step) = conn.receive(&mut buf[pos..], &mut out) {
+                while let Ok(step) = conn.receive(&mut buf[pos..], &mut out, None) {
                     if step.consumed == 0 {
                         break;
                     }
@@ -78,7 +78,7 @@ fn handshake_parse(c: &mut Criterion) {
                 .unwrap();
             let up = req.validate_upgrade().unwrap();
             out.clear();
-            up.encode_accept(&mut out, None);
+            up.encode_accept(&mut out, None, None);
             black_box(&out);
         });
     });

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::admission::AdmissionConfig;
 use crate::bridge::redis::RedisConfig;
+use crate::protocol::deflate::DeflatePolicy;
 use crate::pubsub::topics::Limit;
 use crate::pubsub::Backpressure;
 
@@ -34,6 +35,11 @@ pub struct Routes {
     /// Policy for hub subscribers (default disconnect: a chat or event
     /// stream must not silently lose messages).
     pub hub_backpressure: Backpressure,
+    /// permessage-deflate for /echo and /hub (default: without context
+    /// takeover, so idle connections hold no compression state).
+    pub deflate: DeflatePolicy,
+    /// Messages shorter than this are sent uncompressed (default 64 bytes).
+    pub deflate_threshold: usize,
     /// Policy for ticker subscribers (default conflate: a slow client gets
     /// the latest price per symbol, not a backlog).
     pub ticker_backpressure: Backpressure,
@@ -69,6 +75,8 @@ impl Default for Routes {
             ticker_send_buffer: 64 << 10,
             hub_backpressure: Backpressure::Disconnect,
             ticker_backpressure: Backpressure::Conflate,
+            deflate: DeflatePolicy::NoContextTakeover,
+            deflate_threshold: 64,
         }
     }
 }

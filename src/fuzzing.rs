@@ -38,7 +38,7 @@ pub fn handshake(data: &[u8]) {
                             .any(|t| t == p.as_bytes()));
                     }
                     let mut out = Vec::new();
-                    up.encode_accept(&mut out, protocol);
+                    up.encode_accept(&mut out, protocol, None);
                     let accept = accept_key(up.key);
                     assert!(out.windows(accept.len()).any(|w| w == accept));
                 }
@@ -71,7 +71,7 @@ fn drive(max_message: usize, data: &[u8], read_size: usize) -> Outcome {
         let mut buf = std::mem::take(&mut carry);
         let mut pos = 0;
         loop {
-            match conn.receive(&mut buf[pos..], &mut out) {
+            match conn.receive(&mut buf[pos..], &mut out, None) {
                 Ok(step) => {
                     pos += step.consumed;
                     match step.event {

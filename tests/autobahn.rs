@@ -1,7 +1,13 @@
 //! The Autobahn TestSuite cases (run by kosoku, the native Autobahn runner)
 //! against `surge echo`. Every case must be OK, NON-STRICT or INFORMATIONAL;
-//! a FAILED case, or no cases at all, fails the test. 12.* and 13.*
-//! (permessage-deflate) are excluded until the extension exists.
+//! a FAILED case, or no cases at all, fails the test.
+//!
+//! The permessage-deflate cases (12.* and 13.*, 216 of them, about three
+//! minutes) run on one shard of each driver in release builds. The server
+//! compresses every message there (`--deflate-threshold 0`): kosoku's
+//! deflate cases hash an uncompressed text echo as a Python str and error
+//! out, a harness bug, while sending small messages uncompressed is allowed
+//! and what surge does by default.
 
 mod support;
 
@@ -12,24 +18,32 @@ use std::time::Duration;
 
 use support::*;
 
-const EXCLUDED: [&str; 2] = ["12.*", "13.*"];
+const DEFLATE_CASES: [&str; 2] = ["12.*", "13.*"];
 const PASSING: [&str; 3] = ["OK", "NON-STRICT", "INFORMATIONAL"];
 
-fn run_suite(name: &str, server_args: &[&str]) {
-    let server = Server::start(server_args);
+fn run_suite(name: &str, server_args: &[&str], deflate: bool) {
+    // Debug builds compress too slowly for 216 cases of 1,000 messages.
+    let deflate = deflate && !cfg!(debug_assertions);
+    let mut args = server_args.to_vec();
+    if deflate {
+        args.extend(["--deflate-threshold", "0"]);
+    }
+    let server = Server::start(&args);
     let outdir = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target/autobahn")
         .join(name);
     let _ = std::fs::remove_dir_all(&outdir);
     let mut cmd = Command::new(venv().join("bin/kosoku"));
     cmd.arg(server.addr.to_string())
-        .args(["-p", "2", "-o"])
+        .args(["-p", "4", "-o"])
         .arg(&outdir);
-    for pattern in EXCLUDED {
-        cmd.args(["-x", pattern]);
+    if !deflate {
+        for pattern in DEFLATE_CASES {
+            cmd.args(["-x", pattern]);
+        }
     }
     // kosoku exits non-zero when a case fails; the report says which.
-    let out = output_within(&mut cmd, Duration::from_secs(600));
+    let out = output_within(&mut cmd, Duration::from_secs(900));
     println!("autobahn {name}: kosoku exited with {}", out.status);
     let index = outdir.join("index.json");
     let text = std::fs::read_to_string(&index).unwrap_or_else(|e| {
@@ -60,7 +74,8 @@ fn run_suite(name: &str, server_args: &[&str]) {
             println!("  {} {} (close {})", case.0, case.1, case.2);
         }
     }
-    assert!(report.len() > 250, "only {} cases ran", report.len());
+    let expected = if deflate { 500 } else { 250 };
+    assert!(report.len() > expected, "only {} cases ran", report.len());
     assert!(bad.is_empty(), "failing cases:\n{}", bad.join("\n"));
 }
 
@@ -101,20 +116,36 @@ fn parse_index(json: &str) -> Vec<(String, String, String)> {
 
 #[test]
 fn autobahn_epoll_one_shard() {
-    run_suite("epoll-1", &["echo", "--backend", "epoll", "--shards", "1"]);
+    run_suite(
+        "epoll-1",
+        &["echo", "--backend", "epoll", "--shards", "1"],
+        true,
+    );
 }
 
 #[test]
 fn autobahn_uring_one_shard() {
-    run_suite("uring-1", &["echo", "--backend", "uring", "--shards", "1"]);
+    run_suite(
+        "uring-1",
+        &["echo", "--backend", "uring", "--shards", "1"],
+        true,
+    );
 }
 
 #[test]
 fn autobahn_epoll_two_shards() {
-    run_suite("epoll-2", &["echo", "--backend", "epoll", "--shards", "2"]);
+    run_suite(
+        "epoll-2",
+        &["echo", "--backend", "epoll", "--shards", "2"],
+        false,
+    );
 }
 
 #[test]
 fn autobahn_uring_two_shards() {
-    run_suite("uring-2", &["echo", "--backend", "uring", "--shards", "2"]);
+    run_suite(
+        "uring-2",
+        &["echo", "--backend", "uring", "--shards", "2"],
+        false,
+    );
 }

@@ -10,6 +10,7 @@ use crate::admission::policy::Policy;
 use crate::admission::AdmissionConfig;
 use crate::bridge::redis::RedisConfig;
 use crate::config::{Backend, Config, Routes};
+use crate::protocol::deflate::DeflatePolicy;
 use crate::pubsub::Backpressure;
 use crate::shard::spawn::Server;
 
@@ -103,6 +104,13 @@ struct RuntimeFlags {
     admission: AdmissionFlags,
     #[command(flatten)]
     pubsub: PubSubFlags,
+    /// permessage-deflate: off, on (context takeover as offered), or
+    /// no-context-takeover (no compression state kept between messages).
+    #[arg(long, value_enum, default_value_t = DeflatePolicy::NoContextTakeover)]
+    deflate: DeflatePolicy,
+    /// Messages shorter than this many bytes are sent uncompressed.
+    #[arg(long, default_value_t = 64)]
+    deflate_threshold: usize,
 }
 
 /// Pub/sub limits and backpressure policies.
@@ -275,6 +283,8 @@ impl RuntimeFlags {
                 hub_backpressure: self.pubsub.hub_backpressure,
                 ticker_backpressure: self.pubsub.ticker_backpressure,
                 max_topics_per_conn: self.pubsub.max_topics_per_conn,
+                deflate: self.deflate,
+                deflate_threshold: self.deflate_threshold,
                 ..Routes::default()
             },
             ..defaults

@@ -6,8 +6,14 @@
 
 use super::close::{encode_close, CloseCode};
 use super::decoder::{Decoder, Event, Step};
+use super::deflate::PerMessageDeflate;
 use super::error::ProtocolError;
-use super::frame::{encode_frame, OpCode};
+use super::frame::{encode_compressed_frame, encode_frame, OpCode};
+
+thread_local! {
+    /// Where a message is compressed before its frame header is known.
+    static COMPRESSED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// Where the close handshake stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,10 +59,13 @@ impl ServerConn {
     ///
     /// A protocol violation writes the matching close frame to `out`, moves
     /// to [`State::Closed`] and is returned so the caller can log it.
+    /// `deflate` is the connection's permessage-deflate state, if it was
+    /// negotiated.
     pub fn receive<'b>(
         &mut self,
         input: &'b mut [u8],
         out: &mut Vec<u8>,
+        deflate: Option<&mut PerMessageDeflate>,
     ) -> Result<Step<'b>, ProtocolError> {
         if self.state == State::Closed {
             return Ok(Step {
@@ -64,7 +73,7 @@ impl ServerConn {
                 event: None,
             });
         }
-        let mut step = match self.decoder.decode(input) {
+        let mut step = match self.decoder.decode(input, deflate) {
             Ok(step) => step,
             Err(e) => {
                 if self.state == State::Open {
@@ -93,11 +102,30 @@ impl ServerConn {
 
     /// Writes a message frame to `out`; false once closing has begun, since
     /// no data may follow a close frame.
-    pub fn send(&self, out: &mut Vec<u8>, opcode: OpCode, payload: &[u8]) -> bool {
+    ///
+    /// With permessage-deflate, messages at or over its threshold go out
+    /// compressed.
+    pub fn send(
+        &self,
+        out: &mut Vec<u8>,
+        opcode: OpCode,
+        payload: &[u8],
+        deflate: Option<&mut PerMessageDeflate>,
+    ) -> bool {
         if self.state != State::Open {
             return false;
         }
-        encode_frame(out, true, opcode, payload);
+        match deflate {
+            Some(pmd) if pmd.wants(payload.len()) => {
+                COMPRESSED.with(|scratch| {
+                    let mut scratch = scratch.borrow_mut();
+                    scratch.clear();
+                    pmd.compress(payload, &mut scratch);
+                    encode_compressed_frame(out, opcode, &scratch);
+                });
+            }
+            _ => encode_frame(out, true, opcode, payload),
+        }
         true
     }
 

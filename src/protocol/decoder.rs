@@ -10,6 +10,7 @@
 use std::ops::Deref;
 
 use super::close::ClosePayload;
+use super::deflate::{InflateError, PerMessageDeflate};
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, HeaderError, OpCode, MAX_CONTROL_PAYLOAD};
 use super::mask::unmask;
@@ -68,6 +69,10 @@ impl Step<'_> {
     };
 }
 
+/// The RSV1 bit as `FrameHeader::rsv` holds it: "compressed" under
+/// permessage-deflate.
+const RSV1: u8 = 0b100;
+
 /// A data frame whose payload is still arriving.
 #[derive(Debug, Clone, Copy)]
 struct PartialFrame {
@@ -85,6 +90,8 @@ pub struct Decoder {
     frame: Option<PartialFrame>,
     /// Opcode of the message being assembled, if one is in progress.
     message: Option<OpCode>,
+    /// The message in progress is compressed (RSV1 on its first frame).
+    compressed: bool,
     assembled: Vec<u8>,
     utf8: Utf8Validator,
 }
@@ -96,6 +103,7 @@ impl Decoder {
             max_message,
             frame: None,
             message: None,
+            compressed: false,
             assembled: Vec::new(),
             utf8: Utf8Validator::new(),
         }
@@ -114,9 +122,17 @@ impl Decoder {
     /// Consumes input up to the next event. Call again with the unconsumed
     /// rest until a step consumes nothing and yields no event: then more
     /// input is needed.
-    pub fn decode<'b>(&mut self, input: &'b mut [u8]) -> Result<Step<'b>, ProtocolError> {
+    ///
+    /// `deflate` is the connection's permessage-deflate state when the
+    /// extension was negotiated: only then may a message's first frame set
+    /// RSV1, and such a message is inflated as it arrives.
+    pub fn decode<'b>(
+        &mut self,
+        input: &'b mut [u8],
+        deflate: Option<&mut PerMessageDeflate>,
+    ) -> Result<Step<'b>, ProtocolError> {
         if self.frame.is_some() {
-            return self.continue_frame(input, 0);
+            return self.continue_frame(input, 0, deflate);
         }
         let (header, head_len) = match FrameHeader::decode(input) {
             Ok(Some(parsed)) => parsed,
@@ -124,7 +140,10 @@ impl Decoder {
             Err(HeaderError::ReservedOpcode(op)) => return Err(ProtocolError::ReservedOpcode(op)),
             Err(HeaderError::LengthOverflow) => return Err(ProtocolError::LengthOverflow),
         };
-        if header.rsv != 0 {
+        let rsv1 = header.rsv == RSV1;
+        let rsv1_allowed =
+            deflate.is_some() && matches!(header.opcode, OpCode::Text | OpCode::Binary);
+        if header.rsv != 0 && !(rsv1 && rsv1_allowed) {
             return Err(ProtocolError::ReservedBits);
         }
         let key = header.mask.ok_or(ProtocolError::UnmaskedFrame)?;
@@ -147,6 +166,26 @@ impl Decoder {
         let len = header.payload_len as usize;
         let whole =
             header.fin && header.opcode != OpCode::Continuation && input.len() - head_len >= len;
+        if whole && rsv1 {
+            let payload = &mut input[head_len..head_len + len];
+            unmask(payload, key, 0);
+            let pmd = deflate.expect("RSV1 only with deflate");
+            let mut out = std::mem::take(&mut self.assembled);
+            let limit = self.max_message;
+            pmd.inflate(payload, &mut out, limit)
+                .and_then(|()| pmd.finish_inflate(&mut out, limit))
+                .map_err(|e| self.inflate_error(e))?;
+            if header.opcode == OpCode::Text && simdutf8::basic::from_utf8(&out).is_err() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
+            return Ok(Step {
+                consumed: head_len + len,
+                event: Some(Event::Message {
+                    opcode: header.opcode,
+                    payload: Payload::Assembled(out),
+                }),
+            });
+        }
         if whole {
             let payload = &mut input[head_len..head_len + len];
             unmask(payload, key, 0);
@@ -163,6 +202,7 @@ impl Decoder {
         }
         if header.opcode != OpCode::Continuation {
             self.message = Some(header.opcode);
+            self.compressed = rsv1;
         }
         self.frame = Some(PartialFrame {
             remaining: header.payload_len,
@@ -170,7 +210,16 @@ impl Decoder {
             phase: 0,
             fin: header.fin,
         });
-        self.continue_frame(&mut input[head_len..], head_len)
+        self.continue_frame(&mut input[head_len..], head_len, deflate)
+    }
+
+    fn inflate_error(&self, e: InflateError) -> ProtocolError {
+        match e {
+            InflateError::TooBig => ProtocolError::MessageTooBig {
+                limit: self.max_message,
+            },
+            InflateError::Corrupt => ProtocolError::BadCompression,
+        }
     }
 
     fn decode_control<'b>(
@@ -210,6 +259,7 @@ impl Decoder {
         &mut self,
         input: &'b mut [u8],
         already: usize,
+        mut deflate: Option<&mut PerMessageDeflate>,
     ) -> Result<Step<'b>, ProtocolError> {
         let frame = self.frame.as_mut().expect("a frame in progress");
         let take = usize::try_from(frame.remaining).map_or(input.len(), |r| r.min(input.len()));
@@ -218,12 +268,30 @@ impl Decoder {
         frame.phase = ((usize::from(frame.phase) + take) & 3) as u8;
         frame.remaining -= take as u64;
         let (done, fin) = (frame.remaining == 0, frame.fin);
-        if self.message == Some(OpCode::Text) {
-            self.utf8
-                .feed(chunk)
-                .map_err(|_| ProtocolError::InvalidUtf8)?;
+        let text = self.message == Some(OpCode::Text);
+        if self.compressed {
+            let pmd = deflate
+                .as_deref_mut()
+                .expect("compressed only with deflate");
+            let start = self.assembled.len();
+            let limit = self.max_message;
+            let mut out = std::mem::take(&mut self.assembled);
+            let inflated = pmd.inflate(chunk, &mut out, limit);
+            self.assembled = out;
+            inflated.map_err(|e| self.inflate_error(e))?;
+            if text {
+                self.utf8
+                    .feed(&self.assembled[start..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        } else {
+            if text {
+                self.utf8
+                    .feed(chunk)
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+            self.assembled.extend_from_slice(chunk);
         }
-        self.assembled.extend_from_slice(chunk);
         let consumed = already + take;
         if !done {
             return Ok(Step {
@@ -239,6 +307,20 @@ impl Decoder {
             });
         }
         let opcode = self.message.take().expect("a message in progress");
+        if std::mem::take(&mut self.compressed) {
+            let pmd = deflate.expect("compressed only with deflate");
+            let start = self.assembled.len();
+            let limit = self.max_message;
+            let mut out = std::mem::take(&mut self.assembled);
+            let inflated = pmd.finish_inflate(&mut out, limit);
+            self.assembled = out;
+            inflated.map_err(|e| self.inflate_error(e))?;
+            if opcode == OpCode::Text {
+                self.utf8
+                    .feed(&self.assembled[start..])
+                    .map_err(|_| ProtocolError::InvalidUtf8)?;
+            }
+        }
         if opcode == OpCode::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
         }

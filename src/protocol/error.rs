@@ -30,6 +30,8 @@ pub enum ProtocolError {
     InvalidCloseCode(u16),
     /// Text (or a close reason) that is not UTF-8.
     InvalidUtf8,
+    /// A compressed message that is not a valid deflate stream.
+    BadCompression,
     /// A message larger than the configured limit.
     MessageTooBig {
         /// The limit in bytes.
@@ -41,7 +43,7 @@ impl ProtocolError {
     /// The close code to send for this violation.
     pub fn close_code(self) -> CloseCode {
         match self {
-            Self::InvalidUtf8 => CloseCode::INVALID_PAYLOAD,
+            Self::InvalidUtf8 | Self::BadCompression => CloseCode::INVALID_PAYLOAD,
             Self::MessageTooBig { .. } => CloseCode::TOO_BIG,
             _ => CloseCode::PROTOCOL_ERROR,
         }
@@ -62,6 +64,7 @@ impl fmt::Display for ProtocolError {
             Self::TruncatedCloseCode => f.write_str("one-byte close payload"),
             Self::InvalidCloseCode(code) => write!(f, "invalid close code {code}"),
             Self::InvalidUtf8 => f.write_str("invalid UTF-8"),
+            Self::BadCompression => f.write_str("invalid compressed data"),
             Self::MessageTooBig { limit } => write!(f, "message over {limit} bytes"),
         }
     }

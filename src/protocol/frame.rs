@@ -172,6 +172,23 @@ pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8]
     out.extend_from_slice(payload);
 }
 
+/// Appends one final server frame with RSV1 set: a message compressed by
+/// permessage-deflate.
+pub fn encode_compressed_frame(out: &mut Vec<u8>, opcode: OpCode, compressed: &[u8]) {
+    let header = FrameHeader {
+        fin: true,
+        rsv: 0b100,
+        opcode,
+        mask: None,
+        payload_len: compressed.len() as u64,
+    };
+    let mut head = [0u8; MAX_HEADER_LEN];
+    let n = header.encode(&mut head);
+    out.reserve(n + compressed.len());
+    out.extend_from_slice(&head[..n]);
+    out.extend_from_slice(compressed);
+}
+
 /// Appends one masked (client-to-server) frame to `out`, masking the payload
 /// as it is copied.
 pub fn encode_masked_frame(

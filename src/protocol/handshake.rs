@@ -241,8 +241,14 @@ impl Upgrade<'_, '_, '_> {
             .map(String::as_str)
     }
 
-    /// Writes the `101 Switching Protocols` response.
-    pub fn encode_accept(&self, out: &mut Vec<u8>, subprotocol: Option<&str>) {
+    /// Writes the `101 Switching Protocols` response, naming the chosen
+    /// subprotocol and the agreed extensions, if any.
+    pub fn encode_accept(
+        &self,
+        out: &mut Vec<u8>,
+        subprotocol: Option<&str>,
+        extensions: Option<&str>,
+    ) {
         out.extend_from_slice(
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
         );
@@ -250,6 +256,10 @@ impl Upgrade<'_, '_, '_> {
         if let Some(protocol) = subprotocol {
             out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
             out.extend_from_slice(protocol.as_bytes());
+        }
+        if let Some(extensions) = extensions {
+            out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+            out.extend_from_slice(extensions.as_bytes());
         }
         out.extend_from_slice(b"\r\n\r\n");
     }
@@ -295,6 +305,7 @@ mod tests {
         up.encode_accept(
             &mut out,
             up.choose_subprotocol(&["superchat".into(), "chat".into()]),
+            None,
         );
         Ok(out)
     }

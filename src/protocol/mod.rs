@@ -7,6 +7,7 @@ pub mod accept_key;
 pub mod close;
 pub mod connection;
 pub mod decoder;
+pub mod deflate;
 pub mod error;
 pub mod frame;
 pub mod handshake;

@@ -16,6 +16,7 @@ use crate::admission::Admission;
 use crate::buf::pool::BufPool;
 use crate::config::Routes;
 use crate::metrics::{Metrics, ShardStats};
+use crate::protocol::deflate::{self, Params as DeflateParams, PerMessageDeflate};
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
@@ -302,10 +303,14 @@ impl Session {
             Err(e) => Err(Answered::Refused(e)),
         };
         match outcome {
-            Ok((head_len, ticket, route, feed)) => {
+            Ok((head_len, ticket, route, feed, deflate)) => {
                 self.ticket = Some(ticket);
                 self.phase = Phase::Open(ServerConn::new(limits.max_message));
                 self.route = route;
+                if let Some(params) = deflate {
+                    let threshold = limits.routes.deflate_threshold;
+                    self.spill_mut().deflate = Some(PerMessageDeflate::new(params, threshold));
+                }
                 limits.counters.handshakes += 1;
                 if let Some(topic) = feed {
                     let generation = self.generation;
@@ -386,26 +391,35 @@ impl Session {
         let was = ws.state();
         let mut pos = 0;
         loop {
-            match ws.receive(&mut input[pos..], &mut self.out) {
+            let deflate = self.spill.as_deref_mut().and_then(|s| s.deflate.as_mut());
+            match ws.receive(&mut input[pos..], &mut self.out, deflate) {
                 Ok(step) => {
                     pos += step.consumed;
                     match step.event {
                         Some(Event::Message { opcode, payload }) => {
                             limits.counters.messages_received += 1;
                             let reply = match self.route {
-                                Route::Echo => ws.send(&mut self.out, opcode, &payload),
+                                Route::Echo => {
+                                    let deflate =
+                                        self.spill.as_deref_mut().and_then(|s| s.deflate.as_mut());
+                                    ws.send(&mut self.out, opcode, &payload, deflate)
+                                }
                                 Route::Hub => {
-                                    let subs =
-                                        &mut self.spill.get_or_insert_with(Box::default).subs;
+                                    let spill = self.spill.get_or_insert_with(Box::default);
                                     let answer = hub_request(
                                         opcode,
                                         &payload,
                                         self.generation,
-                                        subs,
+                                        &mut spill.subs,
                                         limits,
                                     );
                                     answer.is_some_and(|text| {
-                                        ws.send(&mut self.out, OpCode::Text, text.as_bytes())
+                                        ws.send(
+                                            &mut self.out,
+                                            OpCode::Text,
+                                            text.as_bytes(),
+                                            spill.deflate.as_mut(),
+                                        )
                                     })
                                 }
                                 // A feed is one-way; what clients say is ignored.
@@ -474,9 +488,9 @@ enum Answered {
     Parked(Refusal),
 }
 
-/// An upgrade: head length, admission ticket, route, and the feed topic to
-/// subscribe to (ticker routes).
-type Upgraded = (usize, Ticket, Route, Option<String>);
+/// An upgrade: head length, admission ticket, route, the feed topic to
+/// subscribe to (ticker routes) and the permessage-deflate agreement.
+type Upgraded = (usize, Ticket, Route, Option<String>, Option<DeflateParams>);
 
 /// Answers a complete request head: `Ok` when it upgraded (the 101 is in
 /// `out`).
@@ -527,8 +541,20 @@ fn answer_request(
                     .min(u64::from(u32::MAX)) as u32,
             })
         })?;
-    upgrade.encode_accept(out, subprotocol);
-    Ok((req.head_len, ticket, route, feed))
+    // Feeds are shared frames sent as they are, so they stay uncompressed.
+    let deflate = if route == Route::Ticker {
+        None
+    } else {
+        let offers = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|h| h.value);
+        deflate::negotiate(offers, limits.routes.deflate)
+    };
+    let extensions = deflate.map(|p| p.response());
+    upgrade.encode_accept(out, subprotocol, extensions.as_deref());
+    Ok((req.head_len, ticket, route, feed, deflate))
 }
 
 /// Which route serves `path`, and for a feed, the topic it subscribes to.

@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
+use crate::protocol::deflate::PerMessageDeflate;
 use crate::pubsub::hub::SharedFrame;
 
 /// A run of output bytes.
@@ -46,6 +47,8 @@ pub(crate) struct Spill {
     pub(crate) subs: Vec<(u32, u32)>,
     /// A vectored send the kernel has not finished with (io_uring).
     pub(crate) flight: Option<Box<Flight>>,
+    /// permessage-deflate, when negotiated.
+    pub(crate) deflate: Option<PerMessageDeflate>,
 }
 
 impl Spill {
@@ -54,6 +57,7 @@ impl Spill {
             && self.queue.is_empty()
             && self.subs.is_empty()
             && self.flight.is_none()
+            && self.deflate.is_none()
     }
 
     /// Queues a shared frame behind everything produced so far; `out` is

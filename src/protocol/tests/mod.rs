@@ -40,7 +40,7 @@ fn drive(max_message: usize, reads: &[&[u8]]) -> Run {
         let mut buf = std::mem::take(&mut carry);
         let mut pos = 0;
         loop {
-            match conn.receive(&mut buf[pos..], &mut run.out) {
+            match conn.receive(&mut buf[pos..], &mut run.out, None) {
                 Ok(step) => {
                     pos += step.consumed;
                     match step.event {
@@ -170,14 +170,14 @@ fn server_initiated_close_waits_for_the_peer_and_drops_its_data() {
     let mut out = Vec::new();
     conn.close(&mut out, CloseCode::GOING_AWAY, "restart");
     assert_eq!(close_code_sent(&out), 1001);
-    assert!(!conn.send(&mut out, OpCode::Text, b"no"));
+    assert!(!conn.send(&mut out, OpCode::Text, b"no", None));
     let mut wire = frame(true, OpCode::Text, b"ignored");
     wire.extend(frame(true, OpCode::Close, b"\x03\xe9"));
     let mut out2 = Vec::new();
-    let step = conn.receive(&mut wire, &mut out2).unwrap();
+    let step = conn.receive(&mut wire, &mut out2, None).unwrap();
     assert_eq!(step.event, None);
     let n = step.consumed;
-    let step = conn.receive(&mut wire[n..], &mut out2).unwrap();
+    let step = conn.receive(&mut wire[n..], &mut out2, None).unwrap();
     assert!(matches!(step.event, Some(Event::Close(_))));
     assert_eq!(conn.state(), State::Closed);
     assert!(out2.is_empty(), "no second close is sent");

@@ -1,0 +1,7 @@
+//! permessage-deflate (RFC 7692): negotiation and the per-message codec.
+
+mod codec;
+mod negotiate;
+
+pub use codec::{InflateError, PerMessageDeflate};
+pub use negotiate::{negotiate, DeflatePolicy, Params};

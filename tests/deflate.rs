@@ -1,0 +1,115 @@
+//! permessage-deflate against real peers: the Python `websockets` client
+//! (which offers it by default) under each server policy and driver, and a
+//! decompression bomb over a raw socket.
+
+mod support;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use flate2::{Compress, Compression, FlushCompress};
+use support::*;
+
+#[test]
+fn python_websockets_negotiates_and_round_trips() {
+    let python = venv().join("bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/deflate_client.py");
+    for backend in ["epoll", "uring"] {
+        for (policy, expected) in [
+            (
+                "no-context-takeover",
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            ),
+            ("on", "permessage-deflate"),
+        ] {
+            let server = Server::start(&["echo", "--backend", backend, "--deflate", policy]);
+            let out = output_within(
+                Command::new(&python).args([script, &server.url("/echo"), expected]),
+                Duration::from_secs(120),
+            );
+            let report = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            println!("{backend} {policy}: {report}");
+            assert!(out.status.success(), "{backend} {policy}: {report}");
+            assert!(report.contains("all deflate round trips OK"), "{report}");
+        }
+    }
+}
+
+#[test]
+fn deflate_off_answers_without_the_extension() {
+    let server = Server::start(&["echo", "--deflate", "off"]);
+    let mut s = connect(server.addr);
+    let ext = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+    s.write_all(upgrade_request("/", ext).as_bytes()).unwrap();
+    let (status, head) = read_response_head(&mut s);
+    assert_eq!(status, 101);
+    assert!(!head.contains("Sec-WebSocket-Extensions"), "{head}");
+    // Without the extension, RSV1 is a protocol error.
+    s.write_all(&frame(0xC1, b"x")).unwrap();
+    assert_eq!(read_close(&mut s), Some(1002));
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+/// 1 GiB of zeros, deflated: deflate tops out near 1:1000, so about 1 MB.
+fn bomb() -> Vec<u8> {
+    let mut c = Compress::new(Compression::best(), false);
+    let zeros = vec![0u8; 1 << 20];
+    let mut out = Vec::with_capacity(2 << 20);
+    for _ in 0..1024 {
+        let before = c.total_in();
+        while c.total_in() - before < zeros.len() as u64 {
+            out.reserve(64 << 10);
+            let done = (c.total_in() - before) as usize;
+            c.compress_vec(&zeros[done..], &mut out, FlushCompress::None)
+                .unwrap();
+        }
+    }
+    loop {
+        out.reserve(64 << 10);
+        c.compress_vec(&[], &mut out, FlushCompress::Sync).unwrap();
+        if out.ends_with(&[0, 0, 0xff, 0xff]) {
+            out.truncate(out.len() - 4);
+            return out;
+        }
+    }
+}
+
+#[test]
+fn a_decompression_bomb_is_stopped_with_1009_while_inflating() {
+    let wire = bomb();
+    assert!(wire.len() < 2 << 20, "{}", wire.len());
+    for backend in ["epoll", "uring"] {
+        let server = Server::start(&["echo", "--backend", backend]);
+        let pid = server.pid();
+        let before = rss_kib(pid);
+        let mut s = connect(server.addr);
+        let ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        s.write_all(upgrade_request("/", ext).as_bytes()).unwrap();
+        let (status, head) = read_response_head(&mut s);
+        assert_eq!(status, 101);
+        assert!(head.contains("permessage-deflate"), "{head}");
+        let start = Instant::now();
+        // RSV1 + binary: one compressed message of 1 GiB.
+        let _ = s.write_all(&frame(0xC2, &wire));
+        assert_eq!(read_close(&mut s), Some(1009), "{backend}");
+        let took = start.elapsed();
+        let grown = rss_kib(pid).saturating_sub(before);
+        println!("{backend}: 1009 after {took:?}, RSS grew {grown} KiB");
+        // The default limit is 16 MiB: inflating stops within a step of it.
+        assert!(grown < 64 * 1024, "{backend}: RSS grew {grown} KiB");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+}
