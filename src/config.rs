@@ -51,6 +51,7 @@ impl Routes {
         Limit {
             policy: self.hub_backpressure,
             bound: self.max_backpressure,
+            compress: None,
         }
     }
 
@@ -59,6 +60,7 @@ impl Routes {
         Limit {
             policy: self.ticker_backpressure,
             bound: self.ticker_max_backpressure,
+            compress: None,
         }
     }
 }

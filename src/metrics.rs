@@ -39,6 +39,9 @@ pub struct ShardStats {
     pub pubsub_snapshots_total: AtomicU64,
     /// Subscribers closed (1013) for falling behind.
     pub pubsub_disconnected_total: AtomicU64,
+    /// Published messages compressed for deflate subscribers, once per
+    /// shard and window size.
+    pub pubsub_compressed_total: AtomicU64,
 }
 
 impl ShardStats {
@@ -87,7 +90,7 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 14] = [
+        let families: [Family; 15] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -168,6 +171,12 @@ impl Metrics {
                 "counter",
                 "Subscribers closed with 1013 for falling behind.",
                 |s| &s.pubsub_disconnected_total,
+            ),
+            (
+                "surge_pubsub_compressed_total",
+                "counter",
+                "Published messages compressed once for every deflate subscriber of a shard.",
+                |s| &s.pubsub_compressed_total,
             ),
         ];
         for (name, kind, help, field) in families {

@@ -113,3 +113,33 @@ fn a_decompression_bomb_is_stopped_with_1009_while_inflating() {
         assert!(took < Duration::from_secs(5), "{took:?}");
     }
 }
+
+#[test]
+fn broadcasts_are_compressed_once_per_shard() {
+    let python = venv().join("bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/hub_deflate.py");
+    for backend in ["epoll", "uring"] {
+        let server = Server::start(&["serve", "--backend", backend, "--shards", "2"]);
+        let out = output_within(
+            Command::new(&python).args([script, &server.url("/hub"), "20", "50"]),
+            Duration::from_secs(120),
+        );
+        let report = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{backend}: {report}");
+        assert!(
+            report.contains("every subscriber got every message"),
+            "{report}"
+        );
+        // 50 messages to 20 subscribers: compressed at most once per shard
+        // (and turn), never once per subscriber.
+        let compressed = metric(server.addr, "surge_pubsub_compressed_total");
+        let delivered = metric(server.addr, "surge_pubsub_delivered_total");
+        println!("{backend}: {delivered} deliveries, {compressed} compressions");
+        assert_eq!(delivered, 20 * 50, "{backend}");
+        assert!((50..=100).contains(&compressed), "{backend}: {compressed}");
+    }
+}

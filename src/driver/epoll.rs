@@ -379,7 +379,8 @@ impl EpollLoop {
 
     /// Hands this turn's published messages to subscribers and writes them.
     fn fan_out(&mut self) {
-        let fan_out = self.pubsub.pump(&mut self.conns);
+        let threshold = self.shared.config.routes.deflate_threshold;
+        let fan_out = self.pubsub.pump(&mut self.conns, threshold);
         for &key in &fan_out.written {
             self.flush(key);
         }

@@ -172,6 +172,13 @@ pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8]
     out.extend_from_slice(payload);
 }
 
+/// The opcode and payload of one whole, unmasked frame this side encoded.
+pub fn decode_server_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
+    let (header, head_len) = FrameHeader::decode(frame).ok()??;
+    let end = head_len.checked_add(usize::try_from(header.payload_len).ok()?)?;
+    Some((header.opcode, frame.get(head_len..end)?))
+}
+
 /// Appends one final server frame with RSV1 set: a message compressed by
 /// permessage-deflate.
 pub fn encode_compressed_frame(out: &mut Vec<u8>, opcode: OpCode, compressed: &[u8]) {

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::hub::{Delivery, SharedFrame};
+use crate::protocol::deflate::{Params, PerMessageDeflate};
+use crate::protocol::frame::{decode_server_frame, encode_compressed_frame};
 
 /// What happens to a subscriber whose queued output passes the bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -35,6 +37,10 @@ pub(crate) struct Limit {
     pub(crate) policy: Backpressure,
     /// Queued output bytes allowed.
     pub(crate) bound: usize,
+    /// The subscriber negotiated permessage-deflate without server context
+    /// takeover, with this window: it gets the turn's messages compressed,
+    /// once per shard for all such subscribers.
+    pub(crate) compress: Option<u8>,
 }
 
 /// Keys a topic remembers for snapshots; beyond it, new keys replace the
@@ -57,6 +63,10 @@ struct Topic {
     /// Frames that arrived this turn, and how many.
     batch: Vec<u8>,
     batch_count: u32,
+    /// The same messages one by one, for subscribers that get them
+    /// compressed (kept only while the topic has such subscribers).
+    messages: Vec<SharedFrame>,
+    compressing: usize,
     /// Newest frame per key.
     latest: Vec<(u32, SharedFrame)>,
 }
@@ -102,6 +112,28 @@ pub(crate) struct TopicStats {
     pub(crate) snapshots: u64,
     /// Subscribers closed for falling behind.
     pub(crate) disconnected: u64,
+    /// Messages compressed for deflate subscribers (once per shard and
+    /// window size, whatever the number of subscribers).
+    pub(crate) compressed: u64,
+}
+
+/// The turn's messages as permessage-deflate frames without context
+/// takeover: the same bytes serve every subscriber with this window.
+fn compress_batch(messages: &[SharedFrame], bits: u8, threshold: usize) -> SharedFrame {
+    let mut pmd = PerMessageDeflate::new(Params::without_context_takeover(bits), threshold);
+    let mut out = Vec::new();
+    let mut scratch = Vec::new();
+    for frame in messages {
+        match decode_server_frame(frame) {
+            Some((opcode, payload)) if pmd.wants(payload.len()) => {
+                scratch.clear();
+                pmd.compress(payload, &mut scratch);
+                encode_compressed_frame(&mut out, opcode, &scratch);
+            }
+            _ => out.extend_from_slice(frame),
+        }
+    }
+    out.into()
 }
 
 /// A shard's topics.
@@ -147,6 +179,8 @@ impl Topics {
                     members: Slab::new(),
                     batch: Vec::new(),
                     batch_count: 0,
+                    messages: Vec::new(),
+                    compressing: 0,
                     latest: Vec::new(),
                 }) as u32;
                 self.by_name.insert(name, id);
@@ -160,7 +194,9 @@ impl Topics {
             self.drop_if_unused(id);
             return Err(SubscribeError::TooManyTopics);
         }
-        let slot = self.topics[id as usize].members.insert(Member {
+        let topic = &mut self.topics[id as usize];
+        topic.compressing += usize::from(limit.compress.is_some());
+        let slot = topic.members.insert(Member {
             key,
             generation,
             limit,
@@ -180,7 +216,9 @@ impl Topics {
             return false;
         };
         let (_, slot) = subs.swap_remove(i);
-        self.topics[id as usize].members.remove(slot as usize);
+        let topic = &mut self.topics[id as usize];
+        let m = topic.members.remove(slot as usize);
+        topic.compressing -= usize::from(m.limit.compress.is_some());
         self.subscriptions -= 1;
         self.drop_if_unused(id);
         true
@@ -190,7 +228,8 @@ impl Topics {
     pub(crate) fn forget(&mut self, subs: &[(u32, u32)]) {
         for &(id, slot) in subs {
             if let Some(topic) = self.topics.get_mut(id as usize) {
-                if topic.members.try_remove(slot as usize).is_some() {
+                if let Some(m) = topic.members.try_remove(slot as usize) {
+                    topic.compressing -= usize::from(m.limit.compress.is_some());
                     self.subscriptions -= 1;
                 }
                 self.drop_if_unused(id);
@@ -216,6 +255,9 @@ impl Topics {
             self.dirty.push(id);
         }
         topic.batch_count += 1;
+        if topic.compressing > 0 {
+            topic.messages.push(Arc::clone(&d.frame));
+        }
         topic.batch.extend_from_slice(&d.frame);
         match topic.latest.iter_mut().find(|(k, _)| *k == d.key) {
             Some(slot) => slot.1 = Arc::clone(&d.frame),
@@ -230,13 +272,23 @@ impl Topics {
 
     /// Hands this turn's batches to every subscriber, applying each one's
     /// backpressure limit.
-    pub(crate) fn fan_out<C: Subscriber>(&mut self, conns: &mut Slab<C>, out: &mut FanOut) {
+    /// Subscribers that negotiated deflate get the batch compressed, built
+    /// once per window size (messages under `threshold` bytes stay plain).
+    pub(crate) fn fan_out<C: Subscriber>(
+        &mut self,
+        conns: &mut Slab<C>,
+        threshold: usize,
+        out: &mut FanOut,
+    ) {
         for id in std::mem::take(&mut self.dirty) {
             let Some(topic) = self.topics.get_mut(id as usize) else {
                 continue;
             };
             let count = std::mem::take(&mut topic.batch_count);
             let batch: SharedFrame = std::mem::take(&mut topic.batch).into();
+            let messages = std::mem::take(&mut topic.messages);
+            // Indexed by window bits - 9.
+            let mut packed: [Option<SharedFrame>; 7] = Default::default();
             let mut snapshot = None;
             for (_, m) in topic.members.iter_mut() {
                 let Some(conn) = conns
@@ -283,7 +335,17 @@ impl Topics {
                     }
                     continue;
                 }
-                conn.push(Arc::clone(&batch));
+                let frames = match m.limit.compress {
+                    Some(bits) if !messages.is_empty() => {
+                        let slot = usize::from(bits.clamp(9, 15) - 9);
+                        Arc::clone(packed[slot].get_or_insert_with(|| {
+                            self.stats.compressed += messages.len() as u64;
+                            compress_batch(&messages, bits, threshold)
+                        }))
+                    }
+                    _ => Arc::clone(&batch),
+                };
+                conn.push(frames);
                 self.stats.delivered += u64::from(count);
                 out.written.push(m.key);
             }
@@ -311,10 +373,12 @@ mod tests {
     const DROP: Limit = Limit {
         policy: Backpressure::Disconnect,
         bound: 100,
+        compress: None,
     };
     const CONFLATE: Limit = Limit {
         policy: Backpressure::Conflate,
         bound: 100,
+        compress: None,
     };
 
     #[derive(Default)]
@@ -371,7 +435,7 @@ mod tests {
         }
         topics.accept(&delivery("nobody", 0, b"?"));
         let mut out = FanOut::default();
-        topics.fan_out(&mut conns, &mut out);
+        topics.fan_out(&mut conns, 0, &mut out);
         assert_eq!(conns[a].got, b"12");
         assert_eq!(conns[b].got, b"12x");
         assert_eq!(topics.stats.delivered, 5);
@@ -419,20 +483,20 @@ mod tests {
         for (key, byte) in [(1, b"a"), (2, b"b"), (1, b"c")] {
             topics.accept(&delivery("px", key, byte));
         }
-        topics.fan_out(&mut conns, &mut out);
+        topics.fan_out(&mut conns, 0, &mut out);
         assert!(conns[slow].got.is_empty());
         assert_eq!(out.overloaded, [rude]);
         assert_eq!(topics.stats.conflated, 3);
         // Still behind: nothing. Caught up: the latest per key, once.
         topics.accept(&delivery("px", 2, b"d"));
-        topics.fan_out(&mut conns, &mut out);
+        topics.fan_out(&mut conns, 0, &mut out);
         assert!(conns[slow].got.is_empty());
         conns[slow].backlog = 0;
         topics.accept(&delivery("px", 1, b"e"));
-        topics.fan_out(&mut conns, &mut out);
+        topics.fan_out(&mut conns, 0, &mut out);
         assert_eq!(conns[slow].got, b"ed");
         topics.accept(&delivery("px", 1, b"f"));
-        topics.fan_out(&mut conns, &mut out);
+        topics.fan_out(&mut conns, 0, &mut out);
         assert_eq!(conns[slow].got, b"edf");
         assert_eq!(topics.snapshot("px").unwrap(), b"fd");
     }

@@ -22,7 +22,7 @@ use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
 use crate::pubsub::hub::SharedFrame;
 use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest};
-use crate::pubsub::topics::SubscribeError;
+use crate::pubsub::topics::{Limit, SubscribeError};
 use crate::pubsub::{hub_topic, ticker};
 
 /// What a connection consults and counts into while processing input.
@@ -406,10 +406,12 @@ impl Session {
                                 }
                                 Route::Hub => {
                                     let spill = self.spill.get_or_insert_with(Box::default);
+                                    let compress =
+                                        spill.deflate.as_ref().and_then(|d| d.shared_window());
                                     let answer = hub_request(
                                         opcode,
                                         &payload,
-                                        self.generation,
+                                        (self.generation, compress),
                                         &mut spill.subs,
                                         limits,
                                     );
@@ -581,7 +583,7 @@ fn route_for(path: &str, routes: &Routes) -> Option<(Route, Option<String>)> {
 fn hub_request(
     opcode: OpCode,
     payload: &[u8],
-    generation: u32,
+    (generation, compress): (u32, Option<u8>),
     subs: &mut Vec<(u32, u32)>,
     limits: &mut ConnLimits<'_>,
 ) -> Option<String> {
@@ -602,7 +604,10 @@ fn hub_request(
                     limits.key,
                     generation,
                     &hub_topic(name),
-                    routes.hub_limit(),
+                    Limit {
+                        compress,
+                        ..routes.hub_limit()
+                    },
                     subs,
                     routes.max_topics_per_conn,
                 );

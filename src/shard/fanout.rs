@@ -64,13 +64,13 @@ impl PubSub {
     /// Takes what the inbox holds into this turn's batches and fans them
     /// out; returns the connections with new output and the slow consumers
     /// to close.
-    pub(crate) fn pump<C: Outlet>(&mut self, conns: &mut Slab<C>) -> FanOut {
+    pub(crate) fn pump<C: Outlet>(&mut self, conns: &mut Slab<C>, threshold: usize) -> FanOut {
         if self.woken {
             self.woken = false;
             self.inbox.rearm();
             let topics = &mut self.topics;
             self.inbox.drain(|d| topics.accept(&d));
-            self.topics.fan_out(conns, &mut self.fan_out);
+            self.topics.fan_out(conns, threshold, &mut self.fan_out);
         }
         std::mem::take(&mut self.fan_out)
     }
@@ -84,6 +84,7 @@ impl PubSub {
         ShardStats::set(&stats.pubsub_conflated_total, t.conflated);
         ShardStats::set(&stats.pubsub_snapshots_total, t.snapshots);
         ShardStats::set(&stats.pubsub_disconnected_total, t.disconnected);
+        ShardStats::set(&stats.pubsub_compressed_total, t.compressed);
     }
 
     /// Ends every subscription of a connection whose slot is being freed.

@@ -664,7 +664,8 @@ impl UringLoop {
 
     /// Hands this turn's published messages to subscribers.
     fn fan_out(&mut self) {
-        let fan_out = self.pubsub.pump(&mut self.conns);
+        let threshold = self.shared.config.routes.deflate_threshold;
+        let fan_out = self.pubsub.pump(&mut self.conns, threshold);
         for &key in &fan_out.written {
             self.mark_dirty(key);
         }

@@ -63,6 +63,14 @@ impl PerMessageDeflate {
         self.inflater.is_some() || self.deflater.is_some()
     }
 
+    /// The window of frames this connection can take from a compress-once
+    /// broadcast: only without server context takeover.
+    pub fn shared_window(&self) -> Option<u8> {
+        self.params
+            .server_no_context_takeover
+            .then_some(self.params.server_max_window_bits)
+    }
+
     /// Whether a message of `len` bytes is worth compressing.
     pub fn wants(&self, len: usize) -> bool {
         len >= self.threshold

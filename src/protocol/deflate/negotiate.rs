@@ -35,6 +35,18 @@ pub struct Params {
 }
 
 impl Params {
+    /// No context takeover either way, with a `bits` window: what a shared
+    /// (compress-once) frame is made with.
+    pub fn without_context_takeover(bits: u8) -> Self {
+        Self {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: bits,
+            client_max_window_bits: None,
+            announce_server_window: false,
+        }
+    }
+
     /// The `Sec-WebSocket-Extensions` value of the response.
     pub fn response(&self) -> String {
         let mut s = String::from("permessage-deflate");
