@@ -19,7 +19,8 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "${PY_PACKAGES
 fi
 export SURGE_VENV="$VENV"
 
-# System packages the tests need: a real redis-server for the bridge.
+# System packages the tests need: a real redis-server for the bridge and
+# headless Chromium for the browser interop test.
 need_apt() {
     local cmd=$1 pkg=$2
     if ! command -v "$cmd" >/dev/null 2>&1; then
@@ -28,6 +29,7 @@ need_apt() {
     fi
 }
 need_apt redis-server redis-server
+need_apt chromium chromium
 
 echo "==> cargo fmt --check"
 cargo fmt --check
@@ -36,7 +38,8 @@ cargo clippy --all-targets --quiet -- -D warnings
 echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
-cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood
+cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood \
+    --test chromium
 # The real-socket suite once more on every driver x shard combination;
 # tests that pin a driver or shard count themselves keep it.
 for backend in epoll uring; do

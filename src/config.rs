@@ -40,6 +40,11 @@ pub struct Routes {
     pub deflate: DeflatePolicy,
     /// Messages shorter than this are sent uncompressed (default 64 bytes).
     pub deflate_threshold: usize,
+    /// Connections per shard that may negotiate deflate; later ones are
+    /// answered without it (default 0: no cap, since without context
+    /// takeover a connection holds no zlib state between messages; set one
+    /// with `DeflatePolicy::On`).
+    pub max_deflate_conns: usize,
     /// Policy for ticker subscribers (default conflate: a slow client gets
     /// the latest price per symbol, not a backlog).
     pub ticker_backpressure: Backpressure,
@@ -79,6 +84,7 @@ impl Default for Routes {
             ticker_backpressure: Backpressure::Conflate,
             deflate: DeflatePolicy::NoContextTakeover,
             deflate_threshold: 64,
+            max_deflate_conns: 0,
         }
     }
 }

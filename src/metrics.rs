@@ -42,6 +42,8 @@ pub struct ShardStats {
     /// Published messages compressed for deflate subscribers, once per
     /// shard and window size.
     pub pubsub_compressed_total: AtomicU64,
+    /// Connections that negotiated permessage-deflate.
+    pub deflate_connections: AtomicU64,
 }
 
 impl ShardStats {
@@ -90,7 +92,7 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 15] = [
+        let families: [Family; 16] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -177,6 +179,12 @@ impl Metrics {
                 "counter",
                 "Published messages compressed once for every deflate subscriber of a shard.",
                 |s| &s.pubsub_compressed_total,
+            ),
+            (
+                "surge_deflate_connections",
+                "gauge",
+                "Connections that negotiated permessage-deflate.",
+                |s| &s.deflate_connections,
             ),
         ];
         for (name, kind, help, field) in families {

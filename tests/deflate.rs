@@ -143,3 +143,29 @@ fn broadcasts_are_compressed_once_per_shard() {
         assert!((50..=100).contains(&compressed), "{backend}: {compressed}");
     }
 }
+
+#[test]
+fn the_deflate_cap_answers_later_connections_without_it() {
+    let server = Server::start(&["echo", "--shards", "1", "--max-deflate-conns", "1"]);
+    let offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+    let open = || {
+        let mut s = connect(server.addr);
+        s.write_all(upgrade_request("/", offer).as_bytes()).unwrap();
+        let (status, head) = read_response_head(&mut s);
+        assert_eq!(status, 101);
+        (head.contains("permessage-deflate"), s)
+    };
+    let (first, mut held) = open();
+    assert!(first);
+    assert!(!open().0, "over the cap: no extension");
+    assert_eq!(metric(server.addr, "surge_deflate_connections"), 1);
+    held.write_all(&close(1000, b"")).unwrap();
+    assert_eq!(read_close(&mut held), Some(1000));
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(server.addr, "surge_deflate_connections") != 0 {
+        assert!(Instant::now() < deadline, "the count never came back");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(open().0, "room again once the first one left");
+}

@@ -111,6 +111,9 @@ struct RuntimeFlags {
     /// Messages shorter than this many bytes are sent uncompressed.
     #[arg(long, default_value_t = 64)]
     deflate_threshold: usize,
+    /// Connections per shard that may negotiate deflate (0: no cap).
+    #[arg(long, default_value_t = 0)]
+    max_deflate_conns: usize,
 }
 
 /// Pub/sub limits and backpressure policies.
@@ -285,6 +288,7 @@ impl RuntimeFlags {
                 max_topics_per_conn: self.pubsub.max_topics_per_conn,
                 deflate: self.deflate,
                 deflate_threshold: self.deflate_threshold,
+                max_deflate_conns: self.max_deflate_conns,
                 ..Routes::default()
             },
             ..defaults

@@ -471,6 +471,7 @@ impl EpollLoop {
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
             self.pubsub.forget(&mut conn.session);
+            self.counters.forget(&conn.session);
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.pool.give(conn.session.out);
         }

@@ -65,6 +65,8 @@ pub(crate) struct Counters {
     pub(crate) handshakes: u64,
     pub(crate) messages_received: u64,
     pub(crate) messages_sent: u64,
+    /// Connections on this shard that negotiated permessage-deflate.
+    pub(crate) deflate_conns: u64,
 }
 
 impl Counters {
@@ -74,6 +76,18 @@ impl Counters {
         ShardStats::set(&stats.messages_received_total, self.messages_received);
         ShardStats::set(&stats.messages_sent_total, self.messages_sent);
         ShardStats::set(&stats.connections_open, connections as u64);
+        ShardStats::set(&stats.deflate_connections, self.deflate_conns);
+    }
+
+    /// A connection's slot is being freed.
+    pub(crate) fn forget(&mut self, session: &Session) {
+        if session
+            .spill
+            .as_deref()
+            .is_some_and(|s| s.deflate.is_some())
+        {
+            self.deflate_conns -= 1;
+        }
     }
 }
 
@@ -308,6 +322,7 @@ impl Session {
                 self.phase = Phase::Open(ServerConn::new(limits.max_message));
                 self.route = route;
                 if let Some(params) = deflate {
+                    limits.counters.deflate_conns += 1;
                     let threshold = limits.routes.deflate_threshold;
                     self.spill_mut().deflate = Some(PerMessageDeflate::new(params, threshold));
                 }
@@ -544,16 +559,18 @@ fn answer_request(
             })
         })?;
     // Feeds are shared frames sent as they are, so they stay uncompressed.
-    let deflate = if route == Route::Ticker {
-        None
-    } else {
-        let offers = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
-            .map(|h| h.value);
-        deflate::negotiate(offers, limits.routes.deflate)
-    };
+    let cap = limits.routes.max_deflate_conns;
+    let deflate =
+        if route == Route::Ticker || (cap != 0 && limits.counters.deflate_conns >= cap as u64) {
+            None
+        } else {
+            let offers = req
+                .headers
+                .iter()
+                .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+                .map(|h| h.value);
+            deflate::negotiate(offers, limits.routes.deflate)
+        };
     let extensions = deflate.map(|p| p.response());
     upgrade.encode_accept(out, subprotocol, extensions.as_deref());
     Ok((req.head_len, ticket, route, feed, deflate))

@@ -773,6 +773,7 @@ impl UringLoop {
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
             self.pubsub.forget(&mut conn.session);
+            self.counters.forget(&conn.session);
             // Closed by the ring with the next submission rather than by a
             // syscall now; the number stays taken until then, so no new
             // accept can reuse it early.
