@@ -5,6 +5,28 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
 
+# System packages the tests need: Python with venv for the peers below, a
+# real redis-server for the bridge and headless Chromium for the browser
+# interop test.
+APT_UPDATED=
+need_apt() {
+    local cmd=$1 pkg=$2
+    if ! command -v "$cmd" >/dev/null 2>&1; then
+        echo "==> installing $pkg"
+        [[ -n $APT_UPDATED ]] || { apt-get update -qq; APT_UPDATED=1; }
+        apt-get install -y -qq "$pkg"
+    fi
+}
+need_apt python3 python3
+# Debian ships venv (and the pip it bootstraps) separately.
+if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
+    echo "==> installing python3-venv"
+    [[ -n $APT_UPDATED ]] || { apt-get update -qq; APT_UPDATED=1; }
+    apt-get install -y -qq python3-venv
+fi
+need_apt redis-server redis-server
+need_apt chromium chromium
+
 # Python peers: kosoku drives the Autobahn TestSuite cases; websockets is a
 # real client implementation to interoperate with.
 PY_PACKAGES=(kosoku==0.1.0 websockets==17.4)
@@ -19,17 +41,6 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "${PY_PACKAGES
 fi
 export SURGE_VENV="$VENV"
 
-# System packages the tests need: a real redis-server for the bridge and
-# headless Chromium for the browser interop test.
-need_apt() {
-    local cmd=$1 pkg=$2
-    if ! command -v "$cmd" >/dev/null 2>&1; then
-        echo "==> installing $pkg"
-        apt-get update -qq && apt-get install -y -qq "$pkg"
-    fi
-}
-need_apt redis-server redis-server
-need_apt chromium chromium
 
 echo "==> cargo fmt --check"
 cargo fmt --check

@@ -169,3 +169,26 @@ fn the_deflate_cap_answers_later_connections_without_it() {
     }
     assert!(open().0, "room again once the first one left");
 }
+
+#[test]
+fn corrupt_compressed_data_closes_with_1007() {
+    for backend in ["epoll", "uring"] {
+        let server = Server::start(&["echo", "--backend", backend]);
+        let mut s = connect(server.addr);
+        let ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        s.write_all(upgrade_request("/", ext).as_bytes()).unwrap();
+        let (status, head) = read_response_head(&mut s);
+        assert_eq!(status, 101);
+        assert!(head.contains("permessage-deflate"), "{head}");
+        // 0xff opens a deflate block of the reserved type 3.
+        s.write_all(&frame(0xC1, &[0xff; 16])).unwrap();
+        assert_eq!(read_close(&mut s), Some(1007), "{backend}");
+        // RSV1 on a continuation frame is a protocol error even so.
+        let mut s = connect(server.addr);
+        s.write_all(upgrade_request("/", ext).as_bytes()).unwrap();
+        read_response_head(&mut s);
+        s.write_all(&frame(0x01, b"a")).unwrap();
+        s.write_all(&frame(0xC0, b"b")).unwrap();
+        assert_eq!(read_close(&mut s), Some(1002), "{backend}");
+    }
+}

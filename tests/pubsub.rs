@@ -266,9 +266,21 @@ fn a_slow_hub_subscriber_is_disconnected_while_fast_ones_keep_up() {
         // 6 MB went out; the stalled client's share did not pile up here.
         let grown = rss_kib(pid).saturating_sub(rss_before);
         assert!(grown < 16 * 1024, "{backend}: RSS grew {grown} KiB");
-        // Its socket is closed by the close timeout at the latest.
+        // Reading again, it finds what was already in flight, then the
+        // 1013 close with a retry hint, then the end of the connection.
+        slow.get_mut()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let close = loop {
+            match slow.read() {
+                Ok(Message::Close(frame)) => break frame.expect("a close code"),
+                Ok(_) => {}
+                Err(e) => panic!("{backend}: no close frame: {e}"),
+            }
+        };
+        assert_eq!(u16::from(close.code), 1013, "{backend}");
+        assert!(close.reason.contains("retry in"), "{}", close.reason);
         let mut raw = slow.get_ref().try_clone().unwrap();
-        raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         let mut sink = vec![0u8; 1 << 16];
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -338,4 +350,39 @@ fn a_slow_ticker_subscriber_is_conflated_to_the_latest_prices() {
         }
         assert!(metric(addr, "surge_pubsub_snapshots_total") >= 1);
     }
+}
+
+#[test]
+fn hub_mistakes_get_an_error_and_the_connection_stays_open() {
+    let server = Server::start(&["serve", "--max-topics-per-conn", "2"]);
+    let mut ws = client(ip(40), server.addr, "/hub");
+    let error = |ws: &mut Ws| -> String {
+        let t = text(ws);
+        let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+        assert_eq!(v["op"], "error", "{t}");
+        v["error"].as_str().unwrap().to_owned()
+    };
+    for (request, reason) in [
+        ("{", "bad JSON"),
+        ("[1]", "expected a JSON object"),
+        (r#"{"op":"dance"}"#, "unknown op"),
+        (r#"{"op":"subscribe","topics":[]}"#, "1 to 64 topics"),
+        (
+            r#"{"op":"subscribe","topics":["a"],"extra":1}"#,
+            "unknown field",
+        ),
+        (r#"{"op":"publish","topic":"a"}"#, "needs \"data\""),
+        (
+            r#"{"op":"subscribe","topics":["a","b","c"]}"#,
+            "at most 2 topics per connection",
+        ),
+    ] {
+        send(&mut ws, request);
+        let e = error(&mut ws);
+        assert!(e.contains(reason), "{request}: {e}");
+    }
+    ws.send(Message::binary(vec![1u8, 2, 3])).unwrap();
+    assert!(error(&mut ws).contains("JSON text"));
+    // Still usable.
+    subscribe(&mut ws, r#""a""#);
 }
