@@ -10,9 +10,58 @@ use crate::protocol::deflate::DeflatePolicy;
 use crate::pubsub::topics::Limit;
 use crate::pubsub::Backpressure;
 
+/// What a configured path serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RouteKind {
+    /// Every message comes back.
+    Echo,
+    /// The pub/sub hub's JSON protocol.
+    Hub,
+    /// The ticker feed: PATH for every symbol, PATH/SYMBOL for one.
+    Ticker,
+}
+
+/// One `[[routes]]` entry: a path, what serves it, and the limits that
+/// differ from the server-wide ones.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteSpec {
+    /// Exact path (and, for a ticker, the prefix of its per-symbol paths).
+    pub path: String,
+    /// What serves it.
+    pub kind: RouteKind,
+    /// Largest message accepted here (default: `max-message`).
+    pub max_message: Option<usize>,
+    /// Peer silence allowed here (default: `idle-timeout-ms`).
+    pub idle_timeout: Option<Duration>,
+    /// What happens to a slow subscriber here (default: the route kind's).
+    pub backpressure: Option<Backpressure>,
+    /// Output a subscriber may have queued here (default: the kind's).
+    pub max_backpressure: Option<usize>,
+    /// permessage-deflate here (default: `deflate`; a ticker never compresses).
+    pub deflate: Option<DeflatePolicy>,
+}
+
+impl RouteSpec {
+    /// `path` served by `kind` with the server-wide limits.
+    pub fn new(path: impl Into<String>, kind: RouteKind) -> Self {
+        Self {
+            path: path.into(),
+            kind,
+            max_message: None,
+            idle_timeout: None,
+            backpressure: None,
+            max_backpressure: None,
+            deflate: None,
+        }
+    }
+}
+
 /// What each WebSocket path serves.
 #[derive(Debug, Clone)]
 pub struct Routes {
+    /// Paths and what serves them; when not empty, it replaces the fixed
+    /// paths below (`echo_everywhere`, `/echo`, `/hub`, `/ticker`).
+    pub table: Vec<RouteSpec>,
     /// Every path echoes (`surge echo`); otherwise only `/echo` does.
     pub echo_everywhere: bool,
     /// `/hub` takes JSON subscribe/unsubscribe/publish requests.
@@ -50,29 +99,69 @@ pub struct Routes {
     pub ticker_backpressure: Backpressure,
 }
 
+/// A connection whose route has no `[[routes]]` entry.
+pub(crate) const NO_SPEC: u8 = u8::MAX;
+
 impl Routes {
-    /// The backpressure limit of hub subscribers.
-    pub(crate) fn hub_limit(&self) -> Limit {
+    /// The `[[routes]]` entry at `index`, if any.
+    pub(crate) fn spec(&self, index: u8) -> Option<&RouteSpec> {
+        self.table.get(usize::from(index))
+    }
+
+    /// The backpressure limit of hub subscribers on route `index`.
+    pub(crate) fn hub_limit(&self, index: u8) -> Limit {
+        let spec = self.spec(index);
         Limit {
-            policy: self.hub_backpressure,
-            bound: self.max_backpressure,
+            policy: spec
+                .and_then(|s| s.backpressure)
+                .unwrap_or(self.hub_backpressure),
+            bound: spec
+                .and_then(|s| s.max_backpressure)
+                .unwrap_or(self.max_backpressure),
             compress: None,
         }
     }
 
-    /// The backpressure limit of ticker subscribers.
-    pub(crate) fn ticker_limit(&self) -> Limit {
+    /// The backpressure limit of ticker subscribers on route `index`.
+    pub(crate) fn ticker_limit(&self, index: u8) -> Limit {
+        let spec = self.spec(index);
         Limit {
-            policy: self.ticker_backpressure,
-            bound: self.ticker_max_backpressure,
+            policy: spec
+                .and_then(|s| s.backpressure)
+                .unwrap_or(self.ticker_backpressure),
+            bound: spec
+                .and_then(|s| s.max_backpressure)
+                .unwrap_or(self.ticker_max_backpressure),
             compress: None,
         }
+    }
+
+    /// Peer silence allowed on route `index`.
+    pub(crate) fn idle_timeout(&self, index: u8, default: Duration) -> Duration {
+        self.spec(index)
+            .and_then(|s| s.idle_timeout)
+            .unwrap_or(default)
+    }
+
+    /// Largest message on route `index`.
+    pub(crate) fn max_message(&self, index: u8, default: usize) -> usize {
+        self.spec(index)
+            .and_then(|s| s.max_message)
+            .unwrap_or(default)
+    }
+
+    /// permessage-deflate policy on route `index`.
+    pub(crate) fn deflate(&self, index: u8) -> DeflatePolicy {
+        self.spec(index)
+            .and_then(|s| s.deflate)
+            .unwrap_or(self.deflate)
     }
 }
 
 impl Default for Routes {
     fn default() -> Self {
         Self {
+            table: Vec::new(),
             echo_everywhere: true,
             hub: false,
             ticker_symbols: Vec::new(),
@@ -168,5 +257,32 @@ impl Default for Config {
             ticker_rate: 1000.0,
             redis: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_route_entry_overrides_only_what_it_sets() {
+        let mut spec = RouteSpec::new("/chat", RouteKind::Hub);
+        spec.backpressure = Some(Backpressure::Conflate);
+        spec.idle_timeout = Some(Duration::from_secs(3));
+        let routes = Routes {
+            table: vec![spec, RouteSpec::new("/plain", RouteKind::Hub)],
+            ..Routes::default()
+        };
+        let chat = routes.hub_limit(0);
+        assert_eq!(chat.policy, Backpressure::Conflate);
+        assert_eq!(chat.bound, routes.max_backpressure);
+        let plain = routes.hub_limit(1);
+        assert_eq!(plain.policy, routes.hub_backpressure);
+        assert_eq!(routes.hub_limit(NO_SPEC).policy, routes.hub_backpressure);
+        let default = Duration::from_secs(120);
+        assert_eq!(routes.idle_timeout(0, default), Duration::from_secs(3));
+        assert_eq!(routes.idle_timeout(1, default), default);
+        assert_eq!(routes.max_message(0, 77), 77);
+        assert_eq!(routes.deflate(0), routes.deflate);
     }
 }

@@ -1,15 +1,22 @@
-//! Command-line interface: one subcommand per mode, sharing RUNTIME FLAGS.
+//! Command-line interface: one subcommand per mode, sharing RUNTIME FLAGS,
+//! each of which is also a key of the `--config` file.
 
+mod config_file;
+mod effective;
+
+use std::ffi::OsString;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::parser::ValueSource;
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::admission::policy::Policy;
 use crate::admission::AdmissionConfig;
 use crate::bridge::redis::RedisConfig;
-use crate::config::{Backend, Config, Routes};
+use crate::config::{Backend, Config, RouteKind, RouteSpec, Routes};
 use crate::protocol::deflate::DeflatePolicy;
 use crate::pubsub::Backpressure;
 use crate::shard::spawn::Server;
@@ -69,6 +76,15 @@ impl<const S: usize, const R: u32> FeedFlags<S, R> {
 /// Flags every server mode takes; each is also a config key of the same name.
 #[derive(Debug, Args)]
 struct RuntimeFlags {
+    /// Read settings from this TOML file: every flag is a key of the same
+    /// name; flags given here win. `surge serve` without it uses the
+    /// embedded default (config/default.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Check the configuration, print the effective settings as TOML and
+    /// exit (0 when valid, 2 otherwise).
+    #[arg(long)]
+    check_config: bool,
     /// Address to listen on (repeatable).
     #[arg(long, default_value = "127.0.0.1:9001")]
     listen: Vec<SocketAddr>,
@@ -296,28 +312,138 @@ impl RuntimeFlags {
     }
 }
 
-/// Runs the parsed command line; the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
-    let config = match cli.command {
-        Command::Echo(flags) => flags.into_config(),
-        Command::Serve(flags) => flags.into_config(),
-        Command::Ticker(flags) => flags.into_config(),
-        Command::Load(args) => return crate::load::run(&args),
+/// The config `surge serve` uses when no `--config` is given.
+pub const DEFAULT_CONFIG: &str = include_str!("../../config/default.toml");
+
+/// Runs `surge` with these arguments (the first is the program name); the
+/// process exit code.
+pub fn run(args: Vec<OsString>) -> ExitCode {
+    let matches = match Cli::command().try_get_matches_from(&args) {
+        Ok(m) => m,
+        Err(e) => e.exit(),
     };
-    let config = match config {
-        Ok(c) => c,
+    let Some((sub, sub_matches)) = matches.subcommand() else {
+        return ExitCode::from(2);
+    };
+    if sub == "load" {
+        return match Cli::from_arg_matches(&matches) {
+            Ok(Cli {
+                command: Command::Load(args),
+            }) => crate::load::run(&args),
+            Ok(_) => ExitCode::from(2),
+            Err(e) => e.exit(),
+        };
+    }
+    let resolved = match resolve(&args, sub, sub_matches) {
+        Ok(r) => r,
         Err(e) => {
             eprintln!("surge: {e}");
             return ExitCode::from(2);
         }
     };
-    match serve(config) {
+    if resolved.check {
+        print!("{}", resolved.effective);
+        return ExitCode::SUCCESS;
+    }
+    match serve(resolved.config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("surge: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// A server command line with its config file folded in.
+struct Resolved {
+    config: Config,
+    /// `--check-config` was given.
+    check: bool,
+    /// The settings in effect, as a config file.
+    effective: String,
+}
+
+/// Folds the config file (or the embedded default of `serve`) under the
+/// command line and builds the server's settings.
+fn resolve(args: &[OsString], sub: &str, given: &clap::ArgMatches) -> Result<Resolved, String> {
+    let file = given.get_one::<PathBuf>("config");
+    let (label, text) = match file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("cannot read config {}: {e}", path.display()))?;
+            (path.display().to_string(), text)
+        }
+        None if sub == "serve" => ("<embedded default config>".into(), DEFAULT_CONFIG.into()),
+        None => (String::new(), String::new()),
+    };
+    let command = Cli::command();
+    let sub_command = command
+        .find_subcommand(sub)
+        .ok_or_else(|| format!("no subcommand {sub}"))?;
+    let explicit = |id: &str| given.value_source(id) == Some(ValueSource::CommandLine);
+    let from_file = config_file::parse(&label, &text, sub_command, &explicit)?;
+    // The subcommand's own arguments follow its name; the file's go first.
+    let at = args
+        .iter()
+        .skip(1)
+        .position(|a| a == sub)
+        .map_or(1, |p| p + 2);
+    let mut merged: Vec<OsString> = args[..at].to_vec();
+    merged.extend(from_file.args.iter().cloned());
+    merged.extend(args[at..].iter().cloned());
+    let attribute = |e: String| from_file.attribute(&label, &e);
+    let matches = Cli::command()
+        .try_get_matches_from(&merged)
+        .map_err(|e| attribute(e.to_string().lines().next().unwrap_or_default().into()))?;
+    let cli = Cli::from_arg_matches(&matches).map_err(|e| attribute(e.to_string()))?;
+    let (config, check) = match cli.command {
+        Command::Echo(flags) => {
+            let check = flags.check_config;
+            (flags.into_config(), check)
+        }
+        Command::Serve(flags) => {
+            let check = flags.runtime.check_config;
+            (flags.into_config(), check)
+        }
+        Command::Ticker(flags) => {
+            let check = flags.runtime.check_config;
+            (flags.into_config(), check)
+        }
+        Command::Load(_) => return Err("load takes no config file".into()),
+    };
+    let mut config = config.map_err(attribute)?;
+    if !from_file.routes.is_empty() {
+        apply_routes(&mut config.routes, from_file.routes)
+            .map_err(|e| format!("{label}: routes: {e}"))?;
+    }
+    let (_, final_matches) = matches.subcommand().unwrap_or((sub, given));
+    let effective = effective::render(sub_command, final_matches, &config.routes);
+    Ok(Resolved {
+        config,
+        check,
+        effective,
+    })
+}
+
+/// Makes the `[[routes]]` table the only paths served.
+fn apply_routes(routes: &mut Routes, table: Vec<RouteSpec>) -> Result<(), String> {
+    if table.len() >= usize::from(crate::config::NO_SPEC) {
+        return Err(format!(
+            "at most {} routes",
+            usize::from(crate::config::NO_SPEC) - 1
+        ));
+    }
+    let has = |kind| table.iter().any(|r: &RouteSpec| r.kind == kind);
+    if has(RouteKind::Ticker) && routes.ticker_symbols.is_empty() {
+        return Err("a ticker route needs `surge serve` or `surge ticker`".into());
+    }
+    if !has(RouteKind::Ticker) {
+        routes.ticker_symbols.clear();
+    }
+    routes.hub = has(RouteKind::Hub);
+    routes.echo_everywhere = false;
+    routes.table = table;
+    Ok(())
 }
 
 fn serve(config: Config) -> Result<(), String> {

@@ -14,7 +14,7 @@ use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
 use crate::admission::Admission;
 use crate::buf::pool::BufPool;
-use crate::config::Routes;
+use crate::config::{RouteKind, Routes, NO_SPEC};
 use crate::metrics::{Metrics, ShardStats};
 use crate::protocol::deflate::{self, Params as DeflateParams, PerMessageDeflate};
 use crate::protocol::frame::OpCode;
@@ -173,6 +173,8 @@ pub(crate) struct Session {
     pub(crate) out: Vec<u8>,
     /// What the connection does with messages.
     pub(crate) route: Route,
+    /// Its `[[routes]]` entry, for per-route limits (`NO_SPEC`: none).
+    pub(crate) spec: u8,
     /// Shut our write side once `out` drains.
     pub(crate) shutdown_after_flush: bool,
     /// The tick at which this connection's current deadline passes.
@@ -195,6 +197,7 @@ impl Session {
             spill: None,
             out: Vec::new(),
             route: Route::Echo,
+            spec: NO_SPEC,
             shutdown_after_flush: false,
             deadline_tick: u64::MAX,
             armed_tick: u64::MAX,
@@ -317,10 +320,12 @@ impl Session {
             Err(e) => Err(Answered::Refused(e)),
         };
         match outcome {
-            Ok((head_len, ticket, route, feed, deflate)) => {
+            Ok((head_len, ticket, (route, feed, spec), deflate)) => {
                 self.ticket = Some(ticket);
-                self.phase = Phase::Open(ServerConn::new(limits.max_message));
+                let max_message = limits.routes.max_message(spec, limits.max_message);
+                self.phase = Phase::Open(ServerConn::new(max_message));
                 self.route = route;
+                self.spec = spec;
                 if let Some(params) = deflate {
                     limits.counters.deflate_conns += 1;
                     let threshold = limits.routes.deflate_threshold;
@@ -336,7 +341,7 @@ impl Session {
                         limits.key,
                         generation,
                         &topic,
-                        routes.ticker_limit(),
+                        routes.ticker_limit(spec),
                         subs,
                         usize::MAX,
                     );
@@ -426,7 +431,7 @@ impl Session {
                                     let answer = hub_request(
                                         opcode,
                                         &payload,
-                                        (self.generation, compress),
+                                        (self.generation, self.spec, compress),
                                         &mut spill.subs,
                                         limits,
                                     );
@@ -505,9 +510,13 @@ enum Answered {
     Parked(Refusal),
 }
 
-/// An upgrade: head length, admission ticket, route, the feed topic to
-/// subscribe to (ticker routes) and the permessage-deflate agreement.
-type Upgraded = (usize, Ticket, Route, Option<String>, Option<DeflateParams>);
+/// An upgrade: head length, admission ticket, where it leads and the
+/// permessage-deflate agreement.
+type Upgraded = (usize, Ticket, Routed, Option<DeflateParams>);
+
+/// A route, the feed topic to subscribe to (ticker routes) and the
+/// `[[routes]]` entry.
+type Routed = (Route, Option<String>, u8);
 
 /// Answers a complete request head: `Ok` when it upgraded (the 101 is in
 /// `out`).
@@ -533,8 +542,9 @@ fn answer_request(
         });
     }
     let upgrade = req.validate_upgrade().map_err(Answered::Refused)?;
-    let (route, feed) =
+    let routed =
         route_for(req.path(), limits.routes).ok_or(Answered::Refused(HandshakeError::NotFound))?;
+    let (route, _, spec) = routed;
     let subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
     let admission = limits.admission;
     let peer = hs.peer.unwrap_or_else(|| limits.peer_ip());
@@ -569,38 +579,62 @@ fn answer_request(
                 .iter()
                 .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
                 .map(|h| h.value);
-            deflate::negotiate(offers, limits.routes.deflate)
+            deflate::negotiate(offers, limits.routes.deflate(spec))
         };
     let extensions = deflate.map(|p| p.response());
     upgrade.encode_accept(out, subprotocol, extensions.as_deref());
-    Ok((req.head_len, ticket, route, feed, deflate))
+    Ok((req.head_len, ticket, routed, deflate))
 }
 
-/// Which route serves `path`, and for a feed, the topic it subscribes to.
-fn route_for(path: &str, routes: &Routes) -> Option<(Route, Option<String>)> {
+/// Which route serves `path`, for a feed the topic it subscribes to, and
+/// the `[[routes]]` entry.
+fn route_for(path: &str, routes: &Routes) -> Option<Routed> {
+    if !routes.table.is_empty() {
+        return routes.table.iter().enumerate().find_map(|(i, spec)| {
+            // Fewer than 255 entries: checked when the table is loaded.
+            let index = i as u8;
+            match spec.kind {
+                RouteKind::Echo => (path == spec.path).then_some((Route::Echo, None, index)),
+                RouteKind::Hub => (path == spec.path).then_some((Route::Hub, None, index)),
+                RouteKind::Ticker => {
+                    let feed = if path == spec.path {
+                        Some(ticker::ALL.to_owned())
+                    } else {
+                        let symbol = path.strip_prefix(spec.path.as_str())?.strip_prefix('/')?;
+                        routes
+                            .ticker_symbols
+                            .iter()
+                            .any(|s| s == symbol)
+                            .then(|| ticker::topic(symbol))
+                    };
+                    feed.map(|f| (Route::Ticker, Some(f), index))
+                }
+            }
+        });
+    }
     if !routes.ticker_symbols.is_empty() {
         if path == "/ticker" {
-            return Some((Route::Ticker, Some(ticker::ALL.to_owned())));
+            return Some((Route::Ticker, Some(ticker::ALL.to_owned()), NO_SPEC));
         }
         if let Some(symbol) = path.strip_prefix("/ticker/") {
             return routes
                 .ticker_symbols
                 .iter()
                 .any(|s| s == symbol)
-                .then(|| (Route::Ticker, Some(ticker::topic(symbol))));
+                .then(|| (Route::Ticker, Some(ticker::topic(symbol)), NO_SPEC));
         }
     }
     if routes.hub && path == "/hub" {
-        return Some((Route::Hub, None));
+        return Some((Route::Hub, None, NO_SPEC));
     }
-    (routes.echo_everywhere || path == "/echo").then_some((Route::Echo, None))
+    (routes.echo_everywhere || path == "/echo").then_some((Route::Echo, None, NO_SPEC))
 }
 
 /// Carries out one hub request; the reply to send, if any.
 fn hub_request(
     opcode: OpCode,
     payload: &[u8],
-    (generation, compress): (u32, Option<u8>),
+    (generation, spec, compress): (u32, u8, Option<u8>),
     subs: &mut Vec<(u32, u32)>,
     limits: &mut ConnLimits<'_>,
 ) -> Option<String> {
@@ -623,7 +657,7 @@ fn hub_request(
                     &hub_topic(name),
                     Limit {
                         compress,
-                        ..routes.hub_limit()
+                        ..routes.hub_limit(spec)
                     },
                     subs,
                     routes.max_topics_per_conn,

@@ -154,7 +154,9 @@ impl Deadlines {
         if next != Next::Continue {
             self.gate.settle(key, session, false);
         }
-        let idle = config.idle_timeout;
+        let idle = config
+            .routes
+            .idle_timeout(session.spec, config.idle_timeout);
         let tick = match next {
             // While draining, the drain deadline stands, and a handshake
             // that completes now is closed at once.

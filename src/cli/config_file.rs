@@ -1,0 +1,311 @@
+//! `--config FILE`: a TOML file whose keys are the command-line flags of the
+//! same name (`max-message = 65536`, or `max_message`), optionally grouped
+//! in sections (`[admission]`, `[tls] cert`, `[bridge.redis] url`), plus
+//! `[[routes]]` tables that map paths to what serves them.
+//!
+//! Keys become arguments for clap, so a key accepts exactly what its flag
+//! accepts and both share one validator; a flag given on the command line
+//! wins over the file. Every error names the file, the line and the key.
+
+use std::ffi::OsString;
+use std::time::Duration;
+
+use clap::ValueEnum;
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use crate::config::{RouteKind, RouteSpec};
+use crate::protocol::deflate::DeflatePolicy;
+use crate::pubsub::Backpressure;
+
+/// Sections that only group keys: a key `k` in `[s]` is the flag `s-k` when
+/// one exists (`[tls] cert` is `--tls-cert`), otherwise `k`.
+const SECTIONS: &[&str] = &["admission", "pubsub", "deflate", "tls", "ticker", "bridge"];
+
+/// Flags that make no sense inside a config file.
+const NOT_KEYS: &[&str] = &["config", "check-config", "help", "version"];
+
+/// What a config file adds to the command line.
+#[derive(Debug, Default)]
+pub(crate) struct FileArgs {
+    /// Arguments for the subcommand, before those of the command line.
+    pub(crate) args: Vec<OsString>,
+    /// The flag each key became, where it was, for later errors.
+    pub(crate) origins: Vec<Origin>,
+    /// `[[routes]]`, in file order; empty when the file has none.
+    pub(crate) routes: Vec<RouteSpec>,
+}
+
+/// Where a flag's value came from in the file.
+#[derive(Debug, Clone)]
+pub(crate) struct Origin {
+    /// The long flag, without dashes.
+    pub(crate) flag: String,
+    /// The key as written, with its section.
+    pub(crate) key: String,
+    /// 1-based line of the key.
+    pub(crate) line: usize,
+}
+
+impl FileArgs {
+    /// Rewrites an error about `--flag` that came from the file so that it
+    /// names the file, line and key instead.
+    pub(crate) fn attribute(&self, file: &str, error: &str) -> String {
+        for origin in &self.origins {
+            let flag = format!("--{}", origin.flag);
+            let mentioned = error.match_indices(&flag).any(|(i, _)| {
+                let rest = &error[i + flag.len()..];
+                !rest.starts_with(|c: char| c.is_ascii_alphanumeric() || c == '-')
+            });
+            if mentioned {
+                return format!("{file}:{}: key `{}`: {error}", origin.line, origin.key);
+            }
+        }
+        error.to_owned()
+    }
+}
+
+/// Reads `text` (named `file` in errors) against the flags of `command`;
+/// keys whose flag `explicit` reports as given on the command line are
+/// skipped, since the command line wins.
+pub(crate) fn parse(
+    file: &str,
+    text: &str,
+    command: &clap::Command,
+    explicit: &dyn Fn(&str) -> bool,
+) -> Result<FileArgs, String> {
+    let root = DeTable::parse(text).map_err(|e| {
+        let line = e.span().map_or(1, |s| line_of(text, s.start));
+        format!("{file}:{line}: {}", e.message().trim_end())
+    })?;
+    let mut reader = Reader {
+        file,
+        text,
+        command,
+        explicit,
+        out: FileArgs::default(),
+    };
+    reader.table(root.get_ref(), &[])?;
+    Ok(reader.out)
+}
+
+struct Reader<'a> {
+    file: &'a str,
+    text: &'a str,
+    command: &'a clap::Command,
+    explicit: &'a dyn Fn(&str) -> bool,
+    out: FileArgs,
+}
+
+impl Reader<'_> {
+    fn error(&self, at: usize, key: &str, message: impl std::fmt::Display) -> String {
+        format!(
+            "{}:{}: key `{key}`: {message}",
+            self.file,
+            line_of(self.text, at)
+        )
+    }
+
+    fn table(&mut self, table: &DeTable<'_>, section: &[&str]) -> Result<(), String> {
+        for (key, value) in table {
+            let name = key.get_ref().as_ref();
+            let at = key.span().start;
+            let mut path = section.to_vec();
+            path.push(name);
+            let shown = path.join(".");
+            match value.get_ref() {
+                DeValue::Array(items) if section.is_empty() && name == "routes" => {
+                    for item in items.iter() {
+                        let DeValue::Table(route) = item.get_ref() else {
+                            return Err(self.error(at, &shown, "must be [[routes]] tables"));
+                        };
+                        let spec = self.route(route, item.span().start)?;
+                        if self.out.routes.iter().any(|r| r.path == spec.path) {
+                            return Err(self.error(
+                                item.span().start,
+                                "routes.path",
+                                format_args!("{:?} is routed twice", spec.path),
+                            ));
+                        }
+                        self.out.routes.push(spec);
+                    }
+                }
+                DeValue::Table(inner) => {
+                    let known = match section {
+                        [] => SECTIONS.contains(&name),
+                        ["bridge"] => name == "redis",
+                        _ => false,
+                    };
+                    if !known {
+                        return Err(self.error(
+                            at,
+                            &shown,
+                            format_args!(
+                                "unknown section (sections: {}, bridge.redis, [[routes]])",
+                                SECTIONS.join(", ")
+                            ),
+                        ));
+                    }
+                    self.table(inner, &path)?;
+                }
+                _ => self.key(section, name, value, at, &shown)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// One key: found as a flag, turned into arguments, checked alone so a
+    /// bad value is reported against its own line.
+    fn key(
+        &mut self,
+        section: &[&str],
+        name: &str,
+        value: &Spanned<DeValue<'_>>,
+        at: usize,
+        shown: &str,
+    ) -> Result<(), String> {
+        let key = name.replace('_', "-");
+        let arg = section
+            .last()
+            .map(|s| format!("{s}-{key}"))
+            .and_then(|long| self.find(&long))
+            .or_else(|| self.find(&key))
+            .filter(|a| !NOT_KEYS.contains(&a.get_long().unwrap_or_default()))
+            .ok_or_else(|| self.error(at, shown, "unknown key (every flag of --help is a key)"))?;
+        let long = arg.get_long().unwrap_or_default().to_owned();
+        if (self.explicit)(arg.get_id().as_str()) {
+            return Ok(());
+        }
+        let flag = format!("--{long}");
+        let mut args: Vec<OsString> = Vec::new();
+        let switch = matches!(arg.get_action(), clap::ArgAction::SetTrue);
+        let many = matches!(arg.get_action(), clap::ArgAction::Append);
+        match value.get_ref() {
+            DeValue::Boolean(b) if switch => {
+                if *b {
+                    args.push(flag.clone().into());
+                }
+            }
+            _ if switch => return Err(self.error(at, shown, "must be true or false")),
+            DeValue::Array(items) if many => {
+                for item in items.iter() {
+                    args.push(flag.clone().into());
+                    args.push(self.scalar(item, shown)?.into());
+                }
+            }
+            DeValue::Array(_) => {
+                return Err(self.error(at, shown, "takes one value, not a list"));
+            }
+            _ => {
+                args.push(flag.clone().into());
+                args.push(self.scalar(value, shown)?.into());
+            }
+        }
+        let mut alone: Vec<OsString> = vec![self.command.get_name().into()];
+        alone.extend(args.iter().cloned());
+        if let Err(e) = self.command.clone().try_get_matches_from(alone) {
+            return Err(self.error(at, shown, first_line(&e.to_string())));
+        }
+        self.out.origins.push(Origin {
+            flag: long,
+            key: shown.to_owned(),
+            line: line_of(self.text, at),
+        });
+        self.out.args.extend(args);
+        Ok(())
+    }
+
+    fn find(&self, long: &str) -> Option<&clap::Arg> {
+        self.command
+            .get_arguments()
+            .find(|a| a.get_long() == Some(long))
+    }
+
+    fn scalar(&self, value: &Spanned<DeValue<'_>>, key: &str) -> Result<String, String> {
+        let at = value.span().start;
+        Ok(match value.get_ref() {
+            DeValue::String(s) => s.to_string(),
+            DeValue::Integer(i) => i128::from_str_radix(i.as_str(), i.radix())
+                .map_err(|e| self.error(at, key, e))?
+                .to_string(),
+            DeValue::Float(f) => f.as_str().to_owned(),
+            DeValue::Boolean(b) => b.to_string(),
+            DeValue::Datetime(_) | DeValue::Array(_) | DeValue::Table(_) => {
+                return Err(self.error(at, key, "must be a string, number or boolean"))
+            }
+        })
+    }
+
+    /// One `[[routes]]` table.
+    fn route(&self, table: &DeTable<'_>, at: usize) -> Result<RouteSpec, String> {
+        let mut path = None;
+        let mut kind = None;
+        let mut spec = RouteSpec::new(String::new(), RouteKind::Echo);
+        for (key, value) in table {
+            let name = key.get_ref().replace('_', "-");
+            let shown = format!("routes.{name}");
+            let at = key.span().start;
+            let text = self.scalar(value, &shown)?;
+            let bad = |e: &dyn std::fmt::Display| self.error(at, &shown, e);
+            match name.as_str() {
+                "path" => {
+                    if !text.starts_with('/') || text.contains(['?', '#', ' ']) {
+                        return Err(bad(&format_args!(
+                            "{text:?} is not a path (it starts with / and has no query)"
+                        )));
+                    }
+                    path = Some(text);
+                }
+                "kind" => {
+                    kind = Some(RouteKind::from_str(&text, true).map_err(|_| {
+                        bad(&format_args!("{text:?} is not one of echo, hub, ticker"))
+                    })?)
+                }
+                "max-message" => {
+                    let n = text.parse::<usize>().map_err(|e| bad(&e))?;
+                    if n == 0 {
+                        return Err(bad(&"must be at least 1"));
+                    }
+                    spec.max_message = Some(n);
+                }
+                "idle-timeout-ms" => {
+                    let ms = text.parse::<u64>().map_err(|e| bad(&e))?;
+                    spec.idle_timeout = Some(Duration::from_millis(ms));
+                }
+                "max-backpressure" => {
+                    spec.max_backpressure = Some(text.parse::<usize>().map_err(|e| bad(&e))?);
+                }
+                "backpressure" => {
+                    spec.backpressure =
+                        Some(Backpressure::from_str(&text, true).map_err(|_| {
+                            bad(&format_args!("{text:?} is not one of disconnect, conflate"))
+                        })?);
+                }
+                "deflate" => {
+                    spec.deflate = Some(DeflatePolicy::from_str(&text, true).map_err(|_| {
+                        bad(&format_args!(
+                            "{text:?} is not one of off, on, no-context-takeover"
+                        ))
+                    })?);
+                }
+                _ => {
+                    return Err(bad(&"unknown route key (path, kind, max-message, \
+                         idle-timeout-ms, backpressure, max-backpressure, deflate)"))
+                }
+            }
+        }
+        spec.path = path.ok_or_else(|| self.error(at, "routes.path", "missing"))?;
+        spec.kind = kind.ok_or_else(|| self.error(at, "routes.kind", "missing"))?;
+        Ok(spec)
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+/// The message of a clap error, without its `error: ` prefix and usage.
+fn first_line(rendered: &str) -> String {
+    let line = rendered.lines().next().unwrap_or_default();
+    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+}
