@@ -42,7 +42,7 @@ def servers(symbols, rate):
     }
 
 
-def run_case(cpus, argv, port, conns, secs):
+def run_case(cpus, argv, port, conns, secs, load_extra=()):
     proc = subprocess.Popen(["taskset", "-c", cpus] + argv + ["--listen", f"127.0.0.1:{port}"],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
     try:
@@ -53,7 +53,7 @@ def run_case(cpus, argv, port, conns, secs):
         load = subprocess.Popen(
             ["taskset", "-c", "1", SURGE, "load", "subscribe", "--url", f"ws://127.0.0.1:{port}/ticker",
              "--conns", str(conns), "--sources", "127.0.0.2-127.0.0.17", "--conns-in-flight", "2000",
-             "--connect-timeout", "60", "--duration", str(secs)],
+             "--connect-timeout", "60", "--duration", str(secs), *load_extra],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         before = None
         for line in load.stderr:

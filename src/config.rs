@@ -56,6 +56,16 @@ impl RouteSpec {
     }
 }
 
+/// How a broadcast reaches subscribers that negotiated permessage-deflate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum DeflateBroadcast {
+    /// Compressed once per shard and window size, the frame shared by all.
+    Once,
+    /// Compressed for every subscriber on its own: what servers without
+    /// shared compression do; a benchmark baseline, not for production.
+    PerConnection,
+}
+
 /// What each WebSocket path serves.
 #[derive(Debug, Clone)]
 pub struct Routes {
@@ -87,6 +97,8 @@ pub struct Routes {
     /// permessage-deflate for /echo and /hub (default: without context
     /// takeover, so idle connections hold no compression state).
     pub deflate: DeflatePolicy,
+    /// How broadcasts are compressed for deflate subscribers (default once).
+    pub deflate_broadcast: DeflateBroadcast,
     /// Messages shorter than this are sent uncompressed (default 64 bytes).
     pub deflate_threshold: usize,
     /// Connections per shard that may negotiate deflate; later ones are
@@ -172,6 +184,7 @@ impl Default for Routes {
             hub_backpressure: Backpressure::Disconnect,
             ticker_backpressure: Backpressure::Conflate,
             deflate: DeflatePolicy::NoContextTakeover,
+            deflate_broadcast: DeflateBroadcast::Once,
             deflate_threshold: 64,
             max_deflate_conns: 0,
         }

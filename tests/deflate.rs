@@ -192,3 +192,73 @@ fn corrupt_compressed_data_closes_with_1007() {
         assert_eq!(read_close(&mut s), Some(1002), "{backend}");
     }
 }
+
+/// Inflates one permessage-deflate payload (no context takeover).
+fn inflate(payload: &[u8]) -> Vec<u8> {
+    let mut d = flate2::Decompress::new(false);
+    let mut input = payload.to_vec();
+    input.extend_from_slice(&[0, 0, 0xFF, 0xFF]);
+    let mut out = Vec::with_capacity(1024);
+    d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+        .expect("valid deflate data");
+    out
+}
+
+#[test]
+fn ticker_feeds_compress_once_or_per_connection() {
+    for (mode, once) in [("once", true), ("per-connection", false)] {
+        let server = Server::start(&[
+            "serve",
+            "--shards",
+            "1",
+            "--symbols",
+            "2",
+            "--rate",
+            "200",
+            "--deflate-threshold",
+            "0",
+            "--deflate-broadcast",
+            mode,
+        ]);
+        let offer = "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n";
+        let mut subscribers: Vec<_> = (0..3)
+            .map(|_| {
+                let mut s = connect(server.addr);
+                s.write_all(upgrade_request("/ticker", offer).as_bytes())
+                    .unwrap();
+                let (status, head) = read_response_head(&mut s);
+                assert_eq!(status, 101, "{head}");
+                assert!(
+                    head.contains("permessage-deflate; server_no_context_takeover"),
+                    "{mode}: {head}"
+                );
+                s
+            })
+            .collect();
+        for s in &mut subscribers {
+            for _ in 0..20 {
+                let (first, payload) = read_frame(s);
+                assert_eq!(first, 0xC1, "{mode}: a compressed text frame");
+                let tick = String::from_utf8(inflate(&payload)).unwrap();
+                let fields: Vec<&str> = tick.split(' ').collect();
+                assert_eq!(fields.len(), 4, "{mode}: {tick:?}");
+                assert!(["AAPL", "MSFT"].contains(&fields[0]), "{mode}: {tick:?}");
+            }
+        }
+        let compressed = metric(server.addr, "surge_pubsub_compressed_total");
+        let delivered = metric(server.addr, "surge_pubsub_delivered_total");
+        println!("{mode}: {delivered} deliveries, {compressed} compressions");
+        assert!(delivered >= 60, "{mode}: {delivered}");
+        if once {
+            assert!(
+                compressed * 2 < delivered,
+                "{mode}: {compressed} of {delivered}"
+            );
+        } else {
+            assert!(
+                compressed >= delivered,
+                "{mode}: {compressed} of {delivered}"
+            );
+        }
+    }
+}

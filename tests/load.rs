@@ -345,3 +345,36 @@ fn subscribe_mode_against_surge_ticker_sees_every_tick() {
     let msgs = num(&r, "msgs");
     assert!((150_000..=170_000).contains(&msgs), "{msgs}: {all}");
 }
+
+#[test]
+fn subscribe_mode_inflates_compressed_ticks() {
+    let server = Server::start(&[
+        "ticker",
+        "--symbols",
+        "4",
+        "--rate",
+        "100",
+        "--deflate-threshold",
+        "0",
+    ]);
+    let (r, all) = load(&[
+        "subscribe",
+        "--url",
+        &server.url("/ticker"),
+        "--conns",
+        "50",
+        "--duration",
+        "2",
+        "--deflate",
+    ]);
+    assert_eq!((num(&r, "open"), num(&r, "errors")), (50, 0), "{all}");
+    assert_eq!(num(&r, "gaps"), 0, "{all}");
+    let msgs = num(&r, "msgs");
+    assert!((37_000..=43_000).contains(&msgs), "{msgs}: {all}");
+    // They came compressed (the load generator rejects RSV1 frames
+    // unless it offered deflate).
+    assert!(
+        support::metric(server.addr, "surge_pubsub_compressed_total") > 0,
+        "{all}"
+    );
+}

@@ -16,7 +16,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::admission::policy::Policy;
 use crate::admission::AdmissionConfig;
 use crate::bridge::redis::RedisConfig;
-use crate::config::{Backend, Config, RouteKind, RouteSpec, Routes};
+use crate::config::{Backend, Config, DeflateBroadcast, RouteKind, RouteSpec, Routes};
 use crate::protocol::deflate::DeflatePolicy;
 use crate::pubsub::Backpressure;
 use crate::shard::spawn::Server;
@@ -124,6 +124,10 @@ struct RuntimeFlags {
     /// no-context-takeover (no compression state kept between messages).
     #[arg(long, value_enum, default_value_t = DeflatePolicy::NoContextTakeover)]
     deflate: DeflatePolicy,
+    /// How broadcasts are compressed for deflate subscribers: once per
+    /// shard, or per connection (a benchmark baseline).
+    #[arg(long, value_enum, default_value_t = DeflateBroadcast::Once)]
+    deflate_broadcast: DeflateBroadcast,
     /// Messages shorter than this many bytes are sent uncompressed.
     #[arg(long, default_value_t = 64)]
     deflate_threshold: usize,
@@ -304,6 +308,7 @@ impl RuntimeFlags {
                 max_topics_per_conn: self.pubsub.max_topics_per_conn,
                 deflate: self.deflate,
                 deflate_threshold: self.deflate_threshold,
+                deflate_broadcast: self.deflate_broadcast,
                 max_deflate_conns: self.max_deflate_conns,
                 ..Routes::default()
             },

@@ -123,7 +123,7 @@ impl EpollLoop {
             listeners: mio_listeners,
             signal,
             conns: Slab::new(),
-            pubsub: PubSub::new(inbox),
+            pubsub: PubSub::new(inbox, &shared.config.routes),
             deadlines: Deadlines::new(&shared.config, shard_id),
             shared,
             shard_id,

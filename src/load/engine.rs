@@ -104,6 +104,10 @@ pub(crate) struct Engine<'a> {
     /// When the measured window began (all connections open).
     window_start: Option<Instant>,
     started: Instant,
+    /// Inflates compressed frames (`--deflate`); reset per message, since
+    /// no context takeover was offered.
+    inflater: flate2::Decompress,
+    inflated: Vec<u8>,
 }
 
 impl<'a> Engine<'a> {
@@ -129,6 +133,8 @@ impl<'a> Engine<'a> {
             payload: Vec::with_capacity(plan.size),
             window_start: None,
             started: Instant::now(),
+            inflater: flate2::Decompress::new(false),
+            inflated: Vec::new(),
         }
     }
 
@@ -295,10 +301,16 @@ impl<'a> Engine<'a> {
             conn.phase = Phase::Upgrading;
             let request = format!(
                 "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n\r\n",
+                 Sec-WebSocket-Key: {}\r\nSec-WebSocket-Version: 13\r\n{}\r\n",
                 self.plan.path,
                 self.plan.host,
-                std::str::from_utf8(&conn.key).expect("base64 is ASCII")
+                std::str::from_utf8(&conn.key).expect("base64 is ASCII"),
+                if self.plan.deflate {
+                    "Sec-WebSocket-Extensions: permessage-deflate; \
+                     server_no_context_takeover; client_no_context_takeover\r\n"
+                } else {
+                    ""
+                }
             );
             conn.out.extend_from_slice(request.as_bytes());
         }
@@ -370,16 +382,51 @@ impl<'a> Engine<'a> {
             if conn.inbuf.len() < end {
                 break;
             }
-            if header.mask.is_some() || header.rsv != 0 {
+            let compressed = header.rsv == 0b100 && self.plan.deflate;
+            if header.mask.is_some() || (header.rsv != 0 && !compressed) {
                 return Err(Some(Failure::Protocol));
             }
             let payload = std::mem::take(&mut self.conns[key].inbuf);
-            let result = self.on_frame(key, header.opcode, &payload[pos + head_len..end]);
+            let result = if compressed {
+                let mut inflated = std::mem::take(&mut self.inflated);
+                let result = self
+                    .inflate(&payload[pos + head_len..end], &mut inflated)
+                    .and_then(|()| self.on_frame(key, header.opcode, &inflated));
+                self.inflated = inflated;
+                result
+            } else {
+                self.on_frame(key, header.opcode, &payload[pos + head_len..end])
+            };
             self.conns[key].inbuf = payload;
             result?;
             pos = end;
         }
         self.conns[key].inbuf.drain(..pos);
+        Ok(())
+    }
+
+    /// One compressed message (a single frame: the servers measured do not
+    /// fragment them) into `out`.
+    fn inflate(&mut self, data: &[u8], out: &mut Vec<u8>) -> Result<(), Option<Failure>> {
+        const TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
+        out.clear();
+        self.inflater.reset(false);
+        for part in [data, &TAIL[..]] {
+            let mut input = part;
+            while !input.is_empty() {
+                out.reserve(input.len() * 4 + 64);
+                let before = self.inflater.total_in();
+                self.inflater
+                    .decompress_vec(input, out, flate2::FlushDecompress::Sync)
+                    .map_err(|_| Some(Failure::Protocol))?;
+                let used = (self.inflater.total_in() - before) as usize;
+                if used == 0 && out.len() < out.capacity() {
+                    // No progress with room to spare: the stream is broken.
+                    return Err(Some(Failure::Protocol));
+                }
+                input = &input[used..];
+            }
+        }
         Ok(())
     }
 

@@ -78,6 +78,10 @@ pub struct LoadArgs {
     /// How connect mode closes.
     #[arg(long, value_enum, default_value_t = CloseKind::Abrupt)]
     close: CloseKind,
+    /// Offer permessage-deflate (no context takeover either way) and
+    /// inflate what arrives compressed; what is sent stays uncompressed.
+    #[arg(long)]
+    deflate: bool,
 }
 
 /// Settings every load thread shares.
@@ -95,6 +99,7 @@ pub(crate) struct Plan {
     in_flight: usize,
     connect_timeout: Duration,
     close: CloseKind,
+    deflate: bool,
 }
 
 fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
@@ -157,6 +162,7 @@ impl LoadArgs {
             in_flight: self.conns_in_flight.max(1),
             connect_timeout: Duration::from_secs_f64(self.connect_timeout.max(0.1)),
             close: self.close,
+            deflate: self.deflate,
         })
     }
 }

@@ -145,6 +145,10 @@ pub(crate) struct Topics {
     dirty: Vec<u32>,
     subscriptions: usize,
     pub(crate) stats: TopicStats,
+    /// Compress every deflate subscriber's delivery on its own instead of
+    /// once per window size: the cost a server without shared compression
+    /// pays, kept as a benchmark baseline.
+    pub(crate) compress_per_connection: bool,
 }
 
 impl Topics {
@@ -336,6 +340,10 @@ impl Topics {
                     continue;
                 }
                 let frames = match m.limit.compress {
+                    Some(bits) if !messages.is_empty() && self.compress_per_connection => {
+                        self.stats.compressed += messages.len() as u64;
+                        compress_batch(&messages, bits, threshold)
+                    }
                     Some(bits) if !messages.is_empty() => {
                         let slot = usize::from(bits.clamp(9, 15) - 9);
                         Arc::clone(packed[slot].get_or_insert_with(|| {

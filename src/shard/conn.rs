@@ -16,7 +16,7 @@ use crate::admission::Admission;
 use crate::buf::pool::BufPool;
 use crate::config::{RouteKind, Routes, NO_SPEC};
 use crate::metrics::{Metrics, ShardStats};
-use crate::protocol::deflate::{self, Params as DeflateParams, PerMessageDeflate};
+use crate::protocol::deflate::{self, DeflatePolicy, Params as DeflateParams, PerMessageDeflate};
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
@@ -334,14 +334,19 @@ impl Session {
                 limits.counters.handshakes += 1;
                 if let Some(topic) = feed {
                     let generation = self.generation;
-                    let subs = &mut self.spill_mut().subs;
+                    let spill = self.spill_mut();
+                    let compress = spill.deflate.as_ref().and_then(|d| d.shared_window());
+                    let subs = &mut spill.subs;
                     let routes = limits.routes;
                     // A fresh connection holds no topic: this cannot fail.
                     let _ = limits.pubsub.topics.subscribe(
                         limits.key,
                         generation,
                         &topic,
-                        routes.ticker_limit(spec),
+                        Limit {
+                            compress,
+                            ..routes.ticker_limit(spec)
+                        },
                         subs,
                         usize::MAX,
                     );
@@ -568,19 +573,25 @@ fn answer_request(
                     .min(u64::from(u32::MAX)) as u32,
             })
         })?;
-    // Feeds are shared frames sent as they are, so they stay uncompressed.
     let cap = limits.routes.max_deflate_conns;
-    let deflate =
-        if route == Route::Ticker || (cap != 0 && limits.counters.deflate_conns >= cap as u64) {
-            None
-        } else {
-            let offers = req
-                .headers
-                .iter()
-                .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
-                .map(|h| h.value);
-            deflate::negotiate(offers, limits.routes.deflate(spec))
-        };
+    let policy = match (route, limits.routes.deflate(spec)) {
+        // A feed is only ever sent as shared frames, which can be
+        // compressed only without context takeover.
+        (Route::Ticker, DeflatePolicy::On) => DeflatePolicy::NoContextTakeover,
+        (_, policy) => policy,
+    };
+    let deflate = if policy == DeflatePolicy::Off
+        || (cap != 0 && limits.counters.deflate_conns >= cap as u64)
+    {
+        None
+    } else {
+        let offers = req
+            .headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|h| h.value);
+        deflate::negotiate(offers, policy)
+    };
     let extensions = deflate.map(|p| p.response());
     upgrade.encode_accept(out, subprotocol, extensions.as_deref());
     Ok((req.head_len, ticket, routed, deflate))

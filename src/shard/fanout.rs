@@ -1,6 +1,7 @@
 //! A shard's side of pub/sub: its inbox from the hub and its topic table,
 //! pumped once per loop turn.
 
+use crate::config::DeflateBroadcast;
 use std::sync::Arc;
 
 use slab::Slab;
@@ -43,9 +44,12 @@ impl<C: Outlet> Subscriber for C {
 }
 
 impl PubSub {
-    pub(crate) fn new(inbox: InboxReceiver) -> Self {
+    pub(crate) fn new(inbox: InboxReceiver, routes: &crate::config::Routes) -> Self {
+        let mut topics = Topics::default();
+        topics.compress_per_connection =
+            routes.deflate_broadcast == DeflateBroadcast::PerConnection;
         Self {
-            topics: Topics::default(),
+            topics,
             inbox,
             woken: true,
             fan_out: FanOut::default(),

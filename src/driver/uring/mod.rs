@@ -175,7 +175,7 @@ impl UringLoop {
             signal,
             signal_buf: Box::new([0u8; 64]),
             conns: Slab::new(),
-            pubsub: PubSub::new(inbox),
+            pubsub: PubSub::new(inbox, &shared.config.routes),
             inbox_buf: Box::new(0),
             deadlines: Deadlines::new(&shared.config, shard_id),
             shared,
