@@ -183,9 +183,6 @@ impl EpollLoop {
     }
 
     fn accept(&mut self, index: usize) {
-        if self.draining_until.is_some() {
-            return;
-        }
         loop {
             let Some(listener) = self.listeners.get(index) else {
                 return;
@@ -253,6 +250,7 @@ impl EpollLoop {
                         break;
                     }
                     Ok(n) => {
+                        self.counters.bytes_received += n as u64;
                         let end = carried + n;
                         let config = &self.shared.config;
                         let mut limits = ConnLimits {
@@ -306,6 +304,7 @@ impl EpollLoop {
                     self.remove(key);
                 } else if !conn.eof {
                     conn.eof = true;
+                    self.counters.dropped(&conn.session);
                     let next = conn.session.peer_finished();
                     let now = self.clock.now_tick;
                     self.deadlines
@@ -353,7 +352,7 @@ impl EpollLoop {
                 _ => break,
             };
             match written {
-                Ok(_) => {}
+                Ok(n) => self.counters.bytes_sent += n as u64,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -422,6 +421,9 @@ impl EpollLoop {
 
     fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(key) {
+            if conn.session.is_open() {
+                self.counters.closed(code);
+            }
             let now = self.clock.now_tick;
             let config = &self.shared.config;
             self.deadlines
@@ -447,9 +449,9 @@ impl EpollLoop {
             return;
         }
         tracing::info!("shutting down: closing {} connections", self.conns.len());
-        for mut l in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
+        // Listeners stay open through the drain so that load balancers
+        // see /healthz answer 503; upgrades are refused from now on.
+        self.shared.metrics.begin_draining();
         let now = self.clock.now_tick;
         let config = std::sync::Arc::clone(&self.shared.config);
         self.draining_until = Some(self.deadlines.begin_drain(now, &config));

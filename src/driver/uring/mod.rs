@@ -341,9 +341,7 @@ impl UringLoop {
     fn on_accept(&mut self, index: usize, result: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.accepts_armed -= 1;
-            if self.draining_until.is_none() {
-                self.arm_accept(index);
-            }
+            self.arm_accept(index);
         }
         if result < 0 {
             let e = io::Error::from_raw_os_error(-result);
@@ -354,9 +352,6 @@ impl UringLoop {
         }
         // SAFETY: a successful accept returns a new descriptor we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
-        if self.draining_until.is_some() {
-            return;
-        }
         self.next_generation = self.next_generation.wrapping_add(1) & user_data::GENERATION_MASK;
         let key = self.conns.insert(Conn {
             fd,
@@ -399,6 +394,7 @@ impl UringLoop {
             conn.recv_armed = false;
         }
         if result > 0 {
+            self.counters.bytes_received += result as u64;
             let Some(bid) = bid else {
                 return;
             };
@@ -502,6 +498,7 @@ impl UringLoop {
             self.remove(key);
             return;
         }
+        self.counters.bytes_sent += result as u64;
         if conn.vectored {
             conn.vectored = false;
             self.finish_vectored(key, result as usize);
@@ -707,6 +704,9 @@ impl UringLoop {
 
     fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(key) {
+            if conn.session.is_open() {
+                self.counters.closed(code);
+            }
             let now = self.clock.now_tick;
             let config = &self.shared.config;
             self.deadlines
@@ -730,11 +730,11 @@ impl UringLoop {
             return;
         }
         tracing::info!("shutting down: closing {} connections", self.conns.len());
+        // Listeners stay open through the drain so that load balancers
+        // see /healthz answer 503; upgrades are refused from now on.
+        self.shared.metrics.begin_draining();
         let now = self.clock.now_tick;
         self.draining_until = Some(self.deadlines.begin_drain(now, &self.shared.config));
-        for index in 0..self.listeners.len() {
-            self.cancel(UserData::new(Op::Accept, index, 0).0);
-        }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
