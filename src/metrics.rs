@@ -5,7 +5,7 @@
 //! published once per loop turn, not per event.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 /// The `code` labels of `surge_closes_total`. Application codes are
 /// grouped by range so that peers cannot mint label values at will; 1006
@@ -125,6 +125,8 @@ pub struct Metrics {
     pub backend: &'static str,
     /// Shutdown has begun: `/healthz` answers 503 and upgrades are refused.
     draining: AtomicBool,
+    /// Shards with connections still to close; the drain ends at zero.
+    shards_busy: AtomicUsize,
 }
 
 impl Metrics {
@@ -134,6 +136,7 @@ impl Metrics {
             shards: (0..shards).map(|_| ShardStats::default()).collect(),
             backend,
             draining: AtomicBool::new(false),
+            shards_busy: AtomicUsize::new(shards),
         }
     }
 
@@ -145,6 +148,16 @@ impl Metrics {
     /// Whether shutdown has begun.
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// A shard has closed all its connections; call once per shard.
+    pub(crate) fn shard_drained(&self) {
+        self.shards_busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether every shard has closed all its connections.
+    pub(crate) fn all_drained(&self) -> bool {
+        self.shards_busy.load(Ordering::Acquire) == 0
     }
 
     /// The Prometheus text exposition, admission decisions included.

@@ -204,7 +204,15 @@ fn admission_refusals_are_labelled_by_reason() {
 #[test]
 fn healthz_answers_503_while_draining_and_the_listener_stays_up() {
     for backend in BACKENDS {
-        let server = Server::start(&["echo", "--backend", backend, "--drain-ms", "3000"]);
+        let server = Server::start(&[
+            "echo",
+            "--backend",
+            backend,
+            "--shards",
+            "4",
+            "--drain-ms",
+            "3000",
+        ]);
         let addr = server.addr;
         assert_eq!(
             get(addr, "/healthz"),
@@ -225,6 +233,11 @@ fn healthz_answers_503_while_draining_and_the_listener_stays_up() {
             std::thread::sleep(Duration::from_millis(10));
         };
         assert_eq!((status, body.as_str()), (503, "draining\n"), "{backend}");
+        // Every shard's listener keeps answering while any shard drains,
+        // including shards that hold none of the connections.
+        for _ in 0..20 {
+            assert_eq!(get(addr, "/healthz").0, 503, "{backend}");
+        }
         assert_eq!(Scrape::take(addr).get("surge_draining"), 1, "{backend}");
         // New upgrades are turned away with a status a client can act on.
         let mut s = connect(addr);

@@ -17,7 +17,7 @@ use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::{ConnLimits, Counters, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
-use crate::shard::{Clock, Deadlines, Expired, Slot};
+use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
 
 /// One read buffer per shard, lent to whichever connection is readable.
 /// 64 KiB matches the largest chunk a loopback or LAN read usually returns.
@@ -94,6 +94,8 @@ pub(crate) struct EpollLoop {
     accept_blocked: bool,
     /// When shutdown began, the tick by which every connection is dropped.
     draining_until: Option<u64>,
+    /// This shard has told the others it has no connections left.
+    drain_reported: bool,
 }
 
 impl EpollLoop {
@@ -134,6 +136,7 @@ impl EpollLoop {
             next_generation: 0,
             accept_blocked: false,
             draining_until: None,
+            drain_reported: false,
         })
     }
 
@@ -175,7 +178,9 @@ impl EpollLoop {
             ShardStats::set(&stats.tarpit_parked, parked as u64);
             self.pubsub.publish_stats(stats);
             if let Some(until) = self.draining_until {
-                if self.conns.is_empty() || self.clock.now_tick >= until {
+                let (metrics, empty) = (&self.shared.metrics, self.conns.is_empty());
+                let now = self.clock.now_tick;
+                if drain_over(metrics, empty, &mut self.drain_reported, now, until) {
                     return Ok(());
                 }
             }

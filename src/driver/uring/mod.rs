@@ -25,7 +25,7 @@ use crate::shard::conn::{ConnLimits, Counters, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
-use crate::shard::{Clock, Deadlines, Expired, Slot};
+use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
 
@@ -137,6 +137,8 @@ pub(crate) struct UringLoop {
     completions: Vec<(u64, i32, u32)>,
     accepts_armed: usize,
     draining_until: Option<u64>,
+    /// This shard has told the others it has no connections left.
+    drain_reported: bool,
 }
 
 impl UringLoop {
@@ -190,6 +192,7 @@ impl UringLoop {
             completions: Vec::with_capacity(RING_ENTRIES as usize * 4),
             accepts_armed: 0,
             draining_until: None,
+            drain_reported: false,
         };
         for i in 0..this.listeners.len() {
             this.arm_accept(i);
@@ -251,7 +254,9 @@ impl UringLoop {
             ShardStats::set(&stats.tarpit_parked, parked as u64);
             self.pubsub.publish_stats(stats);
             if let Some(until) = self.draining_until {
-                if self.conns.is_empty() || self.clock.now_tick >= until {
+                let (metrics, empty) = (&self.shared.metrics, self.conns.is_empty());
+                let now = self.clock.now_tick;
+                if drain_over(metrics, empty, &mut self.drain_reported, now, until) {
                     return Ok(());
                 }
             }
