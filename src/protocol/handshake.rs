@@ -267,6 +267,24 @@ impl Upgrade<'_, '_, '_> {
 
 /// Writes a complete non-upgrade response that closes the connection.
 pub fn encode_plain_response(out: &mut Vec<u8>, status: u16, extra_headers: &str, body: &str) {
+    encode_response(
+        out,
+        status,
+        "text/plain; charset=utf-8",
+        extra_headers,
+        body,
+    );
+}
+
+/// Writes a complete non-upgrade response of any content type that closes
+/// the connection; `extra_headers` are whole lines, each ending in CRLF.
+pub fn encode_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra_headers: &str,
+    body: &str,
+) {
     use std::io::Write;
     let reason = match status {
         200 => "OK",
@@ -284,7 +302,7 @@ pub fn encode_plain_response(out: &mut Vec<u8>, status: u16, extra_headers: &str
     };
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
         body.len()
     );
 }

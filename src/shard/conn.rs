@@ -562,6 +562,11 @@ fn answer_request(
                 handshake::encode_plain_response(out, 200, "", "ok\n");
                 Answered::Plain
             }
+            // The status page watches the ticker feed, so it lives where one does.
+            ("GET", "/") if !limits.routes.ticker_symbols.is_empty() => {
+                crate::status::encode_page(out);
+                Answered::Plain
+            }
             ("GET", "/metrics") => {
                 let body = limits.metrics.render(limits.admission, limits.pubsub.hub());
                 handshake::encode_plain_response(out, 200, "", &body);
