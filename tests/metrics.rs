@@ -44,7 +44,7 @@ impl Scrape {
     fn take(addr: SocketAddr) -> Self {
         let (status, content_type, body) = get(addr, "/metrics");
         assert_eq!(status, 200, "{body}");
-        assert!(content_type.starts_with("text/plain"), "{content_type}");
+        assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
         Self(body)
     }
 

@@ -430,4 +430,22 @@ mod tests {
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
     }
+
+    #[test]
+    fn responses_carry_their_content_type_and_headers() {
+        let mut out = Vec::new();
+        encode_response(
+            &mut out,
+            200,
+            "text/html; charset=utf-8",
+            "X-A: b\r\n",
+            "<p>é</p>",
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/html; charset=utf-8\r\n\
+             Content-Length: 9\r\nX-A: b\r\n\r\n<p>é</p>"
+        );
+    }
 }

@@ -569,7 +569,8 @@ fn answer_request(
             }
             ("GET", "/metrics") => {
                 let body = limits.metrics.render(limits.admission, limits.pubsub.hub());
-                handshake::encode_plain_response(out, 200, "", &body);
+                let format = "text/plain; version=0.0.4; charset=utf-8";
+                handshake::encode_response(out, 200, format, "", &body);
                 Answered::Plain
             }
             ("GET", _) => Answered::Refused(HandshakeError::UpgradeRequired),
