@@ -41,6 +41,7 @@
 //!   (1013) or conflated (latest value per key) by route policy. Also the
 //!   hub route's JSON protocol and the ticker feed.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
+//! - `status`: the live status page served at `GET /` beside a ticker feed.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
 
@@ -57,6 +58,7 @@ pub mod metrics;
 pub mod protocol;
 pub mod pubsub;
 mod shard;
+mod status;
 mod sys;
 
 pub use shard::spawn::Server;

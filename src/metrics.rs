@@ -5,7 +5,45 @@
 //! published once per loop turn, not per event.
 
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+
+/// The `code` labels of `surge_closes_total`. Application codes are
+/// grouped by range so that peers cannot mint label values at will; 1006
+/// counts transports that ended without any close frame (a reset, or a FIN
+/// with no close), as RFC 6455 reports them locally.
+pub const CLOSE_LABELS: [&str; CLOSE_SLOTS] = [
+    "1000",
+    "1001",
+    "1002",
+    "1003",
+    "1005",
+    "1006",
+    "1007",
+    "1008",
+    "1009",
+    "1010",
+    "1011",
+    "1012",
+    "1013",
+    "1014",
+    "3000-3999",
+    "4000-4999",
+    "other",
+];
+
+/// How many `code` labels `surge_closes_total` has.
+pub const CLOSE_SLOTS: usize = 17;
+
+/// Where a close code is counted in [`CLOSE_LABELS`].
+pub fn close_slot(code: u16) -> usize {
+    match code {
+        1000..=1003 => usize::from(code - 1000),
+        1005..=1014 => usize::from(code - 1001),
+        3000..=3999 => 14,
+        4000..=4999 => 15,
+        _ => 16,
+    }
+}
 
 /// One shard's published numbers.
 #[derive(Debug, Default)]
@@ -17,7 +55,8 @@ pub struct ShardStats {
     pub handshakes_total: AtomicU64,
     /// Messages received from peers.
     pub messages_received_total: AtomicU64,
-    /// Messages sent to peers.
+    /// Messages sent to peers as replies; `surge_messages_sent_total` adds
+    /// the published messages delivered to subscribers.
     pub messages_sent_total: AtomicU64,
     /// Receive buffers held outside the kernel's ring (io_uring only).
     pub recv_buffers_lent: AtomicU64,
@@ -44,6 +83,12 @@ pub struct ShardStats {
     pub pubsub_compressed_total: AtomicU64,
     /// Connections that negotiated permessage-deflate.
     pub deflate_connections: AtomicU64,
+    /// Bytes read from sockets, HTTP heads included.
+    pub bytes_received_total: AtomicU64,
+    /// Bytes written to sockets, HTTP heads included.
+    pub bytes_sent_total: AtomicU64,
+    /// WebSocket connections ended, indexed by [`close_slot`].
+    pub closes_total: [AtomicU64; CLOSE_SLOTS],
 }
 
 impl ShardStats {
@@ -59,13 +104,17 @@ impl ShardStats {
     }
 }
 
-/// A metric family: name, type, help, and the field it reads.
+/// A metric family: name, type, help, and how it reads a shard's slot.
 type Family = (
     &'static str,
     &'static str,
     &'static str,
-    fn(&ShardStats) -> &AtomicU64,
+    fn(&ShardStats) -> u64,
 );
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
 
 /// Every shard's slot.
 #[derive(Debug)]
@@ -74,6 +123,10 @@ pub struct Metrics {
     pub shards: Box<[ShardStats]>,
     /// `epoll` or `uring`.
     pub backend: &'static str,
+    /// Shutdown has begun: `/healthz` answers 503 and upgrades are refused.
+    draining: AtomicBool,
+    /// Shards with connections still to close; the drain ends at zero.
+    shards_busy: AtomicUsize,
 }
 
 impl Metrics {
@@ -82,7 +135,29 @@ impl Metrics {
         Self {
             shards: (0..shards).map(|_| ShardStats::default()).collect(),
             backend,
+            draining: AtomicBool::new(false),
+            shards_busy: AtomicUsize::new(shards),
         }
+    }
+
+    /// Marks the process as shutting down; every shard sees it.
+    pub fn begin_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// A shard has closed all its connections; call once per shard.
+    pub(crate) fn shard_drained(&self) {
+        self.shards_busy.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Whether every shard has closed all its connections.
+    pub(crate) fn all_drained(&self) -> bool {
+        self.shards_busy.load(Ordering::Acquire) == 0
     }
 
     /// The Prometheus text exposition, admission decisions included.
@@ -92,109 +167,138 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 16] = [
+        let families: [Family; 18] = [
             (
                 "surge_connections_open",
                 "gauge",
                 "Connections held, any phase.",
-                |s| &s.connections_open,
+                |s| get(&s.connections_open),
             ),
             (
                 "surge_handshakes_total",
                 "counter",
                 "Completed WebSocket upgrades.",
-                |s| &s.handshakes_total,
+                |s| get(&s.handshakes_total),
             ),
             (
                 "surge_messages_received_total",
                 "counter",
                 "Messages received.",
-                |s| &s.messages_received_total,
+                |s| get(&s.messages_received_total),
             ),
             (
                 "surge_messages_sent_total",
                 "counter",
-                "Messages sent.",
-                |s| &s.messages_sent_total,
+                "Messages sent: replies, and published messages counted per subscriber.",
+                |s| {
+                    get(&s.messages_sent_total)
+                        + get(&s.pubsub_delivered_total)
+                        + get(&s.pubsub_snapshots_total)
+                },
             ),
             (
                 "surge_recv_buffers_lent",
                 "gauge",
                 "Receive buffers out of the kernel ring.",
-                |s| &s.recv_buffers_lent,
+                |s| get(&s.recv_buffers_lent),
             ),
             (
                 "surge_out_buffers_lent",
                 "gauge",
                 "Output buffers held by connections.",
-                |s| &s.out_buffers_lent,
+                |s| get(&s.out_buffers_lent),
             ),
             (
                 "surge_handshakes_in_flight",
                 "gauge",
                 "Connections still in their opening handshake.",
-                |s| &s.handshakes_in_flight,
+                |s| get(&s.handshakes_in_flight),
             ),
             (
                 "surge_tarpit_parked",
                 "gauge",
                 "Refused clients parked before their answer.",
-                |s| &s.tarpit_parked,
+                |s| get(&s.tarpit_parked),
             ),
             ("surge_subscriptions", "gauge", "Subscriptions held.", |s| {
-                &s.subscriptions
+                get(&s.subscriptions)
             }),
             (
                 "surge_topics",
                 "gauge",
                 "Topics with a subscriber on the shard.",
-                |s| &s.topics,
+                |s| get(&s.topics),
             ),
             (
                 "surge_pubsub_delivered_total",
                 "counter",
                 "Published messages queued to subscribers, counted per subscriber.",
-                |s| &s.pubsub_delivered_total,
+                |s| get(&s.pubsub_delivered_total),
             ),
             (
                 "surge_pubsub_conflated_total",
                 "counter",
                 "Messages skipped by conflated (slow) subscribers.",
-                |s| &s.pubsub_conflated_total,
+                |s| get(&s.pubsub_conflated_total),
             ),
             (
                 "surge_pubsub_snapshots_total",
                 "counter",
                 "Latest-value snapshots sent to conflated subscribers that caught up.",
-                |s| &s.pubsub_snapshots_total,
+                |s| get(&s.pubsub_snapshots_total),
             ),
             (
                 "surge_pubsub_disconnected_total",
                 "counter",
                 "Subscribers closed with 1013 for falling behind.",
-                |s| &s.pubsub_disconnected_total,
+                |s| get(&s.pubsub_disconnected_total),
             ),
             (
                 "surge_pubsub_compressed_total",
                 "counter",
                 "Published messages compressed once for every deflate subscriber of a shard.",
-                |s| &s.pubsub_compressed_total,
+                |s| get(&s.pubsub_compressed_total),
             ),
             (
                 "surge_deflate_connections",
                 "gauge",
                 "Connections that negotiated permessage-deflate.",
-                |s| &s.deflate_connections,
+                |s| get(&s.deflate_connections),
+            ),
+            (
+                "surge_bytes_received_total",
+                "counter",
+                "Bytes read from sockets, HTTP heads included.",
+                |s| get(&s.bytes_received_total),
+            ),
+            (
+                "surge_bytes_sent_total",
+                "counter",
+                "Bytes written to sockets, HTTP heads included.",
+                |s| get(&s.bytes_sent_total),
             ),
         ];
         for (name, kind, help, field) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (i, shard) in self.shards.iter().enumerate() {
-                let _ = writeln!(
-                    out,
-                    "{name}{{shard=\"{i}\"}} {}",
-                    field(shard).load(Ordering::Relaxed)
-                );
+                let _ = writeln!(out, "{name}{{shard=\"{i}\"}} {}", field(shard));
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP surge_closes_total WebSocket connections ended, by the close code that \
+             ended them (sent or received first); 1006: the transport ended with no close \
+             frame.\n# TYPE surge_closes_total counter"
+        );
+        for (slot, label) in CLOSE_LABELS.iter().enumerate() {
+            let total: u64 = self
+                .shards
+                .iter()
+                .map(|s| s.closes_total[slot].load(Ordering::Relaxed))
+                .sum();
+            // "other" only holds codes no peer may send: listed once seen.
+            if total != 0 || *label != "other" {
+                let _ = writeln!(out, "surge_closes_total{{code=\"{label}\"}} {total}");
             }
         }
         let registry = &admission.registry;
@@ -215,6 +319,15 @@ impl Metrics {
         if hub.bridged() {
             hub.bridge.render(&mut out);
         }
+        let _ = writeln!(
+            out,
+            "# HELP surge_draining 1 once shutdown has begun.\n# TYPE surge_draining gauge\n\
+             surge_draining {}\n\
+             # HELP surge_backend The event-loop driver every shard runs.\n\
+             # TYPE surge_backend gauge\nsurge_backend{{backend=\"{}\"}} 1",
+            u8::from(self.is_draining()),
+            self.backend
+        );
         let _ = writeln!(
             out,
             "# HELP surge_info Build and runtime facts.\n# TYPE surge_info gauge\nsurge_info{{backend=\"{}\",unmask=\"{}\"}} 1",
@@ -241,5 +354,28 @@ mod tests {
         assert!(text.contains("surge_handshakes_total{shard=\"1\"} 3\n"));
         assert!(text.contains("surge_connections_open{shard=\"0\"} 0\n"));
         assert!(text.contains("# TYPE surge_messages_sent_total counter\n"));
+        assert!(text.contains("surge_backend{backend=\"epoll\"} 1\n"));
+        assert!(text.contains("surge_draining 0\n"));
+        assert!(text.contains("surge_closes_total{code=\"1000\"} 0\n"));
+        assert!(!text.contains("code=\"other\""));
+        m.begin_draining();
+        ShardStats::add(&m.shards[0].closes_total[close_slot(4321)], 1);
+        ShardStats::add(&m.shards[1].closes_total[close_slot(4000)], 2);
+        ShardStats::add(&m.shards[1].closes_total[close_slot(2)], 1);
+        let text = m.render(&admission, &hub);
+        assert!(text.contains("surge_draining 1\n"));
+        assert!(text.contains("surge_closes_total{code=\"4000-4999\"} 3\n"));
+        assert!(text.contains("surge_closes_total{code=\"other\"} 1\n"));
+    }
+
+    #[test]
+    fn close_slots_match_their_labels() {
+        for code in [1000, 1001, 1002, 1003, 1005, 1006, 1007, 1011, 1013, 1014] {
+            assert_eq!(CLOSE_LABELS[close_slot(code)], code.to_string());
+        }
+        assert_eq!(CLOSE_LABELS[close_slot(3999)], "3000-3999");
+        for code in [0, 1004, 1015, 2000, 5000] {
+            assert_eq!(CLOSE_LABELS[close_slot(code)], "other");
+        }
     }
 }

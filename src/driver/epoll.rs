@@ -17,7 +17,7 @@ use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::{ConnLimits, Counters, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
-use crate::shard::{Clock, Deadlines, Expired, Slot};
+use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
 
 /// One read buffer per shard, lent to whichever connection is readable.
 /// 64 KiB matches the largest chunk a loopback or LAN read usually returns.
@@ -94,6 +94,8 @@ pub(crate) struct EpollLoop {
     accept_blocked: bool,
     /// When shutdown began, the tick by which every connection is dropped.
     draining_until: Option<u64>,
+    /// This shard has told the others it has no connections left.
+    drain_reported: bool,
 }
 
 impl EpollLoop {
@@ -134,6 +136,7 @@ impl EpollLoop {
             next_generation: 0,
             accept_blocked: false,
             draining_until: None,
+            drain_reported: false,
         })
     }
 
@@ -175,7 +178,9 @@ impl EpollLoop {
             ShardStats::set(&stats.tarpit_parked, parked as u64);
             self.pubsub.publish_stats(stats);
             if let Some(until) = self.draining_until {
-                if self.conns.is_empty() || self.clock.now_tick >= until {
+                let (metrics, empty) = (&self.shared.metrics, self.conns.is_empty());
+                let now = self.clock.now_tick;
+                if drain_over(metrics, empty, &mut self.drain_reported, now, until) {
                     return Ok(());
                 }
             }
@@ -183,9 +188,6 @@ impl EpollLoop {
     }
 
     fn accept(&mut self, index: usize) {
-        if self.draining_until.is_some() {
-            return;
-        }
         loop {
             let Some(listener) = self.listeners.get(index) else {
                 return;
@@ -253,6 +255,7 @@ impl EpollLoop {
                         break;
                     }
                     Ok(n) => {
+                        self.counters.bytes_received += n as u64;
                         let end = carried + n;
                         let config = &self.shared.config;
                         let mut limits = ConnLimits {
@@ -306,6 +309,7 @@ impl EpollLoop {
                     self.remove(key);
                 } else if !conn.eof {
                     conn.eof = true;
+                    self.counters.dropped(&conn.session);
                     let next = conn.session.peer_finished();
                     let now = self.clock.now_tick;
                     self.deadlines
@@ -353,7 +357,7 @@ impl EpollLoop {
                 _ => break,
             };
             match written {
-                Ok(_) => {}
+                Ok(n) => self.counters.bytes_sent += n as u64,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return true,
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(_) => {
@@ -422,6 +426,9 @@ impl EpollLoop {
 
     fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(key) {
+            if conn.session.is_open() {
+                self.counters.closed(code);
+            }
             let now = self.clock.now_tick;
             let config = &self.shared.config;
             self.deadlines
@@ -447,9 +454,9 @@ impl EpollLoop {
             return;
         }
         tracing::info!("shutting down: closing {} connections", self.conns.len());
-        for mut l in self.listeners.drain(..) {
-            let _ = self.poll.registry().deregister(&mut l);
-        }
+        // Listeners stay open through the drain so that load balancers
+        // see /healthz answer 503; upgrades are refused from now on.
+        self.shared.metrics.begin_draining();
         let now = self.clock.now_tick;
         let config = std::sync::Arc::clone(&self.shared.config);
         self.draining_until = Some(self.deadlines.begin_drain(now, &config));

@@ -267,6 +267,24 @@ impl Upgrade<'_, '_, '_> {
 
 /// Writes a complete non-upgrade response that closes the connection.
 pub fn encode_plain_response(out: &mut Vec<u8>, status: u16, extra_headers: &str, body: &str) {
+    encode_response(
+        out,
+        status,
+        "text/plain; charset=utf-8",
+        extra_headers,
+        body,
+    );
+}
+
+/// Writes a complete non-upgrade response of any content type that closes
+/// the connection; `extra_headers` are whole lines, each ending in CRLF.
+pub fn encode_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra_headers: &str,
+    body: &str,
+) {
     use std::io::Write;
     let reason = match status {
         200 => "OK",
@@ -284,7 +302,7 @@ pub fn encode_plain_response(out: &mut Vec<u8>, status: u16, extra_headers: &str
     };
     let _ = write!(
         out,
-        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        "HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
         body.len()
     );
 }
@@ -411,5 +429,23 @@ mod tests {
         assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
         let (head, body) = text.split_once("\r\n\r\n").unwrap();
         assert!(head.contains(&format!("Content-Length: {}", body.len())));
+    }
+
+    #[test]
+    fn responses_carry_their_content_type_and_headers() {
+        let mut out = Vec::new();
+        encode_response(
+            &mut out,
+            200,
+            "text/html; charset=utf-8",
+            "X-A: b\r\n",
+            "<p>é</p>",
+        );
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: text/html; charset=utf-8\r\n\
+             Content-Length: 9\r\nX-A: b\r\n\r\n<p>é</p>"
+        );
     }
 }

@@ -15,7 +15,7 @@ use crate::admission::stats::Reason;
 use crate::admission::Admission;
 use crate::buf::pool::BufPool;
 use crate::config::{RouteKind, Routes, NO_SPEC};
-use crate::metrics::{Metrics, ShardStats};
+use crate::metrics::{close_slot, Metrics, ShardStats, CLOSE_SLOTS};
 use crate::protocol::deflate::{self, DeflatePolicy, Params as DeflateParams, PerMessageDeflate};
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, HandshakeError};
@@ -67,6 +67,10 @@ pub(crate) struct Counters {
     pub(crate) messages_sent: u64,
     /// Connections on this shard that negotiated permessage-deflate.
     pub(crate) deflate_conns: u64,
+    pub(crate) bytes_received: u64,
+    pub(crate) bytes_sent: u64,
+    /// WebSocket connections ended, by `metrics::close_slot`.
+    pub(crate) closes: [u64; CLOSE_SLOTS],
 }
 
 impl Counters {
@@ -76,11 +80,31 @@ impl Counters {
         ShardStats::set(&stats.messages_received_total, self.messages_received);
         ShardStats::set(&stats.messages_sent_total, self.messages_sent);
         ShardStats::set(&stats.connections_open, connections as u64);
+        ShardStats::set(&stats.bytes_received_total, self.bytes_received);
+        ShardStats::set(&stats.bytes_sent_total, self.bytes_sent);
+        for (slot, &n) in stats.closes_total.iter().zip(&self.closes) {
+            ShardStats::set(slot, n);
+        }
         ShardStats::set(&stats.deflate_connections, self.deflate_conns);
+    }
+
+    /// Counts the close that ends a WebSocket connection: call once, when
+    /// the first close frame is sent or received.
+    pub(crate) fn closed(&mut self, code: CloseCode) {
+        self.closes[close_slot(code.0)] += 1;
+    }
+
+    /// The peer went away without a close frame (a reset, or a FIN): if the
+    /// connection was open, its end counts as 1006.
+    pub(crate) fn dropped(&mut self, session: &Session) {
+        if session.is_open() {
+            self.closed(CloseCode::ABNORMAL);
+        }
     }
 
     /// A connection's slot is being freed.
     pub(crate) fn forget(&mut self, session: &Session) {
+        self.dropped(session);
         if session
             .spill
             .as_deref()
@@ -456,12 +480,22 @@ impl Session {
                                 limits.counters.messages_sent += 1;
                             }
                         }
+                        // Only the first close frame of either side ends the
+                        // connection; ours was counted when it was sent.
+                        Some(Event::Close(close)) if was == State::Open => {
+                            limits
+                                .counters
+                                .closed(close.code.unwrap_or(CloseCode::NO_STATUS));
+                        }
                         Some(_) => {}
                         None if step.consumed == 0 => break,
                         None => {}
                     }
                 }
                 Err(e) => {
+                    if was == State::Open {
+                        limits.counters.closed(e.close_code());
+                    }
                     log_violation(e);
                     break;
                 }
@@ -533,13 +567,24 @@ fn answer_request(
 ) -> Result<Upgraded, Answered> {
     if !req.wants_websocket() {
         return Err(match (req.method, req.path()) {
+            // A balancer must see the drain to stop sending clients here.
+            ("GET", "/healthz") if limits.metrics.is_draining() => {
+                handshake::encode_plain_response(out, 503, "", "draining\n");
+                Answered::Plain
+            }
             ("GET", "/healthz") => {
                 handshake::encode_plain_response(out, 200, "", "ok\n");
                 Answered::Plain
             }
+            // The status page watches the ticker feed, so it lives where one does.
+            ("GET", "/") if !limits.routes.ticker_symbols.is_empty() => {
+                crate::status::encode_page(out);
+                Answered::Plain
+            }
             ("GET", "/metrics") => {
                 let body = limits.metrics.render(limits.admission, limits.pubsub.hub());
-                handshake::encode_plain_response(out, 200, "", &body);
+                let format = "text/plain; version=0.0.4; charset=utf-8";
+                handshake::encode_response(out, 200, format, "", &body);
                 Answered::Plain
             }
             ("GET", _) => Answered::Refused(HandshakeError::UpgradeRequired),
@@ -550,6 +595,10 @@ fn answer_request(
     let routed =
         route_for(req.path(), limits.routes).ok_or(Answered::Refused(HandshakeError::NotFound))?;
     let (route, _, spec) = routed;
+    if limits.metrics.is_draining() {
+        handshake::encode_plain_response(out, 503, "Retry-After: 1\r\n", "server shutting down\n");
+        return Err(Answered::Plain);
+    }
     let subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
     let admission = limits.admission;
     let peer = hs.peer.unwrap_or_else(|| limits.peer_ip());

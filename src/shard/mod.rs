@@ -50,6 +50,25 @@ impl Clock {
     }
 }
 
+/// Whether a draining shard may stop. A shard that has closed its own
+/// connections keeps its listener answering (health checks see 503) until
+/// every shard has, so the set of listeners stays whole through the drain;
+/// `until` bounds it all. `reported` is the shard's own flag, set once it
+/// has told the others it is empty.
+pub(crate) fn drain_over(
+    metrics: &crate::metrics::Metrics,
+    empty: bool,
+    reported: &mut bool,
+    now: u64,
+    until: u64,
+) -> bool {
+    if empty && !*reported {
+        *reported = true;
+        metrics.shard_drained();
+    }
+    (empty && *reported && metrics.all_drained()) || now >= until
+}
+
 /// A driver's connection slot, which holds a session.
 pub(crate) trait Slot {
     fn session(&self) -> &Session;

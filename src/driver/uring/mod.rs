@@ -25,7 +25,7 @@ use crate::shard::conn::{ConnLimits, Counters, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
-use crate::shard::{Clock, Deadlines, Expired, Slot};
+use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
 
@@ -137,6 +137,8 @@ pub(crate) struct UringLoop {
     completions: Vec<(u64, i32, u32)>,
     accepts_armed: usize,
     draining_until: Option<u64>,
+    /// This shard has told the others it has no connections left.
+    drain_reported: bool,
 }
 
 impl UringLoop {
@@ -190,6 +192,7 @@ impl UringLoop {
             completions: Vec::with_capacity(RING_ENTRIES as usize * 4),
             accepts_armed: 0,
             draining_until: None,
+            drain_reported: false,
         };
         for i in 0..this.listeners.len() {
             this.arm_accept(i);
@@ -251,7 +254,9 @@ impl UringLoop {
             ShardStats::set(&stats.tarpit_parked, parked as u64);
             self.pubsub.publish_stats(stats);
             if let Some(until) = self.draining_until {
-                if self.conns.is_empty() || self.clock.now_tick >= until {
+                let (metrics, empty) = (&self.shared.metrics, self.conns.is_empty());
+                let now = self.clock.now_tick;
+                if drain_over(metrics, empty, &mut self.drain_reported, now, until) {
                     return Ok(());
                 }
             }
@@ -341,9 +346,7 @@ impl UringLoop {
     fn on_accept(&mut self, index: usize, result: i32, flags: u32) {
         if !cqueue::more(flags) {
             self.accepts_armed -= 1;
-            if self.draining_until.is_none() {
-                self.arm_accept(index);
-            }
+            self.arm_accept(index);
         }
         if result < 0 {
             let e = io::Error::from_raw_os_error(-result);
@@ -354,9 +357,6 @@ impl UringLoop {
         }
         // SAFETY: a successful accept returns a new descriptor we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
-        if self.draining_until.is_some() {
-            return;
-        }
         self.next_generation = self.next_generation.wrapping_add(1) & user_data::GENERATION_MASK;
         let key = self.conns.insert(Conn {
             fd,
@@ -399,6 +399,7 @@ impl UringLoop {
             conn.recv_armed = false;
         }
         if result > 0 {
+            self.counters.bytes_received += result as u64;
             let Some(bid) = bid else {
                 return;
             };
@@ -502,6 +503,7 @@ impl UringLoop {
             self.remove(key);
             return;
         }
+        self.counters.bytes_sent += result as u64;
         if conn.vectored {
             conn.vectored = false;
             self.finish_vectored(key, result as usize);
@@ -707,6 +709,9 @@ impl UringLoop {
 
     fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
         if let Some(conn) = self.conns.get_mut(key) {
+            if conn.session.is_open() {
+                self.counters.closed(code);
+            }
             let now = self.clock.now_tick;
             let config = &self.shared.config;
             self.deadlines
@@ -730,11 +735,11 @@ impl UringLoop {
             return;
         }
         tracing::info!("shutting down: closing {} connections", self.conns.len());
+        // Listeners stay open through the drain so that load balancers
+        // see /healthz answer 503; upgrades are refused from now on.
+        self.shared.metrics.begin_draining();
         let now = self.clock.now_tick;
         self.draining_until = Some(self.deadlines.begin_drain(now, &self.shared.config));
-        for index in 0..self.listeners.len() {
-            self.cancel(UserData::new(Op::Accept, index, 0).0);
-        }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let conn = &mut self.conns[key];
