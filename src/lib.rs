@@ -40,6 +40,9 @@
 //!   and each subscriber gets one write. Slow subscribers are disconnected
 //!   (1013) or conflated (latest value per key) by route policy. Also the
 //!   hub route's JSON protocol and the ticker feed.
+//! - [`tls`]: wss/https through rustls (feature `tls`): PEM loading, the
+//!   certificate swapped on SIGHUP and read once per accept, and the record
+//!   layer the epoll driver puts between socket bytes and a `Session`.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
@@ -58,5 +61,6 @@ pub mod protocol;
 pub mod pubsub;
 mod shard;
 mod sys;
+pub mod tls;
 
 pub use shard::spawn::Server;
