@@ -1,8 +1,8 @@
 //! wss/https: `surge echo --tls-cert --tls-key` against a rustls client
 //! (through tungstenite) and Python `websockets`, certificate reload on
 //! SIGHUP, and every refusal: flags, files, plain HTTP on a TLS port,
-//! silence and garbage within the handshake deadline, and the io_uring
-//! driver, which does not speak TLS yet.
+//! silence and garbage within the handshake deadline. Each server test runs
+//! on both drivers.
 
 mod support;
 
@@ -64,15 +64,21 @@ fn install(dir: &Path, cert: &TestCert) -> (String, String) {
     )
 }
 
-/// `surge echo` over TLS with `cert` on the given backend.
-fn start(dir: &Path, cert: &TestCert, extra: &[&str]) -> Server {
+const BACKENDS: [&str; 2] = ["epoll", "uring"];
+
+/// `surge echo` over TLS with `cert` on `backend`.
+fn start(dir: &Path, cert: &TestCert, backend: &str, extra: &[&str]) -> Server {
     let (cert_path, key_path) = install(dir, cert);
-    let mut args = vec!["echo", "--tls-cert", &cert_path, "--tls-key", &key_path];
+    let mut args = vec!["echo", "--backend", backend];
+    args.extend(["--tls-cert", &cert_path, "--tls-key", &key_path]);
     args.extend_from_slice(extra);
-    if !extra.contains(&"--backend") {
-        args.extend(["--backend", "epoll"]);
-    }
-    Server::start(&args)
+    let server = Server::start(&args);
+    assert!(
+        server.ready_lines[0].contains(&format!("backend={backend}")),
+        "{:?}",
+        server.ready_lines
+    );
+    server
 }
 
 fn client_config(trusted: &[&TestCert]) -> Arc<ClientConfig> {
@@ -149,14 +155,15 @@ fn sighup(server: &Server) {
 
 #[test]
 fn tls_echoes_text_and_binary() {
-    let dir = temp_dir("echo");
+    for backend in BACKENDS {
+        tls_echoes_text_and_binary_on(backend);
+    }
+}
+
+fn tls_echoes_text_and_binary_on(backend: &str) {
+    let dir = temp_dir(&format!("echo-{backend}"));
     let cert = make_cert("surge test");
-    let server = start(&dir, &cert, &[]);
-    assert!(
-        server.ready_lines[0].contains("backend=epoll"),
-        "{:?}",
-        server.ready_lines
-    );
+    let server = start(&dir, &cert, backend, &[]);
     let mut ws = open_wss(server.addr, &[&cert]);
     assert_eq!(ws.get_ref().conn.alpn_protocol(), Some(&b"http/1.1"[..]));
     assert_echoes(&mut ws, Message::Text("hello over tls".into()));
@@ -178,9 +185,15 @@ fn tls_echoes_text_and_binary() {
 
 #[test]
 fn tls_python_websockets_round_trips() {
-    let dir = temp_dir("python");
+    for backend in BACKENDS {
+        tls_python_websockets_round_trips_on(backend);
+    }
+}
+
+fn tls_python_websockets_round_trips_on(backend: &str) {
+    let dir = temp_dir(&format!("python-{backend}"));
     let cert = make_cert("surge test");
-    let server = start(&dir, &cert, &[]);
+    let server = start(&dir, &cert, backend, &[]);
     let python = venv().join("bin/python");
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/echo_client.py");
     let url = format!("wss://127.0.0.1:{}/echo", server.addr.port());
@@ -200,9 +213,15 @@ fn tls_python_websockets_round_trips() {
 
 #[test]
 fn tls_healthz_and_metrics_over_https() {
-    let dir = temp_dir("healthz");
+    for backend in BACKENDS {
+        tls_healthz_and_metrics_over_https_on(backend);
+    }
+}
+
+fn tls_healthz_and_metrics_over_https_on(backend: &str) {
+    let dir = temp_dir(&format!("healthz-{backend}"));
     let cert = make_cert("surge test");
-    let server = start(&dir, &cert, &[]);
+    let server = start(&dir, &cert, backend, &[]);
     for (path, expect) in [("/healthz", "ok\n"), ("/metrics", "surge_connections_open")] {
         let mut s = tls_connect(server.addr, &[&cert]);
         write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
@@ -216,10 +235,16 @@ fn tls_healthz_and_metrics_over_https() {
 
 #[test]
 fn tls_sighup_reloads_the_certificate_without_dropping_connections() {
-    let dir = temp_dir("reload");
+    for backend in BACKENDS {
+        tls_sighup_reloads_the_certificate_without_dropping_connections_on(backend);
+    }
+}
+
+fn tls_sighup_reloads_the_certificate_without_dropping_connections_on(backend: &str) {
+    let dir = temp_dir(&format!("reload-{backend}"));
     let a = make_cert("surge test A");
     let b = make_cert("surge test B");
-    let server = start(&dir, &a, &[]);
+    let server = start(&dir, &a, backend, &[]);
     let mut first = open_wss(server.addr, &[&a, &b]);
     assert_eq!(peer_cert(first.get_ref()), a.der.to_vec());
     assert_echoes(&mut first, Message::Text("before".into()));
@@ -306,37 +331,23 @@ fn tls_unusable_files_are_refused_by_name() {
 }
 
 #[test]
-fn tls_uring_is_refused_and_auto_picks_epoll() {
-    let dir = temp_dir("uring");
+fn tls_auto_backend_serves_and_reports_its_driver() {
+    let dir = temp_dir("auto");
     let cert = make_cert("surge test");
     let (cert_path, key_path) = install(&dir, &cert);
-    let (code, stderr) = surge_exit(&[
+    let server = Server::start(&[
         "echo",
         "--backend",
-        "uring",
+        "auto",
         "--tls-cert",
         &cert_path,
         "--tls-key",
         &key_path,
     ]);
-    assert_eq!(code, Some(2), "{stderr}");
+    let line = &server.ready_lines[0];
     assert!(
-        stderr.contains("--backend uring does not speak TLS"),
-        "{stderr}"
-    );
-
-    let server = start(&dir, &cert, &["--backend", "auto"]);
-    assert!(
-        server.ready_lines[0].contains("backend=epoll"),
-        "{:?}",
-        server.ready_lines
-    );
-    assert!(
-        server
-            .stderr()
-            .contains("using epoll: TLS runs on the epoll driver only"),
-        "{}",
-        server.stderr()
+        line.contains("backend=uring") || line.contains("backend=epoll"),
+        "{line}"
     );
     let mut ws = open_wss(server.addr, &[&cert]);
     assert_echoes(&mut ws, Message::Text("auto".into()));
@@ -344,9 +355,15 @@ fn tls_uring_is_refused_and_auto_picks_epoll() {
 
 #[test]
 fn tls_plain_http_on_a_tls_port_is_closed() {
-    let dir = temp_dir("plain");
+    for backend in BACKENDS {
+        tls_plain_http_on_a_tls_port_is_closed_on(backend);
+    }
+}
+
+fn tls_plain_http_on_a_tls_port_is_closed_on(backend: &str) {
+    let dir = temp_dir(&format!("plain-{backend}"));
     let cert = make_cert("surge test");
-    let server = start(&dir, &cert, &[]);
+    let server = start(&dir, &cert, backend, &[]);
     for request in [
         b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n".to_vec(),
         upgrade_request("/echo", "").into_bytes(),
@@ -366,9 +383,15 @@ fn tls_plain_http_on_a_tls_port_is_closed() {
 
 #[test]
 fn tls_silent_clients_meet_the_handshake_deadline() {
-    let dir = temp_dir("silent");
+    for backend in BACKENDS {
+        tls_silent_clients_meet_the_handshake_deadline_on(backend);
+    }
+}
+
+fn tls_silent_clients_meet_the_handshake_deadline_on(backend: &str) {
+    let dir = temp_dir(&format!("silent-{backend}"));
     let cert = make_cert("surge test");
-    let server = start(&dir, &cert, &["--handshake-timeout-ms", "500"]);
+    let server = start(&dir, &cert, backend, &["--handshake-timeout-ms", "500"]);
     // Silent before the TLS handshake, and silent after it (no request):
     // the one deadline covers both.
     let started = Instant::now();

@@ -267,11 +267,6 @@ impl RuntimeFlags {
             (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
             (Some(cert), Some(key)) => TlsConfig { cert, key },
         };
-        if self.backend == Backend::Uring {
-            return Err(
-                "--backend uring does not speak TLS yet: use --backend epoll or auto".into(),
-            );
-        }
         crate::tls::check(&files)?;
         Ok(Some(files))
     }

@@ -33,15 +33,10 @@ pub struct Server {
 
 /// Resolves `--backend auto` to the best driver this kernel allows, logging
 /// why when it has to fall back; an explicit `uring` that cannot run is an
-/// error. Only the epoll driver speaks TLS so far.
-pub(crate) fn resolve_backend(requested: Backend, tls: bool) -> Result<Backend, String> {
+/// error.
+pub(crate) fn resolve_backend(requested: Backend) -> Result<Backend, String> {
     match requested {
         Backend::Epoll => Ok(Backend::Epoll),
-        Backend::Uring if tls => Err("--backend uring does not speak TLS yet".into()),
-        Backend::Auto if tls => {
-            tracing::warn!("using epoll: TLS runs on the epoll driver only");
-            Ok(Backend::Epoll)
-        }
         Backend::Uring => probe::uring_support()
             .map(|()| Backend::Uring)
             .map_err(|why| format!("--backend uring: {why}")),
@@ -58,8 +53,7 @@ pub(crate) fn resolve_backend(requested: Backend, tls: bool) -> Result<Backend, 
 impl Server {
     /// Binds and starts every shard; returns once all are running.
     pub fn start(mut config: Config) -> io::Result<Self> {
-        let backend =
-            resolve_backend(config.backend, config.tls.is_some()).map_err(io::Error::other)?;
+        let backend = resolve_backend(config.backend).map_err(io::Error::other)?;
         let tls = match &config.tls {
             Some(files) => {
                 let certs = Arc::new(Certs::load(files).map_err(io::Error::other)?);

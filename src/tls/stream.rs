@@ -76,6 +76,66 @@ impl TlsStream {
         Ok(())
     }
 
+    /// Completion-driven input (io_uring): decrypts `ciphertext`, all of
+    /// it, appending the plaintext to `plaintext`. `Ok(true)` once the peer
+    /// sent close_notify. On a protocol error the alert is queued for
+    /// [`Self::encrypt`] to pick up, and the connection must end.
+    pub(crate) fn decrypt(
+        &mut self,
+        mut ciphertext: &[u8],
+        plaintext: &mut Vec<u8>,
+    ) -> io::Result<bool> {
+        let mut closed = false;
+        while !ciphertext.is_empty() && !closed {
+            // Plaintext is drained below before more is read, so rustls'
+            // received-plaintext bound is never what stops this.
+            if self.conn.read_tls(&mut ciphertext)? == 0 {
+                break;
+            }
+            if let Err(e) = self.conn.process_new_packets() {
+                tracing::debug!("closing: TLS error: {e}");
+                return Err(io::Error::new(ErrorKind::InvalidData, e));
+            }
+            loop {
+                let start = plaintext.len();
+                plaintext.resize(start + 16 * 1024, 0);
+                let read = self.conn.reader().read(&mut plaintext[start..]);
+                let n = *read.as_ref().unwrap_or(&0);
+                plaintext.truncate(start + n);
+                match read {
+                    Ok(0) => {
+                        closed = true;
+                        break;
+                    }
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Completion-driven output (io_uring): encrypts all of `plaintext`
+    /// and appends every queued record (handshake messages, alerts, data)
+    /// to `records`, ready for one send.
+    pub(crate) fn encrypt(
+        &mut self,
+        mut plaintext: &[u8],
+        records: &mut Vec<u8>,
+    ) -> io::Result<()> {
+        while !plaintext.is_empty() {
+            let n = self.conn.writer().write(plaintext)?;
+            if n == 0 {
+                // Only before the handshake completes could plaintext stay
+                // buffered, and a session says nothing before that.
+                return Err(io::Error::other("TLS output before the handshake"));
+            }
+            plaintext = &plaintext[n..];
+            self.drain(records)?;
+        }
+        self.drain(records)
+    }
+
     /// Whether encrypted records are still waiting for the socket.
     pub(crate) fn wants_write(&self) -> bool {
         self.conn.wants_write()
