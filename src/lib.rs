@@ -42,7 +42,7 @@
 //!   hub route's JSON protocol and the ticker feed.
 //! - [`tls`]: wss/https through rustls (feature `tls`): PEM loading, the
 //!   certificate swapped on SIGHUP and read once per accept, and the record
-//!   layer the epoll driver puts between socket bytes and a `Session`.
+//!   layer both drivers put between socket bytes and a `Session`.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.

@@ -419,3 +419,31 @@ fn tls_silent_clients_meet_the_handshake_deadline_on(backend: &str) {
     let mut ws = open_wss(server.addr, &[&cert]);
     assert_echoes(&mut ws, Message::Text("after the silent ones".into()));
 }
+
+#[test]
+fn tls_shutdown_closes_with_going_away() {
+    for backend in BACKENDS {
+        tls_shutdown_closes_with_going_away_on(backend);
+    }
+}
+
+fn tls_shutdown_closes_with_going_away_on(backend: &str) {
+    let dir = temp_dir(&format!("shutdown-{backend}"));
+    let cert = make_cert("surge test");
+    let server = start(&dir, &cert, backend, &["--drain-ms", "100"]);
+    let mut ws = open_wss(server.addr, &[&cert]);
+    assert_echoes(&mut ws, Message::Text("before shutdown".into()));
+    let pid = server.pid().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    match ws.read() {
+        Ok(Message::Close(Some(frame))) => {
+            assert_eq!(u16::from(frame.code), 1001, "{backend}")
+        }
+        other => panic!("{backend}: expected a 1001 close, got {other:?}"),
+    }
+    // Answering the close and hanging up lets the server finish at once.
+    let _ = ws.flush();
+    drop(ws);
+    let status = server.terminate();
+    assert!(status.success(), "{backend}: {status:?}");
+}

@@ -3,8 +3,9 @@
 //! bytes and a `Session`.
 //!
 //! The record layer is rustls' `ServerConnection`, which is sans-IO like
-//! the protocol core: the epoll driver hands it ciphertext and drains it of
-//! plaintext, so `Session` never knows whether a connection is encrypted.
+//! the protocol core: both drivers hand it ciphertext and drain it of
+//! plaintext (epoll straight from the socket, io_uring from each completed
+//! receive), so `Session` never knows whether a connection is encrypted.
 //! The served certificate lives behind an atomically swapped pointer that
 //! is read once per accept, never on the read/write path.
 

@@ -1,4 +1,5 @@
-//! One connection's TLS record layer, driven with non-blocking socket I/O.
+//! One connection's TLS record layer, driven from a non-blocking socket
+//! (epoll) or with the buffers of completed operations (io_uring).
 
 use std::io::{self, ErrorKind, IoSlice, Read, Write};
 
