@@ -249,6 +249,9 @@ pub struct Config {
     pub ticker_rate: f64,
     /// Relay hub publishes to other nodes through Redis.
     pub redis: Option<RedisConfig>,
+    /// Serve every listener over TLS (wss/https) with this certificate,
+    /// re-read on SIGHUP (default: none, plain ws/http).
+    pub tls: Option<crate::tls::TlsConfig>,
 }
 
 impl Default for Config {
@@ -269,6 +272,7 @@ impl Default for Config {
             routes: Routes::default(),
             ticker_rate: 1000.0,
             redis: None,
+            tls: None,
         }
     }
 }

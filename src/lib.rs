@@ -40,6 +40,9 @@
 //!   and each subscriber gets one write. Slow subscribers are disconnected
 //!   (1013) or conflated (latest value per key) by route policy. Also the
 //!   hub route's JSON protocol and the ticker feed.
+//! - [`tls`]: wss/https through rustls (feature `tls`): PEM loading, the
+//!   certificate swapped on SIGHUP and read once per accept, and the record
+//!   layer both drivers put between socket bytes and a `Session`.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `status`: the live status page served at `GET /` beside a ticker feed.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
@@ -60,5 +63,6 @@ pub mod pubsub;
 mod shard;
 mod status;
 mod sys;
+pub mod tls;
 
 pub use shard::spawn::Server;

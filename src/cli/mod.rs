@@ -20,6 +20,7 @@ use crate::config::{Backend, Config, DeflateBroadcast, RouteKind, RouteSpec, Rou
 use crate::protocol::deflate::DeflatePolicy;
 use crate::pubsub::Backpressure;
 use crate::shard::spawn::Server;
+use crate::tls::TlsConfig;
 
 /// surge: a sharded, per-core WebSocket server.
 #[derive(Debug, Parser)]
@@ -134,6 +135,13 @@ struct RuntimeFlags {
     /// Connections per shard that may negotiate deflate (0: no cap).
     #[arg(long, default_value_t = 0)]
     max_deflate_conns: usize,
+    /// PEM certificate chain (leaf first): every listener speaks wss/https.
+    /// Needs --tls-key; both files are re-read on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
 }
 
 /// Pub/sub limits and backpressure policies.
@@ -271,7 +279,19 @@ impl RuntimeFlags {
         self.admission.require_subprotocol && self.subprotocol.is_empty()
     }
 
-    fn into_config(self) -> Result<Config, String> {
+    /// The TLS files, if any: both flags or neither, and files that load.
+    fn tls(&mut self) -> Result<Option<TlsConfig>, String> {
+        let files = match (self.tls_cert.take(), self.tls_key.take()) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
+            (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
+            (Some(cert), Some(key)) => TlsConfig { cert, key },
+        };
+        crate::tls::check(&files)?;
+        Ok(Some(files))
+    }
+
+    fn into_config(mut self) -> Result<Config, String> {
         if self.shards == Some(0) {
             return Err("--shards must be at least 1".into());
         }
@@ -281,6 +301,7 @@ impl RuntimeFlags {
         if self.require_subprotocol_without_any() {
             return Err("--require-subprotocol needs at least one --subprotocol".into());
         }
+        let tls = self.tls()?;
         let defaults = Config::default();
         Ok(Config {
             listen: self.listen,
@@ -312,6 +333,7 @@ impl RuntimeFlags {
                 max_deflate_conns: self.max_deflate_conns,
                 ..Routes::default()
             },
+            tls,
             ..defaults
         })
     }

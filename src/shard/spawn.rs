@@ -1,6 +1,7 @@
 //! Starts the shards: binds every listener once per shard (SO_REUSEPORT, so
 //! the kernel spreads connections and no accept lock is shared), pins each
-//! shard's thread to a core and wires SIGTERM/SIGINT to every loop.
+//! shard's thread to a core and wires SIGTERM/SIGINT to every loop (and,
+//! with TLS, SIGHUP to the certificate reload).
 
 use std::io;
 use std::net::SocketAddr;
@@ -16,6 +17,7 @@ use crate::driver::uring::UringLoop;
 use crate::metrics::Metrics;
 use crate::pubsub::hub::{Delivery, Hub, InboxReceiver};
 use crate::sys;
+use crate::tls::Certs;
 
 /// Running shards and the addresses they listen on.
 #[derive(Debug)]
@@ -52,6 +54,16 @@ impl Server {
     /// Binds and starts every shard; returns once all are running.
     pub fn start(mut config: Config) -> io::Result<Self> {
         let backend = resolve_backend(config.backend).map_err(io::Error::other)?;
+        let tls = match &config.tls {
+            Some(files) => {
+                let certs = Arc::new(Certs::load(files).map_err(io::Error::other)?);
+                // Registered before the first connection can arrive, so a
+                // SIGHUP never finds the default action (exit) in place.
+                crate::tls::reload_on_sighup(Arc::clone(&certs))?;
+                Some(certs)
+            }
+            None => None,
+        };
         config.backend = backend;
         let shards = config.shards.max(1);
         let reuse_port = shards > 1;
@@ -93,6 +105,7 @@ impl Server {
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
             let admission = Arc::clone(&admission);
+            let tls = tls.clone();
             let inbox = hub.receiver(id, receivers[id].take().expect("one receiver per shard"));
             let ready = ready_tx.clone();
             let handle = std::thread::Builder::new()
@@ -105,6 +118,7 @@ impl Server {
                         config,
                         metrics,
                         admission,
+                        tls,
                     };
                     run_shard(backend, listeners, signal_rx, shared, id, inbox, &ready)
                 })?;
@@ -171,12 +185,14 @@ fn run_shard(
     }
 }
 
-/// What every shard shares: settings, published counters, admission.
+/// What every shard shares: settings, published counters, admission, and
+/// the certificate when listeners speak TLS.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admission: Arc<Admission>,
+    pub(crate) tls: Option<Arc<Certs>>,
 }
 
 impl Shared {

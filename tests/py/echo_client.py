@@ -1,17 +1,22 @@
 """Round trips against `surge echo` with the Python `websockets` client.
 
 Usage: echo_client.py ws://HOST:PORT/PATH
+       echo_client.py wss://HOST:PORT/PATH CAFILE   (trusting only CAFILE)
 Exits non-zero, naming the mismatch, on any failure.
 """
 
 import os
+import ssl
 import sys
 
 from websockets.sync.client import connect
 
 
-def main(url: str) -> None:
-    with connect(url, max_size=None, compression=None, open_timeout=5, close_timeout=5) as ws:
+def main(url: str, cafile: str | None) -> None:
+    tls = ssl.create_default_context(cafile=cafile) if cafile else None
+    with connect(
+        url, ssl=tls, max_size=None, compression=None, open_timeout=5, close_timeout=5
+    ) as ws:
         for size in (0, 1, 125, 126, 65535, 65536, 1 << 20):
             data = os.urandom(size)
             ws.send(data)
@@ -37,4 +42,4 @@ def main(url: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(sys.argv[1], sys.argv[2] if len(sys.argv) > 2 else None)

@@ -17,6 +17,8 @@ pub(crate) struct Server {
     pub(crate) addrs: Vec<SocketAddr>,
     /// The readiness lines as printed.
     pub(crate) ready_lines: Vec<String>,
+    /// Everything the server has written to stderr so far.
+    stderr_text: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
 }
 
 impl Drop for Server {
@@ -63,10 +65,11 @@ impl Server {
             addr: SocketAddr::from(([0, 0, 0, 0], 0)),
             addrs: Vec::new(),
             ready_lines: Vec::new(),
+            stderr_text: Default::default(),
         };
         let mut stderr = server.child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
-        let stderr_text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stderr_text = std::sync::Arc::clone(&server.stderr_text);
         let sink = std::sync::Arc::clone(&stderr_text);
         // Reads stderr to its end (so the server never blocks on a full
         // pipe), sending each readiness line, or everything seen if stderr
@@ -118,6 +121,11 @@ impl Server {
             .collect();
         server.addr = server.addrs[0];
         server
+    }
+
+    /// What the server has printed to stderr so far.
+    pub(crate) fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr_text.lock().unwrap()).into_owned()
     }
 
     /// The server's process id.

@@ -1,6 +1,8 @@
 //! The io_uring driver: multishot accept, multishot recv from a provided
 //! buffer ring, sends batched once per loop turn, and every SQE of a turn
-//! submitted with the wait in one `io_uring_enter`.
+//! submitted with the wait in one `io_uring_enter`. A TLS connection
+//! decrypts each receive into the scratch buffer and encrypts its whole
+//! output into one send; a plain one pays a branch on that `Option`.
 //!
 //! Architecture invariant: an operation owns its connection slot until its
 //! completion arrives. A slot is freed (and its descriptor closed) only when
@@ -26,6 +28,7 @@ use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
 use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
+use crate::tls::TlsStream;
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
 
@@ -68,12 +71,15 @@ struct Conn {
     eof: bool,
     /// The send in flight is the session's vectored `Flight`, not `sending`.
     vectored: bool,
+    /// The record layer on TLS listeners; `sending` then holds records.
+    tls: Option<Box<TlsStream>>,
 }
 
 // An idle connection's whole user-space cost is a design number: this slot,
 // a timer-wheel entry and slab slack must stay within 256 bytes, so growing
-// the slot is a decision, not an accident.
-const _: () = assert!(std::mem::size_of::<Conn>() <= 176);
+// the slot is a decision, not an accident. The TLS pointer took it from 176
+// to 184, still within that budget.
+const _: () = assert!(std::mem::size_of::<Conn>() <= 184);
 
 impl Slot for Conn {
     fn session(&self) -> &Session {
@@ -357,6 +363,14 @@ impl UringLoop {
         }
         // SAFETY: a successful accept returns a new descriptor we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
+        let tls = match self.shared.tls.as_deref().map(|certs| certs.accept()) {
+            None => None,
+            Some(Ok(tls)) => Some(Box::new(tls)),
+            Some(Err(e)) => {
+                tracing::warn!("cannot start TLS: {e}");
+                return;
+            }
+        };
         self.next_generation = self.next_generation.wrapping_add(1) & user_data::GENERATION_MASK;
         let key = self.conns.insert(Conn {
             fd,
@@ -371,6 +385,7 @@ impl UringLoop {
             dirty: false,
             eof: false,
             vectored: false,
+            tls,
         });
         let now = self.clock.now_tick;
         self.deadlines
@@ -419,7 +434,28 @@ impl UringLoop {
                     routes: &config.routes,
                 };
                 let input = self.bufs.take(bid, len);
-                let next = if conn.session.carried().is_empty() {
+                let next = if let Some(tls) = conn.tls.as_deref_mut() {
+                    self.scratch.clear();
+                    self.scratch.extend_from_slice(conn.session.carried());
+                    let carried = self.scratch.len();
+                    match tls.decrypt(input, &mut self.scratch) {
+                        Ok(closed) => {
+                            // close_notify: the peer is done, as with a FIN.
+                            conn.eof |= closed;
+                            if self.scratch.len() > carried {
+                                conn.session.feed(&mut self.scratch, &mut limits)
+                            } else {
+                                crate::shard::conn::Next::Continue
+                            }
+                        }
+                        // The alert goes out with the next flush, then the
+                        // connection ends.
+                        Err(_) => {
+                            conn.eof = true;
+                            conn.session.peer_finished()
+                        }
+                    }
+                } else if conn.session.carried().is_empty() {
                     conn.session.feed(input, &mut limits)
                 } else {
                     self.scratch.clear();
@@ -631,6 +667,23 @@ impl UringLoop {
             if conn.send_armed || conn.zc_notif_pending {
                 continue;
             }
+            if conn.tls.is_some() && !conn.dead {
+                match self.encrypt(key) {
+                    Ok(true) => {
+                        self.submit_send(key);
+                        continue;
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::debug!("closing: {e}");
+                        self.remove(key);
+                        continue;
+                    }
+                }
+            }
+            let Some(conn) = self.conns.get_mut(key) else {
+                continue;
+            };
             if conn.session.has_queue() && !conn.dead {
                 let session = &mut conn.session;
                 let spill = session.spill.get_or_insert_with(Box::default);
@@ -662,6 +715,42 @@ impl UringLoop {
         if self.dirty.is_empty() {
             self.dirty = dirty;
         }
+    }
+
+    /// Moves a TLS connection's output (queued segments, `out`, then
+    /// close_notify when its write side is to be shut) into `sending` as
+    /// records. True when there is something to send.
+    fn encrypt(&mut self, key: usize) -> io::Result<bool> {
+        let conn = &mut self.conns[key];
+        let Some(tls) = conn.tls.as_deref_mut() else {
+            return Ok(false);
+        };
+        if conn.sending.capacity() == 0 {
+            conn.sending = self.pool.take();
+        }
+        let session = &mut conn.session;
+        if let Some(spill) = session.spill.as_deref_mut() {
+            spill.queued = 0;
+            for seg in spill.queue.drain(..) {
+                tls.encrypt(seg.bytes(), &mut conn.sending)?;
+                if let Segment::Owned(v) = seg {
+                    self.pool.give(v);
+                }
+            }
+        }
+        tls.encrypt(&session.out, &mut conn.sending)?;
+        session.out_drained(&mut self.pool);
+        session.tidy();
+        if session.shutdown_after_flush {
+            tls.close_notify();
+            tls.encrypt(&[], &mut conn.sending)?;
+        }
+        conn.sent = 0;
+        if conn.sending.is_empty() {
+            self.pool.give(std::mem::take(&mut conn.sending));
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Hands this turn's published messages to subscribers.

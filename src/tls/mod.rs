@@ -1,0 +1,36 @@
+//! TLS (wss/https) for every listener: certificate loading, reload on
+//! SIGHUP, and the per-connection record layer that sits between socket
+//! bytes and a `Session`.
+//!
+//! The record layer is rustls' `ServerConnection`, which is sans-IO like
+//! the protocol core: both drivers hand it ciphertext and drain it of
+//! plaintext (epoll straight from the socket, io_uring from each completed
+//! receive), so `Session` never knows whether a connection is encrypted.
+//! The served certificate lives behind an atomically swapped pointer that
+//! is read once per accept, never on the read/write path.
+
+use std::path::PathBuf;
+
+#[cfg(feature = "tls")]
+mod certs;
+#[cfg(not(feature = "tls"))]
+mod disabled;
+#[cfg(feature = "tls")]
+mod stream;
+
+#[cfg(feature = "tls")]
+pub(crate) use certs::{check, reload_on_sighup, Certs};
+#[cfg(not(feature = "tls"))]
+pub(crate) use disabled::{check, reload_on_sighup, Certs, TlsStream};
+#[cfg(feature = "tls")]
+pub(crate) use stream::TlsStream;
+
+/// Where the PEM certificate chain and private key live; both files are
+/// read at start and again on every SIGHUP.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// `--tls-cert`: the certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// `--tls-key`: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
