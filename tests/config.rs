@@ -87,6 +87,16 @@ fn each_kind_of_error_names_file_line_and_key() {
             ":3: key `bridge.redis.port`: unknown key",
         ),
         (
+            "tls-file.toml",
+            "[tls]\ncert = \"/nonexistent/cert.pem\"\nkey = \"/nonexistent/key.pem\"\n",
+            ":2: key `tls.cert`: --tls-cert /nonexistent/cert.pem: No such file",
+        ),
+        (
+            "tls-half.toml",
+            "\n[tls]\ncert = \"/nonexistent/cert.pem\"\n",
+            ":3: key `tls.cert`: --tls-cert needs --tls-key",
+        ),
+        (
             "route-kind.toml",
             "[[routes]]\npath = \"/x\"\nkind = \"mirror\"\n",
             ":3: key `routes.kind`: \"mirror\" is not one of echo, hub, ticker",
