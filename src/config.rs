@@ -48,6 +48,9 @@ pub struct Routes {
     /// Policy for ticker subscribers (default conflate: a slow client gets
     /// the latest price per symbol, not a backlog).
     pub ticker_backpressure: Backpressure,
+    /// Paths served by embedder handlers (`crate::app`), matched before
+    /// the routes above (default none).
+    pub app: crate::app::AppRoutes,
 }
 
 impl Routes {
@@ -85,6 +88,7 @@ impl Default for Routes {
             deflate: DeflatePolicy::NoContextTakeover,
             deflate_threshold: 64,
             max_deflate_conns: 0,
+            app: crate::app::AppRoutes::default(),
         }
     }
 }

@@ -40,11 +40,17 @@
 //!   and each subscriber gets one write. Slow subscribers are disconnected
 //!   (1013) or conflated (latest value per key) by route policy. Also the
 //!   hub route's JSON protocol and the ticker feed.
+//! - [`app`]: the embedding API: routes served by a `Handler` (upgrade,
+//!   open, message, drain, close) with per-route limits, `App` to start
+//!   them, `Publisher` to publish from any thread. **Invariant:** handler
+//!   state lives behind the connection's spill pointer, so built-in routes
+//!   pay nothing for it.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
 
 pub mod admission;
+pub mod app;
 pub mod bridge;
 mod buf;
 pub mod cli;

@@ -10,11 +10,12 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::app::Ctx;
 use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
 use crate::pubsub::hub::InboxReceiver;
-use crate::shard::conn::{ConnLimits, Counters, Session};
+use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::{Clock, Deadlines, Expired, Slot};
@@ -176,6 +177,12 @@ impl EpollLoop {
             self.pubsub.publish_stats(stats);
             if let Some(until) = self.draining_until {
                 if self.conns.is_empty() || self.clock.now_tick >= until {
+                    // Peers that never finished closing: their handlers
+                    // still hear `close`.
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.remove(key);
+                    }
                     return Ok(());
                 }
             }
@@ -254,6 +261,7 @@ impl EpollLoop {
                     }
                     Ok(n) => {
                         let end = carried + n;
+                        let held = conn.session.held(conn.pending_out());
                         let config = &self.shared.config;
                         let mut limits = ConnLimits {
                             max_message: config.max_message,
@@ -266,6 +274,7 @@ impl EpollLoop {
                             key,
                             pubsub: &mut self.pubsub,
                             routes: &config.routes,
+                            held,
                         };
                         let next = conn.session.feed(&mut self.read_buf[..end], &mut limits);
                         self.deadlines.after(
@@ -325,8 +334,53 @@ impl EpollLoop {
         }
     }
 
-    /// Writes queued output; false if the connection was dropped.
+    /// Writes queued output, and more if an App handler's drain adds some;
+    /// false if the connection was dropped.
     fn flush(&mut self, key: usize) -> bool {
+        if !self.write_out(key) {
+            return false;
+        }
+        if self.app_drain(key) {
+            return self.write_out(key);
+        }
+        true
+    }
+
+    /// Runs an App connection's drain handler if a send met its bound and
+    /// the output has fallen under it; true if the handler ran.
+    fn app_drain(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if !matches!(conn.session.route, Route::App(_)) {
+            return false;
+        }
+        let backlog = conn.pending_out();
+        let borrowed = conn.session.out.capacity() == 0;
+        if borrowed {
+            conn.session.out = self.pool.take();
+        }
+        let ctx = Ctx {
+            pubsub: &mut self.pubsub,
+            counters: &mut self.counters,
+            key,
+            held: 0,
+        };
+        let config = &self.shared.config;
+        let next = conn.session.app_drain(&config.routes, backlog, ctx);
+        if borrowed && conn.session.out.is_empty() {
+            self.pool.give(std::mem::take(&mut conn.session.out));
+        }
+        let now = self.clock.now_tick;
+        if next != Next::Continue {
+            self.deadlines
+                .after(key, &mut conn.session, next, now, config);
+        }
+        conn.pending_out() != backlog
+    }
+
+    /// Writes queued output; false if the connection was dropped.
+    fn write_out(&mut self, key: usize) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -470,6 +524,15 @@ impl EpollLoop {
             let mut conn = self.conns.remove(key);
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
+            if matches!(conn.session.route, Route::App(_)) {
+                let ctx = Ctx {
+                    pubsub: &mut self.pubsub,
+                    counters: &mut self.counters,
+                    key,
+                    held: 0,
+                };
+                conn.session.app_release(&self.shared.config.routes, ctx);
+            }
             self.pubsub.forget(&mut conn.session);
             self.counters.forget(&conn.session);
             let _ = self.poll.registry().deregister(&mut conn.stream);

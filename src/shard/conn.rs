@@ -13,6 +13,7 @@ use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
 use crate::admission::Admission;
+use crate::app::{self, Call, Ctx, Message, Upgrade};
 use crate::buf::pool::BufPool;
 use crate::config::Routes;
 use crate::metrics::{Metrics, ShardStats};
@@ -47,9 +48,22 @@ pub(crate) struct ConnLimits<'a> {
     pub(crate) pubsub: &'a mut PubSub,
     /// What each path serves.
     pub(crate) routes: &'a Routes,
+    /// Output bytes the driver holds beyond the session's queue and `out`
+    /// (`Session::held`), so a handler can see its whole backlog.
+    pub(crate) held: isize,
 }
 
 impl ConnLimits<'_> {
+    /// What a handler call may touch.
+    fn app_ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            pubsub: self.pubsub,
+            counters: self.counters,
+            key: self.key,
+            held: self.held,
+        }
+    }
+
     fn peer_ip(&self) -> IpAddr {
         socket2::SockRef::from(&self.socket)
             .peer_addr()
@@ -116,6 +130,8 @@ pub(crate) enum Route {
     Hub,
     /// A one-way feed of ticks.
     Ticker,
+    /// An embedder's handler: the index of its route in `Routes::app`.
+    App(u16),
 }
 
 /// Handshake state kept between reads.
@@ -317,10 +333,25 @@ impl Session {
             Err(e) => Err(Answered::Refused(e)),
         };
         match outcome {
-            Ok((head_len, ticket, route, feed, deflate)) => {
+            Ok(Upgraded {
+                head_len,
+                ticket,
+                route,
+                feed,
+                deflate,
+                app,
+            }) => {
                 self.ticket = Some(ticket);
-                self.phase = Phase::Open(ServerConn::new(limits.max_message));
+                let app_route = match route {
+                    Route::App(i) => Some(limits.routes.app.get(i)),
+                    _ => None,
+                };
+                let max_message = app_route.map_or(limits.max_message, |r| r.limits.max_message);
+                self.phase = Phase::Open(ServerConn::new(max_message));
                 self.route = route;
+                if app.is_some() {
+                    self.spill_mut().app = app;
+                }
                 if let Some(params) = deflate {
                     limits.counters.deflate_conns += 1;
                     let threshold = limits.routes.deflate_threshold;
@@ -347,11 +378,15 @@ impl Session {
                         }
                     }
                 }
+                if let Some(app_route) = app_route {
+                    self.app_open(app_route, limits.app_ctx());
+                }
+                let closed_on_open = !self.is_open();
                 let (used, next) = self.process_frames(&mut input[head_len..], limits);
-                let next = if next == Next::Continue {
-                    Next::Upgraded
-                } else {
-                    next
+                let next = match next {
+                    Next::Continue if closed_on_open => Next::AwaitClose,
+                    Next::Continue => Next::Upgraded,
+                    next => next,
                 };
                 (start + head_len + used, next)
             }
@@ -405,6 +440,8 @@ impl Session {
         };
         let was = ws.state();
         let mut pos = 0;
+        // How an App connection's WebSocket ended, for its close handler.
+        let mut ended: Option<(u16, String)> = None;
         loop {
             let deflate = self.spill.as_deref_mut().and_then(|s| s.deflate.as_mut());
             match ws.receive(&mut input[pos..], &mut self.out, deflate) {
@@ -441,10 +478,39 @@ impl Session {
                                 }
                                 // A feed is one-way; what clients say is ignored.
                                 Route::Ticker => false,
+                                Route::App(i) => {
+                                    let route = limits.routes.app.get(i);
+                                    let msg = match opcode {
+                                        OpCode::Text => {
+                                            match simdutf8::basic::from_utf8(&payload) {
+                                                Ok(text) => Message::Text(text),
+                                                // The decoder validated it already.
+                                                Err(_) => Message::Binary(&payload),
+                                            }
+                                        }
+                                        _ => Message::Binary(&payload),
+                                    };
+                                    let spill = self.spill.get_or_insert_with(Box::default);
+                                    app::call(
+                                        route,
+                                        Some(ws),
+                                        &mut self.out,
+                                        spill,
+                                        self.generation,
+                                        limits.app_ctx(),
+                                        Call::Message(msg),
+                                    );
+                                    // Sends counted themselves.
+                                    false
+                                }
                             };
                             if reply {
                                 limits.counters.messages_sent += 1;
                             }
+                        }
+                        Some(Event::Close(close)) if matches!(self.route, Route::App(_)) => {
+                            let code = close.code.map_or(CloseCode::NO_STATUS.0, |c| c.0);
+                            ended = Some((code, close.reason.to_owned()));
                         }
                         Some(_) => {}
                         None if step.consumed == 0 => break,
@@ -452,9 +518,26 @@ impl Session {
                     }
                 }
                 Err(e) => {
+                    if matches!(self.route, Route::App(_)) {
+                        ended = Some((e.close_code().0, e.to_string()));
+                    }
                     log_violation(e);
                     break;
                 }
+            }
+        }
+        if let Route::App(i) = self.route {
+            if ws.state() != State::Open {
+                let spill = self.spill.get_or_insert_with(Box::default);
+                app::ended(
+                    limits.routes.app.get(i),
+                    ws,
+                    &mut self.out,
+                    spill,
+                    self.generation,
+                    limits.app_ctx(),
+                    ended,
+                );
             }
         }
         match ws.state() {
@@ -470,6 +553,11 @@ impl Session {
         match &mut self.phase {
             Phase::Open(ws) if ws.state() == State::Open => {
                 ws.close(&mut self.out, code, reason);
+                if let Route::App(_) = self.route {
+                    let spill = self.spill.get_or_insert_with(Box::default);
+                    let app = spill.app.get_or_insert_with(Box::default);
+                    app.closing = Some((code.0, reason.into()));
+                }
                 Next::AwaitClose
             }
             Phase::Open(ws) if ws.state() == State::CloseSent => Next::AwaitClose,
@@ -505,9 +593,18 @@ enum Answered {
     Parked(Refusal),
 }
 
-/// An upgrade: head length, admission ticket, route, the feed topic to
-/// subscribe to (ticker routes) and the permessage-deflate agreement.
-type Upgraded = (usize, Ticket, Route, Option<String>, Option<DeflateParams>);
+/// A request head that upgraded.
+struct Upgraded {
+    head_len: usize,
+    ticket: Ticket,
+    route: Route,
+    /// The feed topic to subscribe to (ticker routes).
+    feed: Option<String>,
+    /// The permessage-deflate agreement.
+    deflate: Option<DeflateParams>,
+    /// Handler state (App routes).
+    app: Option<Box<app::AppConn>>,
+}
 
 /// Answers a complete request head: `Ok` when it upgraded (the 101 is in
 /// `out`).
@@ -535,7 +632,7 @@ fn answer_request(
     let upgrade = req.validate_upgrade().map_err(Answered::Refused)?;
     let (route, feed) =
         route_for(req.path(), limits.routes).ok_or(Answered::Refused(HandshakeError::NotFound))?;
-    let subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
+    let mut subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
     let admission = limits.admission;
     let peer = hs.peer.unwrap_or_else(|| limits.peer_ip());
     let client = admission.client_ip(peer, req);
@@ -558,6 +655,27 @@ fn answer_request(
                     .min(u64::from(u32::MAX)) as u32,
             })
         })?;
+    let mut app = None;
+    let chosen;
+    if let Route::App(i) = route {
+        match app_upgrade(limits.routes.app.get(i), &request) {
+            Ok((protocol, data)) => {
+                chosen = protocol;
+                if chosen.is_some() {
+                    subprotocol = chosen.as_deref();
+                }
+                app = Some(Box::new(app::AppConn {
+                    data,
+                    ..app::AppConn::default()
+                }));
+            }
+            Err(status) => {
+                registry.release(ticket);
+                admission.registry.stats.rejected(Reason::Hook);
+                return Err(Answered::Denied(status, Reason::Hook));
+            }
+        }
+    }
     // Feeds are shared frames sent as they are, so they stay uncompressed.
     let cap = limits.routes.max_deflate_conns;
     let deflate =
@@ -573,11 +691,59 @@ fn answer_request(
         };
     let extensions = deflate.map(|p| p.response());
     upgrade.encode_accept(out, subprotocol, extensions.as_deref());
-    Ok((req.head_len, ticket, route, feed, deflate))
+    Ok(Upgraded {
+        head_len: req.head_len,
+        ticket,
+        route,
+        feed,
+        deflate,
+        app,
+    })
+}
+
+type AppData = Option<Box<dyn std::any::Any + Send>>;
+
+/// Asks an App route's handler about an upgrade: `Ok` with the
+/// subprotocol it chose (if it overrode the server's) and its data, or the
+/// HTTP status to refuse with.
+fn app_upgrade(
+    route: &app::AppRoute,
+    request: &UpgradeRequest<'_>,
+) -> Result<(Option<String>, AppData), u16> {
+    let handler = &*route.handler;
+    let answer =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.upgrade(request)));
+    let Ok(Upgrade { verdict }) = answer else {
+        tracing::error!(
+            path = &*route.path,
+            "upgrade handler panicked; answering 500"
+        );
+        return Err(500);
+    };
+    match verdict {
+        app::Verdict::Reject(status) if (400..=599).contains(&status) => Err(status),
+        app::Verdict::Reject(_) => Err(403),
+        app::Verdict::Accept { protocol, data } => {
+            if let Some(p) = &protocol {
+                if !request.offered_subprotocols().any(|o| o == p) {
+                    tracing::warn!(
+                        path = &*route.path,
+                        protocol = p.as_str(),
+                        "upgrade handler chose a subprotocol the client did not offer; answering 500"
+                    );
+                    return Err(500);
+                }
+            }
+            Ok((protocol, data))
+        }
+    }
 }
 
 /// Which route serves `path`, and for a feed, the topic it subscribes to.
 fn route_for(path: &str, routes: &Routes) -> Option<(Route, Option<String>)> {
+    if let Some(i) = routes.app.find(path) {
+        return Some((Route::App(i), None));
+    }
     if !routes.ticker_symbols.is_empty() {
         if path == "/ticker" {
             return Some((Route::Ticker, Some(ticker::ALL.to_owned())));

@@ -154,7 +154,10 @@ impl Deadlines {
         if next != Next::Continue {
             self.gate.settle(key, session, false);
         }
-        let idle = config.idle_timeout;
+        let idle = match session.route {
+            conn::Route::App(i) => config.routes.app.get(i).limits.idle_timeout,
+            _ => config.idle_timeout,
+        };
         let tick = match next {
             // While draining, the drain deadline stands, and a handshake
             // that completes now is closed at once.

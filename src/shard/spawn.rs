@@ -2,7 +2,7 @@
 //! the kernel spreads connections and no accept lock is shared), pins each
 //! shard's thread to a core and wires SIGTERM/SIGINT to every loop.
 
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc};
@@ -27,6 +27,8 @@ pub struct Server {
     /// Publishes to every shard's subscribers, from any thread.
     pub hub: Arc<Hub>,
     handles: Vec<JoinHandle<io::Result<()>>>,
+    /// The write ends of the shards' signal pipes, for `shutdown`.
+    stop: Vec<UnixStream>,
 }
 
 /// Resolves `--backend auto` to the best driver this kernel allows, logging
@@ -84,12 +86,15 @@ impl Server {
             receivers.into_iter().map(Some).collect();
         let config = Arc::new(config);
         let mut handles = Vec::with_capacity(shards);
+        let mut stop = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         for (id, listeners) in per_shard.into_iter().enumerate() {
             let (signal_rx, signal_tx) = UnixStream::pair()?;
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::low_level::pipe::register(sig, signal_tx.try_clone()?)?;
             }
+            signal_tx.set_nonblocking(true)?;
+            stop.push(signal_tx);
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
             let admission = Arc::clone(&admission);
@@ -139,7 +144,18 @@ impl Server {
             backend,
             hub,
             handles,
+            stop,
         })
+    }
+
+    /// Begins the shutdown SIGTERM begins, for this server only: stop
+    /// accepting, close every connection with 1001 over the drain window.
+    pub fn shutdown(&self) {
+        for tx in &self.stop {
+            // A full pipe already holds a wake-up; a closed one means the
+            // shard is gone.
+            let _ = (&*tx).write(&[1]);
+        }
     }
 
     /// Waits for every shard to finish (after SIGTERM/SIGINT).
