@@ -11,6 +11,10 @@ mod support;
 #[allow(dead_code, unreachable_pub)]
 mod chat;
 
+#[path = "../examples/ticker.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod ticker;
+
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -497,5 +501,93 @@ fn shutdown_closes_every_connection_with_1001() {
         assert_eq!(next_close(&closes), 1001);
         server.join().expect("clean exit");
         assert!(TcpStream::connect(addr).is_err(), "still listening");
+    }
+}
+
+#[test]
+fn ticker_thread_publishes_to_chosen_symbols() {
+    for backend in BACKENDS {
+        let server = start(backend, 2, App::new().route("/prices", ticker::Prices));
+        let addr = addr(&server);
+        assert_eq!(status(addr, "/prices?symbols=AAPL,NOPE", "").0, 404);
+        let mut ws = client(addr, "/prices?symbols=AAPL");
+        // Published from a plain thread; it outlives the server harmlessly.
+        let publisher = server.publisher();
+        std::thread::spawn(move || ticker::feed(publisher, 100));
+        for _ in 0..3 {
+            let tick = text(&mut ws);
+            let (symbol, price) = tick.split_once(' ').unwrap();
+            assert_eq!(symbol, "AAPL", "{tick}");
+            assert!(price.parse::<f64>().unwrap() >= 1.0, "{tick}");
+        }
+        say(&mut ws, "+MSFT");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !text(&mut ws).starts_with("MSFT ") {
+            assert!(Instant::now() < deadline, "no MSFT tick");
+        }
+        say(&mut ws, "+NOPE");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let t = text(&mut ws);
+            if t.starts_with("error:") {
+                assert_eq!(t, "error: no symbol NOPE");
+                break;
+            }
+            assert!(Instant::now() < deadline, "no error reply");
+        }
+        say(&mut ws, &"+".repeat(65));
+        assert_eq!(close_code(&mut ws), 1009);
+        let mut ws = client(addr, "/prices");
+        ws.send(Message::binary(vec![0])).unwrap();
+        assert_eq!(close_code(&mut ws), 1003);
+    }
+}
+
+/// Subscribes to as many topics as asked, one per message, and says
+/// whether each was taken.
+struct Topics;
+
+impl Handler for Topics {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_topics: 2,
+            ..Limits::default()
+        }
+    }
+
+    fn message(&self, ws: &mut AppWs<'_>, msg: AppMessage<'_>) {
+        let AppMessage::Text(topic) = msg else {
+            return;
+        };
+        let reply = match topic.strip_prefix('-') {
+            Some(topic) => ws.unsubscribe(topic),
+            None => ws.subscribe(topic),
+        };
+        ws.send_text(&reply.to_string());
+    }
+}
+
+#[test]
+fn topics_per_connection_are_capped() {
+    for backend in BACKENDS {
+        let server = start(backend, 1, App::new().route("/t", Topics));
+        let mut ws = client(addr(&server), "/t");
+        for (ask, want) in [
+            ("a", "true"),
+            ("a", "true"),
+            ("b", "true"),
+            ("c", "false"),
+            ("-c", "false"),
+            ("-a", "true"),
+            ("c", "true"),
+        ] {
+            say(&mut ws, ask);
+            assert_eq!(text(&mut ws), want, "{ask} {backend:?}");
+        }
+        server.publisher().publish_text("c", "on c");
+        server.publisher().publish_text("a", "on a");
+        server.publisher().publish_text("b", "on b");
+        assert_eq!(text(&mut ws), "on c");
+        assert_eq!(text(&mut ws), "on b");
     }
 }

@@ -2,7 +2,7 @@
 //! the kernel spreads connections and no accept lock is shared), pins each
 //! shard's thread to a core and wires SIGTERM/SIGINT to every loop.
 
-use std::io::{self, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream;
 use std::sync::{mpsc, Arc};
@@ -154,7 +154,8 @@ impl Server {
         for tx in &self.stop {
             // A full pipe already holds a wake-up; a closed one means the
             // shard is gone.
-            let _ = (&*tx).write(&[1]);
+            // MSG_NOSIGNAL: an embedder may not ignore SIGPIPE.
+            let _ = socket2::SockRef::from(tx).send_with_flags(&[1], libc::MSG_NOSIGNAL);
         }
     }
 
