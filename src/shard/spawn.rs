@@ -37,10 +37,10 @@ pub struct Server {
 pub(crate) fn resolve_backend(requested: Backend) -> Result<Backend, String> {
     match requested {
         Backend::Epoll => Ok(Backend::Epoll),
-        Backend::Uring => probe::uring_support()
+        Backend::Uring => probe_uring()
             .map(|()| Backend::Uring)
             .map_err(|why| format!("--backend uring: {why}")),
-        Backend::Auto => match probe::uring_support() {
+        Backend::Auto => match probe_uring() {
             Ok(()) => Ok(Backend::Uring),
             Err(why) => {
                 tracing::warn!("using epoll: {why}");
@@ -48,6 +48,15 @@ pub(crate) fn resolve_backend(requested: Backend) -> Result<Backend, String> {
             }
         },
     }
+}
+
+/// Probes io_uring on a thread of its own: tearing the probe ring down
+/// leaves task work that interrupts the creating thread's next timed
+/// socket call with EINTR, and that thread may be an embedder's.
+fn probe_uring() -> Result<(), String> {
+    std::thread::spawn(probe::uring_support)
+        .join()
+        .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
 }
 
 impl Server {
