@@ -585,3 +585,68 @@ fn topics_per_connection_are_capped() {
         assert_eq!(text(&mut ws), "on b");
     }
 }
+
+/// Subscribes to "big" at open, under a small backpressure bound; reports
+/// closes.
+struct Big {
+    closes: Mutex<Sender<(u16, String)>>,
+}
+
+impl Handler for Big {
+    fn limits(&self) -> Limits {
+        Limits {
+            max_backpressure: 64 << 10,
+            ..Limits::default()
+        }
+    }
+
+    fn open(&self, ws: &mut AppWs<'_>) {
+        ws.subscribe("big");
+        ws.send_text("ready");
+    }
+
+    fn close(&self, _ws: &mut AppWs<'_>, code: u16, reason: &str) {
+        let _ = self.closes.lock().unwrap().send((code, reason.to_owned()));
+    }
+}
+
+#[test]
+fn a_subscriber_past_its_bound_is_closed_with_1013() {
+    for backend in BACKENDS {
+        let (tx, closes) = mpsc::channel();
+        let handler = Big {
+            closes: Mutex::new(tx),
+        };
+        let server = start(backend, 1, App::new().route("/big", handler));
+        let addr = addr(&server);
+        // Never reads, with a small window: the server sees it fall behind.
+        let socket =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let stream: TcpStream = socket.into();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let url = format!("ws://{addr}/big");
+        let (mut slow, _) = tungstenite::client(url.as_str(), stream).unwrap();
+        assert_eq!(text(&mut slow), "ready");
+        let publisher = server.publisher();
+        let chunk = "x".repeat(4096);
+        let mut published = 0;
+        let (code, reason) = loop {
+            if let Ok(closed) = closes.try_recv() {
+                break closed;
+            }
+            assert!(published < 64 << 20, "{backend:?}: still subscribed");
+            for _ in 0..64 {
+                publisher.publish_text("big", &chunk);
+            }
+            published += 64 * chunk.len();
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        assert_eq!(code, 1013, "{backend:?}");
+        assert!(reason.contains("retry in"), "{reason}");
+        assert_eq!(close_code(&mut slow), 1013);
+    }
+}

@@ -246,6 +246,31 @@ impl Session {
         }
     }
 
+    /// This side started closing (idle timeout, shutdown, a slow
+    /// subscriber): the handler hears `close` with that code now rather
+    /// than when the peer answers.
+    pub(crate) fn app_closing(&mut self, routes: &crate::config::Routes, ctx: Ctx<'_>) {
+        let Some(route) = self.app_route(routes) else {
+            return;
+        };
+        let Phase::Open(conn) = &mut self.phase else {
+            return;
+        };
+        if conn.state() == State::Open {
+            return;
+        }
+        let spill = self.spill.get_or_insert_with(Box::default);
+        ended(
+            route,
+            conn,
+            &mut self.out,
+            spill,
+            self.generation,
+            ctx,
+            None,
+        );
+    }
+
     /// The slot is being freed: a handler not yet told hears `close`, with
     /// the code this side sent or 1006 (the transport ended first).
     pub(crate) fn app_release(&mut self, routes: &crate::config::Routes, ctx: Ctx<'_>) {

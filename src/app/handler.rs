@@ -152,6 +152,8 @@ pub trait Handler: Send + Sync + 'static {
 
     /// Decides an upgrade request after the server's own admission rules
     /// (Origin, token, caps, rates) let it through. Default: accept.
+    /// Refusals are counted in `surge_admission_rejected_total` under
+    /// `reason="hook"`.
     fn upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade {
         let _ = req;
         Upgrade::accept()
@@ -175,10 +177,12 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// The connection is closing or gone, called exactly once per opened
-    /// connection: with the peer's code (1005 when its close frame had
-    /// none), the code the server or the handler closed with, or 1006 when
-    /// the transport ended without a close frame. Nothing can be sent any
-    /// more; publishing still works.
+    /// connection, as soon as either side starts closing: with the peer's
+    /// code (1005 when its close frame had none), the code this side
+    /// closed with (the handler's, 1001 for an idle timeout or shutdown,
+    /// 1013 for a subscriber past its bound, 1009 or 1002 for a message
+    /// the protocol refused), or 1006 when the transport ended without a
+    /// close frame. Nothing can be sent any more; publishing still works.
     fn close(&self, ws: &mut Ws<'_>, code: u16, reason: &str) {
         let _ = (ws, code, reason);
     }

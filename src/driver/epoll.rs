@@ -480,6 +480,16 @@ impl EpollLoop {
             let config = &self.shared.config;
             self.deadlines
                 .close(key, &mut conn.session, code, reason, now, config);
+            if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
+                let ctx = Ctx {
+                    pubsub: &mut self.pubsub,
+                    counters: &mut self.counters,
+                    key,
+                    held,
+                };
+                conn.session.app_closing(&config.routes, ctx);
+            }
             self.flush(key);
         }
     }
@@ -525,11 +535,12 @@ impl EpollLoop {
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
             if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
                 let ctx = Ctx {
                     pubsub: &mut self.pubsub,
                     counters: &mut self.counters,
                     key,
-                    held: 0,
+                    held,
                 };
                 conn.session.app_release(&self.shared.config.routes, ctx);
             }

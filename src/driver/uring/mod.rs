@@ -266,11 +266,12 @@ impl UringLoop {
         let routes = &self.shared.config.routes;
         for (key, conn) in &mut self.conns {
             if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
                 let ctx = Ctx {
                     pubsub: &mut self.pubsub,
                     counters: &mut self.counters,
                     key,
-                    held: 0,
+                    held,
                 };
                 conn.session.app_release(routes, ctx);
             }
@@ -766,6 +767,16 @@ impl UringLoop {
             let config = &self.shared.config;
             self.deadlines
                 .close(key, &mut conn.session, code, reason, now, config);
+            if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
+                let ctx = Ctx {
+                    pubsub: &mut self.pubsub,
+                    counters: &mut self.counters,
+                    key,
+                    held,
+                };
+                conn.session.app_closing(&config.routes, ctx);
+            }
             self.mark_dirty(key);
         }
     }
@@ -828,11 +839,12 @@ impl UringLoop {
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
             if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
                 let ctx = Ctx {
                     pubsub: &mut self.pubsub,
                     counters: &mut self.counters,
                     key,
-                    held: 0,
+                    held,
                 };
                 conn.session.app_release(&self.shared.config.routes, ctx);
             }
