@@ -6,8 +6,9 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::handler::{Handler, Limits, Message};
+use super::handler::{Handler, Limits, Message, Upgrade, Verdict};
 use super::ws::Ws;
+use crate::admission::policy::UpgradeRequest;
 use crate::protocol::{CloseCode, ServerConn, State};
 use crate::shard::conn::{Counters, Next, Phase, Route, Session};
 use crate::shard::fanout::PubSub;
@@ -94,6 +95,43 @@ pub(crate) enum Call<'m> {
     Open,
     Message(Message<'m>),
     Drain,
+}
+
+type AppData = Option<Box<dyn Any + Send>>;
+
+/// Asks an App route's handler about an upgrade: `Ok` with the
+/// subprotocol it chose (if it overrode the server's) and its data, or the
+/// HTTP status to refuse with.
+pub(crate) fn upgrade(
+    route: &AppRoute,
+    request: &UpgradeRequest<'_>,
+) -> Result<(Option<String>, AppData), u16> {
+    let handler = &*route.handler;
+    let answer = catch_unwind(AssertUnwindSafe(|| handler.upgrade(request)));
+    let Ok(Upgrade { verdict }) = answer else {
+        tracing::error!(
+            path = &*route.path,
+            "upgrade handler panicked; answering 500"
+        );
+        return Err(500);
+    };
+    match verdict {
+        Verdict::Reject(status) if (400..=599).contains(&status) => Err(status),
+        Verdict::Reject(_) => Err(403),
+        Verdict::Accept { protocol, data } => {
+            if let Some(p) = &protocol {
+                if !request.offered_subprotocols().any(|o| o == p) {
+                    tracing::warn!(
+                        path = &*route.path,
+                        protocol = p.as_str(),
+                        "upgrade handler chose a subprotocol the client did not offer; answering 500"
+                    );
+                    return Err(500);
+                }
+            }
+            Ok((protocol, data))
+        }
+    }
 }
 
 /// Runs one handler method. A panic closes the connection with 1011; a

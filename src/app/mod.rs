@@ -56,8 +56,7 @@ use std::sync::Arc;
 pub use crate::admission::policy::UpgradeRequest;
 pub use crate::config::{Backend, Config};
 pub use dispatch::AppRoutes;
-pub(crate) use dispatch::{call, ended, AppConn, AppRoute, Call, Ctx};
-pub(crate) use handler::Verdict;
+pub(crate) use dispatch::{call, ended, upgrade, AppConn, AppRoute, Call, Ctx};
 pub use handler::{Handler, Limits, Message, Upgrade};
 pub use ws::{Publisher, SendStatus, Ws};
 

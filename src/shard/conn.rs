@@ -13,7 +13,7 @@ use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
 use crate::admission::Admission;
-use crate::app::{self, Call, Ctx, Message, Upgrade};
+use crate::app::{self, Call, Ctx, Message};
 use crate::buf::pool::BufPool;
 use crate::config::Routes;
 use crate::metrics::{Metrics, ShardStats};
@@ -658,7 +658,7 @@ fn answer_request(
     let mut app = None;
     let chosen;
     if let Route::App(i) = route {
-        match app_upgrade(limits.routes.app.get(i), &request) {
+        match app::upgrade(limits.routes.app.get(i), &request) {
             Ok((protocol, data)) => {
                 chosen = protocol;
                 if chosen.is_some() {
@@ -699,44 +699,6 @@ fn answer_request(
         deflate,
         app,
     })
-}
-
-type AppData = Option<Box<dyn std::any::Any + Send>>;
-
-/// Asks an App route's handler about an upgrade: `Ok` with the
-/// subprotocol it chose (if it overrode the server's) and its data, or the
-/// HTTP status to refuse with.
-fn app_upgrade(
-    route: &app::AppRoute,
-    request: &UpgradeRequest<'_>,
-) -> Result<(Option<String>, AppData), u16> {
-    let handler = &*route.handler;
-    let answer =
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.upgrade(request)));
-    let Ok(Upgrade { verdict }) = answer else {
-        tracing::error!(
-            path = &*route.path,
-            "upgrade handler panicked; answering 500"
-        );
-        return Err(500);
-    };
-    match verdict {
-        app::Verdict::Reject(status) if (400..=599).contains(&status) => Err(status),
-        app::Verdict::Reject(_) => Err(403),
-        app::Verdict::Accept { protocol, data } => {
-            if let Some(p) = &protocol {
-                if !request.offered_subprotocols().any(|o| o == p) {
-                    tracing::warn!(
-                        path = &*route.path,
-                        protocol = p.as_str(),
-                        "upgrade handler chose a subprotocol the client did not offer; answering 500"
-                    );
-                    return Err(500);
-                }
-            }
-            Ok((protocol, data))
-        }
-    }
 }
 
 /// Which route serves `path`, and for a feed, the topic it subscribes to.
