@@ -424,7 +424,11 @@ impl UringLoop {
             };
             let len = result as usize;
             if !conn.dead {
-                let held = conn.session.held(conn.pending_out());
+                // Only handlers look at the backlog; built-in routes skip the sum.
+                let held = match conn.session.route {
+                    Route::App(_) => conn.session.held(conn.pending_out()),
+                    _ => 0,
+                };
                 let config = &self.shared.config;
                 let mut limits = ConnLimits {
                     max_message: config.max_message,
