@@ -342,3 +342,67 @@ impl Session {
         backlog as isize - (self.queued() + self.out.len()) as isize
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Answers from the path: `/status/N` refuses with N, `/proto/P`
+    /// picks P, `/panic` panics, `/data` attaches a number.
+    struct ByPath;
+
+    impl Handler for ByPath {
+        fn upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade {
+            let mut parts = req.path.trim_start_matches('/').splitn(2, '/');
+            match (parts.next(), parts.next()) {
+                (Some("status"), Some(n)) => Upgrade::reject(n.parse().unwrap()),
+                (Some("proto"), Some(p)) => Upgrade::accept().protocol(p),
+                (Some("panic"), _) => panic!("upgrade panics on purpose"),
+                (Some("data"), _) => Upgrade::accept().data(7u32),
+                _ => Upgrade::accept(),
+            }
+        }
+    }
+
+    fn answer(target: &str, offered: &str) -> Result<(Option<String>, AppData), u16> {
+        let route = AppRoute {
+            path: "/".into(),
+            handler: Arc::new(ByPath),
+            limits: Limits::default(),
+        };
+        let headers = [httparse::Header {
+            name: "Sec-WebSocket-Protocol",
+            value: offered.as_bytes(),
+        }];
+        let request = UpgradeRequest::new(target, &headers, "192.0.2.1".parse().unwrap(), None);
+        upgrade(&route, &request)
+    }
+
+    #[test]
+    fn refusals_read_as_refusals() {
+        assert_eq!(answer("/status/401", "").unwrap_err(), 401);
+        assert_eq!(answer("/status/599", "").unwrap_err(), 599);
+        for odd in ["0", "101", "200", "302", "399", "600"] {
+            assert_eq!(answer(&format!("/status/{odd}"), "").unwrap_err(), 403);
+        }
+        assert_eq!(answer("/panic", "").unwrap_err(), 500);
+    }
+
+    #[test]
+    fn subprotocols_must_have_been_offered() {
+        let (protocol, _) = answer("/proto/b", " a ,b").unwrap();
+        assert_eq!(protocol.as_deref(), Some("b"));
+        assert_eq!(answer("/proto/c", "a, b").unwrap_err(), 500);
+        assert_eq!(answer("/proto/a", "").unwrap_err(), 500);
+        let (protocol, data) = answer("/", "a").unwrap();
+        assert!(protocol.is_none() && data.is_none());
+    }
+
+    #[test]
+    fn data_comes_back_by_type() {
+        let (_, data) = answer("/data", "").unwrap();
+        let mut data = data.unwrap();
+        assert!(data.downcast_mut::<u64>().is_none());
+        assert_eq!(data.downcast_mut::<u32>(), Some(&mut 7));
+    }
+}
