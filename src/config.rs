@@ -109,6 +109,9 @@ pub struct Routes {
     /// Policy for ticker subscribers (default conflate: a slow client gets
     /// the latest price per symbol, not a backlog).
     pub ticker_backpressure: Backpressure,
+    /// Paths served by embedder handlers (`crate::app`), matched before
+    /// the routes above (default none).
+    pub app: crate::app::AppRoutes,
 }
 
 /// A connection whose route has no `[[routes]]` entry.
@@ -187,6 +190,7 @@ impl Default for Routes {
             deflate_broadcast: DeflateBroadcast::Once,
             deflate_threshold: 64,
             max_deflate_conns: 0,
+            app: crate::app::AppRoutes::default(),
         }
     }
 }

@@ -43,12 +43,18 @@
 //! - [`tls`]: wss/https through rustls (feature `tls`): PEM loading, the
 //!   certificate swapped on SIGHUP and read once per accept, and the record
 //!   layer both drivers put between socket bytes and a `Session`.
+//! - [`app`]: the embedding API: routes served by a `Handler` (upgrade,
+//!   open, message, drain, close) with per-route limits, `App` to start
+//!   them, `Publisher` to publish from any thread. **Invariant:** handler
+//!   state lives behind the connection's spill pointer, so built-in routes
+//!   pay nothing for it.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `status`: the live status page served at `GET /` beside a ticker feed.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
 
 pub mod admission;
+pub mod app;
 pub mod bridge;
 mod buf;
 pub mod cli;

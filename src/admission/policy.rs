@@ -51,6 +51,17 @@ impl<'a> UpgradeRequest<'a> {
             .map(|h| h.value)
     }
 
+    /// The subprotocols the client offered, in its order of preference.
+    pub fn offered_subprotocols(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.headers
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+    }
+
     /// The value of a query parameter, as sent (not percent-decoded).
     pub fn query_param(&self, name: &str) -> Option<&'a str> {
         self.query?.split('&').find_map(|pair| {

@@ -12,11 +12,12 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use crate::app::Ctx;
 use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
 use crate::pubsub::hub::InboxReceiver;
-use crate::shard::conn::{ConnLimits, Counters, Session};
+use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
@@ -194,6 +195,12 @@ impl EpollLoop {
                 let (metrics, empty) = (&self.shared.metrics, self.conns.is_empty());
                 let now = self.clock.now_tick;
                 if drain_over(metrics, empty, &mut self.drain_reported, now, until) {
+                    // Peers that never finished closing: their handlers
+                    // still hear `close`.
+                    let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+                    for key in keys {
+                        self.remove(key);
+                    }
                     return Ok(());
                 }
             }
@@ -284,6 +291,11 @@ impl EpollLoop {
                     Ok(n) => {
                         self.counters.bytes_received += n as u64;
                         let end = carried + n;
+                        // Only handlers look at the backlog; built-in routes skip the sum.
+                        let held = match conn.session.route {
+                            Route::App(_) => conn.session.held(conn.pending_out()),
+                            _ => 0,
+                        };
                         let config = &self.shared.config;
                         let mut limits = ConnLimits {
                             max_message: config.max_message,
@@ -296,6 +308,7 @@ impl EpollLoop {
                             key,
                             pubsub: &mut self.pubsub,
                             routes: &config.routes,
+                            held,
                         };
                         let next = conn.session.feed(&mut self.read_buf[..end], &mut limits);
                         self.deadlines.after(
@@ -358,8 +371,53 @@ impl EpollLoop {
         }
     }
 
-    /// Writes queued output; false if the connection was dropped.
+    /// Writes queued output, and more if an App handler's drain adds some;
+    /// false if the connection was dropped.
     fn flush(&mut self, key: usize) -> bool {
+        if !self.write_out(key) {
+            return false;
+        }
+        if self.app_drain(key) {
+            return self.write_out(key);
+        }
+        true
+    }
+
+    /// Runs an App connection's drain handler if a send met its bound and
+    /// the output has fallen under it; true if the handler ran.
+    fn app_drain(&mut self, key: usize) -> bool {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return false;
+        };
+        if !matches!(conn.session.route, Route::App(_)) {
+            return false;
+        }
+        let backlog = conn.pending_out();
+        let borrowed = conn.session.out.capacity() == 0;
+        if borrowed {
+            conn.session.out = self.pool.take();
+        }
+        let ctx = Ctx {
+            pubsub: &mut self.pubsub,
+            counters: &mut self.counters,
+            key,
+            held: 0,
+        };
+        let config = &self.shared.config;
+        let next = conn.session.app_drain(&config.routes, backlog, ctx);
+        if borrowed && conn.session.out.is_empty() {
+            self.pool.give(std::mem::take(&mut conn.session.out));
+        }
+        let now = self.clock.now_tick;
+        if next != Next::Continue {
+            self.deadlines
+                .after(key, &mut conn.session, next, now, config);
+        }
+        conn.pending_out() != backlog
+    }
+
+    /// Writes queued output; false if the connection was dropped.
+    fn write_out(&mut self, key: usize) -> bool {
         let Some(conn) = self.conns.get_mut(key) else {
             return false;
         };
@@ -484,6 +542,16 @@ impl EpollLoop {
             let config = &self.shared.config;
             self.deadlines
                 .close(key, &mut conn.session, code, reason, now, config);
+            if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
+                let ctx = Ctx {
+                    pubsub: &mut self.pubsub,
+                    counters: &mut self.counters,
+                    key,
+                    held,
+                };
+                conn.session.app_closing(&config.routes, ctx);
+            }
             self.flush(key);
         }
     }
@@ -528,6 +596,16 @@ impl EpollLoop {
             let mut conn = self.conns.remove(key);
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
+            if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
+                let ctx = Ctx {
+                    pubsub: &mut self.pubsub,
+                    counters: &mut self.counters,
+                    key,
+                    held,
+                };
+                conn.session.app_release(&self.shared.config.routes, ctx);
+            }
             self.pubsub.forget(&mut conn.session);
             self.counters.forget(&conn.session);
             let _ = self.poll.registry().deregister(&mut conn.stream);

@@ -6,7 +6,7 @@
 //! the same reference-counted frame goes to every shard's inbox (one
 //! wake-up per batch). Each shard appends the turn's messages to each
 //! topic's batch, then queues one shared reference to that batch to every
-//! subscriber ([`topics`]); the driver writes each subscriber's queue with
+//! subscriber (`topics`); the driver writes each subscriber's queue with
 //! one vectored write per turn. No byte is copied per subscriber in user
 //! space.
 

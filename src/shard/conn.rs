@@ -13,6 +13,7 @@ use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
 use crate::admission::Admission;
+use crate::app::{self, Call, Ctx, Message};
 use crate::buf::pool::BufPool;
 use crate::config::{RouteKind, Routes, NO_SPEC};
 use crate::metrics::{close_slot, Metrics, ShardStats, CLOSE_SLOTS};
@@ -47,9 +48,22 @@ pub(crate) struct ConnLimits<'a> {
     pub(crate) pubsub: &'a mut PubSub,
     /// What each path serves.
     pub(crate) routes: &'a Routes,
+    /// Output bytes the driver holds beyond the session's queue and `out`
+    /// (`Session::held`), so a handler can see its whole backlog.
+    pub(crate) held: isize,
 }
 
 impl ConnLimits<'_> {
+    /// What a handler call may touch.
+    fn app_ctx(&mut self) -> Ctx<'_> {
+        Ctx {
+            pubsub: self.pubsub,
+            counters: self.counters,
+            key: self.key,
+            held: self.held,
+        }
+    }
+
     fn peer_ip(&self) -> IpAddr {
         socket2::SockRef::from(&self.socket)
             .peer_addr()
@@ -140,6 +154,8 @@ pub(crate) enum Route {
     Hub,
     /// A one-way feed of ticks.
     Ticker,
+    /// An embedder's handler: the index of its route in `Routes::app`.
+    App(u16),
 }
 
 /// Handshake state kept between reads.
@@ -344,12 +360,30 @@ impl Session {
             Err(e) => Err(Answered::Refused(e)),
         };
         match outcome {
-            Ok((head_len, ticket, (route, feed, spec), deflate)) => {
+            Ok(Upgraded {
+                head_len,
+                ticket,
+                route,
+                feed,
+                deflate,
+                app,
+                spec,
+            }) => {
                 self.ticket = Some(ticket);
-                let max_message = limits.routes.max_message(spec, limits.max_message);
+                let app_route = match route {
+                    Route::App(i) => Some(limits.routes.app.get(i)),
+                    _ => None,
+                };
+                let max_message = app_route.map_or_else(
+                    || limits.routes.max_message(spec, limits.max_message),
+                    |r| r.limits.max_message,
+                );
                 self.phase = Phase::Open(ServerConn::new(max_message));
                 self.route = route;
                 self.spec = spec;
+                if app.is_some() {
+                    self.spill_mut().app = app;
+                }
                 if let Some(params) = deflate {
                     limits.counters.deflate_conns += 1;
                     let threshold = limits.routes.deflate_threshold;
@@ -381,11 +415,15 @@ impl Session {
                         }
                     }
                 }
+                if let Some(app_route) = app_route {
+                    self.app_open(app_route, limits.app_ctx());
+                }
+                let closed_on_open = !self.is_open();
                 let (used, next) = self.process_frames(&mut input[head_len..], limits);
-                let next = if next == Next::Continue {
-                    Next::Upgraded
-                } else {
-                    next
+                let next = match next {
+                    Next::Continue if closed_on_open => Next::AwaitClose,
+                    Next::Continue => Next::Upgraded,
+                    next => next,
                 };
                 (start + head_len + used, next)
             }
@@ -439,6 +477,8 @@ impl Session {
         };
         let was = ws.state();
         let mut pos = 0;
+        // How an App connection's WebSocket ended, for its close handler.
+        let mut ended: Option<(u16, String)> = None;
         loop {
             let deflate = self.spill.as_deref_mut().and_then(|s| s.deflate.as_mut());
             match ws.receive(&mut input[pos..], &mut self.out, deflate) {
@@ -475,17 +515,48 @@ impl Session {
                                 }
                                 // A feed is one-way; what clients say is ignored.
                                 Route::Ticker => false,
+                                Route::App(i) => {
+                                    let route = limits.routes.app.get(i);
+                                    let msg = match opcode {
+                                        OpCode::Text => {
+                                            match simdutf8::basic::from_utf8(&payload) {
+                                                Ok(text) => Message::Text(text),
+                                                // The decoder validated it already.
+                                                Err(_) => Message::Binary(&payload),
+                                            }
+                                        }
+                                        _ => Message::Binary(&payload),
+                                    };
+                                    let spill = self.spill.get_or_insert_with(Box::default);
+                                    app::call(
+                                        route,
+                                        Some(ws),
+                                        &mut self.out,
+                                        spill,
+                                        self.generation,
+                                        limits.app_ctx(),
+                                        Call::Message(msg),
+                                    );
+                                    // Sends counted themselves.
+                                    false
+                                }
                             };
                             if reply {
                                 limits.counters.messages_sent += 1;
                             }
                         }
-                        // Only the first close frame of either side ends the
-                        // connection; ours was counted when it was sent.
-                        Some(Event::Close(close)) if was == State::Open => {
-                            limits
-                                .counters
-                                .closed(close.code.unwrap_or(CloseCode::NO_STATUS));
+                        Some(Event::Close(close)) => {
+                            // Only the first close frame of either side ends
+                            // the connection; ours was counted when it was sent.
+                            if was == State::Open {
+                                limits
+                                    .counters
+                                    .closed(close.code.unwrap_or(CloseCode::NO_STATUS));
+                            }
+                            if matches!(self.route, Route::App(_)) {
+                                let code = close.code.map_or(CloseCode::NO_STATUS.0, |c| c.0);
+                                ended = Some((code, close.reason.to_owned()));
+                            }
                         }
                         Some(_) => {}
                         None if step.consumed == 0 => break,
@@ -496,9 +567,26 @@ impl Session {
                     if was == State::Open {
                         limits.counters.closed(e.close_code());
                     }
+                    if matches!(self.route, Route::App(_)) {
+                        ended = Some((e.close_code().0, e.to_string()));
+                    }
                     log_violation(e);
                     break;
                 }
+            }
+        }
+        if let Route::App(i) = self.route {
+            if ws.state() != State::Open {
+                let spill = self.spill.get_or_insert_with(Box::default);
+                app::ended(
+                    limits.routes.app.get(i),
+                    ws,
+                    &mut self.out,
+                    spill,
+                    self.generation,
+                    limits.app_ctx(),
+                    ended,
+                );
             }
         }
         match ws.state() {
@@ -514,6 +602,11 @@ impl Session {
         match &mut self.phase {
             Phase::Open(ws) if ws.state() == State::Open => {
                 ws.close(&mut self.out, code, reason);
+                if let Route::App(_) = self.route {
+                    let spill = self.spill.get_or_insert_with(Box::default);
+                    let app = spill.app.get_or_insert_with(Box::default);
+                    app.closing = Some((code.0, reason.into()));
+                }
                 Next::AwaitClose
             }
             Phase::Open(ws) if ws.state() == State::CloseSent => Next::AwaitClose,
@@ -549,9 +642,20 @@ enum Answered {
     Parked(Refusal),
 }
 
-/// An upgrade: head length, admission ticket, where it leads and the
-/// permessage-deflate agreement.
-type Upgraded = (usize, Ticket, Routed, Option<DeflateParams>);
+/// A request head that upgraded.
+struct Upgraded {
+    head_len: usize,
+    ticket: Ticket,
+    route: Route,
+    /// The feed topic to subscribe to (ticker routes).
+    feed: Option<String>,
+    /// The permessage-deflate agreement.
+    deflate: Option<DeflateParams>,
+    /// Handler state (App routes).
+    app: Option<Box<app::AppConn>>,
+    /// The `[[routes]]` entry (`NO_SPEC`: none).
+    spec: u8,
+}
 
 /// A route, the feed topic to subscribe to (ticker routes) and the
 /// `[[routes]]` entry.
@@ -594,12 +698,12 @@ fn answer_request(
     let upgrade = req.validate_upgrade().map_err(Answered::Refused)?;
     let routed =
         route_for(req.path(), limits.routes).ok_or(Answered::Refused(HandshakeError::NotFound))?;
-    let (route, _, spec) = routed;
+    let (route, feed, spec) = routed;
     if limits.metrics.is_draining() {
         handshake::encode_plain_response(out, 503, "Retry-After: 1\r\n", "server shutting down\n");
         return Err(Answered::Plain);
     }
-    let subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
+    let mut subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
     let admission = limits.admission;
     let peer = hs.peer.unwrap_or_else(|| limits.peer_ip());
     let client = admission.client_ip(peer, req);
@@ -622,6 +726,27 @@ fn answer_request(
                     .min(u64::from(u32::MAX)) as u32,
             })
         })?;
+    let mut app = None;
+    let chosen;
+    if let Route::App(i) = route {
+        match app::upgrade(limits.routes.app.get(i), &request) {
+            Ok((protocol, data)) => {
+                chosen = protocol;
+                if chosen.is_some() {
+                    subprotocol = chosen.as_deref();
+                }
+                app = Some(Box::new(app::AppConn {
+                    data,
+                    ..app::AppConn::default()
+                }));
+            }
+            Err(status) => {
+                registry.release(ticket);
+                admission.registry.stats.rejected(Reason::Hook);
+                return Err(Answered::Denied(status, Reason::Hook));
+            }
+        }
+    }
     let cap = limits.routes.max_deflate_conns;
     let policy = match (route, limits.routes.deflate(spec)) {
         // A feed is only ever sent as shared frames, which can be
@@ -643,12 +768,23 @@ fn answer_request(
     };
     let extensions = deflate.map(|p| p.response());
     upgrade.encode_accept(out, subprotocol, extensions.as_deref());
-    Ok((req.head_len, ticket, routed, deflate))
+    Ok(Upgraded {
+        head_len: req.head_len,
+        ticket,
+        route,
+        feed,
+        deflate,
+        app,
+        spec,
+    })
 }
 
 /// Which route serves `path`, for a feed the topic it subscribes to, and
 /// the `[[routes]]` entry.
 fn route_for(path: &str, routes: &Routes) -> Option<Routed> {
+    if let Some(i) = routes.app.find(path) {
+        return Some((Route::App(i), None, NO_SPEC));
+    }
     if !routes.table.is_empty() {
         return routes.table.iter().enumerate().find_map(|(i, spec)| {
             // Fewer than 255 entries: checked when the table is loaded.

@@ -173,9 +173,12 @@ impl Deadlines {
         if next != Next::Continue {
             self.gate.settle(key, session, false);
         }
-        let idle = config
-            .routes
-            .idle_timeout(session.spec, config.idle_timeout);
+        let idle = match session.route {
+            conn::Route::App(i) => config.routes.app.get(i).limits.idle_timeout,
+            _ => config
+                .routes
+                .idle_timeout(session.spec, config.idle_timeout),
+        };
         let tick = match next {
             // While draining, the drain deadline stands, and a handshake
             // that completes now is closed at once.

@@ -29,6 +29,8 @@ pub struct Server {
     /// Publishes to every shard's subscribers, from any thread.
     pub hub: Arc<Hub>,
     handles: Vec<JoinHandle<io::Result<()>>>,
+    /// The write ends of the shards' signal pipes, for `shutdown`.
+    stop: Vec<UnixStream>,
 }
 
 /// Resolves `--backend auto` to the best driver this kernel allows, logging
@@ -37,10 +39,10 @@ pub struct Server {
 pub(crate) fn resolve_backend(requested: Backend) -> Result<Backend, String> {
     match requested {
         Backend::Epoll => Ok(Backend::Epoll),
-        Backend::Uring => probe::uring_support()
+        Backend::Uring => probe_uring()
             .map(|()| Backend::Uring)
             .map_err(|why| format!("--backend uring: {why}")),
-        Backend::Auto => match probe::uring_support() {
+        Backend::Auto => match probe_uring() {
             Ok(()) => Ok(Backend::Uring),
             Err(why) => {
                 tracing::warn!("using epoll: {why}");
@@ -48,6 +50,15 @@ pub(crate) fn resolve_backend(requested: Backend) -> Result<Backend, String> {
             }
         },
     }
+}
+
+/// Probes io_uring on a thread of its own: tearing the probe ring down
+/// leaves task work that interrupts the creating thread's next timed
+/// socket call with EINTR, and that thread may be an embedder's.
+fn probe_uring() -> Result<(), String> {
+    std::thread::spawn(probe::uring_support)
+        .join()
+        .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
 }
 
 impl Server {
@@ -96,12 +107,15 @@ impl Server {
             receivers.into_iter().map(Some).collect();
         let config = Arc::new(config);
         let mut handles = Vec::with_capacity(shards);
+        let mut stop = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = mpsc::channel::<io::Result<()>>();
         for (id, listeners) in per_shard.into_iter().enumerate() {
             let (signal_rx, signal_tx) = UnixStream::pair()?;
             for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
                 signal_hook::low_level::pipe::register(sig, signal_tx.try_clone()?)?;
             }
+            signal_tx.set_nonblocking(true)?;
+            stop.push(signal_tx);
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
             let admission = Arc::clone(&admission);
@@ -153,7 +167,19 @@ impl Server {
             backend,
             hub,
             handles,
+            stop,
         })
+    }
+
+    /// Begins the shutdown SIGTERM begins, for this server only: stop
+    /// accepting, close every connection with 1001 over the drain window.
+    pub fn shutdown(&self) {
+        for tx in &self.stop {
+            // A full pipe already holds a wake-up; a closed one means the
+            // shard is gone.
+            // MSG_NOSIGNAL: an embedder may not ignore SIGPIPE.
+            let _ = socket2::SockRef::from(tx).send_with_flags(&[1], libc::MSG_NOSIGNAL);
+        }
     }
 
     /// Waits for every shard to finish (after SIGTERM/SIGINT).

@@ -13,6 +13,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
+use crate::app::AppConn;
 use crate::protocol::deflate::PerMessageDeflate;
 use crate::pubsub::hub::SharedFrame;
 
@@ -49,6 +50,8 @@ pub(crate) struct Spill {
     pub(crate) flight: Option<Box<Flight>>,
     /// permessage-deflate, when negotiated.
     pub(crate) deflate: Option<PerMessageDeflate>,
+    /// Handler state of an App route's connection.
+    pub(crate) app: Option<Box<AppConn>>,
 }
 
 impl Spill {
@@ -58,6 +61,7 @@ impl Spill {
             && self.subs.is_empty()
             && self.flight.is_none()
             && self.deflate.is_none()
+            && self.app.is_none()
     }
 
     /// Queues a shared frame behind everything produced so far; `out` is

@@ -19,11 +19,12 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
+use crate::app::Ctx;
 use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
 use crate::pubsub::hub::InboxReceiver;
-use crate::shard::conn::{ConnLimits, Counters, Session};
+use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
@@ -263,8 +264,27 @@ impl UringLoop {
                 let (metrics, empty) = (&self.shared.metrics, self.conns.is_empty());
                 let now = self.clock.now_tick;
                 if drain_over(metrics, empty, &mut self.drain_reported, now, until) {
+                    self.release_apps();
                     return Ok(());
                 }
+            }
+        }
+    }
+
+    /// Shutdown ends with peers that never finished closing: their slots
+    /// go with the ring, but their handlers still hear `close`.
+    fn release_apps(&mut self) {
+        let routes = &self.shared.config.routes;
+        for (key, conn) in &mut self.conns {
+            if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
+                let ctx = Ctx {
+                    pubsub: &mut self.pubsub,
+                    counters: &mut self.counters,
+                    key,
+                    held,
+                };
+                conn.session.app_release(routes, ctx);
             }
         }
     }
@@ -420,6 +440,11 @@ impl UringLoop {
             };
             let len = result as usize;
             if !conn.dead {
+                // Only handlers look at the backlog; built-in routes skip the sum.
+                let held = match conn.session.route {
+                    Route::App(_) => conn.session.held(conn.pending_out()),
+                    _ => 0,
+                };
                 let config = &self.shared.config;
                 let mut limits = ConnLimits {
                     max_message: config.max_message,
@@ -432,6 +457,7 @@ impl UringLoop {
                     key,
                     pubsub: &mut self.pubsub,
                     routes: &config.routes,
+                    held,
                 };
                 let input = self.bufs.take(bid, len);
                 let next = if let Some(tls) = conn.tls.as_deref_mut() {
@@ -570,6 +596,7 @@ impl UringLoop {
             conn.recv_paused = false;
             self.rearm.push(key);
         }
+        self.app_drain(key);
         self.mark_dirty(key);
     }
 
@@ -599,7 +626,40 @@ impl UringLoop {
             conn.recv_paused = false;
             self.rearm.push(key);
         }
+        self.app_drain(key);
         self.mark_dirty(key);
+    }
+
+    /// Runs an App connection's drain handler if a send met its bound and
+    /// the output has fallen under it.
+    fn app_drain(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        if !matches!(conn.session.route, Route::App(_)) || conn.dead {
+            return;
+        }
+        let backlog = conn.pending_out();
+        let borrowed = conn.session.out.capacity() == 0;
+        if borrowed {
+            conn.session.out = self.pool.take();
+        }
+        let ctx = Ctx {
+            pubsub: &mut self.pubsub,
+            counters: &mut self.counters,
+            key,
+            held: 0,
+        };
+        let config = &self.shared.config;
+        let next = conn.session.app_drain(&config.routes, backlog, ctx);
+        if borrowed && conn.session.out.is_empty() {
+            self.pool.give(std::mem::take(&mut conn.session.out));
+        }
+        if next != Next::Continue {
+            let now = self.clock.now_tick;
+            self.deadlines
+                .after(key, &mut conn.session, next, now, config);
+        }
     }
 
     /// Sends the session's flight with one SENDMSG.
@@ -805,6 +865,16 @@ impl UringLoop {
             let config = &self.shared.config;
             self.deadlines
                 .close(key, &mut conn.session, code, reason, now, config);
+            if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
+                let ctx = Ctx {
+                    pubsub: &mut self.pubsub,
+                    counters: &mut self.counters,
+                    key,
+                    held,
+                };
+                conn.session.app_closing(&config.routes, ctx);
+            }
             self.mark_dirty(key);
         }
     }
@@ -866,6 +936,16 @@ impl UringLoop {
             let mut conn = self.conns.remove(key);
             self.deadlines
                 .released(key, &mut conn.session, &self.shared.admission);
+            if matches!(conn.session.route, Route::App(_)) {
+                let held = conn.session.held(conn.pending_out());
+                let ctx = Ctx {
+                    pubsub: &mut self.pubsub,
+                    counters: &mut self.counters,
+                    key,
+                    held,
+                };
+                conn.session.app_release(&self.shared.config.routes, ctx);
+            }
             self.pubsub.forget(&mut conn.session);
             self.counters.forget(&conn.session);
             // Closed by the ring with the next submission rather than by a

@@ -1,0 +1,245 @@
+//! The embedding API: routes by path, each served by a [`Handler`] with
+//! its [`Limits`], after uWebSockets' App. An embedder writes one struct
+//! and hands it to [`App::route`]; the runtime does the rest (admission,
+//! framing, compression, timeouts, fan-out, shutdown).
+//!
+//! ```no_run
+//! use surge::app::{App, Handler, Message, Upgrade, UpgradeRequest, Ws};
+//!
+//! struct Room;
+//!
+//! impl Handler for Room {
+//!     fn upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade {
+//!         match req.query_param("name") {
+//!             Some(name) if !name.is_empty() => Upgrade::accept().data(name.to_owned()),
+//!             _ => Upgrade::reject(400),
+//!         }
+//!     }
+//!
+//!     fn open(&self, ws: &mut Ws<'_>) {
+//!         ws.subscribe("room");
+//!     }
+//!
+//!     fn message(&self, ws: &mut Ws<'_>, msg: Message<'_>) {
+//!         if let Message::Text(text) = msg {
+//!             let name = ws.data::<String>().cloned().unwrap_or_default();
+//!             ws.publish("room", Message::Text(&format!("{name}: {text}")));
+//!         }
+//!     }
+//! }
+//!
+//! fn main() -> std::io::Result<()> {
+//!     App::new()
+//!         .listen("127.0.0.1:9001".parse().unwrap())
+//!         .route("/room", Room)
+//!         .run()
+//! }
+//! ```
+//!
+//! [`App::start`] runs the server in the background instead and returns a
+//! [`Running`] handle (addresses, a [`Publisher`], shutdown), which is how
+//! tests drive it. `examples/chat.rs` and `examples/ticker.rs` are complete
+//! servers.
+//!
+//! Messages published to a topic (by [`Ws::publish`] or a [`Publisher`])
+//! take the hub's path: framed once, shared by every shard and subscriber,
+//! relayed to other nodes by the Redis bridge when one is configured.
+
+mod dispatch;
+mod handler;
+mod ws;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub use crate::admission::policy::UpgradeRequest;
+pub use crate::config::{Backend, Config};
+pub use dispatch::AppRoutes;
+pub(crate) use dispatch::{call, ended, upgrade, AppConn, AppRoute, Call, Ctx};
+pub use handler::{Handler, Limits, Message, Upgrade};
+pub use ws::{Publisher, SendStatus, Ws};
+
+use crate::shard::spawn::Server;
+
+/// Builds a server from handlers; see the [module docs](self).
+#[derive(Debug)]
+pub struct App {
+    config: Config,
+    listen_set: bool,
+    routes: Vec<AppRoute>,
+}
+
+impl std::fmt::Debug for AppRoute {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppRoute")
+            .field("path", &self.path)
+            .field("limits", &self.limits)
+            .finish()
+    }
+}
+
+impl Default for App {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl App {
+    /// The default [`Config`] with `echo_everywhere` off: the routes added
+    /// here, plus the default config's `/echo` (a route added at `/echo`
+    /// replaces it); any other path gets 404.
+    pub fn new() -> Self {
+        let mut config = Config::default();
+        config.routes.echo_everywhere = false;
+        Self {
+            config,
+            listen_set: false,
+            routes: Vec::new(),
+        }
+    }
+
+    /// Starts from a full configuration (listeners, admission, timeouts,
+    /// built-in routes) instead of the default.
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self.listen_set = false;
+        self
+    }
+
+    /// Listens on `addr` (port 0 picks a free port); the first call
+    /// replaces the configured addresses, later ones add to them.
+    pub fn listen(mut self, addr: SocketAddr) -> Self {
+        if !std::mem::replace(&mut self.listen_set, true) {
+            self.config.listen.clear();
+        }
+        self.config.listen.push(addr);
+        self
+    }
+
+    /// Runs `n` shards (event loops, one thread each; default one per core).
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.shards = n;
+        self
+    }
+
+    /// Chooses the event-loop driver (default: io_uring when the kernel
+    /// allows it, otherwise epoll).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.config.backend = backend;
+        self
+    }
+
+    /// Serves WebSocket upgrades of exactly `path` (query excluded) with
+    /// `handler`, under its [`Handler::limits`]. A path added twice keeps
+    /// the first handler.
+    pub fn route(mut self, path: &str, handler: impl Handler) -> Self {
+        let limits = handler.limits();
+        self.routes.push(AppRoute {
+            path: path.into(),
+            handler: Arc::new(handler),
+            limits,
+        });
+        self
+    }
+
+    /// Starts every shard in the background and returns once they listen.
+    pub fn start(self) -> io::Result<Running> {
+        let mut config = self.config;
+        if self.routes.len() > usize::from(u16::MAX) {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "at most 65535 routes",
+            ));
+        }
+        config.routes.app = AppRoutes(self.routes.into());
+        let server = Server::start(config.clone())?;
+        let shards = config.shards.max(1);
+        Ok(Running {
+            publisher: Publisher {
+                hub: Arc::clone(&server.hub),
+            },
+            shards,
+            server: Some(server),
+        })
+    }
+
+    /// Starts, prints `surge listening on ADDR backend=B shards=N` to
+    /// stderr for each listener, and blocks until SIGTERM or SIGINT has
+    /// drained every connection.
+    pub fn run(self) -> io::Result<()> {
+        let running = self.start()?;
+        running.announce();
+        running.join()
+    }
+}
+
+/// A server started by [`App::start`]. Dropping it begins shutdown
+/// without waiting; [`Running::join`] waits.
+#[derive(Debug)]
+pub struct Running {
+    server: Option<Server>,
+    publisher: Publisher,
+    shards: usize,
+}
+
+impl Running {
+    fn server(&self) -> &Server {
+        self.server.as_ref().expect("present until joined")
+    }
+
+    /// Bound addresses, in the order they were configured (port 0
+    /// resolved).
+    pub fn local_addrs(&self) -> &[SocketAddr] {
+        &self.server().local_addrs
+    }
+
+    /// The driver every shard runs (never `Auto`).
+    pub fn backend(&self) -> Backend {
+        self.server().backend
+    }
+
+    fn backend_name(&self) -> &'static str {
+        match self.backend() {
+            Backend::Uring => "uring",
+            _ => "epoll",
+        }
+    }
+
+    /// Prints `surge listening on ADDR backend=B shards=N` to stderr for
+    /// each listener, as the `surge` binary does when it is ready.
+    pub fn announce(&self) {
+        for addr in self.local_addrs() {
+            eprintln!(
+                "surge listening on {addr} backend={} shards={}",
+                self.backend_name(),
+                self.shards
+            );
+        }
+    }
+
+    /// A publisher to every shard's subscribers, for any thread.
+    pub fn publisher(&self) -> Publisher {
+        self.publisher.clone()
+    }
+
+    /// Begins the same drain SIGTERM does: stop accepting, close every
+    /// connection with 1001 over the drain window, flush, stop.
+    pub fn shutdown(&self) {
+        if let Some(server) = &self.server {
+            server.shutdown();
+        }
+    }
+
+    /// Waits for every shard to finish (after [`Running::shutdown`],
+    /// SIGTERM or SIGINT).
+    pub fn join(mut self) -> io::Result<()> {
+        self.server.take().map_or(Ok(()), Server::join)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
