@@ -494,7 +494,10 @@ fn shutdown_closes_every_connection_with_1001() {
         assert_eq!(close_code(&mut echo), 1001);
         assert_eq!(next_close(&closes), 1001);
         server.join().expect("clean exit");
-        assert!(TcpStream::connect(addr).is_err(), "still listening");
+        assert!(
+            TcpStream::connect(addr).is_err(),
+            "{backend:?}: still listening"
+        );
     }
 }
 

@@ -265,6 +265,12 @@ impl UringLoop {
                 let now = self.clock.now_tick;
                 if drain_over(metrics, empty, &mut self.drain_reported, now, until) {
                     self.release_apps();
+                    // The armed multishot accepts keep the listening sockets
+                    // alive until the ring's asynchronous teardown ends;
+                    // shutting them down stops listening now.
+                    for listener in &self.listeners {
+                        let _ = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Both);
+                    }
                     return Ok(());
                 }
             }
