@@ -19,6 +19,9 @@ pub enum RouteKind {
     Hub,
     /// The ticker feed: PATH for every symbol, PATH/SYMBOL for one.
     Ticker,
+    /// A handler an embedding program registered under `handler`
+    /// (`App::handler`); the `surge` binary has none.
+    App,
 }
 
 /// One `[[routes]]` entry: a path, what serves it, and the limits that
@@ -29,6 +32,8 @@ pub struct RouteSpec {
     pub path: String,
     /// What serves it.
     pub kind: RouteKind,
+    /// The registered handler's name (`kind = "app"` only).
+    pub handler: Option<String>,
     /// Largest message accepted here (default: `max-message`).
     pub max_message: Option<usize>,
     /// Peer silence allowed here (default: `idle-timeout-ms`).
@@ -47,6 +52,7 @@ impl RouteSpec {
         Self {
             path: path.into(),
             kind,
+            handler: None,
             max_message: None,
             idle_timeout: None,
             backpressure: None,

@@ -653,3 +653,63 @@ fn a_subscriber_past_its_bound_is_closed_with_1013() {
         assert_eq!(close_code(&mut slow), 1013);
     }
 }
+
+/// Sends every text message back, upper-cased (so the answer is the
+/// handler's, not a built-in echo's).
+struct Shout;
+
+impl Handler for Shout {
+    fn message(&self, ws: &mut AppWs<'_>, msg: AppMessage<'_>) {
+        if let AppMessage::Text(t) = msg {
+            ws.send_text(&t.to_uppercase());
+        }
+    }
+}
+
+#[test]
+fn a_config_file_routes_paths_to_named_handlers() {
+    let dir = std::env::temp_dir().join(format!("surge-app-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("app.toml");
+    std::fs::write(
+        &file,
+        "listen = [\"127.0.0.1:0\"]\n\
+         [[routes]]\npath = \"/shout\"\nkind = \"app\"\nhandler = \"shout\"\nmax-message = 100\n\
+         [[routes]]\npath = \"/plain\"\nkind = \"echo\"\n",
+    )
+    .unwrap();
+    for backend in BACKENDS {
+        let app = App::config_file(&file)
+            .expect("config")
+            .handler("shout", Shout);
+        let server = start(backend, 1, app);
+        let addr = addr(&server);
+        let mut ws = client(addr, "/shout");
+        say(&mut ws, "hello");
+        assert_eq!(text(&mut ws), "HELLO");
+        // The route's max-message overrides the handler's 64 KiB.
+        say(&mut ws, &"x".repeat(101));
+        assert_eq!(close_code(&mut ws), 1009);
+        let mut plain = client(addr, "/plain");
+        say(&mut plain, "hello");
+        assert_eq!(text(&mut plain), "hello");
+        // The table replaces the default paths.
+        assert_eq!(status(addr, "/echo", "").0, 404);
+        server.shutdown();
+        server.join().unwrap();
+    }
+    let unregistered = App::config_file(&file).unwrap().start();
+    let e = unregistered.expect_err("a route without its handler");
+    assert!(
+        e.to_string().contains(
+            "route \"/shout\" names handler \"shout\", which App::handler did not register"
+        ),
+        "{e}"
+    );
+    std::fs::write(&file, "[[routes]]\npath = \"/x\"\nkind = \"app\"\n").unwrap();
+    let e = App::config_file(&file).expect_err("no handler name");
+    assert!(
+        e.ends_with(":1: key `routes.handler`: missing (an app route names one)"),
+        "{e}"
+    );
+}

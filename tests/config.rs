@@ -339,3 +339,27 @@ fn routes_and_their_limits_apply() {
     let (status, _, _) = upgrade(&server, "/feed/NOPE", "");
     assert_eq!(status, 404);
 }
+
+#[test]
+fn the_binary_refuses_app_routes() {
+    let file = write_config(
+        "app.toml",
+        "[[routes]]\npath = \"/chat\"\nkind = \"app\"\nhandler = \"chat\"\n",
+    );
+    let (code, _, stderr) = run(&["serve", "--config", file.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("route \"/chat\" is an app route: only a program embedding surge"),
+        "{stderr}"
+    );
+    let misplaced = write_config(
+        "handler.toml",
+        "[[routes]]\npath = \"/chat\"\nkind = \"hub\"\nhandler = \"chat\"\n",
+    );
+    let (code, _, stderr) = run(&["serve", "--config", misplaced.to_str().unwrap()]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(":1: key `routes.handler`: only an app route has one"),
+        "{stderr}"
+    );
+}

@@ -54,6 +54,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use crate::admission::policy::UpgradeRequest;
+use crate::config::RouteKind;
 pub use crate::config::{Backend, Config};
 pub use dispatch::AppRoutes;
 pub(crate) use dispatch::{call, ended, upgrade, AppConn, AppRoute, Call, Ctx};
@@ -68,6 +69,8 @@ pub struct App {
     config: Config,
     listen_set: bool,
     routes: Vec<AppRoute>,
+    /// Handlers that config-file routes name (`kind = "app"`).
+    named: Vec<(String, AppRoute)>,
 }
 
 impl std::fmt::Debug for AppRoute {
@@ -96,7 +99,45 @@ impl App {
             config,
             listen_set: false,
             routes: Vec::new(),
+            named: Vec::new(),
         }
+    }
+
+    /// Starts from a TOML config file, read exactly as `surge serve
+    /// --config FILE` reads it (every runtime flag is a key; `[[routes]]`
+    /// map paths to echo, hub, ticker or app). A route with `kind = "app"`
+    /// and `handler = "NAME"` is served by the handler registered with
+    /// [`App::handler`] under that name, its limits overridden by the
+    /// route's own keys. Errors name the file, the line and the key.
+    ///
+    /// ```toml
+    /// listen = ["0.0.0.0:9001"]
+    ///
+    /// [[routes]]
+    /// path = "/chat"
+    /// kind = "app"
+    /// handler = "chat"
+    /// max-message = 4096
+    /// ```
+    pub fn config_file(path: impl AsRef<std::path::Path>) -> Result<Self, String> {
+        let mut app = Self::new();
+        app.config = crate::cli::load_config(path.as_ref())?;
+        Ok(app)
+    }
+
+    /// Registers `handler` under `name` for the config file's app routes
+    /// that name it.
+    pub fn handler(mut self, name: &str, handler: impl Handler) -> Self {
+        let limits = handler.limits();
+        self.named.push((
+            name.into(),
+            AppRoute {
+                path: "".into(),
+                handler: Arc::new(handler),
+                limits,
+            },
+        ));
+        self
     }
 
     /// Starts from a full configuration (listeners, admission, timeouts,
@@ -146,13 +187,41 @@ impl App {
     /// Starts every shard in the background and returns once they listen.
     pub fn start(self) -> io::Result<Running> {
         let mut config = self.config;
-        if self.routes.len() > usize::from(u16::MAX) {
+        let mut routes = self.routes;
+        for spec in config
+            .routes
+            .table
+            .iter()
+            .filter(|r| r.kind == RouteKind::App)
+        {
+            let name = spec.handler.as_deref().unwrap_or_default();
+            let Some((_, named)) = self.named.iter().find(|(n, _)| n == name) else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "route {:?} names handler {name:?}, which App::handler did not register",
+                        spec.path
+                    ),
+                ));
+            };
+            let mut limits = named.limits;
+            limits.max_message = spec.max_message.unwrap_or(limits.max_message);
+            limits.idle_timeout = spec.idle_timeout.unwrap_or(limits.idle_timeout);
+            limits.max_backpressure = spec.max_backpressure.unwrap_or(limits.max_backpressure);
+            limits.backpressure = spec.backpressure.unwrap_or(limits.backpressure);
+            routes.push(AppRoute {
+                path: spec.path.as_str().into(),
+                handler: Arc::clone(&named.handler),
+                limits,
+            });
+        }
+        if routes.len() > usize::from(u16::MAX) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "at most 65535 routes",
             ));
         }
-        config.routes.app = AppRoutes(self.routes.into());
+        config.routes.app = AppRoutes(routes.into());
         let server = Server::start(config.clone())?;
         let shards = config.shards.max(1);
         Ok(Running {

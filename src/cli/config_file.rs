@@ -258,9 +258,12 @@ impl Reader<'_> {
                 }
                 "kind" => {
                     kind = Some(RouteKind::from_str(&text, true).map_err(|_| {
-                        bad(&format_args!("{text:?} is not one of echo, hub, ticker"))
+                        bad(&format_args!(
+                            "{text:?} is not one of echo, hub, ticker, app"
+                        ))
                     })?)
                 }
+                "handler" => spec.handler = Some(text),
                 "max-message" => {
                     let n = text.parse::<usize>().map_err(|e| bad(&e))?;
                     if n == 0 {
@@ -289,13 +292,24 @@ impl Reader<'_> {
                     })?);
                 }
                 _ => {
-                    return Err(bad(&"unknown route key (path, kind, max-message, \
-                         idle-timeout-ms, backpressure, max-backpressure, deflate)"))
+                    return Err(bad(
+                        &"unknown route key (path, kind, handler, max-message, \
+                         idle-timeout-ms, backpressure, max-backpressure, deflate)",
+                    ))
                 }
             }
         }
         spec.path = path.ok_or_else(|| self.error(at, "routes.path", "missing"))?;
         spec.kind = kind.ok_or_else(|| self.error(at, "routes.kind", "missing"))?;
+        match (spec.kind, &spec.handler) {
+            (RouteKind::App, None) => {
+                return Err(self.error(at, "routes.handler", "missing (an app route names one)"));
+            }
+            (RouteKind::App, Some(_)) | (_, None) => {}
+            (_, Some(_)) => {
+                return Err(self.error(at, "routes.handler", "only an app route has one"));
+            }
+        }
         Ok(spec)
     }
 }

@@ -56,6 +56,9 @@ fn route_table(route: &RouteSpec) -> String {
     let mut out = String::from("[[routes]]\n");
     let _ = writeln!(out, "path = {}", literal_string(&route.path));
     let _ = writeln!(out, "kind = {}", literal_string(&value_name(route.kind)));
+    if let Some(name) = &route.handler {
+        let _ = writeln!(out, "handler = {}", literal_string(name));
+    }
     if let Some(n) = route.max_message {
         let _ = writeln!(out, "max-message = {n}");
     }

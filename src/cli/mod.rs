@@ -368,6 +368,20 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(app) = resolved
+        .config
+        .routes
+        .table
+        .iter()
+        .find(|r| r.kind == RouteKind::App)
+    {
+        eprintln!(
+            "surge: route {:?} is an app route: only a program embedding surge registers \
+             handlers (App::handler, see examples/); the surge binary has none",
+            app.path
+        );
+        return ExitCode::from(2);
+    }
     if resolved.check {
         print!("{}", resolved.effective);
         return ExitCode::SUCCESS;
@@ -379,6 +393,22 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Reads a config file as `surge serve --config FILE` would, for programs
+/// that embed surge (`App::config_file`); app routes are allowed.
+pub fn load_config(path: &std::path::Path) -> Result<Config, String> {
+    let args: Vec<OsString> = vec![
+        "surge".into(),
+        "serve".into(),
+        "--config".into(),
+        path.into(),
+    ];
+    let matches = Cli::command()
+        .try_get_matches_from(&args)
+        .map_err(|e| e.to_string())?;
+    let (sub, given) = matches.subcommand().ok_or("no subcommand")?;
+    resolve(&args, sub, given).map(|r| r.config)
 }
 
 /// A server command line with its config file folded in.

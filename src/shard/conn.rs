@@ -805,6 +805,8 @@ fn route_for(path: &str, routes: &Routes) -> Option<Routed> {
                     };
                     feed.map(|f| (Route::Ticker, Some(f), index))
                 }
+                // Served through `routes.app`, found above when registered.
+                RouteKind::App => None,
             }
         });
     }
