@@ -46,6 +46,8 @@ echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
 cargo clippy --all-targets --quiet -- -D warnings
+echo "==> cargo doc (no warnings)"
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --quiet
 echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
@@ -58,7 +60,7 @@ for backend in epoll uring; do
         echo "==> integration suite: backend=$backend shards=$shards"
         SURGE_TEST_BACKEND=$backend SURGE_TEST_SHARDS=$shards \
             cargo test --release --test handshake --test framing --test python_websockets --test load \
-                --test admission --test deflate
+                --test admission --test deflate --test config --test metrics
     done
 done
 echo "==> all tests passed"
