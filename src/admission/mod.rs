@@ -135,6 +135,14 @@ impl Admission {
         client::forwarded_client(hops.into_iter(), trusted).unwrap_or(client::canonical(peer))
     }
 
+    /// Whether a decision depends on the client's address: per-client caps
+    /// or rates, trusted proxies, or an upgrade hook (which may look).
+    pub fn needs_client_ip(&self) -> bool {
+        self.registry.tracks_clients()
+            || !self.config.trusted_proxies.is_empty()
+            || self.config.policy.hook.is_some()
+    }
+
     /// The key `ip` is counted under.
     pub fn key(&self, ip: IpAddr) -> ClientKey {
         ClientKey::new(ip, self.config.ipv6_prefix)

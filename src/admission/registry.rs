@@ -88,6 +88,12 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Whether anything is counted per client, so that admitting needs the
+    /// client's address.
+    pub fn tracks_clients(&self) -> bool {
+        self.limits.per_client != 0 || self.limits.client_rate.is_limited()
+    }
+
     /// An empty registry enforcing `limits`.
     pub fn new(limits: Limits) -> Self {
         Self {

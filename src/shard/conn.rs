@@ -705,7 +705,13 @@ fn answer_request(
     }
     let mut subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
     let admission = limits.admission;
-    let peer = hs.peer.unwrap_or_else(|| limits.peer_ip());
+    // io_uring's multishot accept reports no address, and asking the socket
+    // costs a system call per upgrade: ask only when a decision needs it.
+    let peer = match hs.peer {
+        Some(peer) => peer,
+        None if admission.needs_client_ip() || matches!(route, Route::App(_)) => limits.peer_ip(),
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
     let client = admission.client_ip(peer, req);
     let request = UpgradeRequest::new(req.target, req.headers, client, subprotocol);
     if let Err(denied) = admission.config.policy.check(&request) {
