@@ -207,8 +207,12 @@ fn tls_python_websockets_round_trips_on(backend: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(out.status.success(), "{report}");
-    assert!(report.contains("all round trips OK"), "{report}");
+    assert!(
+        out.status.success(),
+        "{backend}: {report}\nserver log:\n{}",
+        server.stderr()
+    );
+    assert!(report.contains("all round trips OK"), "{backend}: {report}");
 }
 
 #[test]

@@ -101,6 +101,14 @@ fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, String> {
     // WebSocket upgrades are HTTP/1.1 requests; a client offering only h2
     // must fail the handshake rather than speak a protocol we lack.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // No TLS 1.3 session tickets: rustls' default in-memory cache holds 256
+    // sessions, which among a million clients would almost never resume,
+    // while the tickets cost every handshake an extra encrypted write. They
+    // also arrive just as a client sends its upgrade request, and Python's
+    // `websockets` (a reader thread and a writer sharing one OpenSSL
+    // object) then sometimes never sends it. Resumption worth having needs
+    // stateless tickets with keys rotated across shards: future work.
+    config.send_tls13_tickets = 0;
     Ok(Arc::new(config))
 }
 
