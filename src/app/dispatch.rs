@@ -241,9 +241,29 @@ impl Session {
         );
     }
 
+    /// Runs `Handler::drain` (see `drain_now`) with an output buffer
+    /// borrowed from `pool` while it runs, so an idle connection keeps none.
+    pub(crate) fn app_drain(
+        &mut self,
+        routes: &crate::config::Routes,
+        backlog: usize,
+        pool: &mut crate::buf::pool::BufPool,
+        ctx: Ctx<'_>,
+    ) -> Next {
+        let borrowed = self.out.capacity() == 0;
+        if borrowed {
+            self.out = pool.take();
+        }
+        let next = self.drain_now(routes, backlog, ctx);
+        if borrowed && self.out.is_empty() {
+            pool.give(std::mem::take(&mut self.out));
+        }
+        next
+    }
+
     /// Runs `Handler::drain` if a send met the bound and the output queue
     /// (`backlog` bytes) is back under it.
-    pub(crate) fn app_drain(
+    fn drain_now(
         &mut self,
         routes: &crate::config::Routes,
         backlog: usize,

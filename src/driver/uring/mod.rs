@@ -646,10 +646,6 @@ impl UringLoop {
             return;
         }
         let backlog = conn.pending_out();
-        let borrowed = conn.session.out.capacity() == 0;
-        if borrowed {
-            conn.session.out = self.pool.take();
-        }
         let ctx = Ctx {
             pubsub: &mut self.pubsub,
             counters: &mut self.counters,
@@ -657,10 +653,9 @@ impl UringLoop {
             held: 0,
         };
         let config = &self.shared.config;
-        let next = conn.session.app_drain(&config.routes, backlog, ctx);
-        if borrowed && conn.session.out.is_empty() {
-            self.pool.give(std::mem::take(&mut conn.session.out));
-        }
+        let next = conn
+            .session
+            .app_drain(&config.routes, backlog, &mut self.pool, ctx);
         if next != Next::Continue {
             let now = self.clock.now_tick;
             self.deadlines
