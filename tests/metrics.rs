@@ -18,23 +18,11 @@ const BACKENDS: [&str; 2] = ["epoll", "uring"];
 
 /// Status, `Content-Type` and body of `GET path`.
 fn get(addr: SocketAddr, path: &str) -> (u16, String, String) {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(5)))
-        .build()
-        .into();
-    let mut response = agent
-        .get(&format!("http://{addr}{path}"))
-        .call()
-        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
-    let content_type = response
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
+    let (status, headers, body) = http_get(addr, path);
+    let content_type = header(&headers, "content-type")
         .unwrap_or_default()
         .to_owned();
-    let body = response.body_mut().read_to_string().unwrap();
-    (response.status().as_u16(), content_type, body)
+    (status, content_type, body)
 }
 
 /// One scrape of `/metrics`.

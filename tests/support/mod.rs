@@ -393,3 +393,32 @@ pub(crate) fn output_within(cmd: &mut Command, limit: Duration) -> std::process:
         ),
     }
 }
+
+/// `GET path` over plain HTTP with a real client (ureq): status, headers
+/// and body; any status is returned, not raised.
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> (u16, Vec<(String, String)>, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(5)))
+        .build()
+        .into();
+    let mut response = agent
+        .get(&format!("http://{addr}{path}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: {e}"));
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or_default().to_owned()))
+        .collect();
+    let body = response.body_mut().read_to_string().unwrap();
+    (response.status().as_u16(), headers, body)
+}
+
+/// A header's value, by case-insensitive name.
+pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+}
