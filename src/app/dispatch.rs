@@ -89,6 +89,22 @@ pub(crate) struct Ctx<'a> {
     pub(crate) held: isize,
 }
 
+impl<'a> Ctx<'a> {
+    pub(crate) fn new(
+        pubsub: &'a mut PubSub,
+        counters: &'a mut Counters,
+        key: usize,
+        held: isize,
+    ) -> Self {
+        Self {
+            pubsub,
+            counters,
+            key,
+            held,
+        }
+    }
+}
+
 /// A handler method to run.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Call<'m> {

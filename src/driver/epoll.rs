@@ -393,12 +393,7 @@ impl EpollLoop {
             return false;
         }
         let backlog = conn.pending_out();
-        let ctx = Ctx {
-            pubsub: &mut self.pubsub,
-            counters: &mut self.counters,
-            key,
-            held: 0,
-        };
+        let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, 0);
         let config = &self.shared.config;
         let next = conn
             .session
@@ -539,12 +534,7 @@ impl EpollLoop {
                 .close(key, &mut conn.session, code, reason, now, config);
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
-                let ctx = Ctx {
-                    pubsub: &mut self.pubsub,
-                    counters: &mut self.counters,
-                    key,
-                    held,
-                };
+                let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
                 conn.session.app_closing(&config.routes, ctx);
             }
             self.flush(key);
@@ -593,12 +583,7 @@ impl EpollLoop {
                 .released(key, &mut conn.session, &self.shared.admission);
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
-                let ctx = Ctx {
-                    pubsub: &mut self.pubsub,
-                    counters: &mut self.counters,
-                    key,
-                    held,
-                };
+                let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
                 conn.session.app_release(&self.shared.config.routes, ctx);
             }
             self.pubsub.forget(&mut conn.session);

@@ -56,12 +56,7 @@ pub(crate) struct ConnLimits<'a> {
 impl ConnLimits<'_> {
     /// What a handler call may touch.
     fn app_ctx(&mut self) -> Ctx<'_> {
-        Ctx {
-            pubsub: self.pubsub,
-            counters: self.counters,
-            key: self.key,
-            held: self.held,
-        }
+        Ctx::new(self.pubsub, self.counters, self.key, self.held)
     }
 
     fn peer_ip(&self) -> IpAddr {

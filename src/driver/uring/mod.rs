@@ -284,12 +284,7 @@ impl UringLoop {
         for (key, conn) in &mut self.conns {
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
-                let ctx = Ctx {
-                    pubsub: &mut self.pubsub,
-                    counters: &mut self.counters,
-                    key,
-                    held,
-                };
+                let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
                 conn.session.app_release(routes, ctx);
             }
         }
@@ -646,12 +641,7 @@ impl UringLoop {
             return;
         }
         let backlog = conn.pending_out();
-        let ctx = Ctx {
-            pubsub: &mut self.pubsub,
-            counters: &mut self.counters,
-            key,
-            held: 0,
-        };
+        let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, 0);
         let config = &self.shared.config;
         let next = conn
             .session
@@ -868,12 +858,7 @@ impl UringLoop {
                 .close(key, &mut conn.session, code, reason, now, config);
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
-                let ctx = Ctx {
-                    pubsub: &mut self.pubsub,
-                    counters: &mut self.counters,
-                    key,
-                    held,
-                };
+                let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
                 conn.session.app_closing(&config.routes, ctx);
             }
             self.mark_dirty(key);
@@ -939,12 +924,7 @@ impl UringLoop {
                 .released(key, &mut conn.session, &self.shared.admission);
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
-                let ctx = Ctx {
-                    pubsub: &mut self.pubsub,
-                    counters: &mut self.counters,
-                    key,
-                    held,
-                };
+                let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
                 conn.session.app_release(&self.shared.config.routes, ctx);
             }
             self.pubsub.forget(&mut conn.session);
