@@ -214,13 +214,8 @@ impl EpollLoop {
             };
             match listener.accept() {
                 Ok((mut stream, peer)) => {
-                    let tls = match self.shared.tls.as_deref().map(|certs| certs.accept()) {
-                        None => None,
-                        Some(Ok(tls)) => Some(Box::new(tls)),
-                        Some(Err(e)) => {
-                            tracing::warn!("cannot start TLS: {e}");
-                            continue;
-                        }
+                    let Ok(tls) = self.shared.start_tls() else {
+                        continue;
                     };
                     let entry = self.conns.vacant_entry();
                     let key = entry.key();

@@ -222,6 +222,20 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// The TLS state for a connection just accepted: none on plain
+    /// listeners; `Err` (logged) when rustls cannot start one, and the
+    /// connection is to be dropped.
+    pub(crate) fn start_tls(&self) -> Result<Option<Box<crate::tls::TlsStream>>, ()> {
+        match self.tls.as_deref().map(Certs::accept) {
+            None => Ok(None),
+            Some(Ok(tls)) => Ok(Some(Box::new(tls))),
+            Some(Err(e)) => {
+                tracing::warn!("cannot start TLS: {e}");
+                Err(())
+            }
+        }
+    }
+
     /// Whether the listener at `index` expects PROXY protocol headers.
     pub(crate) fn expects_proxy(&self, index: usize) -> bool {
         index >= self.config.listen.len()

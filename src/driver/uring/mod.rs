@@ -384,13 +384,8 @@ impl UringLoop {
         }
         // SAFETY: a successful accept returns a new descriptor we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
-        let tls = match self.shared.tls.as_deref().map(|certs| certs.accept()) {
-            None => None,
-            Some(Ok(tls)) => Some(Box::new(tls)),
-            Some(Err(e)) => {
-                tracing::warn!("cannot start TLS: {e}");
-                return;
-            }
+        let Ok(tls) = self.shared.start_tls() else {
+            return;
         };
         self.next_generation = self.next_generation.wrapping_add(1) & user_data::GENERATION_MASK;
         let key = self.conns.insert(Conn {
