@@ -675,6 +675,7 @@ fn a_config_file_routes_paths_to_named_handlers() {
         &file,
         "listen = [\"127.0.0.1:0\"]\n\
          [[routes]]\npath = \"/shout\"\nkind = \"app\"\nhandler = \"shout\"\nmax-message = 100\n\
+         deflate = \"off\"\n\
          [[routes]]\npath = \"/plain\"\nkind = \"echo\"\n",
     )
     .unwrap();
@@ -690,6 +691,14 @@ fn a_config_file_routes_paths_to_named_handlers() {
         // The route's max-message overrides the handler's 64 KiB.
         say(&mut ws, &"x".repeat(101));
         assert_eq!(close_code(&mut ws), 1009);
+        // The route's deflate policy applies to the app route too.
+        let offer = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
+        let (code, head) = status(addr, "/shout", offer);
+        assert_eq!(code, 101, "{head}");
+        assert!(!head.contains("permessage-deflate"), "{head}");
+        let (code, head) = status(addr, "/plain", offer);
+        assert_eq!(code, 101, "{head}");
+        assert!(head.contains("permessage-deflate"), "{head}");
         let mut plain = client(addr, "/plain");
         say(&mut plain, "hello");
         assert_eq!(text(&mut plain), "hello");

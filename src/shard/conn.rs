@@ -784,7 +784,14 @@ fn answer_request(
 /// the `[[routes]]` entry.
 fn route_for(path: &str, routes: &Routes) -> Option<Routed> {
     if let Some(i) = routes.app.find(path) {
-        return Some((Route::App(i), None, NO_SPEC));
+        // A config file's app route keeps its entry for what the handler's
+        // limits do not cover (deflate).
+        let spec = routes
+            .table
+            .iter()
+            .position(|r| r.kind == RouteKind::App && r.path == path)
+            .map_or(NO_SPEC, |p| p as u8);
+        return Some((Route::App(i), None, spec));
     }
     if !routes.table.is_empty() {
         return routes.table.iter().enumerate().find_map(|(i, spec)| {
