@@ -26,6 +26,8 @@ if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
 fi
 need_apt redis-server redis-server
 need_apt chromium chromium
+# Tests signal servers with kill(1).
+need_apt kill procps
 
 # Python peers: kosoku drives the Autobahn TestSuite cases; websockets is a
 # real client implementation to interoperate with.

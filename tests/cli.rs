@@ -48,6 +48,10 @@ fn bad_values_are_refused_with_the_flag_named() {
             &["echo", "--hub-backpressure", "drop"],
             "invalid value 'drop' for '--hub-backpressure",
         ),
+        (
+            &["ticker", "--deflate-broadcast", "sometimes"],
+            "invalid value 'sometimes' for '--deflate-broadcast",
+        ),
         (&["ticker", "--rate", "0"], "--rate must be above 0"),
         (
             &["ticker", "--symbols", "0"],

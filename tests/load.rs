@@ -378,3 +378,32 @@ fn subscribe_mode_inflates_compressed_ticks() {
         "{all}"
     );
 }
+
+#[test]
+fn subscribe_mode_counts_corrupt_compressed_frames_as_protocol_errors() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let Ok(mut ws) = tungstenite::accept(stream) else {
+                continue;
+            };
+            // RSV1 + text: "compressed" bytes that are no DEFLATE stream.
+            let _ = ws.get_mut().write_all(&[0xC1, 4, 0xFF, 0xFF, 0xFF, 0xFF]);
+            let _ = ws.get_mut().flush();
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let (r, all) = load(&[
+        "subscribe",
+        "--url",
+        &format!("ws://{addr}/ticker"),
+        "--conns",
+        "1",
+        "--duration",
+        "1",
+        "--deflate",
+    ]);
+    assert_eq!(num(&r, "errors"), 1, "{all}");
+    assert!(all.contains("protocol=1"), "{all}");
+}
