@@ -7,13 +7,13 @@
 
 mod support;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use support::{
-    connect, connect_from, metric, read_close, read_frame, read_response_head, reset, text,
-    upgrade_request, Server,
+    connect, connect_from, metric, read_close, read_frame, read_response_head, read_resuming,
+    reset, text, upgrade_request, Server,
 };
 
 fn ip(last: u8) -> IpAddr {
@@ -56,7 +56,7 @@ fn wait_metric(addr: SocketAddr, name: &str, want: u64) {
 /// Asserts the peer closed without sending a single byte.
 fn assert_closed_silently(s: &mut TcpStream) {
     let mut buf = [0u8; 64];
-    match s.read(&mut buf) {
+    match read_resuming(s, &mut buf) {
         Ok(0) => {}
         Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
         other => panic!("expected a silent close, got {other:?}"),
@@ -424,7 +424,7 @@ fn the_oldest_pending_handshakes_make_room_for_new_ones() {
     for s in &mut silent[31..] {
         s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
         let mut b = [0u8; 1];
-        let e = s.read(&mut b).unwrap_err();
+        let e = read_resuming(s, &mut b).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock, "still open");
     }
     assert_eq!(

@@ -21,7 +21,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use support::{connect, connect_from, read_close, read_response_head, upgrade_request};
+use support::{connect, connect_from, read_close, read_response_head, upgrade_request, Patient};
 use surge::app::{
     App, Backend, Config, Handler, Limits, Message as AppMessage, Running, SendStatus, Upgrade,
     UpgradeRequest, Ws as AppWs,
@@ -30,7 +30,7 @@ use tungstenite::{Message, WebSocket};
 
 const BACKENDS: [Backend; 2] = [Backend::Epoll, Backend::Uring];
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Patient>;
 
 fn start(backend: Backend, shards: usize, app: App) -> Running {
     app.listen("127.0.0.1:0".parse().unwrap())
@@ -48,7 +48,7 @@ fn addr(running: &Running) -> SocketAddr {
 fn client_from(from: u8, addr: SocketAddr, path: &str) -> Ws {
     let stream = connect_from(IpAddr::V4(Ipv4Addr::new(127, 0, 0, from)), addr);
     let url = format!("ws://{addr}{path}");
-    let (ws, response) = tungstenite::client(url.as_str(), stream).expect("upgrade");
+    let (ws, response) = tungstenite::client(url.as_str(), Patient(stream)).expect("upgrade");
     assert_eq!(response.status(), 101);
     ws
 }
@@ -632,7 +632,7 @@ fn a_subscriber_past_its_bound_is_closed_with_1013() {
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
         let url = format!("ws://{addr}/big");
-        let (mut slow, _) = tungstenite::client(url.as_str(), stream).unwrap();
+        let (mut slow, _) = tungstenite::client(url.as_str(), Patient(stream)).unwrap();
         assert_eq!(text(&mut slow), "ready");
         let publisher = server.publisher();
         let chunk = "x".repeat(4096);

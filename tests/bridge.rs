@@ -10,10 +10,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{metric, Server};
+use support::{metric, Patient, Server};
 use tungstenite::{Message, WebSocket};
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Patient>;
 
 struct Redis {
     child: Child,
@@ -60,7 +60,7 @@ fn free_port() -> u16 {
 fn hub(addr: SocketAddr) -> Ws {
     let stream = TcpStream::connect(addr).unwrap();
     let (mut ws, _) =
-        tungstenite::client(format!("ws://{addr}/hub").as_str(), stream).expect("upgrade");
+        tungstenite::client(format!("ws://{addr}/hub").as_str(), Patient(stream)).expect("upgrade");
     ws.get_mut()
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();

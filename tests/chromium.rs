@@ -17,8 +17,11 @@ fn chromium_echoes_compressed_messages() {
     for backend in ["epoll", "uring"] {
         let server = Server::start(&["serve", "--backend", backend]);
         let stream = TcpStream::connect(server.addr).unwrap();
-        let (mut listener, _) =
-            tungstenite::client(format!("ws://{}/hub", server.addr).as_str(), stream).unwrap();
+        let (mut listener, _) = tungstenite::client(
+            format!("ws://{}/hub", server.addr).as_str(),
+            Patient(stream),
+        )
+        .unwrap();
         listener
             .send(Message::text(
                 r#"{"op":"subscribe","topics":["chromium-result"]}"#,

@@ -21,9 +21,10 @@ fn each_backend(extra: &[&str], test: impl Fn(&Server)) {
     }
 }
 
-fn tungstenite_client(server: &Server) -> WebSocket<std::net::TcpStream> {
+fn tungstenite_client(server: &Server) -> WebSocket<Patient> {
     let stream = connect(server.addr);
-    let (ws, response) = tungstenite::client(server.url("/echo"), stream).expect("upgrade");
+    let (ws, response) =
+        tungstenite::client(server.url("/echo"), Patient(stream)).expect("upgrade");
     assert_eq!(response.status(), 101);
     ws
 }

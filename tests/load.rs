@@ -9,7 +9,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::Command;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use support::Server;
+use support::{Patient, Server};
 use tungstenite::Message;
 
 /// Runs `surge load ARGS` and returns (RESULT fields, full stdout+stderr).
@@ -49,7 +49,7 @@ fn tungstenite_server(on_message: fn(usize, Message) -> Option<Message>) -> Sock
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
             std::thread::spawn(move || {
-                let Ok(mut ws) = tungstenite::accept(stream) else {
+                let Ok(mut ws) = tungstenite::accept(Patient(stream)) else {
                     return;
                 };
                 let mut n = 0;
@@ -303,7 +303,7 @@ fn subscribe_mode_counts_gaps_and_latency() {
 }
 
 fn ticker(stream: TcpStream) {
-    let Ok(mut ws) = tungstenite::accept(stream) else {
+    let Ok(mut ws) = tungstenite::accept(Patient(stream)) else {
         return;
     };
     for seq in 1..=200u64 {
@@ -385,7 +385,7 @@ fn subscribe_mode_counts_corrupt_compressed_frames_as_protocol_errors() {
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
         for stream in listener.incoming().flatten() {
-            let Ok(mut ws) = tungstenite::accept(stream) else {
+            let Ok(mut ws) = tungstenite::accept(Patient(stream)) else {
                 continue;
             };
             // RSV1 + text: "compressed" bytes that are no DEFLATE stream.

@@ -75,13 +75,14 @@ fn wait_for(addr: SocketAddr, name: &str, check: impl Fn(u64) -> bool) -> Scrape
     }
 }
 
-fn ws_client(addr: SocketAddr, path: &str) -> WebSocket<TcpStream> {
+fn ws_client(addr: SocketAddr, path: &str) -> WebSocket<Patient> {
     let stream = TcpStream::connect(addr).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    let (ws, response) = tungstenite::client(format!("ws://{addr}{path}").as_str(), stream)
-        .unwrap_or_else(|e| panic!("upgrade {path}: {e}"));
+    let (ws, response) =
+        tungstenite::client(format!("ws://{addr}{path}").as_str(), Patient(stream))
+            .unwrap_or_else(|e| panic!("upgrade {path}: {e}"));
     assert_eq!(response.status(), 101);
     ws
 }

@@ -4,16 +4,15 @@
 
 mod support;
 
-use std::io::Read;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{connect_from, metric, Server};
+use support::{connect_from, metric, read_resuming, Patient, Server};
 use tungstenite::{Message, WebSocket};
 
 const BACKENDS: [&str; 2] = ["epoll", "uring"];
 
-type Ws = WebSocket<TcpStream>;
+type Ws = WebSocket<Patient>;
 
 fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
@@ -23,7 +22,7 @@ fn ip(last: u8) -> IpAddr {
 fn client(from: IpAddr, addr: SocketAddr, path: &str) -> Ws {
     let stream = connect_from(from, addr);
     let url = format!("ws://{addr}{path}");
-    let (ws, response) = tungstenite::client(url.as_str(), stream).expect("upgrade");
+    let (ws, response) = tungstenite::client(url.as_str(), Patient(stream)).expect("upgrade");
     assert_eq!(response.status(), 101);
     ws
 }
@@ -155,7 +154,7 @@ fn ticker_subscribers_get_every_tick_in_order() {
         }
         let unknown = tungstenite::client(
             format!("ws://{addr}/ticker/NOPE").as_str(),
-            TcpStream::connect(addr).unwrap(),
+            Patient(TcpStream::connect(addr).unwrap()),
         );
         assert!(unknown.is_err(), "an unknown symbol is a 404");
     }
@@ -211,7 +210,8 @@ fn stalled(addr: SocketAddr, path: &str) -> Ws {
     socket.bind(&SocketAddr::new(ip(30), 0).into()).unwrap();
     socket.connect(&addr.into()).unwrap();
     let stream: TcpStream = socket.into();
-    let (ws, _) = tungstenite::client(format!("ws://{addr}{path}").as_str(), stream).unwrap();
+    let (ws, _) =
+        tungstenite::client(format!("ws://{addr}{path}").as_str(), Patient(stream)).unwrap();
     ws
 }
 
@@ -284,7 +284,7 @@ fn a_slow_hub_subscriber_is_disconnected_while_fast_ones_keep_up() {
         let mut sink = vec![0u8; 1 << 16];
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            match raw.read(&mut sink) {
+            match read_resuming(&mut raw, &mut sink) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => assert!(Instant::now() < deadline, "never closed"),
             }

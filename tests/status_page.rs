@@ -81,7 +81,7 @@ fn attr<'a>(dom: &'a str, attr: &str) -> Option<&'a str> {
 struct Browser {
     child: std::process::Child,
     profile: std::path::PathBuf,
-    page: tungstenite::WebSocket<std::net::TcpStream>,
+    page: tungstenite::WebSocket<Patient>,
     next_id: u64,
 }
 
@@ -148,7 +148,7 @@ impl Browser {
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
-        let (page, _) = tungstenite::client(target.as_str(), stream).unwrap();
+        let (page, _) = tungstenite::client(target.as_str(), Patient(stream)).unwrap();
         Self {
             child,
             profile,

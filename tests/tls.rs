@@ -7,7 +7,7 @@
 mod support;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -96,13 +96,13 @@ fn client_config(trusted: &[&TestCert]) -> Arc<ClientConfig> {
     Arc::new(config)
 }
 
-type TlsClient = StreamOwned<ClientConnection, TcpStream>;
+type TlsClient = StreamOwned<ClientConnection, Patient>;
 
 /// A TLS connection to `addr` (handshake completed) trusting `trusted`.
 fn tls_connect(addr: SocketAddr, trusted: &[&TestCert]) -> TlsClient {
     let name = ServerName::try_from("localhost").unwrap();
     let conn = ClientConnection::new(client_config(trusted), name).unwrap();
-    let mut stream = StreamOwned::new(conn, connect(addr));
+    let mut stream = StreamOwned::new(conn, Patient(connect(addr)));
     while stream.conn.is_handshaking() {
         stream
             .conn
@@ -406,7 +406,7 @@ fn tls_silent_clients_meet_the_handshake_deadline_on(backend: &str) {
     tls.sock
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-    match tls.read(&mut buf) {
+    match read_resuming(&mut tls, &mut buf) {
         Ok(0) => {}
         Err(e)
             if matches!(

@@ -78,7 +78,7 @@ impl Server {
             let mut seen = Vec::new();
             let mut buf = [0u8; 512];
             let mut scanned = 0;
-            while let Ok(n) = stderr.read(&mut buf) {
+            while let Ok(n) = read_resuming(&mut stderr, &mut buf) {
                 if n == 0 {
                     break;
                 }
@@ -158,6 +158,57 @@ impl Server {
     }
 }
 
+/// A TCP stream whose reads and writes resume after EINTR. Linux fails a
+/// blocking call on a socket with a timeout (`SO_RCVTIMEO`) with EINTR
+/// when the process is stopped and resumed (SIGSTOP/SIGCONT, a cgroup
+/// freeze), even with no signal handler installed, and tungstenite and
+/// rustls pass that error up as if the connection had failed.
+pub(crate) struct Patient(pub(crate) TcpStream);
+
+impl Read for Patient {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        read_resuming(&mut self.0, buf)
+    }
+}
+
+impl Write for Patient {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        loop {
+            match self.0.write(buf) {
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl std::ops::Deref for Patient {
+    type Target = TcpStream;
+    fn deref(&self) -> &TcpStream {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Patient {
+    fn deref_mut(&mut self) -> &mut TcpStream {
+        &mut self.0
+    }
+}
+
+/// `Read::read`, resumed after EINTR (see [`Patient`]).
+pub(crate) fn read_resuming(s: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match s.read(buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
+
 /// A raw TCP client with a read timeout, so no test can hang.
 pub(crate) fn connect(addr: SocketAddr) -> TcpStream {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
@@ -182,7 +233,7 @@ pub(crate) fn read_response_head(s: &mut TcpStream) -> (u16, String) {
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
-        match s.read(&mut byte) {
+        match read_resuming(s, &mut byte) {
             Ok(1) => head.push(byte[0]),
             other => panic!(
                 "response head cut short ({other:?}): {:?}",
@@ -285,7 +336,7 @@ pub(crate) fn assert_tcp_closed(s: &mut TcpStream, within: Duration) {
     let mut buf = [0u8; 1024];
     let start = Instant::now();
     loop {
-        match s.read(&mut buf) {
+        match read_resuming(s, &mut buf) {
             Ok(0) => return,
             Ok(_) => {}
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
