@@ -180,3 +180,36 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
         metric(a.addr, "surge_bridge_reconnects_total")
     );
 }
+
+/// A process that is stopped and resumed (SIGSTOP/SIGCONT, a cgroup
+/// freeze) sees EINTR from its socket reads that have a timeout; the
+/// bridge's subscription must ride that out rather than reconnect and
+/// drop what was published meanwhile.
+#[test]
+fn a_stopped_and_resumed_node_keeps_its_redis_link() {
+    let port = free_port();
+    let _redis = Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let a = Server::start(&["serve", "--redis-url", &url]);
+    let b = Server::start(&["serve", "--redis-url", &url]);
+    for node in [a.addr, b.addr] {
+        wait_metric(node, "surge_bridge_connected", |v| v == 1);
+    }
+    let (mut on_a, mut on_b) = (hub(a.addr), hub(b.addr));
+    for round in 0..5 {
+        std::thread::sleep(Duration::from_millis(150));
+        for signal in ["-STOP", "-CONT"] {
+            let status = Command::new("kill")
+                .args([signal, &a.pid().to_string()])
+                .status()
+                .unwrap();
+            assert!(status.success());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        publish(&mut on_b, &format!("after-stop-{round}"));
+        expect(&mut on_b, &format!("after-stop-{round}"));
+        expect(&mut on_a, &format!("after-stop-{round}"));
+    }
+    assert_eq!(metric(a.addr, "surge_bridge_reconnects_total"), 0);
+    assert_eq!(metric(a.addr, "surge_bridge_connected"), 1);
+}

@@ -469,3 +469,32 @@ fn server_close_waits_for_the_peer_then_drops_it() {
         },
     );
 }
+
+/// A stopped and resumed server (SIGSTOP/SIGCONT, a debugger, a cgroup
+/// freeze) gets EINTR from its waits; it must carry on with every
+/// connection it had, on both shards, and keep accepting.
+#[test]
+fn a_stopped_and_resumed_server_keeps_its_connections() {
+    for backend in BACKENDS {
+        let server = Server::start(&["echo", "--backend", backend, "--shards", "2"]);
+        let mut clients: Vec<_> = (0..4).map(|_| tungstenite_client(&server)).collect();
+        for round in 0..5 {
+            for signal in ["-STOP", "-CONT"] {
+                let status = std::process::Command::new("kill")
+                    .args([signal, &server.pid().to_string()])
+                    .status()
+                    .unwrap();
+                assert!(status.success());
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            for (i, ws) in clients.iter_mut().enumerate() {
+                let text = format!("{backend} round {round} client {i}");
+                ws.send(Message::text(text.clone())).unwrap();
+                assert_eq!(ws.read().unwrap(), Message::text(text));
+            }
+            let mut fresh = tungstenite_client(&server);
+            fresh.send(Message::text("new")).unwrap();
+            assert_eq!(fresh.read().unwrap(), Message::text("new"), "{backend}");
+        }
+    }
+}

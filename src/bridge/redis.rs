@@ -192,6 +192,12 @@ fn relay(
     }
 }
 
+fn interrupted(e: &redis::RedisError) -> bool {
+    std::error::Error::source(e)
+        .and_then(|source| source.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
+}
+
 /// While Redis is unreachable, queued publishes cannot be relayed.
 fn drop_pending(rx: &Receiver<Outgoing>, stats: &BridgeStats) {
     let mut n = 0;
@@ -226,7 +232,10 @@ fn listen(
             loop {
                 let msg = match pubsub.get_message() {
                     Ok(m) => m,
-                    Err(e) if e.is_timeout() => continue,
+                    // A stopped and resumed process (SIGSTOP, a cgroup
+                    // freeze) sees EINTR from a read with a timeout; the
+                    // link is fine, so it is no reason to reconnect.
+                    Err(e) if e.is_timeout() || interrupted(&e) => continue,
                     Err(e) => return Err(e),
                 };
                 let channel = msg.get_channel_name();
