@@ -10,7 +10,7 @@
 use std::ops::Deref;
 
 use super::close::ClosePayload;
-use super::deflate::{InflateError, PerMessageDeflate};
+use super::deflate::{grow_within, InflateError, PerMessageDeflate};
 use super::error::ProtocolError;
 use super::frame::{FrameHeader, HeaderError, OpCode, MAX_CONTROL_PAYLOAD};
 use super::mask::unmask;
@@ -94,6 +94,8 @@ pub struct Decoder {
     compressed: bool,
     assembled: Vec<u8>,
     utf8: Utf8Validator,
+    /// Data payloads are validated and dropped, never assembled.
+    discard: bool,
 }
 
 impl Decoder {
@@ -106,6 +108,45 @@ impl Decoder {
             compressed: false,
             assembled: Vec::new(),
             utf8: Utf8Validator::new(),
+            discard: false,
+        }
+    }
+
+    /// From now on data payloads are checked (framing, UTF-8, compression)
+    /// and dropped instead of assembled, for peers whose messages are
+    /// ignored: a message then holds no memory, whatever its size, and is
+    /// reported with an empty payload.
+    pub fn discard_data(&mut self) {
+        self.discard = true;
+        self.release();
+    }
+
+    /// Memory held for the message in progress: the assembly buffer's
+    /// capacity, which is what the allowance bounds.
+    pub fn held(&self) -> usize {
+        self.assembled.capacity()
+    }
+
+    /// Frees the assembly buffer; for a connection that will read no more
+    /// messages, or only to discard them.
+    pub fn release(&mut self) {
+        self.assembled = Vec::new();
+    }
+
+    /// The most the message in progress may hold.
+    fn cap(&self, allowance: usize) -> usize {
+        self.max_message.min(allowance)
+    }
+
+    /// The error for a message that needs more than [`Self::cap`]: which
+    /// of the two limits is the lower one.
+    fn over_cap(&self, allowance: usize) -> ProtocolError {
+        if allowance < self.max_message {
+            ProtocolError::BudgetExhausted
+        } else {
+            ProtocolError::MessageTooBig {
+                limit: self.max_message,
+            }
         }
     }
 
@@ -131,8 +172,23 @@ impl Decoder {
         input: &'b mut [u8],
         deflate: Option<&mut PerMessageDeflate>,
     ) -> Result<Step<'b>, ProtocolError> {
+        self.decode_within(input, deflate, usize::MAX)
+    }
+
+    /// [`Self::decode`], with the memory the message in progress may hold
+    /// capped at `allowance` bytes as well as the message limit: what a
+    /// budget shared with other connections has left for this one. A
+    /// message that needs more fails with
+    /// [`ProtocolError::BudgetExhausted`] as it grows, before the memory
+    /// is taken, however far a compressed piece would inflate.
+    pub fn decode_within<'b>(
+        &mut self,
+        input: &'b mut [u8],
+        deflate: Option<&mut PerMessageDeflate>,
+        allowance: usize,
+    ) -> Result<Step<'b>, ProtocolError> {
         if self.frame.is_some() {
-            return self.continue_frame(input, 0, deflate);
+            return self.continue_frame(input, 0, deflate, allowance);
         }
         let (header, head_len) = match FrameHeader::decode(input) {
             Ok(Some(parsed)) => parsed,
@@ -158,7 +214,7 @@ impl Decoder {
             _ => {}
         }
         let room = self.max_message - self.assembled.len();
-        if header.payload_len > room as u64 {
+        if header.payload_len > room as u64 && !self.discard {
             return Err(ProtocolError::MessageTooBig {
                 limit: self.max_message,
             });
@@ -166,15 +222,35 @@ impl Decoder {
         let len = header.payload_len as usize;
         let whole =
             header.fin && header.opcode != OpCode::Continuation && input.len() - head_len >= len;
+        if whole && rsv1 && self.discard {
+            let payload = &mut input[head_len..head_len + len];
+            unmask(payload, key, 0);
+            let pmd = deflate.expect("RSV1 only with deflate");
+            self.message = Some(header.opcode);
+            self.inflate_discarding(pmd, payload, true)?;
+            self.message = None;
+            return Ok(Step {
+                consumed: head_len + len,
+                event: Some(Event::Message {
+                    opcode: header.opcode,
+                    payload: Payload::Assembled(Vec::new()),
+                }),
+            });
+        }
         if whole && rsv1 {
             let payload = &mut input[head_len..head_len + len];
             unmask(payload, key, 0);
             let pmd = deflate.expect("RSV1 only with deflate");
             let mut out = std::mem::take(&mut self.assembled);
-            let limit = self.max_message;
-            pmd.inflate(payload, &mut out, limit)
-                .and_then(|()| pmd.finish_inflate(&mut out, limit))
-                .map_err(|e| self.inflate_error(e))?;
+            let limit = self.cap(allowance);
+            let inflated = pmd
+                .inflate(payload, &mut out, limit)
+                .and_then(|()| pmd.finish_inflate(&mut out, limit));
+            if let Err(e) = inflated {
+                // Give the memory back now, not when the connection goes.
+                drop(out);
+                return Err(self.inflate_error(e, allowance));
+            }
             if header.opcode == OpCode::Text && simdutf8::basic::from_utf8(&out).is_err() {
                 return Err(ProtocolError::InvalidUtf8);
             }
@@ -210,16 +286,47 @@ impl Decoder {
             phase: 0,
             fin: header.fin,
         });
-        self.continue_frame(&mut input[head_len..], head_len, deflate)
+        self.continue_frame(&mut input[head_len..], head_len, deflate, allowance)
     }
 
-    fn inflate_error(&self, e: InflateError) -> ProtocolError {
+    fn inflate_error(&self, e: InflateError, allowance: usize) -> ProtocolError {
         match e {
-            InflateError::TooBig => ProtocolError::MessageTooBig {
-                limit: self.max_message,
-            },
+            InflateError::TooBig => self.over_cap(allowance),
             InflateError::Corrupt => ProtocolError::BadCompression,
         }
+    }
+
+    /// Inflates a piece of the compressed message in progress, checking
+    /// its UTF-8 as it goes and keeping nothing; `last` ends the message.
+    fn inflate_discarding(
+        &mut self,
+        pmd: &mut PerMessageDeflate,
+        chunk: &[u8],
+        last: bool,
+    ) -> Result<(), ProtocolError> {
+        let text = self.message == Some(OpCode::Text);
+        let mut valid = true;
+        let utf8 = &mut self.utf8;
+        let mut check = |piece: &[u8]| {
+            if text && valid {
+                valid = utf8.feed(piece).is_ok();
+            }
+        };
+        let mut scratch = Vec::new();
+        let mut inflated = pmd.inflate_discarding(chunk, &mut scratch, &mut check);
+        if last {
+            inflated =
+                inflated.and_then(|()| pmd.finish_inflate_discarding(&mut scratch, &mut check));
+        }
+        // Nothing is kept: only the message limit can be passed, and it is not.
+        inflated.map_err(|e| self.inflate_error(e, usize::MAX))?;
+        if !valid {
+            return Err(ProtocolError::InvalidUtf8);
+        }
+        if last && text {
+            self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
+        }
+        Ok(())
     }
 
     fn decode_control<'b>(
@@ -260,6 +367,7 @@ impl Decoder {
         input: &'b mut [u8],
         already: usize,
         mut deflate: Option<&mut PerMessageDeflate>,
+        allowance: usize,
     ) -> Result<Step<'b>, ProtocolError> {
         let frame = self.frame.as_mut().expect("a frame in progress");
         let take = usize::try_from(frame.remaining).map_or(input.len(), |r| r.min(input.len()));
@@ -269,16 +377,21 @@ impl Decoder {
         frame.remaining -= take as u64;
         let (done, fin) = (frame.remaining == 0, frame.fin);
         let text = self.message == Some(OpCode::Text);
-        if self.compressed {
+        if self.compressed && self.discard {
+            let pmd = deflate
+                .as_deref_mut()
+                .expect("compressed only with deflate");
+            self.inflate_discarding(pmd, chunk, false)?;
+        } else if self.compressed {
             let pmd = deflate
                 .as_deref_mut()
                 .expect("compressed only with deflate");
             let start = self.assembled.len();
-            let limit = self.max_message;
+            let limit = self.cap(allowance);
             let mut out = std::mem::take(&mut self.assembled);
             let inflated = pmd.inflate(chunk, &mut out, limit);
             self.assembled = out;
-            inflated.map_err(|e| self.inflate_error(e))?;
+            inflated.map_err(|e| self.inflate_error(e, allowance))?;
             if text {
                 self.utf8
                     .feed(&self.assembled[start..])
@@ -290,7 +403,13 @@ impl Decoder {
                     .feed(chunk)
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
-            self.assembled.extend_from_slice(chunk);
+            if !self.discard {
+                let cap = self.cap(allowance);
+                if !grow_within(&mut self.assembled, chunk.len(), cap) {
+                    return Err(self.over_cap(allowance));
+                }
+                self.assembled.extend_from_slice(chunk);
+            }
         }
         let consumed = already + take;
         if !done {
@@ -306,15 +425,28 @@ impl Decoder {
                 event: None,
             });
         }
+        let compressed = std::mem::take(&mut self.compressed);
+        if compressed && self.discard {
+            let pmd = deflate.expect("compressed only with deflate");
+            self.inflate_discarding(pmd, &[], true)?;
+            let opcode = self.message.take().expect("a message in progress");
+            return Ok(Step {
+                consumed,
+                event: Some(Event::Message {
+                    opcode,
+                    payload: Payload::Assembled(Vec::new()),
+                }),
+            });
+        }
         let opcode = self.message.take().expect("a message in progress");
-        if std::mem::take(&mut self.compressed) {
+        if compressed {
             let pmd = deflate.expect("compressed only with deflate");
             let start = self.assembled.len();
-            let limit = self.max_message;
+            let limit = self.cap(allowance);
             let mut out = std::mem::take(&mut self.assembled);
             let inflated = pmd.finish_inflate(&mut out, limit);
             self.assembled = out;
-            inflated.map_err(|e| self.inflate_error(e))?;
+            inflated.map_err(|e| self.inflate_error(e, allowance))?;
             if opcode == OpCode::Text {
                 self.utf8
                     .feed(&self.assembled[start..])
@@ -331,5 +463,173 @@ impl Decoder {
                 payload: Payload::Assembled(std::mem::take(&mut self.assembled)),
             }),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::deflate::{negotiate, DeflatePolicy};
+    use crate::protocol::frame::encode_masked_frame;
+
+    const KEY: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
+
+    fn frame(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        encode_masked_frame(&mut out, fin, opcode, payload, KEY);
+        out
+    }
+
+    /// A compressed frame: RSV1 on a data frame's first byte.
+    fn compressed(fin: bool, opcode: OpCode, payload: &[u8]) -> Vec<u8> {
+        let mut out = frame(fin, opcode, payload);
+        if opcode != OpCode::Continuation {
+            out[0] |= 0x40;
+        }
+        out
+    }
+
+    fn deflate() -> PerMessageDeflate {
+        let params = negotiate(
+            [&b"permessage-deflate"[..]],
+            DeflatePolicy::NoContextTakeover,
+        );
+        PerMessageDeflate::new(params.unwrap(), 0)
+    }
+
+    fn deflated(message: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        deflate().compress(message, &mut out);
+        out
+    }
+
+    /// Feeds `wire` in `read`-byte pieces with `allowance`; the outcome,
+    /// the messages seen and the most memory `held` ever reported.
+    fn feed(
+        decoder: &mut Decoder,
+        mut pmd: Option<&mut PerMessageDeflate>,
+        wire: &[u8],
+        read: usize,
+        allowance: usize,
+    ) -> (Result<(), ProtocolError>, Vec<Vec<u8>>, usize) {
+        let (mut seen, mut most) = (Vec::new(), 0);
+        let mut carry = Vec::new();
+        for piece in wire.chunks(read) {
+            carry.extend_from_slice(piece);
+            let mut pos = 0;
+            loop {
+                let step =
+                    match decoder.decode_within(&mut carry[pos..], pmd.as_deref_mut(), allowance) {
+                        Ok(step) => step,
+                        Err(e) => return (Err(e), seen, most.max(decoder.held())),
+                    };
+                most = most.max(decoder.held());
+                pos += step.consumed;
+                match step.event {
+                    Some(Event::Message { payload, .. }) => seen.push(payload.to_vec()),
+                    Some(_) => {}
+                    None if step.consumed == 0 => break,
+                    None => {}
+                }
+            }
+            carry.drain(..pos);
+        }
+        (Ok(()), seen, most)
+    }
+
+    fn fragmented(pieces: usize, size: usize) -> Vec<u8> {
+        let mut wire = Vec::new();
+        for i in 0..pieces {
+            let op = if i == 0 {
+                OpCode::Binary
+            } else {
+                OpCode::Continuation
+            };
+            wire.extend(frame(i + 1 == pieces, op, &vec![7; size]));
+        }
+        wire
+    }
+
+    #[test]
+    fn the_allowance_bounds_what_a_fragmented_message_holds() {
+        let wire = fragmented(10, 1000);
+        let mut decoder = Decoder::new(1 << 20);
+        let (result, seen, most) = feed(&mut decoder, None, &wire, 300, 4096);
+        assert_eq!(result, Err(ProtocolError::BudgetExhausted));
+        assert!(seen.is_empty());
+        assert!(
+            most <= 4096,
+            "held {most} bytes under a 4096-byte allowance"
+        );
+        assert_eq!(ProtocolError::BudgetExhausted.close_code().0, 1013);
+
+        let mut decoder = Decoder::new(1 << 20);
+        let (result, seen, most) = feed(&mut decoder, None, &wire, 300, 10_000);
+        assert_eq!(result, Ok(()));
+        assert_eq!(seen, [vec![7; 10_000]]);
+        assert!(most <= 10_000, "capacity {most} grew past the allowance");
+        assert_eq!(decoder.held(), 0, "a completed message leaves nothing held");
+    }
+
+    #[test]
+    fn the_lower_of_the_two_limits_names_the_error() {
+        let wire = fragmented(10, 1000);
+        let mut decoder = Decoder::new(5000);
+        let (result, _, _) = feed(&mut decoder, None, &wire, 300, 8000);
+        assert_eq!(result, Err(ProtocolError::MessageTooBig { limit: 5000 }));
+        let mut decoder = Decoder::new(8000);
+        let (result, _, _) = feed(&mut decoder, None, &wire, 300, 5000);
+        assert_eq!(result, Err(ProtocolError::BudgetExhausted));
+    }
+
+    #[test]
+    fn a_compression_bomb_stops_at_the_allowance_while_inflating() {
+        // 8 MiB of zeros deflate to about 8 KiB: one read inflates 1000-fold.
+        let bomb = deflated(&vec![0; 8 << 20]);
+        assert!(bomb.len() < 16 << 10);
+        for wire in [
+            compressed(true, OpCode::Binary, &bomb),
+            [
+                compressed(false, OpCode::Binary, &bomb[..bomb.len() / 2]),
+                compressed(true, OpCode::Continuation, &bomb[bomb.len() / 2..]),
+            ]
+            .concat(),
+        ] {
+            let mut pmd = deflate();
+            let mut decoder = Decoder::new(16 << 20);
+            let (result, _, most) =
+                feed(&mut decoder, Some(&mut pmd), &wire, wire.len(), 256 << 10);
+            assert_eq!(result, Err(ProtocolError::BudgetExhausted));
+            assert!(most <= (256 << 10) + 1, "held {most} bytes");
+        }
+    }
+
+    #[test]
+    fn discarding_holds_nothing_and_still_checks_the_message() {
+        let mut decoder = Decoder::new(1024);
+        decoder.discard_data();
+        // Over the message limit, in pieces: nothing is kept, so nothing fails.
+        let wire = fragmented(64, 16 << 10);
+        let (result, seen, most) = feed(&mut decoder, None, &wire, 5000, 0);
+        assert_eq!(result, Ok(()));
+        assert_eq!(seen, [Vec::<u8>::new()]);
+        assert_eq!(most, 0);
+
+        let mut bad = frame(false, OpCode::Text, b"ok so far ");
+        bad.extend(frame(true, OpCode::Continuation, b"\xff"));
+        let (result, _, _) = feed(&mut decoder, None, &bad, 7, 0);
+        assert_eq!(result, Err(ProtocolError::InvalidUtf8));
+
+        let mut pmd = deflate();
+        let mut decoder = Decoder::new(1024);
+        decoder.discard_data();
+        let text = deflated(&b"price ".repeat(1 << 16));
+        let wire = compressed(true, OpCode::Text, &text);
+        let (result, seen, most) = feed(&mut decoder, Some(&mut pmd), &wire, 100, 0);
+        assert_eq!((result, seen.len(), most), (Ok(()), 1, 0));
+        let bad = deflated(&[b"price ".repeat(1 << 14), vec![0xC0, 0x20]].concat());
+        let wire = compressed(true, OpCode::Text, &bad);
+        let (result, _, _) = feed(&mut decoder, Some(&mut pmd), &wire, wire.len(), 0);
+        assert_eq!(result, Err(ProtocolError::InvalidUtf8));
     }
 }

@@ -37,6 +37,9 @@ pub enum ProtocolError {
         /// The limit in bytes.
         limit: usize,
     },
+    /// A message the server cannot hold right now: the memory shared by
+    /// the messages every connection of a shard is receiving is spoken for.
+    BudgetExhausted,
 }
 
 impl ProtocolError {
@@ -45,6 +48,7 @@ impl ProtocolError {
         match self {
             Self::InvalidUtf8 | Self::BadCompression => CloseCode::INVALID_PAYLOAD,
             Self::MessageTooBig { .. } => CloseCode::TOO_BIG,
+            Self::BudgetExhausted => CloseCode::TRY_AGAIN_LATER,
             _ => CloseCode::PROTOCOL_ERROR,
         }
     }
@@ -66,6 +70,7 @@ impl fmt::Display for ProtocolError {
             Self::InvalidUtf8 => f.write_str("invalid UTF-8"),
             Self::BadCompression => f.write_str("invalid compressed data"),
             Self::MessageTooBig { limit } => write!(f, "message over {limit} bytes"),
+            Self::BudgetExhausted => f.write_str("server busy: message budget spent, retry later"),
         }
     }
 }

@@ -28,6 +28,9 @@ thread_local! {
     static DEFLATERS: RefCell<[Vec<Box<Compress>>; 7]> = RefCell::new(Default::default());
 }
 
+/// Where inflated output goes when it is not kept.
+type Piece<'a> = &'a mut dyn FnMut(&[u8]);
+
 /// Why a compressed message could not be inflated.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum InflateError {
@@ -77,12 +80,39 @@ impl PerMessageDeflate {
     }
 
     /// Inflates a piece of a compressed message onto `out`, failing once
-    /// `out` would pass `limit` bytes.
+    /// `out` would pass `limit` bytes. `out` grows as a vector would, but
+    /// its capacity never passes `limit + 1`, so `limit` bounds the memory
+    /// held, not just the length.
     pub fn inflate(
         &mut self,
         input: &[u8],
         out: &mut Vec<u8>,
         limit: usize,
+    ) -> Result<(), InflateError> {
+        self.inflate_into(input, out, limit, None)
+    }
+
+    /// Inflates a piece of a compressed message and hands the output to
+    /// `piece` a step at a time instead of keeping it: `scratch` never holds
+    /// more than one step, whatever the message inflates to.
+    pub fn inflate_discarding(
+        &mut self,
+        input: &[u8],
+        scratch: &mut Vec<u8>,
+        piece: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), InflateError> {
+        scratch.clear();
+        self.inflate_into(input, scratch, usize::MAX - 1, Some(piece))
+    }
+
+    /// The inflate loop: output lands on `out`, or with `piece` is handed
+    /// over and dropped after every step.
+    fn inflate_into(
+        &mut self,
+        input: &[u8],
+        out: &mut Vec<u8>,
+        limit: usize,
+        mut piece: Option<Piece<'_>>,
     ) -> Result<(), InflateError> {
         let d = self.inflater.get_or_insert_with(|| {
             INFLATERS
@@ -98,6 +128,7 @@ impl PerMessageDeflate {
             // more than one step past the limit, whatever the ratio.
             let room = (limit + 1 - out.len()).min(INFLATE_STEP);
             let start = out.len();
+            grow_within(out, room, limit + 1);
             out.resize(start + room, 0);
             let (in_before, out_before) = (d.total_in(), d.total_out());
             let status = d.decompress(&input[consumed..], &mut out[start..], FlushDecompress::Sync);
@@ -107,6 +138,10 @@ impl PerMessageDeflate {
             consumed += (d.total_in() - in_before) as usize;
             if out.len() > limit {
                 return Err(InflateError::TooBig);
+            }
+            if let Some(piece) = piece.as_deref_mut() {
+                piece(&out[start..]);
+                out.truncate(start);
             }
             let filled = produced == room;
             if consumed == input.len() && !filled {
@@ -123,6 +158,23 @@ impl PerMessageDeflate {
     /// the state go unless the client keeps its context.
     pub fn finish_inflate(&mut self, out: &mut Vec<u8>, limit: usize) -> Result<(), InflateError> {
         let result = self.inflate(&TRAILER, out, limit);
+        self.end_inflate(result)
+    }
+
+    /// [`Self::finish_inflate`] for a message read by
+    /// [`Self::inflate_discarding`].
+    pub fn finish_inflate_discarding(
+        &mut self,
+        scratch: &mut Vec<u8>,
+        piece: &mut dyn FnMut(&[u8]),
+    ) -> Result<(), InflateError> {
+        let result = self.inflate_discarding(&TRAILER, scratch, piece);
+        self.end_inflate(result)
+    }
+
+    /// A message ended (or failed): its inflater goes back to the pool
+    /// unless the client keeps its context.
+    fn end_inflate(&mut self, result: Result<(), InflateError>) -> Result<(), InflateError> {
         if self.params.client_no_context_takeover || result.is_err() {
             if let Some(mut d) = self.inflater.take() {
                 if result.is_ok() {
@@ -185,6 +237,23 @@ impl PerMessageDeflate {
             }
         }
     }
+}
+
+/// Makes room for `additional` more bytes in `buf`, doubling its capacity
+/// the way `Vec` does but never past `cap` bytes: false (and `buf`
+/// untouched) when they do not fit within `cap`. A buffer grown only
+/// through here holds at most `cap` bytes of memory.
+pub(crate) fn grow_within(buf: &mut Vec<u8>, additional: usize, cap: usize) -> bool {
+    let needed = buf.len().saturating_add(additional);
+    if needed <= buf.capacity() {
+        return true;
+    }
+    if needed > cap {
+        return false;
+    }
+    let target = needed.max(buf.capacity().saturating_mul(2)).min(cap);
+    buf.reserve_exact(target - buf.len());
+    true
 }
 
 #[cfg(test)]
@@ -274,5 +343,25 @@ mod tests {
             .inflate(&[0xff; 16], &mut out, 1 << 20)
             .and_then(|()| pmd.finish_inflate(&mut out, 1 << 20));
         assert_eq!(r, Err(InflateError::Corrupt));
+    }
+}
+
+#[cfg(test)]
+mod growth_tests {
+    use super::grow_within;
+
+    #[test]
+    fn growth_doubles_but_never_past_the_cap() {
+        let mut buf = Vec::new();
+        assert!(grow_within(&mut buf, 100, 1000));
+        buf.resize(100, 0);
+        assert!(grow_within(&mut buf, 10, 1000));
+        assert_eq!(buf.capacity(), 200);
+        buf.resize(600, 0);
+        assert!(grow_within(&mut buf, 10, 1000));
+        assert_eq!(buf.capacity(), 1000);
+        buf.resize(1000, 0);
+        assert!(!grow_within(&mut buf, 1, 1000));
+        assert_eq!(buf.capacity(), 1000);
     }
 }

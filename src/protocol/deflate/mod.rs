@@ -3,5 +3,6 @@
 mod codec;
 mod negotiate;
 
+pub(crate) use codec::grow_within;
 pub use codec::{InflateError, PerMessageDeflate};
 pub use negotiate::{negotiate, DeflatePolicy, Params};
