@@ -118,6 +118,18 @@ pub struct Routes {
     /// Paths served by embedder handlers (`crate::app`), matched before
     /// the routes above (default none).
     pub app: crate::app::AppRoutes,
+    /// Largest message on hub routes, instead of `max_message` (default
+    /// 64 KiB: a request is a few hundred bytes of JSON, and every byte of
+    /// a publish is copied to each subscriber); a `[[routes]]` entry's
+    /// `max-message` overrides it.
+    pub hub_max_message: usize,
+    /// Memory a shard lets messages still arriving hold, across all its
+    /// connections (default 64 MiB: four full 16 MiB messages at once; 0:
+    /// no budget). Only `max_message` bounds one connection; without this,
+    /// a few thousand slow or fragmented messages, or compressed ones that
+    /// inflate 1000-fold, would hold gigabytes. A connection whose message
+    /// would take it past the budget is closed with 1013.
+    pub message_budget: usize,
 }
 
 /// A connection whose route has no `[[routes]]` entry.
@@ -171,6 +183,12 @@ impl Routes {
             .unwrap_or(default)
     }
 
+    /// Largest message on hub route `index`: its entry's, or
+    /// `hub_max_message` (never the server-wide `max_message`).
+    pub(crate) fn max_hub_message(&self, index: u8) -> usize {
+        self.max_message(index, self.hub_max_message)
+    }
+
     /// permessage-deflate policy on route `index`.
     pub(crate) fn deflate(&self, index: u8) -> DeflatePolicy {
         self.spec(index)
@@ -197,6 +215,8 @@ impl Default for Routes {
             deflate_threshold: 64,
             max_deflate_conns: 0,
             app: crate::app::AppRoutes::default(),
+            hub_max_message: 64 << 10,
+            message_budget: 64 << 20,
         }
     }
 }
@@ -262,6 +282,12 @@ pub struct Config {
     /// Serve every listener over TLS (wss/https) with this certificate,
     /// re-read on SIGHUP (default: none, plain ws/http).
     pub tls: Option<crate::tls::TlsConfig>,
+    /// Time a message may take to arrive once its first frame has (default
+    /// 10 s; zero turns it off). Pings and other control frames in between
+    /// do not extend it, so a peer cannot hold a partial message, and the
+    /// memory it pins, for as long as it keeps the connection alive. Over
+    /// it the connection is closed with 1008.
+    pub message_timeout: Duration,
 }
 
 impl Default for Config {
@@ -283,6 +309,7 @@ impl Default for Config {
             ticker_rate: 1000.0,
             redis: None,
             tls: None,
+            message_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -310,6 +337,7 @@ mod tests {
         assert_eq!(routes.idle_timeout(0, default), Duration::from_secs(3));
         assert_eq!(routes.idle_timeout(1, default), default);
         assert_eq!(routes.max_message(0, 77), 77);
+        assert_eq!(routes.max_hub_message(1), 64 << 10);
         assert_eq!(routes.deflate(0), routes.deflate);
     }
 }

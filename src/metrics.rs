@@ -89,6 +89,12 @@ pub struct ShardStats {
     pub bytes_sent_total: AtomicU64,
     /// WebSocket connections ended, indexed by [`close_slot`].
     pub closes_total: [AtomicU64; CLOSE_SLOTS],
+    /// Memory held by messages still arriving (assembly and inflate
+    /// buffers), which `--message-budget` bounds.
+    pub message_bytes_held: AtomicU64,
+    /// Connections closed with 1013 because their message would have
+    /// taken the shard past `--message-budget`.
+    pub message_budget_closes_total: AtomicU64,
 }
 
 impl ShardStats {
@@ -167,7 +173,7 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 18] = [
+        let families: [Family; 20] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -276,6 +282,18 @@ impl Metrics {
                 "counter",
                 "Bytes written to sockets, HTTP heads included.",
                 |s| get(&s.bytes_sent_total),
+            ),
+            (
+                "surge_message_bytes_held",
+                "gauge",
+                "Memory held by messages still arriving, which --message-budget bounds per shard.",
+                |s| get(&s.message_bytes_held),
+            ),
+            (
+                "surge_message_budget_closes_total",
+                "counter",
+                "Connections closed with 1013 because their message did not fit in the shard's message budget.",
+                |s| get(&s.message_budget_closes_total),
             ),
         ];
         for (name, kind, help, field) in families {

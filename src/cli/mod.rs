@@ -107,6 +107,15 @@ struct RuntimeFlags {
     /// Milliseconds to wait for the peer's close after ours.
     #[arg(long, default_value_t = 5_000)]
     close_timeout_ms: u64,
+    /// Milliseconds a message may take to arrive once its first frame has;
+    /// pings do not extend it; over it: 1008 (0: no limit).
+    #[arg(long, default_value_t = 10_000)]
+    message_timeout_ms: u64,
+    /// Bytes a shard lets messages still arriving hold, over all its
+    /// connections; a message that would pass it closes with 1013 (0: no
+    /// budget).
+    #[arg(long, default_value_t = 64 << 20)]
+    message_budget: usize,
     /// A subprotocol this server speaks (repeatable).
     #[arg(long)]
     subprotocol: Vec<String>,
@@ -166,6 +175,10 @@ struct PubSubFlags {
     /// Topics one hub connection may subscribe to.
     #[arg(long, default_value_t = 64)]
     max_topics_per_conn: usize,
+    /// Largest hub request in bytes, instead of --max-message; larger ones
+    /// are closed with 1009 (a hub route's `max-message` overrides it).
+    #[arg(long, default_value_t = 64 << 10)]
+    hub_max_message: usize,
     /// Relay hub publishes to and from other nodes through this Redis
     /// (redis://HOST:PORT[/DB]).
     #[arg(long, value_name = "URL")]
@@ -298,6 +311,9 @@ impl RuntimeFlags {
         if self.max_message == 0 {
             return Err("--max-message must be at least 1".into());
         }
+        if self.pubsub.hub_max_message == 0 {
+            return Err("--hub-max-message must be at least 1".into());
+        }
         if self.require_subprotocol_without_any() {
             return Err("--require-subprotocol needs at least one --subprotocol".into());
         }
@@ -331,9 +347,12 @@ impl RuntimeFlags {
                 deflate_threshold: self.deflate_threshold,
                 deflate_broadcast: self.deflate_broadcast,
                 max_deflate_conns: self.max_deflate_conns,
+                hub_max_message: self.pubsub.hub_max_message,
+                message_budget: self.message_budget,
                 ..Routes::default()
             },
             tls,
+            message_timeout: Duration::from_millis(self.message_timeout_ms),
             ..defaults
         })
     }

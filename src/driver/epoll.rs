@@ -511,6 +511,10 @@ impl EpollLoop {
         for (key, what) in expired {
             match what {
                 Expired::CloseIdle => self.close(key, CloseCode::GOING_AWAY, "idle timeout"),
+                Expired::MessageTimeout => {
+                    let (code, reason) = crate::shard::MESSAGE_TIMEOUT;
+                    self.close(key, code, reason);
+                }
                 Expired::Drain => self.close(key, CloseCode::GOING_AWAY, "server shutting down"),
                 Expired::Answer => self.answer(key),
                 Expired::Drop => self.remove(key),

@@ -68,6 +68,36 @@ impl ConnLimits<'_> {
     }
 }
 
+thread_local! {
+    /// Memory held by this shard's messages still arriving: the sum of its
+    /// open connections' `ServerConn::held`. A shard is one thread, so this
+    /// is the shard's; it lives here rather than in `Counters` because a
+    /// connection can let its message go (`Session::linger`) where no
+    /// `Counters` is at hand.
+    static MESSAGE_BYTES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Bytes this shard's messages in progress hold.
+pub(crate) fn message_bytes() -> usize {
+    MESSAGE_BYTES.with(std::cell::Cell::get)
+}
+
+/// A connection's messages went from holding `before` to `after` bytes.
+fn message_bytes_moved(before: usize, after: usize) {
+    if before != after {
+        MESSAGE_BYTES.with(|held| held.set((held.get() + after).saturating_sub(before)));
+    }
+}
+
+/// What a connection holding `own` bytes may hold for its message under
+/// the shard's `budget` (0: no budget), given what the others hold.
+fn message_allowance(budget: usize, own: usize) -> usize {
+    if budget == 0 {
+        return usize::MAX;
+    }
+    budget.saturating_sub(message_bytes().saturating_sub(own))
+}
+
 /// Per-shard event counts kept in plain integers on the hot path.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Counters {
@@ -80,6 +110,9 @@ pub(crate) struct Counters {
     pub(crate) bytes_sent: u64,
     /// WebSocket connections ended, by `metrics::close_slot`.
     pub(crate) closes: [u64; CLOSE_SLOTS],
+    /// Connections closed (1013) because their message did not fit in
+    /// what the shard's message budget had left.
+    pub(crate) budget_closes: u64,
 }
 
 impl Counters {
@@ -95,6 +128,8 @@ impl Counters {
             ShardStats::set(slot, n);
         }
         ShardStats::set(&stats.deflate_connections, self.deflate_conns);
+        ShardStats::set(&stats.message_bytes_held, message_bytes() as u64);
+        ShardStats::set(&stats.message_budget_closes_total, self.budget_closes);
     }
 
     /// Counts the close that ends a WebSocket connection: call once, when
@@ -114,6 +149,9 @@ impl Counters {
     /// A connection's slot is being freed.
     pub(crate) fn forget(&mut self, session: &Session) {
         self.dropped(session);
+        if let Phase::Open(ws) = &session.phase {
+            message_bytes_moved(ws.held(), 0);
+        }
         if session
             .spill
             .as_deref()
@@ -373,7 +411,16 @@ impl Session {
                     || limits.routes.max_message(spec, limits.max_message),
                     |r| r.limits.max_message,
                 );
-                self.phase = Phase::Open(ServerConn::new(max_message));
+                let max_message = match route {
+                    Route::Hub => limits.routes.max_hub_message(spec),
+                    _ => max_message,
+                };
+                let mut ws = ServerConn::new(max_message);
+                if route == Route::Ticker {
+                    // A feed ignores what clients say: nothing to assemble.
+                    ws.discard_data();
+                }
+                self.phase = Phase::Open(ws);
                 self.route = route;
                 self.spec = spec;
                 if app.is_some() {
@@ -476,7 +523,11 @@ impl Session {
         let mut ended: Option<(u16, String)> = None;
         loop {
             let deflate = self.spill.as_deref_mut().and_then(|s| s.deflate.as_mut());
-            match ws.receive(&mut input[pos..], &mut self.out, deflate) {
+            let held = ws.held();
+            let allowance = message_allowance(limits.routes.message_budget, held);
+            let received = ws.receive_within(&mut input[pos..], &mut self.out, deflate, allowance);
+            message_bytes_moved(held, ws.held());
+            match received {
                 Ok(step) => {
                     pos += step.consumed;
                     match step.event {
@@ -562,6 +613,9 @@ impl Session {
                     if was == State::Open {
                         limits.counters.closed(e.close_code());
                     }
+                    if e == ProtocolError::BudgetExhausted {
+                        limits.counters.budget_closes += 1;
+                    }
                     if matches!(self.route, Route::App(_)) {
                         ended = Some((e.close_code().0, e.to_string()));
                     }
@@ -616,6 +670,9 @@ impl Session {
     }
 
     fn linger(&mut self) -> Next {
+        if let Phase::Open(ws) = &self.phase {
+            message_bytes_moved(ws.held(), 0);
+        }
         self.phase = Phase::Lingering;
         if let Some(spill) = self.spill.as_deref_mut() {
             spill.carry.clear();

@@ -89,6 +89,9 @@ pub(crate) enum Due {
 pub(crate) enum Expired {
     /// An open connection went idle: close it with 1001.
     CloseIdle,
+    /// A message took longer than `message_timeout` to arrive: close with
+    /// [`MESSAGE_TIMEOUT`].
+    MessageTimeout,
     /// Its turn in the shutdown drain came: close it with 1001.
     Drain,
     /// A parked client's delay passed, or the tarpit is full: answer it.
@@ -96,6 +99,28 @@ pub(crate) enum Expired {
     /// A peer that never finished closing, a handshake that took too long,
     /// or the oldest handshake over the in-flight bound: drop the transport.
     Drop,
+}
+
+/// The close a message that did not arrive in time gets.
+pub(crate) const MESSAGE_TIMEOUT: (CloseCode, &str) = (CloseCode::POLICY, "message timeout");
+
+/// The tick by which the message `session` is receiving must be complete
+/// when messages get `ticks` (0: no deadline), or `u64::MAX` when none is
+/// in progress. Counted from the message's start, however much arrives
+/// meanwhile.
+fn message_due(session: &mut Session, now: u64, ticks: u64) -> u64 {
+    let Phase::Open(ws) = &mut session.phase else {
+        return u64::MAX;
+    };
+    match ws.message_stamp(now) {
+        Some(_) if ticks == 0 => u64::MAX,
+        // The stamp keeps the low 32 bits of its tick: 497 days of ticks.
+        Some(stamp) => {
+            let age = u64::from((now as u32).wrapping_sub(stamp));
+            now.saturating_sub(age) + ticks
+        }
+        None => u64::MAX,
+    }
 }
 
 /// Deadlines for every connection of a shard, and the bounded sets
@@ -107,6 +132,8 @@ pub(crate) struct Deadlines {
     pub(crate) gate: Gate,
     /// Shutdown began: activity no longer postpones a connection's close.
     draining: bool,
+    /// `message_timeout` in ticks (0: none).
+    message_ticks: u64,
 }
 
 impl Deadlines {
@@ -121,6 +148,7 @@ impl Deadlines {
                 shard_id,
             ),
             draining: false,
+            message_ticks: Clock::ticks(config.message_timeout),
         }
     }
 
@@ -179,21 +207,24 @@ impl Deadlines {
                 .routes
                 .idle_timeout(session.spec, config.idle_timeout),
         };
+        let message = message_due(session, now, self.message_ticks);
         let tick = match next {
             // While draining, the drain deadline stands, and a handshake
             // that completes now is closed at once.
             Next::Continue if self.draining => return,
             Next::Upgraded if self.draining => now + 1,
-            // Activity on an open connection pushes the idle deadline out;
-            // while closing, the peer cannot buy time by talking.
+            // Activity on an open connection pushes the idle deadline out,
+            // never past the end of the message in progress; while
+            // closing, the peer cannot buy time by talking.
             Next::Continue => match &session.phase {
                 Phase::Open(ws) if ws.state() == State::Open && !idle.is_zero() => {
-                    now + Clock::ticks(idle)
+                    message.min(now + Clock::ticks(idle))
                 }
+                Phase::Open(ws) if ws.state() == State::Open => message,
                 _ => return,
             },
-            Next::Upgraded if idle.is_zero() => u64::MAX,
-            Next::Upgraded => now + Clock::ticks(idle),
+            Next::Upgraded if idle.is_zero() => message,
+            Next::Upgraded => message.min(now + Clock::ticks(idle)),
             Next::AwaitClose | Next::Linger => now + Clock::ticks(config.close_timeout),
             Next::Tarpit => {
                 let delay = self.gate.jitter.around(config.admission.tarpit);
@@ -266,10 +297,13 @@ impl Deadlines {
                 continue;
             };
             if self.check(entry, s, now) == Due::Fired {
+                let message_overdue = message_due(s, now, self.message_ticks) <= now;
                 let what = match &s.phase {
                     Phase::Open(ws) if ws.state() == State::Open => {
                         if self.draining {
                             Expired::Drain
+                        } else if message_overdue {
+                            Expired::MessageTimeout
                         } else {
                             Expired::CloseIdle
                         }
