@@ -363,3 +363,35 @@ fn the_binary_refuses_app_routes() {
         "{stderr}"
     );
 }
+
+#[test]
+fn message_limits_are_keys_and_check_config_shows_them() {
+    let (code, out, stderr) = run(&["echo", "--check-config"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for line in [
+        "message-budget = 67108864\n",
+        "message-timeout-ms = 10000\n",
+        "hub-max-message = 65536\n",
+    ] {
+        assert!(out.contains(line), "missing default {line:?} in\n{out}");
+    }
+    let file = write_config(
+        "messages.toml",
+        "message-budget = 1048576\nmessage-timeout-ms = 2500\n[pubsub]\nhub-max-message = 1024\n",
+    );
+    let (code, out, stderr) = run(&["echo", "--config", file.to_str().unwrap(), "--check-config"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for line in [
+        "message-budget = 1048576\n",
+        "message-timeout-ms = 2500\n",
+        "hub-max-message = 1024\n",
+    ] {
+        assert!(out.contains(line), "missing {line:?} in\n{out}");
+    }
+    let (code, _, stderr) = run(&["echo", "--hub-max-message", "0", "--check-config"]);
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--hub-max-message must be at least 1"),
+        "{stderr}"
+    );
+}
