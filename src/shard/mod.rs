@@ -114,10 +114,14 @@ fn message_due(session: &mut Session, now: u64, ticks: u64) -> u64 {
     };
     match ws.message_stamp(now) {
         Some(_) if ticks == 0 => u64::MAX,
-        // The stamp keeps the low 32 bits of its tick: 497 days of ticks.
+        // The stamp keeps the low 32 bits of its tick: the age, signed,
+        // is right for 248 days either way, which covers a stamp taken at
+        // a tick whose low bits were zero (it reads one tick later, since
+        // a stamp is never zero).
         Some(stamp) => {
-            let age = u64::from((now as u32).wrapping_sub(stamp));
-            now.saturating_sub(age) + ticks
+            let age = (now as u32).wrapping_sub(stamp) as i32;
+            now.saturating_add_signed(-i64::from(age))
+                .saturating_add(ticks)
         }
         None => u64::MAX,
     }
@@ -348,5 +352,42 @@ impl Deadlines {
             return Due::Ignored;
         }
         Due::Fired
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ServerConn;
+
+    /// A session in the middle of a text message.
+    fn mid_message() -> Session {
+        let mut session = Session::new(0, false, None);
+        let mut ws = ServerConn::new(1024);
+        // Text without FIN, masked with a zero key: "hi".
+        let mut wire = [0x01, 0x82, 0, 0, 0, 0, b'h', b'i'];
+        ws.receive(&mut wire, &mut Vec::new(), None).unwrap();
+        session.phase = Phase::Open(ws);
+        session
+    }
+
+    #[test]
+    fn a_message_deadline_counts_from_its_start_whatever_the_clock_reads() {
+        for start in [7, 1 << 32, (1 << 33) - 3] {
+            let mut session = mid_message();
+            let due = message_due(&mut session, start, 100);
+            assert!((start + 100..=start + 101).contains(&due), "{start}: {due}");
+            for later in [1, 50, 99] {
+                assert_eq!(
+                    message_due(&mut session, start + later, 100),
+                    due,
+                    "{start}"
+                );
+            }
+            assert_eq!(message_due(&mut session, start + 5, 0), u64::MAX);
+        }
+        let mut idle = Session::new(0, false, None);
+        idle.phase = Phase::Open(ServerConn::new(1024));
+        assert_eq!(message_due(&mut idle, 5, 100), u64::MAX);
     }
 }
