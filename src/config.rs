@@ -34,7 +34,8 @@ pub struct RouteSpec {
     pub kind: RouteKind,
     /// The registered handler's name (`kind = "app"` only).
     pub handler: Option<String>,
-    /// Largest message accepted here (default: `max-message`).
+    /// Largest message accepted here (default: `max-message`, or
+    /// `hub-max-message` on a hub route).
     pub max_message: Option<usize>,
     /// Peer silence allowed here (default: `idle-timeout-ms`).
     pub idle_timeout: Option<Duration>,
@@ -246,7 +247,8 @@ pub struct Config {
     /// Requested driver.
     pub backend: Backend,
     /// Largest message accepted, in bytes (default 16 MiB, as most browsers
-    /// and proxies allow); larger ones are closed with 1009.
+    /// and proxies allow); larger ones are closed with 1009. Hub routes
+    /// take `Routes::hub_max_message` instead.
     pub max_message: usize,
     /// Time from accept to a complete upgrade (default 10 s): the slowloris
     /// bound.
