@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 
@@ -197,6 +197,9 @@ impl Hub {
                 // shutdown has nobody to tell.
                 let _ = inbox.tx.send(d.clone());
             }
+            // Orders the sends above before the load of `armed` below; it
+            // pairs with the fence in `InboxReceiver::rearm` (see there).
+            fence(Ordering::SeqCst);
             if !inbox.armed.swap(true, Ordering::AcqRel) {
                 Self::wake(inbox);
             }
@@ -238,6 +241,21 @@ impl InboxReceiver {
 
     /// Clears the wake-up (before draining, so a publish racing with the
     /// drain wakes the shard again rather than being missed).
+    ///
+    /// Why no wake-up is lost: a publisher sends to the queue, then (fence)
+    /// swaps `armed` to true and writes the eventfd only if it was false;
+    /// the shard stores `armed = false`, then (fence) drains the queue. Each
+    /// side is a store followed by a load of the other side's location,
+    /// which Release/Acquire alone lets the CPU reorder (x86's store buffer
+    /// does): the shard could find the queue empty while the publisher still
+    /// sees `armed == true`, and the message would wait for the next
+    /// publish. With a SeqCst fence between the store and the load on both
+    /// sides the fences are totally ordered: if the shard's comes first,
+    /// the publisher's swap reads the shard's `false` (or a later value) and
+    /// writes the eventfd; if the publisher's comes first, the shard's drain
+    /// sees the message. Either way it is taken or a wake-up is pending.
+    /// (std's channel happens to fence inside `try_recv` today; this does
+    /// not lean on how it is built.)
     pub fn rearm(&self) {
         let inbox = &self.hub.shards[self.index];
         let mut counter = 0u64;
@@ -250,6 +268,7 @@ impl InboxReceiver {
             )
         };
         inbox.armed.store(false, Ordering::Release);
+        fence(Ordering::SeqCst);
     }
 
     /// Takes every message waiting, in publish order.
@@ -339,5 +358,78 @@ mod tests {
         assert_eq!(hub.stats.inbox_dropped.load(Ordering::Relaxed), 5);
         inboxes[0].drain(|_| got += 1);
         assert_eq!(got, 4);
+    }
+
+    /// Whether `fd` became readable within `ms` milliseconds.
+    fn readable_within(fd: RawFd, ms: i32) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: polls one live pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n >= 0 {
+                return n == 1;
+            }
+            assert_eq!(
+                std::io::Error::last_os_error().kind(),
+                std::io::ErrorKind::Interrupted
+            );
+        }
+    }
+
+    /// Several publishers race one shard that sleeps in poll(2) on its
+    /// eventfd between drains, as a shard does, in rounds: each publisher
+    /// sends a burst, then waits for the shard to have taken every message
+    /// of the round. A lost wake-up leaves messages queued with no eventfd
+    /// write to come (the next publish would rescue them, but nobody
+    /// publishes until the round is taken): the shard's poll times out
+    /// while messages wait, which fails the test.
+    #[test]
+    fn no_wake_up_is_lost_between_publishers_and_a_draining_shard() {
+        const PUBLISHERS: usize = 3;
+        const BURST: usize = 8;
+        const ROUNDS: usize = 3_000;
+        let (hub, rxs) = Hub::new(1, usize::MAX).unwrap();
+        let inbox = receivers(&hub, rxs).pop().unwrap();
+        let round_taken = Arc::new(std::sync::Barrier::new(PUBLISHERS + 1));
+        let started = std::time::Instant::now();
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let (hub, round_taken) = (Arc::clone(&hub), Arc::clone(&round_taken));
+                std::thread::spawn(move || {
+                    for _ in 0..ROUNDS {
+                        for _ in 0..BURST {
+                            hub.publish_local("t", OpCode::Binary, &[p as u8]);
+                        }
+                        round_taken.wait();
+                    }
+                })
+            })
+            .collect();
+        let (mut taken, mut wake_ups) = (0, 0);
+        for round in 1..=ROUNDS {
+            while taken < round * PUBLISHERS * BURST {
+                if !readable_within(inbox.wake_fd(), 5_000) {
+                    let mut waiting = 0;
+                    inbox.drain(|_| waiting += 1);
+                    panic!(
+                        "lost wake-up in round {round}: {waiting} message(s) were queued \
+                         with none pending ({taken} taken, {wake_ups} wake-ups)"
+                    );
+                }
+                wake_ups += 1;
+                inbox.rearm();
+                inbox.drain(|_| taken += 1);
+            }
+            round_taken.wait();
+        }
+        for p in publishers {
+            p.join().unwrap();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        eprintln!("{taken} messages over {wake_ups} wake-ups");
     }
 }
