@@ -281,6 +281,12 @@ pub struct Config {
     pub ticker_rate: f64,
     /// Relay hub publishes to other nodes through Redis.
     pub redis: Option<RedisConfig>,
+    /// Bytes of published messages a shard's hub inbox may hold (default
+    /// 64 MiB, [`crate::pubsub::hub::DEFAULT_INBOX_BYTES`]); past it a
+    /// stalled shard is refused further publishes, counted in
+    /// `surge_pubsub_inbox_dropped_total`. A message larger than this never
+    /// reaches any shard.
+    pub inbox_bytes: usize,
     /// Serve every listener over TLS (wss/https) with this certificate,
     /// re-read on SIGHUP (default: none, plain ws/http).
     pub tls: Option<crate::tls::TlsConfig>,
@@ -310,6 +316,7 @@ impl Default for Config {
             routes: Routes::default(),
             ticker_rate: 1000.0,
             redis: None,
+            inbox_bytes: crate::pubsub::hub::DEFAULT_INBOX_BYTES,
             tls: None,
             message_timeout: Duration::from_secs(10),
         }

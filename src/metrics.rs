@@ -366,7 +366,8 @@ mod tests {
         ShardStats::add(&m.shards[1].handshakes_total, 3);
         let admission =
             crate::admission::Admission::new(crate::admission::AdmissionConfig::default());
-        let (hub, _rx) = crate::pubsub::hub::Hub::new(2).unwrap();
+        let (hub, _rx) =
+            crate::pubsub::hub::Hub::new(2, crate::pubsub::hub::DEFAULT_INBOX_BYTES).unwrap();
         let text = m.render(&admission, &hub);
         assert!(text.contains("surge_admission_rejected_total{reason=\"per_ip_cap\"} 0\n"));
         assert!(text.contains("surge_handshakes_total{shard=\"1\"} 3\n"));

@@ -242,3 +242,98 @@ fn a_stopped_and_resumed_node_keeps_its_redis_link() {
         a.stderr()
     );
 }
+
+/// This process's peak resident memory, in MiB.
+fn peak_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/self/status");
+    kib / 1024
+}
+
+/// While Redis is down the relay sits in its reconnect backoff (up to 5 s
+/// between attempts) and local publishes pile up for it: they must stay
+/// within the relay queue's 64 MiB, the rest counted as lost at once; and
+/// once Redis is back, publishes are relayed again (what the full queue
+/// held was given back). The node runs in this process (the embedding
+/// API), so one thread can publish hundreds of MiB in well under a second
+/// and `/proc/self/status` is the node's own memory.
+#[test]
+fn publishes_while_redis_is_down_stay_within_the_relay_bound_and_count_as_lost() {
+    use surge::app::{App, Backend, Config};
+    const MIB: usize = 1 << 20;
+    const PUBLISHES: u64 = 512;
+    const BOUND_MIB: u64 = 64;
+    // Nothing listens there yet: every connect fails.
+    let port = free_port();
+    let config = Config {
+        redis: Some(surge::bridge::redis::RedisConfig {
+            url: format!("redis://127.0.0.1:{port}"),
+            prefix: "surge:".into(),
+        }),
+        ..Config::default()
+    };
+    let node = App::new()
+        .config(config)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .backend(Backend::Epoll)
+        .shards(1)
+        .start()
+        .expect("start");
+    let addr = node.local_addrs()[0];
+    // Failed connects at 0, ~0.1, ~0.3, ~0.7 and ~1.5 s: from 2 s on the
+    // relay sleeps at least 0.8 s between attempts, and whatever is
+    // published meanwhile waits in its queue.
+    std::thread::sleep(Duration::from_secs(2));
+    let lost_before = metric(addr, "surge_bridge_lost_total");
+
+    std::fs::write("/proc/self/clear_refs", "5").expect("reset VmHWM");
+    let before = peak_mib();
+    let publisher = node.publisher();
+    let payload = "x".repeat(MIB);
+    let started = Instant::now();
+    for _ in 0..PUBLISHES {
+        publisher.publish_text("news", &payload);
+    }
+    let took = started.elapsed();
+    let grown = peak_mib().saturating_sub(before);
+    let lost = metric(addr, "surge_bridge_lost_total") - lost_before;
+    eprintln!(
+        "RELAY: {PUBLISHES} x 1 MiB in {took:?} with Redis down: peak grew {grown} MiB, {lost} lost"
+    );
+    // The relay's bound, plus the shard's inbox if the shard falls behind.
+    assert!(grown < 2 * BOUND_MIB + 48, "the peak grew {grown} MiB");
+    // Past the bound they are lost at once, not at the next failed connect.
+    assert!(
+        (PUBLISHES - BOUND_MIB..=PUBLISHES).contains(&lost),
+        "{lost} lost"
+    );
+
+    let _redis = Redis::start(port);
+    wait_metric(addr, "surge_bridge_connected", |v| v == 1);
+    // What the queue still held is sent now (or was dropped by a failed
+    // connect before): wait until every publish so far is accounted for.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric(addr, "surge_bridge_sent_total") + metric(addr, "surge_bridge_lost_total")
+        < lost_before + PUBLISHES
+    {
+        assert!(Instant::now() < deadline, "publishes unaccounted for");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // More than the bound in all, a few at a time: each gets through only
+    // if the bytes of the ones before were given back.
+    let sent_before = metric(addr, "surge_bridge_sent_total");
+    let lost_before = metric(addr, "surge_bridge_lost_total");
+    for round in 1..=BOUND_MIB / 8 + 2 {
+        for _ in 0..8 {
+            publisher.publish_text("news", &payload);
+        }
+        wait_metric(addr, "surge_bridge_sent_total", |v| {
+            v >= sent_before + 8 * round
+        });
+    }
+    assert_eq!(metric(addr, "surge_bridge_lost_total"), lost_before);
+}

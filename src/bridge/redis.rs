@@ -1,8 +1,8 @@
 //! The Redis bridge: hub topic `T` is Redis channel `PREFIX T`.
 //!
 //! Two threads, neither ever blocks a shard:
-//! - the relay takes local publishes from a bounded queue and PUBLISHes
-//!   them, pipelined, many per round trip;
+//! - the relay takes local publishes from a queue bounded in messages and
+//!   bytes and PUBLISHes them, pipelined, many per round trip;
 //! - the listener PSUBSCRIBEs to `PREFIX*` and hands what other nodes
 //!   published to the hub, which delivers it to local subscribers.
 //!
@@ -13,7 +13,7 @@
 //! failure; local publishes meanwhile are counted as lost, since Redis
 //! pub/sub keeps nothing for a subscriber that is not there.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,6 +25,13 @@ use crate::pubsub::hub::Hub;
 
 /// Local publishes waiting for the relay; beyond it they are lost.
 const RELAY_QUEUE: usize = 64 * 1024;
+/// Payload bytes waiting for the relay; beyond it publishes are lost. The
+/// queue fills whenever Redis is away (for up to 5 s of backoff between
+/// attempts, and for as long as a connected Redis is slow to answer), and
+/// Redis pub/sub would not keep those messages for anyone anyway: the bound
+/// only needs to ride out a slow round trip at full publish rate, and 64
+/// MiB holds four of the largest messages (16 MiB).
+const RELAY_BYTES: usize = 64 << 20;
 /// Most messages one pipelined round trip carries.
 const PIPELINE: usize = 1024;
 
@@ -46,22 +53,75 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
 }
 
+impl Outgoing {
+    /// What it holds while queued, in bytes.
+    fn cost(&self) -> usize {
+        self.topic.len() + self.payload.len()
+    }
+}
+
 /// The local end: hand it publishes to relay.
 #[derive(Debug)]
 pub struct Relay {
     tx: SyncSender<Outgoing>,
+    queued: Arc<Queued>,
     stats: Arc<BridgeStats>,
 }
 
+/// Bytes in the relay queue: charged by [`Relay::forward`], given back once
+/// the relay thread is done with a message (sent or dropped), so a batch
+/// in flight to a slow Redis counts too.
+#[derive(Debug, Default)]
+struct Queued(AtomicUsize);
+
+impl Queued {
+    /// Reserves `cost` bytes, or nothing if they do not fit. The add comes
+    /// first and is taken back on overflow, so racing publishers never
+    /// queue more than the bound between them.
+    fn charge(&self, cost: usize) -> bool {
+        let before = self.0.fetch_add(cost, Ordering::Relaxed);
+        if before.saturating_add(cost) > RELAY_BYTES {
+            self.give_back(cost);
+            return false;
+        }
+        true
+    }
+
+    fn give_back(&self, cost: usize) {
+        self.0.fetch_sub(cost, Ordering::Relaxed);
+    }
+}
+
 impl Relay {
-    /// Queues a local publish for the other nodes; never blocks.
+    /// Queues a local publish for the other nodes; never blocks. Past the
+    /// queue's message or byte bound it is lost (and counted).
     pub fn forward(&self, message: Outgoing) {
+        let cost = message.cost();
+        if !self.queued.charge(cost) {
+            self.stats.lost.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         match self.tx.try_send(message) {
             Ok(()) => {}
             Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                self.queued.give_back(cost);
                 self.stats.lost.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// The relay thread's end of the queue.
+struct Pending {
+    rx: Receiver<Outgoing>,
+    queued: Arc<Queued>,
+}
+
+impl Pending {
+    /// Gives back the bytes of messages that are sent or dropped.
+    fn done(&self, messages: &[Outgoing]) {
+        self.queued
+            .give_back(messages.iter().map(Outgoing::cost).sum());
     }
 }
 
@@ -74,6 +134,11 @@ pub fn start(config: RedisConfig, hub: Arc<Hub>, stats: Arc<BridgeStats>) -> Res
         Jitter::new(std::process::id().into()).below(u64::MAX)
     );
     let (tx, rx) = mpsc::sync_channel(RELAY_QUEUE);
+    let queued = Arc::new(Queued::default());
+    let pending = Pending {
+        rx,
+        queued: Arc::clone(&queued),
+    };
     {
         let (client, config, node, stats) = (
             client.clone(),
@@ -83,7 +148,7 @@ pub fn start(config: RedisConfig, hub: Arc<Hub>, stats: Arc<BridgeStats>) -> Res
         );
         std::thread::Builder::new()
             .name("surge-bridge-out".into())
-            .spawn(move || relay(&client, &config, &node, &rx, &stats))
+            .spawn(move || relay(&client, &config, &node, &pending, &stats))
             .map_err(|e| e.to_string())?;
     }
     {
@@ -93,7 +158,7 @@ pub fn start(config: RedisConfig, hub: Arc<Hub>, stats: Arc<BridgeStats>) -> Res
             .spawn(move || listen(&client, &config, &node, &hub, &stats))
             .map_err(|e| e.to_string())?;
     }
-    Ok(Relay { tx, stats })
+    Ok(Relay { tx, queued, stats })
 }
 
 /// Waits before the next attempt: 100 ms doubling to 5 s, jittered.
@@ -124,7 +189,7 @@ fn relay(
     client: &redis::Client,
     config: &RedisConfig,
     node: &str,
-    rx: &Receiver<Outgoing>,
+    queue: &Pending,
     stats: &BridgeStats,
 ) {
     let mut backoff = Backoff::new();
@@ -135,7 +200,7 @@ fn relay(
             Err(e) => {
                 tracing::warn!("redis bridge (publish): cannot connect: {e}; retrying");
                 failed_before = true;
-                drop_pending(rx, stats);
+                drop_pending(queue, stats);
                 backoff.wait();
                 continue;
             }
@@ -147,7 +212,7 @@ fn relay(
         stats.relaying.store(1, Ordering::Relaxed);
         backoff.reset();
         loop {
-            let first = match rx.recv_timeout(Duration::from_secs(1)) {
+            let first = match queue.rx.recv_timeout(Duration::from_secs(1)) {
                 Ok(m) => m,
                 Err(RecvTimeoutError::Timeout) => {
                     // An idle link: check it is still there.
@@ -160,7 +225,7 @@ fn relay(
             };
             let mut batch = vec![first];
             while batch.len() < PIPELINE {
-                match rx.try_recv() {
+                match queue.rx.try_recv() {
                     Ok(m) => batch.push(m),
                     Err(_) => break,
                 }
@@ -176,15 +241,19 @@ fn relay(
                     .arg(body)
                     .ignore();
             }
-            if let Err(e) = pipe.query::<()>(&mut conn) {
-                tracing::warn!(
-                    "redis bridge (publish): {e}; {} message(s) lost",
-                    batch.len()
-                );
-                stats.lost.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            let n = batch.len() as u64;
+            let sent = pipe.query::<()>(&mut conn);
+            // The batch and its encoded copy held their queue bytes until
+            // now, so a slow Redis cannot let more pile up behind them.
+            drop(pipe);
+            queue.done(&batch);
+            drop(batch);
+            if let Err(e) = sent {
+                tracing::warn!("redis bridge (publish): {e}; {n} message(s) lost");
+                stats.lost.fetch_add(n, Ordering::Relaxed);
                 break;
             }
-            stats.sent.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            stats.sent.fetch_add(n, Ordering::Relaxed);
         }
         failed_before = true;
         stats.relaying.store(0, Ordering::Relaxed);
@@ -199,9 +268,10 @@ fn interrupted(e: &redis::RedisError) -> bool {
 }
 
 /// While Redis is unreachable, queued publishes cannot be relayed.
-fn drop_pending(rx: &Receiver<Outgoing>, stats: &BridgeStats) {
+fn drop_pending(queue: &Pending, stats: &BridgeStats) {
     let mut n = 0;
-    while rx.try_recv().is_ok() {
+    while let Ok(m) = queue.rx.try_recv() {
+        queue.done(std::slice::from_ref(&m));
         n += 1;
     }
     stats.lost.fetch_add(n, Ordering::Relaxed);
@@ -250,6 +320,9 @@ fn listen(
                     continue;
                 }
                 stats.received.fetch_add(1, Ordering::Relaxed);
+                // Into every shard's inbox, within its byte bound like any
+                // local publish: a flood from other nodes is refused and
+                // counted there, not queued without limit.
                 hub.publish_local(
                     &crate::pubsub::hub_topic(topic),
                     OpCode::Text,

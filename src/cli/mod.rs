@@ -179,6 +179,10 @@ struct PubSubFlags {
     /// are closed with 1009 (a hub route's `max-message` overrides it).
     #[arg(long, default_value_t = 64 << 10)]
     hub_max_message: usize,
+    /// Bytes of published messages a shard's inbox may hold; past it a
+    /// stalled shard is refused further publishes (counted).
+    #[arg(long, default_value_t = crate::pubsub::hub::DEFAULT_INBOX_BYTES)]
+    inbox_bytes: usize,
     /// Relay hub publishes to and from other nodes through this Redis
     /// (redis://HOST:PORT[/DB]).
     #[arg(long, value_name = "URL")]
@@ -314,6 +318,9 @@ impl RuntimeFlags {
         if self.pubsub.hub_max_message == 0 {
             return Err("--hub-max-message must be at least 1".into());
         }
+        if self.pubsub.inbox_bytes == 0 {
+            return Err("--inbox-bytes must be at least 1".into());
+        }
         if self.require_subprotocol_without_any() {
             return Err("--require-subprotocol needs at least one --subprotocol".into());
         }
@@ -336,6 +343,7 @@ impl RuntimeFlags {
                 url,
                 prefix: self.pubsub.redis_prefix.clone(),
             }),
+            inbox_bytes: self.pubsub.inbox_bytes,
             routes: Routes {
                 max_backpressure: self.pubsub.max_backpressure,
                 ticker_max_backpressure: self.pubsub.ticker_max_backpressure,

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 
@@ -14,9 +14,17 @@ use crate::bridge::BridgeStats;
 
 use crate::protocol::frame::{encode_frame, OpCode};
 
-/// Messages a shard's inbox may hold before publishes to it are dropped
-/// (and counted): a stalled shard must not grow memory without bound.
-pub const INBOX_LIMIT: usize = 1 << 20;
+/// Bytes a shard's inbox may hold by default (`--inbox-bytes`) before
+/// publishes to it are refused and counted: a stalled shard must not grow
+/// memory without bound. A shard that keeps up drains its inbox every loop
+/// turn and holds next to nothing; 64 MiB rides out a turn that stalls on
+/// a burst of the largest messages (four of 16 MiB).
+pub const DEFAULT_INBOX_BYTES: usize = 64 << 20;
+
+/// What a queued message costs beyond its frame and topic bytes: its slot
+/// in the queue and the reference-count headers of the frame and topic. It
+/// makes a flood of tiny messages count too.
+const DELIVERY_OVERHEAD: usize = 64;
 
 /// A frame encoded once, shared by every recipient on every shard.
 pub type SharedFrame = Arc<[u8]>;
@@ -33,12 +41,21 @@ pub struct Delivery {
     pub frame: SharedFrame,
 }
 
+impl Delivery {
+    /// What it costs an inbox that holds it, in bytes.
+    fn cost(&self) -> usize {
+        self.frame.len() + self.topic.len() + DELIVERY_OVERHEAD
+    }
+}
+
 #[derive(Debug)]
 struct ShardInbox {
     tx: Sender<Delivery>,
     /// A wake-up is pending; later publishes need not write the eventfd.
     armed: AtomicBool,
-    pending: AtomicUsize,
+    /// What the queued messages cost ([`Delivery::cost`]): charged before
+    /// a send, given back as the shard takes them.
+    bytes: AtomicUsize,
     wake: OwnedFd,
 }
 
@@ -47,7 +64,7 @@ struct ShardInbox {
 pub struct HubStats {
     /// Messages published (each counted once, whatever its fan-out).
     pub published: AtomicU64,
-    /// Messages a full shard inbox refused.
+    /// Messages a full shard inbox refused (once per shard that refused).
     pub inbox_dropped: AtomicU64,
 }
 
@@ -55,6 +72,8 @@ pub struct HubStats {
 #[derive(Debug)]
 pub struct Hub {
     shards: Box<[ShardInbox]>,
+    /// The most bytes one shard's inbox holds.
+    inbox_bytes: usize,
     /// Publishing counters.
     pub stats: HubStats,
     /// Relays hub publishes to other nodes, when a bridge is configured.
@@ -72,8 +91,12 @@ pub struct InboxReceiver {
 }
 
 impl Hub {
-    /// A hub for `shards` shards and the receiving end for each.
-    pub fn new(shards: usize) -> std::io::Result<(Arc<Self>, Vec<Receiver<Delivery>>)> {
+    /// A hub for `shards` shards, each inbox holding at most `inbox_bytes`
+    /// (see [`DEFAULT_INBOX_BYTES`]), and the receiving end for each.
+    pub fn new(
+        shards: usize,
+        inbox_bytes: usize,
+    ) -> std::io::Result<(Arc<Self>, Vec<Receiver<Delivery>>)> {
         let mut inboxes = Vec::with_capacity(shards);
         let mut receivers = Vec::with_capacity(shards);
         for _ in 0..shards {
@@ -86,7 +109,7 @@ impl Hub {
             inboxes.push(ShardInbox {
                 tx,
                 armed: AtomicBool::new(false),
-                pending: AtomicUsize::new(0),
+                bytes: AtomicUsize::new(0),
                 // SAFETY: a fresh descriptor that nothing else owns.
                 wake: unsafe { OwnedFd::from_raw_fd(fd) },
             });
@@ -95,6 +118,7 @@ impl Hub {
         Ok((
             Arc::new(Self {
                 shards: inboxes.into_boxed_slice(),
+                inbox_bytes,
                 stats: HubStats::default(),
                 relay: OnceLock::new(),
                 bridge: Arc::default(),
@@ -150,7 +174,9 @@ impl Hub {
         }]);
     }
 
-    /// Publishes several messages, in order, with one wake-up per shard.
+    /// Publishes several messages, in order, with one wake-up per shard. A
+    /// shard whose inbox cannot take the whole batch within its byte bound
+    /// gets none of it, and the batch counts as dropped there.
     pub fn publish_batch(&self, batch: &[Delivery]) {
         if batch.is_empty() {
             return;
@@ -158,8 +184,9 @@ impl Hub {
         self.stats
             .published
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let cost: usize = batch.iter().map(Delivery::cost).sum();
         for inbox in &*self.shards {
-            if inbox.pending.load(Ordering::Relaxed) + batch.len() > INBOX_LIMIT {
+            if !self.charge(inbox, cost) {
                 self.stats
                     .inbox_dropped
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -170,19 +197,39 @@ impl Hub {
                 // shutdown has nobody to tell.
                 let _ = inbox.tx.send(d.clone());
             }
-            inbox.pending.fetch_add(batch.len(), Ordering::Relaxed);
+            // Orders the sends above before the load of `armed` below; it
+            // pairs with the fence in `InboxReceiver::rearm` (see there).
+            fence(Ordering::SeqCst);
             if !inbox.armed.swap(true, Ordering::AcqRel) {
-                let one: u64 = 1;
-                // SAFETY: writes 8 bytes from a live u64 to our eventfd.
-                unsafe {
-                    libc::write(
-                        inbox.wake.as_raw_fd(),
-                        (&one as *const u64).cast(),
-                        std::mem::size_of::<u64>(),
-                    )
-                };
+                Self::wake(inbox);
             }
         }
+    }
+
+    /// Reserves `cost` bytes of `inbox`, or nothing if they do not fit.
+    /// The add comes first and is taken back on overflow, so publishers
+    /// racing on one inbox never queue more than the bound between them
+    /// (one of them may be refused by a reservation that is then taken
+    /// back: a refusal near the bound, which is what the bound is for).
+    fn charge(&self, inbox: &ShardInbox, cost: usize) -> bool {
+        let before = inbox.bytes.fetch_add(cost, Ordering::Relaxed);
+        if before.saturating_add(cost) > self.inbox_bytes {
+            inbox.bytes.fetch_sub(cost, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    fn wake(inbox: &ShardInbox) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to our eventfd.
+        unsafe {
+            libc::write(
+                inbox.wake.as_raw_fd(),
+                (&one as *const u64).cast(),
+                std::mem::size_of::<u64>(),
+            )
+        };
     }
 }
 
@@ -194,6 +241,21 @@ impl InboxReceiver {
 
     /// Clears the wake-up (before draining, so a publish racing with the
     /// drain wakes the shard again rather than being missed).
+    ///
+    /// Why no wake-up is lost: a publisher sends to the queue, then (fence)
+    /// swaps `armed` to true and writes the eventfd only if it was false;
+    /// the shard stores `armed = false`, then (fence) drains the queue. Each
+    /// side is a store followed by a load of the other side's location,
+    /// which Release/Acquire alone lets the CPU reorder (x86's store buffer
+    /// does): the shard could find the queue empty while the publisher still
+    /// sees `armed == true`, and the message would wait for the next
+    /// publish. With a SeqCst fence between the store and the load on both
+    /// sides the fences are totally ordered: if the shard's comes first,
+    /// the publisher's swap reads the shard's `false` (or a later value) and
+    /// writes the eventfd; if the publisher's comes first, the shard's drain
+    /// sees the message. Either way it is taken or a wake-up is pending.
+    /// (std's channel happens to fence inside `try_recv` today; this does
+    /// not lean on how it is built.)
     pub fn rearm(&self) {
         let inbox = &self.hub.shards[self.index];
         let mut counter = 0u64;
@@ -206,17 +268,17 @@ impl InboxReceiver {
             )
         };
         inbox.armed.store(false, Ordering::Release);
+        fence(Ordering::SeqCst);
     }
 
     /// Takes every message waiting, in publish order.
     pub fn drain(&self, mut each: impl FnMut(Delivery)) {
         let inbox = &self.hub.shards[self.index];
-        let mut n = 0;
         while let Ok(d) = self.rx.try_recv() {
-            n += 1;
+            // Given back as each is taken, so publishers see room at once.
+            inbox.bytes.fetch_sub(d.cost(), Ordering::Relaxed);
             each(d);
         }
-        inbox.pending.fetch_sub(n, Ordering::Relaxed);
     }
 
     /// The hub this inbox belongs to.
@@ -231,7 +293,7 @@ mod tests {
 
     #[test]
     fn every_shard_gets_every_message_in_order_with_one_wake_up() {
-        let (hub, rxs) = Hub::new(2).unwrap();
+        let (hub, rxs) = Hub::new(2, DEFAULT_INBOX_BYTES).unwrap();
         let inboxes: Vec<InboxReceiver> = rxs
             .into_iter()
             .enumerate()
@@ -258,5 +320,116 @@ mod tests {
             inbox.drain(|d| frames.push(d.frame));
         }
         assert!(Arc::ptr_eq(&frames[0], &frames[1]));
+    }
+
+    fn receivers(hub: &Arc<Hub>, rxs: Vec<Receiver<Delivery>>) -> Vec<InboxReceiver> {
+        rxs.into_iter()
+            .enumerate()
+            .map(|(i, rx)| hub.receiver(i, rx))
+            .collect()
+    }
+
+    #[test]
+    fn a_full_inbox_refuses_and_counts_until_drained() {
+        let frame = Hub::frame(OpCode::Binary, &[0; 1000]);
+        let one = Delivery {
+            topic: "t".into(),
+            key: 0,
+            frame,
+        };
+        // Room for three messages on either shard.
+        let (hub, rxs) = Hub::new(2, 3 * one.cost() + 10).unwrap();
+        let inboxes = receivers(&hub, rxs);
+        for _ in 0..5 {
+            hub.publish_batch(std::slice::from_ref(&one));
+        }
+        // Two refused by each of the two shards.
+        assert_eq!(hub.stats.inbox_dropped.load(Ordering::Relaxed), 4);
+        // A batch that does not fit whole is refused whole.
+        let (small, _rx) = Hub::new(1, 2 * one.cost()).unwrap();
+        small.publish_batch(&[one.clone(), one.clone(), one.clone()]);
+        assert_eq!(small.stats.inbox_dropped.load(Ordering::Relaxed), 3);
+        let mut got = 0;
+        inboxes[0].drain(|_| got += 1);
+        assert_eq!(got, 3);
+        assert_eq!(hub.shards[0].bytes.load(Ordering::Relaxed), 0);
+        // The drained shard takes messages again; the other is still full.
+        hub.publish_batch(std::slice::from_ref(&one));
+        assert_eq!(hub.stats.inbox_dropped.load(Ordering::Relaxed), 5);
+        inboxes[0].drain(|_| got += 1);
+        assert_eq!(got, 4);
+    }
+
+    /// Whether `fd` became readable within `ms` milliseconds.
+    fn readable_within(fd: RawFd, ms: i32) -> bool {
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        loop {
+            // SAFETY: polls one live pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n >= 0 {
+                return n == 1;
+            }
+            assert_eq!(
+                std::io::Error::last_os_error().kind(),
+                std::io::ErrorKind::Interrupted
+            );
+        }
+    }
+
+    /// Several publishers race one shard that sleeps in poll(2) on its
+    /// eventfd between drains, as a shard does, in rounds: each publisher
+    /// sends a burst, then waits for the shard to have taken every message
+    /// of the round. A lost wake-up leaves messages queued with no eventfd
+    /// write to come (the next publish would rescue them, but nobody
+    /// publishes until the round is taken): the shard's poll times out
+    /// while messages wait, which fails the test.
+    #[test]
+    fn no_wake_up_is_lost_between_publishers_and_a_draining_shard() {
+        const PUBLISHERS: usize = 3;
+        const BURST: usize = 8;
+        const ROUNDS: usize = 3_000;
+        let (hub, rxs) = Hub::new(1, usize::MAX).unwrap();
+        let inbox = receivers(&hub, rxs).pop().unwrap();
+        let round_taken = Arc::new(std::sync::Barrier::new(PUBLISHERS + 1));
+        let started = std::time::Instant::now();
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let (hub, round_taken) = (Arc::clone(&hub), Arc::clone(&round_taken));
+                std::thread::spawn(move || {
+                    for _ in 0..ROUNDS {
+                        for _ in 0..BURST {
+                            hub.publish_local("t", OpCode::Binary, &[p as u8]);
+                        }
+                        round_taken.wait();
+                    }
+                })
+            })
+            .collect();
+        let (mut taken, mut wake_ups) = (0, 0);
+        for round in 1..=ROUNDS {
+            while taken < round * PUBLISHERS * BURST {
+                if !readable_within(inbox.wake_fd(), 5_000) {
+                    let mut waiting = 0;
+                    inbox.drain(|_| waiting += 1);
+                    panic!(
+                        "lost wake-up in round {round}: {waiting} message(s) were queued \
+                         with none pending ({taken} taken, {wake_ups} wake-ups)"
+                    );
+                }
+                wake_ups += 1;
+                inbox.rearm();
+                inbox.drain(|_| taken += 1);
+            }
+            round_taken.wait();
+        }
+        for p in publishers {
+            p.join().unwrap();
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(30));
+        eprintln!("{taken} messages over {wake_ups} wake-ups");
     }
 }

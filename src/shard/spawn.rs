@@ -102,7 +102,7 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new(shards, backend_name));
         let admission = Arc::new(Admission::new(config.admission.clone()));
-        let (hub, receivers) = Hub::new(shards)?;
+        let (hub, receivers) = Hub::new(shards, config.inbox_bytes)?;
         let mut receivers: Vec<Option<mpsc::Receiver<Delivery>>> =
             receivers.into_iter().map(Some).collect();
         let config = Arc::new(config);
