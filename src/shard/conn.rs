@@ -884,7 +884,7 @@ fn hub_request(
             Some(pubsub_protocol::ack("unsubscribed", &names))
         }
         HubRequest::Publish { topic, data } => {
-            let text = pubsub_protocol::message(&topic, &data);
+            let text = pubsub_protocol::message(&topic, data);
             limits.pubsub.hub().publish_to_hub(&topic, text.as_bytes());
             None
         }
