@@ -43,7 +43,8 @@ pub enum Backpressure {
 pub(crate) struct Limit {
     /// What happens past the bound.
     pub(crate) policy: Backpressure,
-    /// Queued output bytes allowed.
+    /// Queued output bytes at which the policy applies: a subscriber
+    /// with less queued takes the next batch, whatever its size.
     pub(crate) bound: usize,
     /// The subscriber negotiated permessage-deflate without server context
     /// takeover, with this window: it gets the turn's messages compressed,
