@@ -88,6 +88,12 @@ pub struct Routes {
     pub ticker_symbols: Vec<String>,
     /// Topics one hub connection may hold (default 64).
     pub max_topics_per_conn: usize,
+    /// Largest hub publish request, in bytes (default 32 KiB, half the hub's
+    /// message limit so that a publish over it is answered, not closed with
+    /// 1009); a larger one is refused with an error answer. Every shard
+    /// holds a published message until its subscribers have written it, so
+    /// one publish must not cost a topic more than this.
+    pub max_publish: usize,
     /// Output a hub subscriber may have queued before its policy applies
     /// (default 1 MiB).
     pub max_backpressure: usize,
@@ -206,6 +212,7 @@ impl Default for Routes {
             hub: false,
             ticker_symbols: Vec::new(),
             max_topics_per_conn: 64,
+            max_publish: 32 << 10,
             max_backpressure: 1 << 20,
             ticker_max_backpressure: 64 << 10,
             ticker_send_buffer: 64 << 10,

@@ -81,6 +81,8 @@ pub struct ShardStats {
     /// Published messages compressed for deflate subscribers, once per
     /// shard and window size.
     pub pubsub_compressed_total: AtomicU64,
+    /// Bytes of the latest frames topics keep for conflated subscribers.
+    pub pubsub_snapshot_bytes: AtomicU64,
     /// Connections that negotiated permessage-deflate.
     pub deflate_connections: AtomicU64,
     /// Bytes read from sockets, HTTP heads included.
@@ -173,7 +175,7 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 20] = [
+        let families: [Family; 21] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -264,6 +266,12 @@ impl Metrics {
                 "counter",
                 "Published messages compressed once for every deflate subscriber of a shard.",
                 |s| get(&s.pubsub_compressed_total),
+            ),
+            (
+                "surge_pubsub_snapshot_bytes",
+                "gauge",
+                "Bytes of the latest frames kept for conflated subscribers' snapshots.",
+                |s| get(&s.pubsub_snapshot_bytes),
             ),
             (
                 "surge_deflate_connections",

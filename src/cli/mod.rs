@@ -183,6 +183,9 @@ struct PubSubFlags {
     /// stalled shard is refused further publishes (counted).
     #[arg(long, default_value_t = crate::pubsub::hub::DEFAULT_INBOX_BYTES)]
     inbox_bytes: usize,
+    /// Largest hub publish request in bytes; larger ones get an error answer.
+    #[arg(long, default_value_t = 32 << 10)]
+    max_publish: usize,
     /// Relay hub publishes to and from other nodes through this Redis
     /// (redis://HOST:PORT[/DB]).
     #[arg(long, value_name = "URL")]
@@ -321,6 +324,9 @@ impl RuntimeFlags {
         if self.pubsub.inbox_bytes == 0 {
             return Err("--inbox-bytes must be at least 1".into());
         }
+        if self.pubsub.max_publish == 0 {
+            return Err("--max-publish must be at least 1".into());
+        }
         if self.require_subprotocol_without_any() {
             return Err("--require-subprotocol needs at least one --subprotocol".into());
         }
@@ -351,6 +357,7 @@ impl RuntimeFlags {
                 hub_backpressure: self.pubsub.hub_backpressure,
                 ticker_backpressure: self.pubsub.ticker_backpressure,
                 max_topics_per_conn: self.pubsub.max_topics_per_conn,
+                max_publish: self.pubsub.max_publish,
                 deflate: self.deflate,
                 deflate_threshold: self.deflate_threshold,
                 deflate_broadcast: self.deflate_broadcast,

@@ -15,17 +15,27 @@
 //! - `{"op":"error","error":"..."}` for a request that could not be done
 //!   (the connection stays open).
 
-use serde::Serialize;
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::error::Category;
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 128;
 /// Most topics one request may name.
 pub const MAX_TOPICS_PER_REQUEST: usize = 64;
+/// Nesting serde_json refuses (the request object is the first level):
+/// `data` is passed through unparsed, so the hub counts levels itself to
+/// answer such a request as it always has.
+const MAX_DEPTH: usize = 128;
 
-/// A request from a hub client.
+/// A request from a hub client, borrowing from the message it came in.
 #[derive(Debug, PartialEq)]
-pub enum Request {
+pub enum Request<'a> {
     /// Start receiving these topics.
     Subscribe(Vec<String>),
     /// Stop receiving these topics.
@@ -34,28 +44,27 @@ pub enum Request {
     Publish {
         /// Where to.
         topic: String,
-        /// What, as JSON text.
-        data: String,
+        /// What: the JSON text of `data` exactly as the publisher sent it
+        /// (valid JSON, never parsed into a tree).
+        data: &'a str,
     },
 }
 
 /// Parses one text message; the error is the reason to send back.
-pub fn parse(text: &[u8]) -> Result<Request, String> {
-    let value: Value = serde_json::from_slice(text).map_err(|e| format!("bad JSON: {e}"))?;
-    let Value::Object(mut obj) = value else {
-        return Err("expected a JSON object".into());
-    };
-    let op = match obj.remove("op") {
-        Some(Value::String(op)) => op,
-        Some(_) => return Err("\"op\" must be a string".into()),
+///
+/// Memory stays flat whatever the message holds: the object's values are
+/// borrowed as raw JSON text, and only `op` and the topic names are
+/// decoded.
+pub fn parse(text: &[u8]) -> Result<Request<'_>, String> {
+    let fields = fields(text)?;
+    let op: String = match fields.get(Field::Op) {
+        Some(raw) => serde_json::from_str(raw.get()).map_err(|_| "\"op\" must be a string")?,
         None => return Err("missing \"op\"".into()),
     };
     match op.as_str() {
         "subscribe" | "unsubscribe" => {
-            let topics = topics(obj.remove("topics"))?;
-            if let Some(extra) = obj.keys().next() {
-                return Err(format!("unknown field {extra:?}"));
-            }
+            let topics = topics(fields.get(Field::Topics))?;
+            fields.refuse_others(&[Field::Op, Field::Topics])?;
             Ok(if op == "subscribe" {
                 Request::Subscribe(topics)
             } else {
@@ -63,20 +72,17 @@ pub fn parse(text: &[u8]) -> Result<Request, String> {
             })
         }
         "publish" => {
-            let topic = match obj.remove("topic") {
-                Some(Value::String(t)) => checked_topic(t)?,
-                _ => return Err("publish needs a string \"topic\"".into()),
-            };
-            let data = obj
-                .remove("data")
-                .ok_or_else(|| String::from("publish needs \"data\""))?;
-            if let Some(extra) = obj.keys().next() {
-                return Err(format!("unknown field {extra:?}"));
-            }
-            Ok(Request::Publish {
-                topic,
-                data: data.to_string(),
-            })
+            let topic = fields
+                .get(Field::Topic)
+                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                .ok_or("publish needs a string \"topic\"")?;
+            let topic = checked_topic(topic)?;
+            let data = fields
+                .get(Field::Data)
+                .ok_or("publish needs \"data\"")?
+                .get();
+            fields.refuse_others(&[Field::Op, Field::Topic, Field::Data])?;
+            Ok(Request::Publish { topic, data })
         }
         other => Err(format!(
             "unknown op {other:?} (expected subscribe, unsubscribe or publish)"
@@ -84,19 +90,316 @@ pub fn parse(text: &[u8]) -> Result<Request, String> {
     }
 }
 
-fn topics(value: Option<Value>) -> Result<Vec<String>, String> {
-    let Some(Value::Array(list)) = value else {
-        return Err("\"topics\" must be an array of strings".into());
+/// The request's top-level fields, or why the text is not a JSON object.
+fn fields(text: &[u8]) -> Result<Fields<'_>, String> {
+    match serde_json::from_slice::<Fields<'_>>(text) {
+        Ok(fields) => {
+            check_limits(text)?;
+            Ok(fields)
+        }
+        // Valid JSON of another type, or JSON that breaks off after its
+        // first byte: only the whole text can tell.
+        Err(e) if e.classify() == Category::Data => {
+            match serde_json::from_slice::<IgnoredAny>(text) {
+                Ok(_) => {
+                    check_limits(text)?;
+                    Err("expected a JSON object".into())
+                }
+                Err(e) => Err(bad_json(text, &e)),
+            }
+        }
+        Err(e) => Err(bad_json(text, &e)),
+    }
+}
+
+/// Why `text` is not JSON: what a tree parse meets first, a limit of
+/// [`check_limits`] before the syntax error or the syntax error itself.
+fn bad_json(text: &[u8], e: &serde_json::Error) -> String {
+    let line_start = text
+        .split_inclusive(|&b| b == b'\n')
+        .take(e.line().saturating_sub(1))
+        .map(<[u8]>::len)
+        .sum::<usize>();
+    let valid = &text[..(line_start + e.column()).min(text.len())];
+    match check_limits(valid) {
+        Err(limit) => limit,
+        Ok(()) => format!("bad JSON: {e}"),
+    }
+}
+
+/// What parsing into a tree refuses and raw JSON lets through: nesting
+/// [`MAX_DEPTH`] levels deep and numbers beyond f64. Refused with the words
+/// and position serde_json gives, in one pass over text already known to
+/// be valid JSON.
+fn check_limits(text: &[u8]) -> Result<(), String> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < text.len() {
+        match text[i] {
+            b'"' => {
+                let end = string_end(text, i);
+                check_string(text, i, end)?;
+                i = end;
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth == MAX_DEPTH {
+                    // serde_json points just past the bracket.
+                    return Err(at(text, i + 1, "recursion limit exceeded"));
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let end = text[i..]
+                    .iter()
+                    .position(|b| !matches!(b, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-'))
+                    .map_or(text.len(), |n| i + n);
+                check_number(text, i, end)?;
+                i = end - 1;
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
+}
+
+/// The index of the quote that closes the string opening at `start`.
+fn string_end(text: &[u8], start: usize) -> usize {
+    let mut i = start + 1;
+    while i < text.len() {
+        match text[i] {
+            b'\\' => i += 1,
+            b'"' => return i,
+            _ => {}
+        }
+        i += 1;
+    }
+    text.len()
+}
+
+/// Only a string with a UTF-16 surrogate escape (`\\uD800`-`\\uDFFF`) can
+/// be one a tree refuses, for a lone half of a pair; serde_json decodes
+/// those alone, as a tree would. (A string cut off by the end of `text` is
+/// the syntax error's to report.)
+fn check_string(text: &[u8], start: usize, end: usize) -> Result<(), String> {
+    let Some(token) = text.get(start..=end) else {
+        return Ok(());
     };
-    if list.is_empty() || list.len() > MAX_TOPICS_PER_REQUEST {
+    let surrogate = token.windows(4).any(|w| {
+        w[0] == b'\\'
+            && w[1] == b'u'
+            && matches!(w[2], b'd' | b'D')
+            && matches!(w[3], b'8'..=b'9' | b'a'..=b'f' | b'A'..=b'F')
+    });
+    if surrogate {
+        alone(text, start, token)
+    } else {
+        Ok(())
+    }
+}
+
+/// Only a number with an exponent or hundreds of digits can pass f64's
+/// range; serde_json parses those alone, as a tree would.
+fn check_number(text: &[u8], start: usize, end: usize) -> Result<(), String> {
+    let token = &text[start..end];
+    if end - start < 300 && !token.iter().any(|b| matches!(b, b'e' | b'E')) {
+        return Ok(());
+    }
+    alone(text, start, token)
+}
+
+/// Parses the scalar `token`, found at `start` of `text`, into a tree; a
+/// refusal gets the position it has in `text`.
+fn alone(text: &[u8], start: usize, token: &[u8]) -> Result<(), String> {
+    match serde_json::from_slice::<Value>(token) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let message = e.to_string();
+            let message = message.split(" at line ").next().unwrap_or_default();
+            Err(at(text, start + e.column(), message))
+        }
+    }
+}
+
+/// `bad JSON: MESSAGE at line L column C` for byte offset `index` of
+/// `text`, counted as serde_json counts.
+fn at(text: &[u8], index: usize, message: &str) -> String {
+    let line_start = text[..index]
+        .iter()
+        .rposition(|&c| c == b'\n')
+        .map_or(0, |n| n + 1);
+    let line = 1 + text[..line_start].iter().filter(|&&c| c == b'\n').count();
+    let column = index - line_start;
+    format!("bad JSON: {message} at line {line} column {column}")
+}
+
+/// The fields a request may have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Op,
+    Topic,
+    Topics,
+    Data,
+}
+
+impl Field {
+    const ALL: [Self; 4] = [Self::Op, Self::Topic, Self::Topics, Self::Data];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::Op => "op",
+            Self::Topic => "topic",
+            Self::Topics => "topics",
+            Self::Data => "data",
+        }
+    }
+}
+
+/// A request object with every value left as raw JSON text.
+#[derive(Debug, Default)]
+struct Fields<'a> {
+    /// By [`Field`]; a repeated key keeps its last value.
+    known: [Option<&'a RawValue>; 4],
+    /// The first, in byte order, of the keys no request has.
+    unknown: Option<Cow<'a, str>>,
+}
+
+impl<'a> Fields<'a> {
+    fn get(&self, field: Field) -> Option<&'a RawValue> {
+        self.known[field as usize]
+    }
+
+    /// Refuses the first key (in byte order) that this op does not take.
+    fn refuse_others(&self, used: &[Field]) -> Result<(), String> {
+        let unused = Field::ALL
+            .into_iter()
+            .filter(|f| !used.contains(f) && self.get(*f).is_some())
+            .map(|f| -> &str { f.name() });
+        let extra = unused.chain(self.unknown.as_deref()).min();
+        match extra {
+            Some(extra) => Err(format!("unknown field {extra:?}")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_map(FieldsVisitor)
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Fields<'de>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Fields<'de>, A::Error> {
+        let mut fields = Fields::default();
+        while let Some(key) = map.next_key::<Key<'de>>()? {
+            match key {
+                Key::Known(field) => fields.known[field as usize] = Some(map.next_value()?),
+                Key::Other(name) => {
+                    map.next_value::<IgnoredAny>()?;
+                    if fields.unknown.as_ref().is_none_or(|first| name < *first) {
+                        fields.unknown = Some(name);
+                    }
+                }
+            }
+        }
+        Ok(fields)
+    }
+}
+
+/// An object key, borrowed unless it had escapes.
+enum Key<'a> {
+    Known(Field),
+    Other(Cow<'a, str>),
+}
+
+impl<'a> Key<'a> {
+    fn named(name: Cow<'a, str>) -> Self {
+        match Field::ALL.into_iter().find(|f| f.name() == name) {
+            Some(field) => Self::Known(field),
+            None => Self::Other(name),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct KeyVisitor;
+        impl<'de> Visitor<'de> for KeyVisitor {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a field name")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, name: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key::named(Cow::Borrowed(name)))
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<Key<'de>, E> {
+                Ok(Key::named(Cow::Owned(name.to_owned())))
+            }
+        }
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+/// A `topics` array: its first [`MAX_TOPICS_PER_REQUEST`] items as raw
+/// JSON and how many it has (the rest are only counted).
+struct TopicList<'a> {
+    first: Vec<&'a RawValue>,
+    count: usize,
+}
+
+impl<'de> Deserialize<'de> for TopicList<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct ListVisitor;
+        impl<'de> Visitor<'de> for ListVisitor {
+            type Value = TopicList<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an array")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<TopicList<'de>, A::Error> {
+                let mut first = Vec::new();
+                while first.len() < MAX_TOPICS_PER_REQUEST {
+                    match seq.next_element()? {
+                        Some(item) => first.push(item),
+                        None => break,
+                    }
+                }
+                let mut count = first.len();
+                while seq.next_element::<IgnoredAny>()?.is_some() {
+                    count += 1;
+                }
+                Ok(TopicList { first, count })
+            }
+        }
+        d.deserialize_seq(ListVisitor)
+    }
+}
+
+fn topics(value: Option<&RawValue>) -> Result<Vec<String>, String> {
+    const NOT_STRINGS: &str = "\"topics\" must be an array of strings";
+    let list = value
+        .and_then(|raw| serde_json::from_str::<TopicList<'_>>(raw.get()).ok())
+        .ok_or(NOT_STRINGS)?;
+    if list.count == 0 || list.count > MAX_TOPICS_PER_REQUEST {
         return Err(format!(
             "\"topics\" must name 1 to {MAX_TOPICS_PER_REQUEST} topics"
         ));
     }
-    list.into_iter()
-        .map(|t| match t {
-            Value::String(t) => checked_topic(t),
-            _ => Err("\"topics\" must be an array of strings".into()),
+    list.first
+        .into_iter()
+        .map(|raw| {
+            serde_json::from_str::<String>(raw.get())
+                .map_err(|_| String::from(NOT_STRINGS))
+                .and_then(checked_topic)
         })
         .collect()
 }
@@ -153,7 +456,7 @@ mod tests {
             parse(br#"{"op":"publish","topic":"x","data":{"px":1.5}}"#),
             Ok(Request::Publish {
                 topic: "x".into(),
-                data: r#"{"px":1.5}"#.into()
+                data: r#"{"px":1.5}"#
             })
         );
     }
@@ -186,6 +489,52 @@ mod tests {
         ] {
             let err = parse(input).unwrap_err();
             assert!(err.contains(reason), "{err:?} lacks {reason:?}");
+        }
+    }
+
+    #[test]
+    fn data_passes_through_as_sent() {
+        let text = br#"{"op":"publish","topic":"x","data": {"a" : [1, 2.50, "\u00e9"]} }"#;
+        assert_eq!(
+            parse(text),
+            Ok(Request::Publish {
+                topic: "x".into(),
+                data: r#"{"a" : [1, 2.50, "\u00e9"]}"#
+            })
+        );
+        // Nested as deep as serde_json allows, it is still accepted.
+        let deep = format!(
+            r#"{{"op":"publish","topic":"x","data":{}{}}}"#,
+            "[".repeat(126),
+            "]".repeat(126)
+        );
+        assert!(parse(deep.as_bytes()).is_ok());
+        let deep = deep.replace("[[", r#"["[[{\"[",["#);
+        assert!(parse(deep.as_bytes()).is_ok(), "{deep}");
+    }
+
+    #[test]
+    fn what_a_tree_would_refuse_is_refused_in_its_words() {
+        let publish = |data: &str| format!(r#"{{"op":"publish","topic":"x","data":{data}}}"#);
+        let deep = |n| format!("{}{}", "[".repeat(n), "]".repeat(n));
+        for input in [
+            publish(&deep(127)),
+            format!("\n\n {}", deep(200)),
+            // Brackets in strings do not count, escaped quotes or not.
+            publish(&format!(r#"["[[{{\"[", {}]"#, deep(126))),
+            publish("1e999"),
+            publish(&format!("[1, -{}]", "9".repeat(400))),
+            publish("\"\\ud800\""),
+            publish("[\"\\uDC00 \", 1]"),
+            format!("{}{}", publish(&deep(130)), "x"),
+            publish(&format!("{{\"a\":1e999, \"b\":{}", deep(200))),
+        ] {
+            let tree = serde_json::from_str::<Value>(&input).unwrap_err();
+            assert_eq!(
+                parse(input.as_bytes()),
+                Err(format!("bad JSON: {tree}")),
+                "{input}"
+            );
         }
     }
 

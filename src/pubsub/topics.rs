@@ -6,12 +6,20 @@
 //! subscriber gets everything a turn brought in one write, and the bytes
 //! exist once per shard however many subscribers there are.
 //!
-//! Each topic also keeps the newest frame per key (e.g. per symbol). A
-//! subscriber under the `conflate` policy that falls behind skips batches
-//! and, once it has room again, gets that snapshot: the latest value of
-//! every key instead of the backlog.
+//! A subscriber is judged by its own backlog: one that already has its
+//! bound queued takes no more, whatever the size of the new batch, so a
+//! large message reaches every subscriber that keeps up (the hub bounds a
+//! single publish with `--max-publish`).
+//!
+//! A topic with a subscriber under the `conflate` policy also keeps the
+//! newest frame per key (e.g. per symbol). Such a subscriber that falls
+//! behind skips batches and, once it has room again, gets that snapshot:
+//! the latest value of every key instead of the backlog. Topics without
+//! one keep nothing, and a snapshot holds at most the largest bound of its
+//! topic's conflating subscribers (plus the newest frame, whatever its
+//! size): the oldest keys go first.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use slab::Slab;
@@ -35,7 +43,8 @@ pub enum Backpressure {
 pub(crate) struct Limit {
     /// What happens past the bound.
     pub(crate) policy: Backpressure,
-    /// Queued output bytes allowed.
+    /// Queued output bytes at which the policy applies: a subscriber
+    /// with less queued takes the next batch, whatever its size.
     pub(crate) bound: usize,
     /// The subscriber negotiated permessage-deflate without server context
     /// takeover, with this window: it gets the turn's messages compressed,
@@ -60,15 +69,116 @@ struct Member {
 struct Topic {
     name: Arc<str>,
     members: Slab<Member>,
-    /// Frames that arrived this turn, and how many.
+    /// Frames that arrived this turn, and how many; a turn's only frame
+    /// is shared as it is (`first`) rather than copied.
     batch: Vec<u8>,
+    first: Option<SharedFrame>,
     batch_count: u32,
     /// The same messages one by one, for subscribers that get them
     /// compressed (kept only while the topic has such subscribers).
     messages: Vec<SharedFrame>,
     compressing: usize,
-    /// Newest frame per key.
-    latest: Vec<(u32, SharedFrame)>,
+    /// Members under `conflate`: the topic keeps snapshots while any.
+    conflating: usize,
+    /// The largest bound of a conflating member since the topic last had
+    /// none: what its snapshot may hold.
+    snapshot_bound: usize,
+    /// Newest frame per key, oldest key first, and their bytes.
+    latest: VecDeque<(u32, SharedFrame)>,
+    latest_bytes: usize,
+}
+
+impl Topic {
+    /// Counts a new member in.
+    fn join(&mut self, limit: &Limit) {
+        self.compressing += usize::from(limit.compress.is_some());
+        if limit.policy == Backpressure::Conflate {
+            self.conflating += 1;
+            self.snapshot_bound = self.snapshot_bound.max(limit.bound);
+        }
+    }
+
+    /// Counts a member out; the snapshot bytes it frees.
+    fn leave(&mut self, limit: &Limit) -> usize {
+        self.compressing -= usize::from(limit.compress.is_some());
+        if limit.policy != Backpressure::Conflate {
+            return 0;
+        }
+        self.conflating -= 1;
+        if self.conflating > 0 {
+            return 0;
+        }
+        self.snapshot_bound = 0;
+        self.latest.clear();
+        std::mem::take(&mut self.latest_bytes)
+    }
+
+    /// Adds a frame to this turn's batch (`batch_count` already counts it).
+    fn add_to_batch(&mut self, frame: &SharedFrame) {
+        if self.batch_count == 1 {
+            self.first = Some(Arc::clone(frame));
+            return;
+        }
+        if let Some(first) = self.first.take() {
+            self.batch.extend_from_slice(&first);
+        }
+        self.batch.extend_from_slice(frame);
+    }
+
+    /// The turn's frames as one shared buffer.
+    fn take_batch(&mut self) -> SharedFrame {
+        match self.first.take() {
+            Some(only) => only,
+            None => std::mem::take(&mut self.batch).into(),
+        }
+    }
+
+    /// Makes `frame` the newest of `key`, within the key and byte bounds;
+    /// the change in bytes held.
+    fn remember(&mut self, key: u32, frame: &SharedFrame) -> isize {
+        let before = self.latest_bytes;
+        match self.latest.iter_mut().find(|(k, _)| *k == key) {
+            Some(slot) => {
+                self.latest_bytes -= slot.1.len();
+                slot.1 = Arc::clone(frame);
+            }
+            None => {
+                if self.latest.len() == MAX_KEYS_PER_TOPIC {
+                    self.forget_oldest();
+                }
+                self.latest.push_back((key, Arc::clone(frame)));
+            }
+        }
+        self.latest_bytes += frame.len();
+        while self.latest_bytes > self.snapshot_bound && self.latest.len() > 1 {
+            // The oldest key but the one just stored: the newest frame
+            // stays, whatever its size.
+            let oldest = usize::from(self.latest.front().is_some_and(|(k, _)| *k == key));
+            if let Some((_, frame)) = self.latest.remove(oldest) {
+                self.latest_bytes -= frame.len();
+            }
+        }
+        self.latest_bytes as isize - before as isize
+    }
+
+    fn forget_oldest(&mut self) {
+        if let Some((_, frame)) = self.latest.pop_front() {
+            self.latest_bytes -= frame.len();
+        }
+    }
+}
+
+/// The newest value of every key, joined (the one frame itself when there
+/// is one key, as on hub topics).
+fn joined_latest(latest: &VecDeque<(u32, SharedFrame)>, bytes: usize) -> SharedFrame {
+    if let (1, Some((_, only))) = (latest.len(), latest.front()) {
+        return Arc::clone(only);
+    }
+    let mut joined = Vec::with_capacity(bytes);
+    for (_, f) in latest {
+        joined.extend_from_slice(f);
+    }
+    joined.into()
 }
 
 /// Why a subscription was refused.
@@ -144,6 +254,8 @@ pub(crate) struct Topics {
     /// Topics with a batch this turn.
     dirty: Vec<u32>,
     subscriptions: usize,
+    /// Bytes of the frames topics keep for snapshots.
+    snapshot_bytes: usize,
     pub(crate) stats: TopicStats,
     /// Compress every deflate subscriber's delivery on its own instead of
     /// once per window size: the cost a server without shared compression
@@ -160,6 +272,11 @@ impl Topics {
     /// Topics with at least one subscriber on this shard.
     pub(crate) fn topic_count(&self) -> usize {
         self.topics.len()
+    }
+
+    /// Bytes of the frames kept for snapshots on this shard.
+    pub(crate) fn snapshot_bytes(&self) -> usize {
+        self.snapshot_bytes
     }
 
     /// Subscribes connection `key` to `name`; `subs` is the connection's
@@ -182,10 +299,14 @@ impl Topics {
                     name: Arc::clone(&name),
                     members: Slab::new(),
                     batch: Vec::new(),
+                    first: None,
                     batch_count: 0,
                     messages: Vec::new(),
                     compressing: 0,
-                    latest: Vec::new(),
+                    conflating: 0,
+                    snapshot_bound: 0,
+                    latest: VecDeque::new(),
+                    latest_bytes: 0,
                 }) as u32;
                 self.by_name.insert(name, id);
                 id
@@ -199,7 +320,7 @@ impl Topics {
             return Err(SubscribeError::TooManyTopics);
         }
         let topic = &mut self.topics[id as usize];
-        topic.compressing += usize::from(limit.compress.is_some());
+        topic.join(&limit);
         let slot = topic.members.insert(Member {
             key,
             generation,
@@ -222,7 +343,7 @@ impl Topics {
         let (_, slot) = subs.swap_remove(i);
         let topic = &mut self.topics[id as usize];
         let m = topic.members.remove(slot as usize);
-        topic.compressing -= usize::from(m.limit.compress.is_some());
+        self.snapshot_bytes -= topic.leave(&m.limit);
         self.subscriptions -= 1;
         self.drop_if_unused(id);
         true
@@ -233,7 +354,7 @@ impl Topics {
         for &(id, slot) in subs {
             if let Some(topic) = self.topics.get_mut(id as usize) {
                 if let Some(m) = topic.members.try_remove(slot as usize) {
-                    topic.compressing -= usize::from(m.limit.compress.is_some());
+                    self.snapshot_bytes -= topic.leave(&m.limit);
                     self.subscriptions -= 1;
                 }
                 self.drop_if_unused(id);
@@ -262,15 +383,10 @@ impl Topics {
         if topic.compressing > 0 {
             topic.messages.push(Arc::clone(&d.frame));
         }
-        topic.batch.extend_from_slice(&d.frame);
-        match topic.latest.iter_mut().find(|(k, _)| *k == d.key) {
-            Some(slot) => slot.1 = Arc::clone(&d.frame),
-            None => {
-                if topic.latest.len() == MAX_KEYS_PER_TOPIC {
-                    topic.latest.remove(0);
-                }
-                topic.latest.push((d.key, Arc::clone(&d.frame)));
-            }
+        topic.add_to_batch(&d.frame);
+        if topic.conflating > 0 {
+            let change = topic.remember(d.key, &d.frame);
+            self.snapshot_bytes = self.snapshot_bytes.saturating_add_signed(change);
         }
     }
 
@@ -289,7 +405,7 @@ impl Topics {
                 continue;
             };
             let count = std::mem::take(&mut topic.batch_count);
-            let batch: SharedFrame = std::mem::take(&mut topic.batch).into();
+            let batch = topic.take_batch();
             let messages = std::mem::take(&mut topic.messages);
             // Indexed by window bits - 9.
             let mut packed: [Option<SharedFrame>; 7] = Default::default();
@@ -311,11 +427,7 @@ impl Topics {
                     // backlog has drained to half the bound.
                     if backlog <= bound / 2 {
                         let s = snapshot.get_or_insert_with(|| {
-                            let mut bytes = Vec::new();
-                            for (_, f) in &topic.latest {
-                                bytes.extend_from_slice(f);
-                            }
-                            SharedFrame::from(bytes)
+                            joined_latest(&topic.latest, topic.latest_bytes)
                         });
                         conn.push(Arc::clone(s));
                         m.behind = false;
@@ -326,7 +438,9 @@ impl Topics {
                     }
                     continue;
                 }
-                if backlog + batch.len() > bound {
+                // Its own backlog decides, not the batch's size: a large
+                // message still reaches a subscriber that keeps up.
+                if backlog >= bound {
                     match m.limit.policy {
                         Backpressure::Conflate => {
                             m.behind = true;
@@ -364,13 +478,8 @@ impl Topics {
     #[cfg(test)]
     fn snapshot(&self, name: &str) -> Option<Vec<u8>> {
         let id = *self.by_name.get(name)?;
-        Some(
-            self.topics[id as usize]
-                .latest
-                .iter()
-                .flat_map(|(_, f)| f.iter().copied())
-                .collect(),
-        )
+        let topic = &self.topics[id as usize];
+        Some(joined_latest(&topic.latest, topic.latest_bytes).to_vec())
     }
 }
 
@@ -507,5 +616,73 @@ mod tests {
         topics.fan_out(&mut conns, 0, &mut out);
         assert_eq!(conns[slow].got, b"edf");
         assert_eq!(topics.snapshot("px").unwrap(), b"fd");
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_bound_reaches_a_subscriber_that_keeps_up() {
+        let mut topics = Topics::default();
+        let mut conns: Slab<Fake> = Slab::new();
+        let fast = conns.insert(Fake::default());
+        let behind = conns.insert(Fake::default());
+        let (mut s1, mut s2) = (Vec::new(), Vec::new());
+        topics.subscribe(fast, 0, "t", DROP, &mut s1, 8).unwrap();
+        topics.subscribe(behind, 0, "t", DROP, &mut s2, 8).unwrap();
+        conns[fast].backlog = DROP.bound - 1;
+        conns[behind].backlog = DROP.bound;
+        let big = vec![7u8; 3 * DROP.bound];
+        topics.accept(&delivery("t", 0, &big));
+        let mut out = FanOut::default();
+        topics.fan_out(&mut conns, 0, &mut out);
+        assert_eq!(conns[fast].got, big);
+        assert_eq!(out.overloaded, [behind]);
+    }
+
+    #[test]
+    fn only_conflating_subscribers_make_a_topic_keep_its_latest_frames() {
+        let mut topics = Topics::default();
+        let mut conns: Slab<Fake> = Slab::new();
+        let a = conns.insert(Fake::default());
+        let (mut sa, mut sc) = (Vec::new(), Vec::new());
+        topics.subscribe(a, 0, "t", DROP, &mut sa, 8).unwrap();
+        topics.accept(&delivery("t", 1, b"12345"));
+        assert_eq!(topics.snapshot_bytes(), 0);
+        assert_eq!(topics.snapshot("t").unwrap(), b"");
+        let c = conns.insert(Fake::default());
+        topics.subscribe(c, 0, "t", CONFLATE, &mut sc, 8).unwrap();
+        topics.accept(&delivery("t", 1, b"abc"));
+        topics.accept(&delivery("t", 2, b"de"));
+        topics.accept(&delivery("t", 1, b"f"));
+        assert_eq!(topics.snapshot("t").unwrap(), b"fde");
+        assert_eq!(topics.snapshot_bytes(), 3);
+        // The conflating subscriber goes: so do the frames.
+        topics.forget(&sc);
+        assert_eq!(topics.snapshot_bytes(), 0);
+        assert_eq!(topics.snapshot("t").unwrap(), b"");
+        let mut out = FanOut::default();
+        topics.fan_out(&mut conns, 0, &mut out);
+        assert_eq!(conns[a].got, b"12345abcdef");
+    }
+
+    #[test]
+    fn a_snapshot_holds_at_most_the_bound_and_the_newest_frame() {
+        let mut topics = Topics::default();
+        let mut subs = Vec::new();
+        topics
+            .subscribe(0, 0, "px", CONFLATE, &mut subs, 8)
+            .unwrap();
+        for key in 0..30u8 {
+            topics.accept(&delivery("px", u32::from(key), &[b'a' + key % 26; 10]));
+        }
+        // The oldest keys went first: the newest ten remain.
+        assert_eq!(topics.snapshot_bytes(), CONFLATE.bound);
+        let kept = topics.snapshot("px").unwrap();
+        assert_eq!(&kept[..10], [b'a' + 20; 10]);
+        assert_eq!(&kept[90..], [b'a' + 29 % 26; 10]);
+        // A frame over the bound alone is still the latest value of its key.
+        topics.accept(&delivery("px", 25, &[b'!'; 150]));
+        assert_eq!(topics.snapshot("px").unwrap(), [b'!'; 150]);
+        assert_eq!(topics.snapshot_bytes(), 150);
+        assert!(topics.unsubscribe("px", &mut subs));
+        assert_eq!(topics.snapshot_bytes(), 0);
     }
 }

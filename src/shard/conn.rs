@@ -940,8 +940,15 @@ fn hub_request(
             }
             Some(pubsub_protocol::ack("unsubscribed", &names))
         }
+        HubRequest::Publish { .. } if payload.len() > routes.max_publish => {
+            Some(pubsub_protocol::error(&format!(
+                "a publish is at most {} bytes; this one is {}",
+                routes.max_publish,
+                payload.len()
+            )))
+        }
         HubRequest::Publish { topic, data } => {
-            let text = pubsub_protocol::message(&topic, &data);
+            let text = pubsub_protocol::message(&topic, data);
             limits.pubsub.hub().publish_to_hub(&topic, text.as_bytes());
             None
         }

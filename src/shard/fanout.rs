@@ -89,6 +89,10 @@ impl PubSub {
         ShardStats::set(&stats.pubsub_snapshots_total, t.snapshots);
         ShardStats::set(&stats.pubsub_disconnected_total, t.disconnected);
         ShardStats::set(&stats.pubsub_compressed_total, t.compressed);
+        ShardStats::set(
+            &stats.pubsub_snapshot_bytes,
+            self.topics.snapshot_bytes() as u64,
+        );
     }
 
     /// Ends every subscription of a connection whose slot is being freed.
