@@ -7,6 +7,7 @@ pub(crate) mod fanout;
 pub(crate) mod gate;
 pub(crate) mod spawn;
 pub(crate) mod spill;
+pub(crate) mod throttle;
 pub(crate) mod timer;
 
 use std::time::{Duration, Instant};

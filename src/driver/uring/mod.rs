@@ -28,6 +28,7 @@ use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
+use crate::shard::throttle::Throttled;
 use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
 use crate::tls::TlsStream;
 use buf_ring::BufRing;
@@ -143,6 +144,13 @@ pub(crate) struct UringLoop {
     scratch: Vec<u8>,
     completions: Vec<(u64, i32, u32)>,
     accepts_armed: usize,
+    /// Listeners whose accept failed for want of descriptors or memory,
+    /// re-armed at `accept_retry_tick`: re-arming at once would only fail
+    /// again, spinning the core.
+    accept_retry: Vec<usize>,
+    accept_retry_tick: u64,
+    /// The accept warning, written at most once a second.
+    accept_log: Throttled,
     draining_until: Option<u64>,
     /// This shard has told the others it has no connections left.
     drain_reported: bool,
@@ -198,6 +206,9 @@ impl UringLoop {
             scratch: Vec::new(),
             completions: Vec::with_capacity(RING_ENTRIES as usize * 4),
             accepts_armed: 0,
+            accept_retry: Vec::new(),
+            accept_retry_tick: 0,
+            accept_log: Throttled::default(),
             draining_until: None,
             drain_reported: false,
         };
@@ -218,7 +229,10 @@ impl UringLoop {
 
     fn run_loop(&mut self) -> io::Result<()> {
         loop {
-            let wait = if !self.deadlines.is_empty() || self.draining_until.is_some() {
+            let ticking = !self.deadlines.is_empty()
+                || !self.accept_retry.is_empty()
+                || self.draining_until.is_some();
+            let wait = if ticking {
                 let ts = types::Timespec::from(Clock::tick_interval());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
@@ -235,6 +249,7 @@ impl UringLoop {
                 Err(e) => return Err(e),
             }
             self.clock.update();
+            self.retry_accepts();
             let mut completions = std::mem::take(&mut self.completions);
             completions.extend(
                 self.ring
@@ -370,17 +385,26 @@ impl UringLoop {
         }
     }
 
+    /// Re-arms the accepts that backed off, once their tick has come.
+    fn retry_accepts(&mut self) {
+        if !self.accept_retry.is_empty() && self.clock.now_tick >= self.accept_retry_tick {
+            for index in std::mem::take(&mut self.accept_retry) {
+                self.arm_accept(index);
+            }
+        }
+    }
+
     fn on_accept(&mut self, index: usize, result: i32, flags: u32) {
-        if !cqueue::more(flags) {
+        let ended = !cqueue::more(flags);
+        if ended {
             self.accepts_armed -= 1;
-            self.arm_accept(index);
         }
         if result < 0 {
-            let e = io::Error::from_raw_os_error(-result);
-            if result != -libc::ECANCELED {
-                tracing::warn!("accept failed: {e}");
-            }
+            self.accept_failed(index, -result, ended);
             return;
+        }
+        if ended {
+            self.arm_accept(index);
         }
         // SAFETY: a successful accept returns a new descriptor we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
@@ -407,6 +431,36 @@ impl UringLoop {
         self.deadlines
             .accepted(key, &mut self.conns[key].session, now, &self.shared.config);
         self.arm_recv(key);
+    }
+
+    /// An accept failed with `errno`. Out of descriptors or memory, the
+    /// connection stays queued and every retry fails until something is
+    /// freed: back off to the next tick, as the epoll driver does.
+    fn accept_failed(&mut self, index: usize, errno: i32, ended: bool) {
+        let exhausted = matches!(
+            errno,
+            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
+        );
+        if errno != libc::ECANCELED {
+            let e = io::Error::from_raw_os_error(errno);
+            let now = self.clock.now_tick;
+            let then = if exhausted {
+                "retrying next tick"
+            } else {
+                "re-armed"
+            };
+            self.accept_log
+                .warn(now, format_args!("accept failed: {e}; {then}"));
+        }
+        if !ended {
+            return;
+        }
+        if exhausted {
+            self.accept_retry.push(index);
+            self.accept_retry_tick = self.clock.now_tick + 1;
+        } else {
+            self.arm_accept(index);
+        }
     }
 
     fn on_recv(&mut self, data: UserData, result: i32, flags: u32) {
