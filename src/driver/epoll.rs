@@ -352,11 +352,10 @@ impl EpollLoop {
                     self.remove(key);
                 } else if !conn.eof {
                     conn.eof = true;
-                    self.counters.dropped(&conn.session);
-                    let next = conn.session.peer_finished();
                     let now = self.clock.now_tick;
+                    let (session, counters) = (&mut conn.session, &mut self.counters);
                     self.deadlines
-                        .after(key, &mut conn.session, next, now, &self.shared.config);
+                        .peer_finished(key, session, counters, now, &self.shared.config);
                 }
                 return;
             }

@@ -510,6 +510,7 @@ impl UringLoop {
                     held,
                 };
                 let input = self.bufs.take(bid, len);
+                let mut finished = false;
                 let next = if let Some(tls) = conn.tls.as_deref_mut() {
                     self.scratch.clear();
                     self.scratch.extend_from_slice(conn.session.carried());
@@ -517,6 +518,7 @@ impl UringLoop {
                     match tls.decrypt(input, &mut self.scratch) {
                         Ok(closed) => {
                             // close_notify: the peer is done, as with a FIN.
+                            finished = closed && !conn.eof;
                             conn.eof |= closed;
                             if self.scratch.len() > carried {
                                 conn.session.feed(&mut self.scratch, &mut limits)
@@ -540,8 +542,14 @@ impl UringLoop {
                     conn.session.feed(&mut self.scratch, &mut limits)
                 };
                 self.bufs.release(bid, len, buf_more);
+                let now = self.clock.now_tick;
                 self.deadlines
-                    .after(key, &mut conn.session, next, self.clock.now_tick, config);
+                    .after(key, &mut conn.session, next, now, config);
+                if finished {
+                    let counters = &mut self.counters;
+                    self.deadlines
+                        .peer_finished(key, &mut conn.session, counters, now, config);
+                }
                 if conn.pending_out() >= MAX_PENDING_OUT {
                     self.pause_recv(key);
                 }
@@ -553,6 +561,9 @@ impl UringLoop {
             if !more {
                 self.rearm.push(key);
             }
+            // A dead connection's last receive may carry data: nothing else
+            // is left to free it.
+            self.maybe_free(key);
             return;
         }
         match result {
@@ -566,8 +577,15 @@ impl UringLoop {
                 }
             }
             0 if !conn.dead => {
-                // The peer is done sending: flush what we owe, then close.
-                conn.eof = true;
+                // The peer is done sending: flush what we owe, then close,
+                // within the close timeout even if it stops reading too.
+                if !conn.eof {
+                    conn.eof = true;
+                    let now = self.clock.now_tick;
+                    let (session, counters) = (&mut conn.session, &mut self.counters);
+                    self.deadlines
+                        .peer_finished(key, session, counters, now, &self.shared.config);
+                }
                 self.mark_dirty(key);
             }
             _ if conn.dead => {}
@@ -952,11 +970,14 @@ impl UringLoop {
             return;
         };
         conn.dead = true;
-        if conn.recv_armed {
-            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
-            // Shutting the socket ends a pending send at once too.
+        if conn.recv_armed || conn.send_armed {
+            // Ends a pending receive at once, and a send waiting for window
+            // space that a peer which stopped reading will never open.
             // SAFETY: plain syscall on a descriptor we own.
             unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        if conn.recv_armed {
+            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
             self.cancel(target);
         }
         self.maybe_free(key);
