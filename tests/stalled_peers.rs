@@ -156,6 +156,14 @@ fn stalled_reader_is_freed_by_the_close_deadline() {
     }
 }
 
+/// The same with zero-copy sends: the kernel holds the bytes of a send it
+/// has queued until the peer acknowledges them, and its notification (for
+/// which the slot waits) does not come while the peer's window stays shut.
+#[test]
+fn stalled_reader_with_zero_copy_sends_is_freed_by_the_close_deadline() {
+    stalled_reader_is_freed("uring", &["--zerocopy-threshold", "1024"]);
+}
+
 /// A client sends a few MiB of echo requests, shuts its write side
 /// and never reads: the FIN starts the linger deadline (the close timeout),
 /// long before the idle timeout would.

@@ -616,10 +616,17 @@ impl UringLoop {
 
     fn on_send(&mut self, data: UserData, result: i32, flags: u32) {
         let key = data.key();
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.session.generation == data.generation())
+        else {
             return;
         };
         if cqueue::notif(flags) {
+            // Anything else is a bookkeeping slip: the buffer it releases
+            // may already have been reused.
+            debug_assert!(conn.zc_notif_pending, "a notification nothing awaits");
             conn.zc_notif_pending = false;
             if !conn.send_armed {
                 self.finish_send(key);
@@ -628,6 +635,11 @@ impl UringLoop {
             return;
         }
         conn.send_armed = false;
+        if cqueue::more(flags) {
+            // A zero-copy send, failed or not: its notification completion
+            // follows, and until then the kernel may read `sending`.
+            conn.zc_notif_pending = true;
+        }
         if result < 0 {
             conn.dead = true;
             self.remove(key);
@@ -641,10 +653,6 @@ impl UringLoop {
             return;
         }
         conn.sent += result as usize;
-        if cqueue::more(flags) {
-            // A zero-copy send: its notification completion follows.
-            conn.zc_notif_pending = true;
-        }
         if !conn.zc_notif_pending {
             self.finish_send(key);
         }
@@ -976,6 +984,9 @@ impl UringLoop {
             // SAFETY: plain syscall on a descriptor we own.
             unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
         }
+        if conn.zc_notif_pending {
+            abort_connection(conn.fd.as_fd());
+        }
         if conn.recv_armed {
             let target = UserData::new(Op::Recv, key, conn.session.generation).0;
             self.cancel(target);
@@ -1012,4 +1023,20 @@ impl UringLoop {
             self.pool.give(conn.sending);
         }
     }
+}
+
+/// Disconnects a TCP socket at once (connect to AF_UNSPEC: the kernel's
+/// tcp_disconnect), resetting the peer and dropping whatever is queued to
+/// it. A zero-copy send's notification comes only once the kernel lets go
+/// of the bytes it queued, which a peer that stopped reading never
+/// acknowledges; shutting the socket down keeps them queued.
+fn abort_connection(fd: std::os::fd::BorrowedFd<'_>) {
+    let unspec = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: `unspec` is a valid address of `len` bytes for the duration of
+    // the call, and the descriptor is ours.
+    unsafe { libc::connect(fd.as_raw_fd(), &unspec, len) };
 }
