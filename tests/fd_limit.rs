@@ -8,8 +8,8 @@
 mod support;
 
 use std::io::Write;
-use std::net::{SocketAddr, TcpStream};
-use std::time::Duration;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
 
 use support::{connect, read_response_head, upgrade_request, Server};
 
@@ -38,31 +38,34 @@ fn clock_ticks_per_second() -> u64 {
         .unwrap_or(100)
 }
 
-/// Sends an upgrade request; true if a 101 comes back within `within`.
-fn try_upgrade(s: &mut TcpStream, within: Duration) -> bool {
-    s.set_read_timeout(Some(within)).unwrap();
-    s.write_all(upgrade_request("/", "").as_bytes()).unwrap();
-    let mut byte = [0u8; 1];
-    // Peek at the first byte with the short timeout, then read the head.
-    match s.peek(&mut byte) {
-        Ok(1) => {
-            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-            read_response_head(s).0 == 101
-        }
-        _ => false,
-    }
-}
-
 /// Opens WebSocket connections until one is left waiting in the backlog
-/// (the server's accepts fail); returns the upgraded ones and the waiter.
-fn fill_to_the_limit(addr: SocketAddr, backend: &str) -> (Vec<TcpStream>, TcpStream) {
+/// (the server says its accept failed and answers nothing); returns the
+/// upgraded ones and the waiter.
+fn fill_to_the_limit(server: &Server, backend: &str) -> (Vec<TcpStream>, TcpStream) {
     let mut held = Vec::new();
     for _ in 0..MAX_FDS {
-        let mut s = connect(addr);
-        if !try_upgrade(&mut s, Duration::from_millis(500)) {
-            return (held, s);
+        let mut s = connect(server.addr);
+        s.write_all(upgrade_request("/", "").as_bytes()).unwrap();
+        s.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let mut byte = [0u8; 1];
+        loop {
+            if matches!(s.peek(&mut byte), Ok(1)) {
+                s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+                let (status, head) = read_response_head(&mut s);
+                assert_eq!(status, 101, "{backend}: {head}");
+                held.push(s);
+                break;
+            }
+            if lines_saying(server, "accept failed") > 0 {
+                return (held, s);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{backend}: neither an answer nor an accept failure in 5 s"
+            );
         }
-        held.push(s);
     }
     panic!("{backend}: {MAX_FDS} connections upgraded under a limit of {MAX_FDS} descriptors");
 }
@@ -74,7 +77,7 @@ fn lines_saying(server: &Server, what: &str) -> usize {
 fn backs_off_at_the_limit(backend: &str) {
     let server =
         Server::start_with_fd_limit(&["echo", "--backend", backend, "--shards", "1"], MAX_FDS);
-    let (mut held, mut waiter) = fill_to_the_limit(server.addr, backend);
+    let (mut held, mut waiter) = fill_to_the_limit(&server, backend);
     assert!(held.len() > 20, "{backend}: only {} upgraded", held.len());
     // Held at the limit for two seconds: the waiter's accept keeps failing.
     let (lines_before, cpu_before) = (
