@@ -20,6 +20,7 @@ use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
+use crate::shard::throttle::Throttled;
 use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
 use crate::tls::TlsStream;
 
@@ -106,6 +107,8 @@ pub(crate) struct EpollLoop {
     next_generation: u32,
     /// Set when accept failed for want of descriptors; retried each tick.
     accept_blocked: bool,
+    /// The accept warning, written at most once a second.
+    accept_log: Throttled,
     /// When shutdown began, the tick by which every connection is dropped.
     draining_until: Option<u64>,
     /// This shard has told the others it has no connections left.
@@ -149,6 +152,7 @@ impl EpollLoop {
             clock: Clock::new(),
             next_generation: 0,
             accept_blocked: false,
+            accept_log: Throttled::default(),
             draining_until: None,
             drain_reported: false,
         })
@@ -253,7 +257,9 @@ impl EpollLoop {
                 Err(e) => {
                     // EMFILE/ENFILE/ENOBUFS: the queue stays full until a
                     // descriptor frees up, and no new edge will tell us.
-                    tracing::warn!("accept failed: {e}; retrying next tick");
+                    let now = self.clock.now_tick;
+                    self.accept_log
+                        .warn(now, format_args!("accept failed: {e}; retrying next tick"));
                     self.accept_blocked = true;
                     return;
                 }
@@ -346,11 +352,10 @@ impl EpollLoop {
                     self.remove(key);
                 } else if !conn.eof {
                     conn.eof = true;
-                    self.counters.dropped(&conn.session);
-                    let next = conn.session.peer_finished();
                     let now = self.clock.now_tick;
+                    let (session, counters) = (&mut conn.session, &mut self.counters);
                     self.deadlines
-                        .after(key, &mut conn.session, next, now, &self.shared.config);
+                        .peer_finished(key, session, counters, now, &self.shared.config);
                 }
                 return;
             }

@@ -7,6 +7,7 @@ pub(crate) mod fanout;
 pub(crate) mod gate;
 pub(crate) mod spawn;
 pub(crate) mod spill;
+pub(crate) mod throttle;
 pub(crate) mod timer;
 
 use std::time::{Duration, Instant};
@@ -17,7 +18,7 @@ use crate::admission::stats::AdmissionStats;
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::protocol::{CloseCode, State};
-use conn::{Next, Phase, Session};
+use conn::{Counters, Next, Phase, Session};
 use gate::Gate;
 use timer::{Entry, TimerWheel, TICK_MS};
 
@@ -236,6 +237,23 @@ impl Deadlines {
             }
         };
         self.set(key, session, tick);
+    }
+
+    /// The peer shut its side (a FIN, or TLS close_notify): an open
+    /// connection's end counts as 1006, whatever is owed is still delivered,
+    /// and the close timeout bounds how long that may take, so a peer that
+    /// also stops reading cannot hold the slot.
+    pub(crate) fn peer_finished(
+        &mut self,
+        key: usize,
+        session: &mut Session,
+        counters: &mut Counters,
+        now: u64,
+        config: &Config,
+    ) {
+        counters.dropped(session);
+        let next = session.peer_finished();
+        self.after(key, session, next, now, config);
     }
 
     /// Answers a parked client now, with a jittered `Retry-After`.

@@ -40,6 +40,16 @@ impl Server {
     /// Like `start`, with `listeners` times `--listen 127.0.0.1:0`; waits
     /// (10 s in all) for one readiness line per listener.
     pub(crate) fn start_listening(args: &[&str], listeners: usize) -> Self {
+        Self::launch(args, listeners, None)
+    }
+
+    /// Like `start`, in a process that may hold at most `max_fds`
+    /// descriptors (soft and hard limit, so the server cannot raise it).
+    pub(crate) fn start_with_fd_limit(args: &[&str], max_fds: u64) -> Self {
+        Self::launch(args, 1, Some(max_fds))
+    }
+
+    fn launch(args: &[&str], listeners: usize, max_fds: Option<u64>) -> Self {
         let mut extra = Vec::new();
         let is_server = matches!(args.first(), Some(&"echo" | &"serve"));
         for (flag, var) in [
@@ -51,7 +61,18 @@ impl Server {
                 extra.extend([flag.to_owned(), value]);
             }
         }
-        let child = Command::new(env!("CARGO_BIN_EXE_surge"))
+        let mut command = match max_fds {
+            None => Command::new(env!("CARGO_BIN_EXE_surge")),
+            Some(n) => {
+                // The shell sets the limit and execs, so the pid is surge's.
+                let mut sh = Command::new("sh");
+                sh.arg("-c")
+                    .arg(format!("ulimit -n {n} && exec \"$0\" \"$@\""))
+                    .arg(env!("CARGO_BIN_EXE_surge"));
+                sh
+            }
+        };
+        let child = command
             .args(args)
             .args(&extra)
             .args((0..listeners).flat_map(|_| ["--listen", "127.0.0.1:0"]))

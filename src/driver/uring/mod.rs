@@ -28,6 +28,7 @@ use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
+use crate::shard::throttle::Throttled;
 use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
 use crate::tls::TlsStream;
 use buf_ring::BufRing;
@@ -143,6 +144,13 @@ pub(crate) struct UringLoop {
     scratch: Vec<u8>,
     completions: Vec<(u64, i32, u32)>,
     accepts_armed: usize,
+    /// Listeners whose accept failed for want of descriptors or memory,
+    /// re-armed at `accept_retry_tick`: re-arming at once would only fail
+    /// again, spinning the core.
+    accept_retry: Vec<usize>,
+    accept_retry_tick: u64,
+    /// The accept warning, written at most once a second.
+    accept_log: Throttled,
     draining_until: Option<u64>,
     /// This shard has told the others it has no connections left.
     drain_reported: bool,
@@ -198,6 +206,9 @@ impl UringLoop {
             scratch: Vec::new(),
             completions: Vec::with_capacity(RING_ENTRIES as usize * 4),
             accepts_armed: 0,
+            accept_retry: Vec::new(),
+            accept_retry_tick: 0,
+            accept_log: Throttled::default(),
             draining_until: None,
             drain_reported: false,
         };
@@ -218,7 +229,10 @@ impl UringLoop {
 
     fn run_loop(&mut self) -> io::Result<()> {
         loop {
-            let wait = if !self.deadlines.is_empty() || self.draining_until.is_some() {
+            let ticking = !self.deadlines.is_empty()
+                || !self.accept_retry.is_empty()
+                || self.draining_until.is_some();
+            let wait = if ticking {
                 let ts = types::Timespec::from(Clock::tick_interval());
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
@@ -235,6 +249,7 @@ impl UringLoop {
                 Err(e) => return Err(e),
             }
             self.clock.update();
+            self.retry_accepts();
             let mut completions = std::mem::take(&mut self.completions);
             completions.extend(
                 self.ring
@@ -370,17 +385,26 @@ impl UringLoop {
         }
     }
 
+    /// Re-arms the accepts that backed off, once their tick has come.
+    fn retry_accepts(&mut self) {
+        if !self.accept_retry.is_empty() && self.clock.now_tick >= self.accept_retry_tick {
+            for index in std::mem::take(&mut self.accept_retry) {
+                self.arm_accept(index);
+            }
+        }
+    }
+
     fn on_accept(&mut self, index: usize, result: i32, flags: u32) {
-        if !cqueue::more(flags) {
+        let ended = !cqueue::more(flags);
+        if ended {
             self.accepts_armed -= 1;
-            self.arm_accept(index);
         }
         if result < 0 {
-            let e = io::Error::from_raw_os_error(-result);
-            if result != -libc::ECANCELED {
-                tracing::warn!("accept failed: {e}");
-            }
+            self.accept_failed(index, -result, ended);
             return;
+        }
+        if ended {
+            self.arm_accept(index);
         }
         // SAFETY: a successful accept returns a new descriptor we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
@@ -407,6 +431,36 @@ impl UringLoop {
         self.deadlines
             .accepted(key, &mut self.conns[key].session, now, &self.shared.config);
         self.arm_recv(key);
+    }
+
+    /// An accept failed with `errno`. Out of descriptors or memory, the
+    /// connection stays queued and every retry fails until something is
+    /// freed: back off to the next tick, as the epoll driver does.
+    fn accept_failed(&mut self, index: usize, errno: i32, ended: bool) {
+        let exhausted = matches!(
+            errno,
+            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
+        );
+        if errno != libc::ECANCELED {
+            let e = io::Error::from_raw_os_error(errno);
+            let now = self.clock.now_tick;
+            let then = if exhausted {
+                "retrying next tick"
+            } else {
+                "re-armed"
+            };
+            self.accept_log
+                .warn(now, format_args!("accept failed: {e}; {then}"));
+        }
+        if !ended {
+            return;
+        }
+        if exhausted {
+            self.accept_retry.push(index);
+            self.accept_retry_tick = self.clock.now_tick + 1;
+        } else {
+            self.arm_accept(index);
+        }
     }
 
     fn on_recv(&mut self, data: UserData, result: i32, flags: u32) {
@@ -456,6 +510,7 @@ impl UringLoop {
                     held,
                 };
                 let input = self.bufs.take(bid, len);
+                let mut finished = false;
                 let next = if let Some(tls) = conn.tls.as_deref_mut() {
                     self.scratch.clear();
                     self.scratch.extend_from_slice(conn.session.carried());
@@ -463,6 +518,7 @@ impl UringLoop {
                     match tls.decrypt(input, &mut self.scratch) {
                         Ok(closed) => {
                             // close_notify: the peer is done, as with a FIN.
+                            finished = closed && !conn.eof;
                             conn.eof |= closed;
                             if self.scratch.len() > carried {
                                 conn.session.feed(&mut self.scratch, &mut limits)
@@ -486,8 +542,14 @@ impl UringLoop {
                     conn.session.feed(&mut self.scratch, &mut limits)
                 };
                 self.bufs.release(bid, len, buf_more);
+                let now = self.clock.now_tick;
                 self.deadlines
-                    .after(key, &mut conn.session, next, self.clock.now_tick, config);
+                    .after(key, &mut conn.session, next, now, config);
+                if finished {
+                    let counters = &mut self.counters;
+                    self.deadlines
+                        .peer_finished(key, &mut conn.session, counters, now, config);
+                }
                 if conn.pending_out() >= MAX_PENDING_OUT {
                     self.pause_recv(key);
                 }
@@ -499,6 +561,9 @@ impl UringLoop {
             if !more {
                 self.rearm.push(key);
             }
+            // A dead connection's last receive may carry data: nothing else
+            // is left to free it.
+            self.maybe_free(key);
             return;
         }
         match result {
@@ -512,8 +577,15 @@ impl UringLoop {
                 }
             }
             0 if !conn.dead => {
-                // The peer is done sending: flush what we owe, then close.
-                conn.eof = true;
+                // The peer is done sending: flush what we owe, then close,
+                // within the close timeout even if it stops reading too.
+                if !conn.eof {
+                    conn.eof = true;
+                    let now = self.clock.now_tick;
+                    let (session, counters) = (&mut conn.session, &mut self.counters);
+                    self.deadlines
+                        .peer_finished(key, session, counters, now, &self.shared.config);
+                }
                 self.mark_dirty(key);
             }
             _ if conn.dead => {}
@@ -544,10 +616,17 @@ impl UringLoop {
 
     fn on_send(&mut self, data: UserData, result: i32, flags: u32) {
         let key = data.key();
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.session.generation == data.generation())
+        else {
             return;
         };
         if cqueue::notif(flags) {
+            // Anything else is a bookkeeping slip: the buffer it releases
+            // may already have been reused.
+            debug_assert!(conn.zc_notif_pending, "a notification nothing awaits");
             conn.zc_notif_pending = false;
             if !conn.send_armed {
                 self.finish_send(key);
@@ -556,6 +635,11 @@ impl UringLoop {
             return;
         }
         conn.send_armed = false;
+        if cqueue::more(flags) {
+            // A zero-copy send, failed or not: its notification completion
+            // follows, and until then the kernel may read `sending`.
+            conn.zc_notif_pending = true;
+        }
         if result < 0 {
             conn.dead = true;
             self.remove(key);
@@ -569,10 +653,6 @@ impl UringLoop {
             return;
         }
         conn.sent += result as usize;
-        if cqueue::more(flags) {
-            // A zero-copy send: its notification completion follows.
-            conn.zc_notif_pending = true;
-        }
         if !conn.zc_notif_pending {
             self.finish_send(key);
         }
@@ -902,11 +982,17 @@ impl UringLoop {
             return;
         };
         conn.dead = true;
-        if conn.recv_armed {
-            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
-            // Shutting the socket ends a pending send at once too.
+        if conn.recv_armed || conn.send_armed {
+            // Ends a pending receive at once, and a send waiting for window
+            // space that a peer which stopped reading will never open.
             // SAFETY: plain syscall on a descriptor we own.
             unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        if conn.zc_notif_pending {
+            abort_connection(conn.fd.as_fd());
+        }
+        if conn.recv_armed {
+            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
             self.cancel(target);
         }
         self.maybe_free(key);
@@ -941,4 +1027,20 @@ impl UringLoop {
             self.pool.give(conn.sending);
         }
     }
+}
+
+/// Disconnects a TCP socket at once (connect to AF_UNSPEC: the kernel's
+/// tcp_disconnect), resetting the peer and dropping whatever is queued to
+/// it. A zero-copy send's notification comes only once the kernel lets go
+/// of the bytes it queued, which a peer that stopped reading never
+/// acknowledges; shutting the socket down keeps them queued.
+fn abort_connection(fd: std::os::fd::BorrowedFd<'_>) {
+    let unspec = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    let len = std::mem::size_of::<libc::sockaddr>() as libc::socklen_t;
+    // SAFETY: `unspec` is a valid address of `len` bytes for the duration of
+    // the call, and the descriptor is ours.
+    unsafe { libc::connect(fd.as_raw_fd(), &unspec, len) };
 }
