@@ -95,7 +95,7 @@ fn one_big_publish_costs_the_server_a_small_multiple_of_its_size() {
             backend,
             "--shards",
             "1",
-            "--max-message",
+            "--hub-max-message",
             &limit,
             "--max-publish",
             &limit,
@@ -134,6 +134,8 @@ fn a_publish_larger_than_the_bound_reaches_every_subscriber_that_keeps_up() {
             "1",
             "--max-backpressure",
             "16384",
+            "--max-publish",
+            "65536",
         ]);
         let addr = server.addr;
         let mut subscribers: Vec<Ws> = (0..3)
@@ -233,7 +235,7 @@ fn fill_topics(addr: SocketAddr, payload: &str) -> Vec<Ws> {
 #[test]
 fn topics_without_a_conflating_subscriber_keep_no_latest_frames() {
     let payload = "p".repeat(60_000);
-    let server = Server::start(&["serve", "--shards", "1"]);
+    let server = Server::start(&["serve", "--shards", "1", "--max-publish", "65536"]);
     let pid = server.pid();
     let before = status_kib(pid, "VmRSS");
     let subscribers = fill_topics(server.addr, &payload);
@@ -246,7 +248,15 @@ fn topics_without_a_conflating_subscriber_keep_no_latest_frames() {
 
     // Conflating subscribers keep the latest frame of each of their topics,
     // until they go.
-    let server = Server::start(&["serve", "--shards", "1", "--hub-backpressure", "conflate"]);
+    let server = Server::start(&[
+        "serve",
+        "--shards",
+        "1",
+        "--max-publish",
+        "65536",
+        "--hub-backpressure",
+        "conflate",
+    ]);
     let subscribers = fill_topics(server.addr, &payload);
     // Each frame: a 4-byte header and {"topic":"tC-T","data":"..."}.
     let frames: usize = (0..8)
