@@ -137,7 +137,8 @@ fn yawc_echoes_compressed_messages() {
 #[test]
 fn yawc_reads_a_compressed_hub_broadcast() {
     for backend in ["epoll", "uring"] {
-        let server = Server::start(&["serve", "--backend", backend]);
+        // The broadcast is about 50 KB, over the default --max-publish.
+        let server = Server::start(&["serve", "--backend", backend, "--max-publish", "65536"]);
         runtime().block_on(async {
             let (mut ws, read) = open(&server, "/hub", None).await;
             ws.send(Frame::text(r#"{"op":"subscribe","topics":["prices"]}"#))
