@@ -293,6 +293,25 @@ fn forwarded_for_counts_only_behind_a_trusted_proxy() {
     assert_eq!(from(7, &xff("203.0.113.99")).0, 503);
 }
 
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let server = Server::start(&["echo", "--auth-token", "s3cret"]);
+    let answer = |authorization: &str| {
+        let mut s = connect(server.addr);
+        let extra = format!("Authorization: {authorization}\r\n");
+        s.write_all(upgrade_request("/", &extra).as_bytes())
+            .unwrap();
+        read_response_head(&mut s).0
+    };
+    // RFC 7235 §2.1: the scheme name is case-insensitive.
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        assert_eq!(answer(&format!("{scheme} s3cret")), 101, "{scheme}");
+    }
+    assert_eq!(answer("bearer wrong"), 401);
+    assert_eq!(answer("Basic s3cret"), 401);
+    assert_eq!(metric(server.addr, "surge_admission_rejected_total"), 2);
+}
+
 /// A PROXY protocol v2 header for a TCP/IPv4 client.
 fn proxy_v2(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
