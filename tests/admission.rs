@@ -312,6 +312,34 @@ fn the_bearer_scheme_is_case_insensitive() {
     assert_eq!(metric(server.addr, "surge_admission_rejected_total"), 2);
 }
 
+#[test]
+fn a_trusted_proxy_written_ipv4_mapped_is_believed_from_ipv4() {
+    let server = Server::start(&[
+        "echo",
+        "--trusted-proxy",
+        "::ffff:127.0.0.0/104",
+        "--max-conns-per-ip",
+        "1",
+        "--tarpit-ms",
+        "0",
+    ]);
+    let addr = server.addr;
+    let from = |client: &str| {
+        let xff = format!("X-Forwarded-For: {client}\r\n");
+        let mut s = request_from(ip(1), addr, &xff);
+        let status = read_response_head(&mut s).0;
+        (status, s)
+    };
+    // 127.0.0.1 is inside the mapped net: each forwarded client gets its
+    // own per-client cap, rather than all sharing the proxy's.
+    let (status, _a) = from("203.0.113.7");
+    assert_eq!(status, 101);
+    let (status, _b) = from("203.0.113.8");
+    assert_eq!(status, 101);
+    assert_eq!(from("203.0.113.7").0, 503);
+    assert_eq!(metric(addr, "surge_admission_clients"), 2);
+}
+
 /// A PROXY protocol v2 header for a TCP/IPv4 client.
 fn proxy_v2(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();

@@ -97,7 +97,11 @@ pub struct Admission {
 
 impl Admission {
     /// Builds the shared state for `config`.
-    pub fn new(config: AdmissionConfig) -> Self {
+    pub fn new(mut config: AdmissionConfig) -> Self {
+        // Peers are compared as IPv4 when they are IPv4-mapped; so are nets.
+        for net in &mut config.trusted_proxies {
+            *net = client::canonical_net(*net);
+        }
         let burst = |burst: u32, rate: u32| if burst == 0 { rate } else { burst };
         let limits = Limits {
             per_client: config.max_conns_per_ip,
