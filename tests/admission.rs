@@ -480,6 +480,89 @@ fn the_oldest_pending_handshakes_make_room_for_new_ones() {
     );
 }
 
+/// Whether the server has closed `s` (a FIN or a reset), waiting at most
+/// 10 ms for a sign of it.
+fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let mut b = [0u8; 1];
+    match read_resuming(s, &mut b) {
+        Ok(0) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        other => panic!("a silent pending handshake read {other:?}"),
+    }
+}
+
+/// Clients from 127.0.0.3 are mid-handshake when 127.0.0.2 floods the shard
+/// with half-open connections far past its bound: the flood pushes out its
+/// own oldest, and the earlier clients still finish their upgrade.
+fn a_half_open_flood_pushes_out_only_its_own(backend: &str) {
+    const BOUND: usize = 64;
+    const EARLY: usize = 4;
+    const FLOOD: usize = 200;
+    let server = Server::start(&[
+        "echo",
+        "--backend",
+        backend,
+        "--shards",
+        "1",
+        "--max-handshakes-in-flight",
+        &BOUND.to_string(),
+        "--max-conns-per-ip",
+        "0",
+    ]);
+    let addr = server.addr;
+    let request = upgrade_request("/", "");
+    // Everything but the blank line that ends the head.
+    let (head, end) = request.split_at(request.len() - 2);
+    let mut early: Vec<TcpStream> = (0..EARLY)
+        .map(|_| {
+            let mut s = connect_from(ip(3), addr);
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut flood: Vec<TcpStream> = (0..FLOOD).map(|_| connect_from(ip(2), addr)).collect();
+    let over = (EARLY + FLOOD - BOUND) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(addr, "surge_admission_handshake_evictions_total") < over {
+        assert!(Instant::now() < deadline, "{backend}: evictions stuck");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (i, s) in early.iter_mut().enumerate() {
+        let finished = s.write_all(end.as_bytes());
+        assert!(
+            finished.is_ok(),
+            "{backend}: early client {i}: {finished:?}"
+        );
+        assert_eq!(read_response_head(s).0, 101, "{backend}: early client {i}");
+    }
+    // The flood lost its oldest: a prefix of it is closed, the rest open.
+    let closed: Vec<bool> = flood.iter_mut().map(is_closed).collect();
+    let dropped = closed.iter().take_while(|&&c| c).count();
+    assert!(
+        closed[dropped..].iter().all(|&c| !c),
+        "{backend}: not the oldest dropped: {closed:?}"
+    );
+    assert!(
+        (over as usize..over as usize + 8).contains(&dropped),
+        "{backend}: {dropped} of the flood dropped, want about {over}"
+    );
+    assert_eq!(
+        metric(addr, "surge_admission_handshake_evictions_total"),
+        dropped as u64,
+        "{backend}"
+    );
+}
+
+#[test]
+fn a_half_open_flood_pushes_out_only_its_own_on_both_drivers() {
+    for backend in ["epoll", "uring"] {
+        a_half_open_flood_pushes_out_only_its_own(backend);
+    }
+}
+
 #[test]
 fn shutdown_spreads_its_closes_over_the_drain_window() {
     let server = Server::start(&["echo", "--drain-ms", "2000"]);

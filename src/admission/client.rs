@@ -8,7 +8,7 @@ use ipnet::IpNet;
 /// The unit every cap and rate is counted by: an IPv4 address, or an IPv6
 /// prefix (one subscriber usually holds a whole /64, so counting single
 /// IPv6 addresses would hand each of them 2^64 caps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ClientKey {
     /// An IPv4 address (IPv4-mapped IPv6 addresses count here too).
     V4(u32),
