@@ -526,7 +526,11 @@ fn a_half_open_flood_pushes_out_only_its_own(backend: &str) {
     let mut flood: Vec<TcpStream> = (0..FLOOD).map(|_| connect_from(ip(2), addr)).collect();
     let over = (EARLY + FLOOD - BOUND) as u64;
     let deadline = Instant::now() + Duration::from_secs(10);
+    // Each /metrics request is a handshake for a moment too, and may push
+    // out one more of the flood.
+    let mut polls = 0;
     while metric(addr, "surge_admission_handshake_evictions_total") < over {
+        polls += 1;
         assert!(Instant::now() < deadline, "{backend}: evictions stuck");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -546,8 +550,8 @@ fn a_half_open_flood_pushes_out_only_its_own(backend: &str) {
         "{backend}: not the oldest dropped: {closed:?}"
     );
     assert!(
-        (over as usize..over as usize + 8).contains(&dropped),
-        "{backend}: {dropped} of the flood dropped, want about {over}"
+        (over as usize..=over as usize + 1 + polls).contains(&dropped),
+        "{backend}: {dropped} of the flood dropped, want {over} (+{polls} polls)"
     );
     assert_eq!(
         metric(addr, "surge_admission_handshake_evictions_total"),
