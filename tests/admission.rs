@@ -293,6 +293,53 @@ fn forwarded_for_counts_only_behind_a_trusted_proxy() {
     assert_eq!(from(7, &xff("203.0.113.99")).0, 503);
 }
 
+#[test]
+fn the_bearer_scheme_is_case_insensitive() {
+    let server = Server::start(&["echo", "--auth-token", "s3cret"]);
+    let answer = |authorization: &str| {
+        let mut s = connect(server.addr);
+        let extra = format!("Authorization: {authorization}\r\n");
+        s.write_all(upgrade_request("/", &extra).as_bytes())
+            .unwrap();
+        read_response_head(&mut s).0
+    };
+    // RFC 7235 §2.1: the scheme name is case-insensitive.
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        assert_eq!(answer(&format!("{scheme} s3cret")), 101, "{scheme}");
+    }
+    assert_eq!(answer("bearer wrong"), 401);
+    assert_eq!(answer("Basic s3cret"), 401);
+    assert_eq!(metric(server.addr, "surge_admission_rejected_total"), 2);
+}
+
+#[test]
+fn a_trusted_proxy_written_ipv4_mapped_is_believed_from_ipv4() {
+    let server = Server::start(&[
+        "echo",
+        "--trusted-proxy",
+        "::ffff:127.0.0.0/104",
+        "--max-conns-per-ip",
+        "1",
+        "--tarpit-ms",
+        "0",
+    ]);
+    let addr = server.addr;
+    let from = |client: &str| {
+        let xff = format!("X-Forwarded-For: {client}\r\n");
+        let mut s = request_from(ip(1), addr, &xff);
+        let status = read_response_head(&mut s).0;
+        (status, s)
+    };
+    // 127.0.0.1 is inside the mapped net: each forwarded client gets its
+    // own per-client cap, rather than all sharing the proxy's.
+    let (status, _a) = from("203.0.113.7");
+    assert_eq!(status, 101);
+    let (status, _b) = from("203.0.113.8");
+    assert_eq!(status, 101);
+    assert_eq!(from("203.0.113.7").0, 503);
+    assert_eq!(metric(addr, "surge_admission_clients"), 2);
+}
+
 /// A PROXY protocol v2 header for a TCP/IPv4 client.
 fn proxy_v2(src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
     let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
@@ -431,6 +478,93 @@ fn the_oldest_pending_handshakes_make_room_for_new_ones() {
         metric(addr, "surge_admission_handshake_evictions_total"),
         31
     );
+}
+
+/// Whether the server has closed `s` (a FIN or a reset), waiting at most
+/// 10 ms for a sign of it.
+fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_millis(10))).unwrap();
+    let mut b = [0u8; 1];
+    match read_resuming(s, &mut b) {
+        Ok(0) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        other => panic!("a silent pending handshake read {other:?}"),
+    }
+}
+
+/// Clients from 127.0.0.3 are mid-handshake when 127.0.0.2 floods the shard
+/// with half-open connections far past its bound: the flood pushes out its
+/// own oldest, and the earlier clients still finish their upgrade.
+fn a_half_open_flood_pushes_out_only_its_own(backend: &str) {
+    const BOUND: usize = 64;
+    const EARLY: usize = 4;
+    const FLOOD: usize = 200;
+    let server = Server::start(&[
+        "echo",
+        "--backend",
+        backend,
+        "--shards",
+        "1",
+        "--max-handshakes-in-flight",
+        &BOUND.to_string(),
+        "--max-conns-per-ip",
+        "0",
+    ]);
+    let addr = server.addr;
+    let request = upgrade_request("/", "");
+    // Everything but the blank line that ends the head.
+    let (head, end) = request.split_at(request.len() - 2);
+    let mut early: Vec<TcpStream> = (0..EARLY)
+        .map(|_| {
+            let mut s = connect_from(ip(3), addr);
+            s.write_all(head.as_bytes()).unwrap();
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(50));
+    let mut flood: Vec<TcpStream> = (0..FLOOD).map(|_| connect_from(ip(2), addr)).collect();
+    let over = (EARLY + FLOOD - BOUND) as u64;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    // Each /metrics request is a handshake for a moment too, and may push
+    // out one more of the flood.
+    let mut polls = 0;
+    while metric(addr, "surge_admission_handshake_evictions_total") < over {
+        polls += 1;
+        assert!(Instant::now() < deadline, "{backend}: evictions stuck");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for (i, s) in early.iter_mut().enumerate() {
+        let finished = s.write_all(end.as_bytes());
+        assert!(
+            finished.is_ok(),
+            "{backend}: early client {i}: {finished:?}"
+        );
+        assert_eq!(read_response_head(s).0, 101, "{backend}: early client {i}");
+    }
+    // The flood lost its oldest: a prefix of it is closed, the rest open.
+    let closed: Vec<bool> = flood.iter_mut().map(is_closed).collect();
+    let dropped = closed.iter().take_while(|&&c| c).count();
+    assert!(
+        closed[dropped..].iter().all(|&c| !c),
+        "{backend}: not the oldest dropped: {closed:?}"
+    );
+    assert!(
+        (over as usize..=over as usize + 1 + polls).contains(&dropped),
+        "{backend}: {dropped} of the flood dropped, want {over} (+{polls} polls)"
+    );
+    assert_eq!(
+        metric(addr, "surge_admission_handshake_evictions_total"),
+        dropped as u64,
+        "{backend}"
+    );
+}
+
+#[test]
+fn a_half_open_flood_pushes_out_only_its_own_on_both_drivers() {
+    for backend in ["epoll", "uring"] {
+        a_half_open_flood_pushes_out_only_its_own(backend);
+    }
 }
 
 #[test]

@@ -63,6 +63,13 @@ impl AgeQueue {
         None
     }
 
+    /// Empties the queue: every entry, oldest first, members or not (the
+    /// caller tells them apart), and no member is counted any more.
+    pub fn drain(&mut self) -> impl Iterator<Item = Member> + '_ {
+        self.members = 0;
+        self.entries.drain(..)
+    }
+
     /// Entries held, members or not (for tests of the bound).
     pub fn entries(&self) -> usize {
         self.entries.len()

@@ -8,7 +8,7 @@ use ipnet::IpNet;
 /// The unit every cap and rate is counted by: an IPv4 address, or an IPv6
 /// prefix (one subscriber usually holds a whole /64, so counting single
 /// IPv6 addresses would hand each of them 2^64 caps).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ClientKey {
     /// An IPv4 address (IPv4-mapped IPv6 addresses count here too).
     V4(u32),
@@ -40,7 +40,25 @@ pub fn canonical(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// Whether `ip` is one of the listed proxies.
+/// A net written IPv4-mapped (`::ffff:10.0.0.0/104`) as the IPv4 net it
+/// names (`10.0.0.0/8`), since peers are compared in [`canonical`] form: a
+/// dual-stack socket's IPv4 peer and a plain IPv4 peer then match alike.
+/// Other nets are kept as written (a wide IPv6 net such as `::/0` does not
+/// take in IPv4 peers).
+pub fn canonical_net(net: IpNet) -> IpNet {
+    match net {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => match v6.network().to_ipv4_mapped() {
+            Some(v4) => ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96)
+                .map_or(net, IpNet::V4)
+                .trunc(),
+            None => net,
+        },
+        other => other,
+    }
+}
+
+/// Whether `ip` is one of the listed proxies (nets in [`canonical_net`]
+/// form).
 pub fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     let ip = canonical(ip);
     trusted.iter().any(|net| net.contains(&ip))
@@ -159,5 +177,23 @@ mod tests {
         let trusted = nets(&["127.0.0.1/32"]);
         assert!(is_trusted(ip("::ffff:127.0.0.1"), &trusted));
         assert!(!is_trusted(ip("127.0.0.2"), &trusted));
+    }
+
+    #[test]
+    fn mapped_nets_are_their_ipv4_nets() {
+        let canon = |s: &str| canonical_net(s.parse().unwrap()).to_string();
+        assert_eq!(canon("::ffff:127.0.0.0/104"), "127.0.0.0/8");
+        assert_eq!(canon("::ffff:10.1.2.3/128"), "10.1.2.3/32");
+        assert_eq!(canon("::ffff:0.0.0.0/96"), "0.0.0.0/0");
+        assert_eq!(canon("::/0"), "::/0");
+        assert_eq!(canon("2001:db8::/32"), "2001:db8::/32");
+        assert_eq!(canon("10.0.0.0/8"), "10.0.0.0/8");
+        let trusted: Vec<IpNet> = nets(&["::ffff:127.0.0.0/104"])
+            .into_iter()
+            .map(canonical_net)
+            .collect();
+        assert!(is_trusted(ip("127.0.0.1"), &trusted));
+        assert!(is_trusted(ip("::ffff:127.9.9.9"), &trusted));
+        assert!(!is_trusted(ip("128.0.0.1"), &trusted));
     }
 }

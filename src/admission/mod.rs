@@ -8,6 +8,7 @@
 
 pub mod age_queue;
 pub mod client;
+pub mod fair_queue;
 pub mod jitter;
 pub mod policy;
 pub mod proxy_protocol;
@@ -45,8 +46,9 @@ pub struct AdmissionConfig {
     pub handshake_rate: u32,
     /// Burst allowed above that rate (default 0: the rate itself).
     pub handshake_burst: u32,
-    /// Handshakes a shard lets run at once; past it the oldest is dropped
-    /// (default 4096), so half-open floods cannot hold every slot.
+    /// Handshakes a shard lets run at once; past it the oldest of the
+    /// client holding the most is dropped (default 4096), so half-open
+    /// floods cannot hold every slot, nor one client's push out the rest.
     pub max_handshakes_in_flight: usize,
     /// How long a refused client waits for its answer, jittered to 50-150%
     /// (default 1 s; zero answers at once).
@@ -97,7 +99,11 @@ pub struct Admission {
 
 impl Admission {
     /// Builds the shared state for `config`.
-    pub fn new(config: AdmissionConfig) -> Self {
+    pub fn new(mut config: AdmissionConfig) -> Self {
+        // Peers are compared as IPv4 when they are IPv4-mapped; so are nets.
+        for net in &mut config.trusted_proxies {
+            *net = client::canonical_net(*net);
+        }
         let burst = |burst: u32, rate: u32| if burst == 0 { rate } else { burst };
         let limits = Limits {
             per_client: config.max_conns_per_ip,

@@ -172,8 +172,7 @@ impl Policy {
         let bearer = request
             .header("authorization")
             .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(|v| v.trim().strip_prefix("Bearer "))
-            .map(str::trim);
+            .and_then(bearer_token);
         let offered = bearer.or_else(|| request.query_param("token"));
         offered.is_some_and(|offered| {
             self.tokens.iter().fold(false, |ok, t| {
@@ -181,6 +180,17 @@ impl Policy {
             })
         })
     }
+}
+
+/// The token of an `Authorization: Bearer TOKEN` value. The scheme name is
+/// case-insensitive (RFC 7235 §2.1), so `bearer` and `BEARER` count too;
+/// spaces or tabs separate it from the token.
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Compares without an early exit, so response timing does not reveal how
@@ -252,6 +262,26 @@ mod tests {
             .check(&request("/feed?a=1&token=s3cret", &[], None))
             .is_ok());
         assert!(policy.check(&request("/feed", &bearer, None)).is_ok());
+        for value in ["bearer s3cret", "BEARER s3cret", "Bearer\t s3cret "] {
+            let header = [httparse::Header {
+                name: "Authorization",
+                value: value.as_bytes(),
+            }];
+            assert!(
+                policy.check(&request("/feed", &header, None)).is_ok(),
+                "{value}"
+            );
+        }
+        for value in ["Basic s3cret", "Bearers3cret", "Bearer", "Bearer s3cre"] {
+            let header = [httparse::Header {
+                name: "Authorization",
+                value: value.as_bytes(),
+            }];
+            assert!(
+                policy.check(&request("/feed", &header, None)).is_err(),
+                "{value}"
+            );
+        }
         for target in [
             "/feed",
             "/feed?token=s3cre",

@@ -60,11 +60,7 @@ impl ConnLimits<'_> {
     }
 
     fn peer_ip(&self) -> IpAddr {
-        socket2::SockRef::from(&self.socket)
-            .peer_addr()
-            .ok()
-            .and_then(|a| a.as_socket())
-            .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| a.ip())
+        super::gate::socket_peer(self.socket).unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
     }
 }
 
@@ -197,7 +193,8 @@ pub(crate) struct Handshaking {
     /// A PROXY protocol header must come first.
     expect_proxy: bool,
     /// The peer, when accept reported it (epoll), or the client a PROXY
-    /// header named; otherwise the socket is asked when it matters.
+    /// header named, or what the socket said when a full handshake set
+    /// asked it; otherwise the socket is asked when it matters.
     peer: Option<IpAddr>,
 }
 
@@ -276,6 +273,22 @@ impl Session {
             armed_tick: u64::MAX,
             ticket: None,
             queued: Queued::Nowhere,
+        }
+    }
+
+    /// The peer of a pending handshake, if accept or a PROXY header told.
+    pub(crate) fn handshake_peer(&self) -> Option<IpAddr> {
+        match self.phase {
+            Phase::Handshake(hs) => hs.peer,
+            _ => None,
+        }
+    }
+
+    /// Keeps a pending handshake's peer once the socket was asked, so that
+    /// admission need not ask again.
+    pub(crate) fn remember_peer(&mut self, ip: IpAddr) {
+        if let Phase::Handshake(hs) = &mut self.phase {
+            hs.peer.get_or_insert(ip);
         }
     }
 

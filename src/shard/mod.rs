@@ -74,6 +74,12 @@ pub(crate) fn drain_over(
 pub(crate) trait Slot {
     fn session(&self) -> &Session;
     fn session_mut(&mut self) -> &mut Session;
+    /// The connection's socket, for a driver whose accept does not report
+    /// the peer: asked only when a full handshake set must choose whom to
+    /// let go.
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        None
+    }
 }
 
 /// What became of a timer entry that came due.
@@ -150,6 +156,7 @@ impl Deadlines {
             gate: Gate::new(
                 admission.max_handshakes_in_flight,
                 admission.tarpit_slots,
+                admission.ipv6_prefix,
                 shard_id,
             ),
             draining: false,

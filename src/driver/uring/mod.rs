@@ -90,6 +90,9 @@ impl Slot for Conn {
     fn session_mut(&mut self) -> &mut Session {
         &mut self.session
     }
+    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        Some(self.fd.as_fd())
+    }
 }
 
 impl Conn {

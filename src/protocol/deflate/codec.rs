@@ -125,8 +125,10 @@ impl PerMessageDeflate {
                 return Err(InflateError::TooBig);
             }
             // Inflate into at most `room` fresh bytes, so output never runs
-            // more than one step past the limit, whatever the ratio.
-            let room = (limit + 1 - out.len()).min(INFLATE_STEP);
+            // more than one step past the limit, whatever the ratio. `out`
+            // is within `limit` here; the `+ 1` saturates for an unlimited
+            // (`usize::MAX`) limit.
+            let room = (limit - out.len()).saturating_add(1).min(INFLATE_STEP);
             let start = out.len();
             grow_within(out, room, limit + 1);
             out.resize(start + room, 0);
@@ -333,6 +335,18 @@ mod tests {
             "{}",
             out.capacity()
         );
+    }
+
+    #[test]
+    fn an_unlimited_limit_does_not_overflow() {
+        let mut pmd = PerMessageDeflate::new(params("permessage-deflate", DeflatePolicy::On), 0);
+        let message = vec![7u8; 3 * INFLATE_STEP];
+        let mut wire = Vec::new();
+        pmd.compress(&message, &mut wire);
+        let mut out = Vec::new();
+        pmd.inflate(&wire, &mut out, usize::MAX).unwrap();
+        pmd.finish_inflate(&mut out, usize::MAX).unwrap();
+        assert_eq!(out, message);
     }
 
     #[test]
