@@ -224,7 +224,8 @@ struct AdmissionFlags {
     /// Burst above the process rate (0: equal to the rate).
     #[arg(long, default_value_t = 0)]
     handshake_burst: u32,
-    /// Handshakes a shard runs at once; past it the oldest is dropped.
+    /// Handshakes a shard runs at once; past it the oldest of the client
+    /// with the most pending handshakes is dropped.
     #[arg(long, default_value_t = 4096)]
     max_handshakes_in_flight: usize,
     /// Milliseconds a refused client waits for its answer (jittered 50-150%).
