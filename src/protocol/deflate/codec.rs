@@ -102,7 +102,7 @@ impl PerMessageDeflate {
         piece: &mut dyn FnMut(&[u8]),
     ) -> Result<(), InflateError> {
         scratch.clear();
-        self.inflate_into(input, scratch, usize::MAX - 1, Some(piece))
+        self.inflate_into(input, scratch, usize::MAX, Some(piece))
     }
 
     /// The inflate loop: output lands on `out`, or with `piece` is handed
@@ -130,7 +130,7 @@ impl PerMessageDeflate {
             // (`usize::MAX`) limit.
             let room = (limit - out.len()).saturating_add(1).min(INFLATE_STEP);
             let start = out.len();
-            grow_within(out, room, limit + 1);
+            grow_within(out, room, limit.saturating_add(1));
             out.resize(start + room, 0);
             let (in_before, out_before) = (d.total_in(), d.total_out());
             let status = d.decompress(&input[consumed..], &mut out[start..], FlushDecompress::Sync);
