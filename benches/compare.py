@@ -11,6 +11,10 @@ turns within every round, and the table reports medians over rounds:
   bytes/idle conn      server RSS delta over N held connections, divided by N
 
 Usage: python3 benches/compare.py [--rounds 3] [--secs 5] [--quick]
+       [--before PATH/TO/OLD/surge --servers surge-uring,surge-uring-before,...]
+
+`--before` adds surge-uring-before and surge-epoll-before: the same cases on
+another build of surge (say, main's, before a change), side by side.
 """
 
 import argparse
@@ -38,9 +42,10 @@ SERVERS = {
 BASELINE = "fastwebsockets"
 
 
-def build():
+def build(servers):
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(ROOT, "benches/peers"), check=True)
+    if any(not s.startswith("surge-") for s in servers):
+        subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=os.path.join(ROOT, "benches/peers"), check=True)
 
 
 def cpu_seconds(pid):
@@ -161,11 +166,16 @@ def main():
     ap.add_argument("--quick", action="store_true", help="1 round of 2 s: a smoke test")
     ap.add_argument("--servers", default=",".join(SERVERS))
     ap.add_argument("--only", default="", help="comma-separated case names to run")
+    ap.add_argument("--before", default="", help="another surge binary to run as surge-*-before")
     a = ap.parse_args()
+    if a.before:
+        for backend in ("uring", "epoll"):
+            argv = SERVERS[f"surge-{backend}"]
+            SERVERS[f"surge-{backend}-before"] = [os.path.abspath(a.before)] + argv[1:]
     if a.quick:
         a.rounds, a.secs = 1, 2
     servers = a.servers.split(",")
-    build()
+    build(servers)
     cases = [
         ("echo 100 x 16 B", echo_case(100, 16, 1, a.secs)),
         ("echo 1000 x 16 B", echo_case(1000, 16, 1, a.secs)),
