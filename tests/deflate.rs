@@ -140,10 +140,16 @@ fn broadcasts_are_compressed_once_per_shard() {
         // reads the side it bounds from above last.
         let (compressed, delivered) = if once {
             let compressed = metric(server.addr, "surge_pubsub_compressed_total");
-            (compressed, metric(server.addr, "surge_pubsub_delivered_total"))
+            (
+                compressed,
+                metric(server.addr, "surge_pubsub_delivered_total"),
+            )
         } else {
             let delivered = metric(server.addr, "surge_pubsub_delivered_total");
-            (metric(server.addr, "surge_pubsub_compressed_total"), delivered)
+            (
+                metric(server.addr, "surge_pubsub_compressed_total"),
+                delivered,
+            )
         };
         println!("{backend}: {delivered} deliveries, {compressed} compressions");
         assert_eq!(delivered, 20 * 50, "{backend}");
@@ -256,10 +262,16 @@ fn ticker_feeds_compress_once_or_per_connection() {
         // reads the side it bounds from above last.
         let (compressed, delivered) = if once {
             let compressed = metric(server.addr, "surge_pubsub_compressed_total");
-            (compressed, metric(server.addr, "surge_pubsub_delivered_total"))
+            (
+                compressed,
+                metric(server.addr, "surge_pubsub_delivered_total"),
+            )
         } else {
             let delivered = metric(server.addr, "surge_pubsub_delivered_total");
-            (metric(server.addr, "surge_pubsub_compressed_total"), delivered)
+            (
+                metric(server.addr, "surge_pubsub_compressed_total"),
+                delivered,
+            )
         };
         println!("{mode}: {delivered} deliveries, {compressed} compressions");
         assert!(delivered >= 60, "{mode}: {delivered}");
