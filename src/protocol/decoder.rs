@@ -268,6 +268,8 @@ impl Decoder {
             if header.opcode == OpCode::Text && simdutf8::basic::from_utf8(payload).is_err() {
                 return Err(ProtocolError::InvalidUtf8);
             }
+            // Discarded like a message in pieces, whatever the read held.
+            let payload: &[u8] = if self.discard { &[] } else { payload };
             return Ok(Step {
                 consumed: head_len + len,
                 event: Some(Event::Message {
@@ -614,6 +616,11 @@ mod tests {
         assert_eq!(result, Ok(()));
         assert_eq!(seen, [Vec::<u8>::new()]);
         assert_eq!(most, 0);
+
+        // Whole in one read, it is reported as in pieces: without its data.
+        let wire = frame(true, OpCode::Binary, b"ignored");
+        let (result, seen, most) = feed(&mut decoder, None, &wire, wire.len(), 0);
+        assert_eq!((result, seen, most), (Ok(()), vec![Vec::new()], 0));
 
         let mut bad = frame(false, OpCode::Text, b"ok so far ");
         bad.extend(frame(true, OpCode::Continuation, b"\xff"));
