@@ -163,12 +163,25 @@ impl Limits {
 }
 
 /// Everything a connection did with an input under [`Limits`].
-#[derive(Debug, PartialEq)]
+#[derive(Debug)]
 struct Run {
     events: Vec<(u8, Vec<u8>)>,
+    /// Output before the close frame a violation wrote, if one did.
     out: Vec<u8>,
     state: State,
     error: Option<ProtocolError>,
+}
+
+/// Runs agree when they saw the same events, wrote the same output and
+/// ended the same way with the same close code. A compressed text message
+/// that is both corrupt and invalid UTF-8 may be reported as either
+/// (both 1007), depending on how much was inflated before the UTF-8 check.
+impl PartialEq for Run {
+    fn eq(&self, other: &Self) -> bool {
+        let code = |r: &Self| r.error.map(|e| e.close_code().0);
+        (&self.events, &self.out, self.state, code(self))
+            == (&other.events, &other.out, other.state, code(other))
+    }
 }
 
 impl Run {
@@ -216,6 +229,7 @@ fn drive_within(limits: Limits, data: &[u8], read_size: usize) -> Run {
         let mut buf = std::mem::take(&mut carry);
         let mut pos = 0;
         loop {
+            let written = run.out.len();
             let step = conn.receive_within(
                 &mut buf[pos..],
                 &mut run.out,
@@ -258,6 +272,7 @@ fn drive_within(limits: Limits, data: &[u8], read_size: usize) -> Run {
                         "close frame carries {e}'s code"
                     );
                     check_size_error(limits, e);
+                    run.out.truncate(written);
                     run.error = Some(e);
                     break 'reads;
                 }
@@ -326,7 +341,14 @@ pub fn frame_decoder_limits(data: &[u8]) {
             ..limits
         };
         let assembled = drive_within(unlimited, data, data.len()).without_data();
-        assert_eq!(whole, assembled, "discarding and assembling differ");
+        if matches!(assembled.error, Some(ProtocolError::MessageTooBig { .. })) {
+            // A header claiming over 1 GiB: past it the two cannot be told
+            // apart by an input this size, but up to it they agree.
+            assert!(whole.events.starts_with(&assembled.events));
+            assert!(whole.out.starts_with(&assembled.out));
+        } else {
+            assert_eq!(whole, assembled, "discarding and assembling differ");
+        }
     }
 }
 
@@ -369,8 +391,9 @@ pub fn proxy_protocol(data: &[u8]) {
     }
 }
 
-/// The /hub request parser: never panics; it refuses exactly what a JSON
-/// tree refuses (with a "bad JSON" reason) and whatever else it refuses
+/// The /hub request parser: never panics; given text, it refuses exactly
+/// what a JSON tree refuses (with a "bad JSON" reason), it accepts nothing
+/// that is not UTF-8, and whatever else it refuses
 /// has a non-empty reason; what it accepts agrees with the tree: a
 /// publish's `data` is the raw text of the tree's `data`, a substring of
 /// the input, and the message built from it carries the same topic and
@@ -383,6 +406,12 @@ pub fn hub_request(data: &[u8]) {
         Ok(request) => request,
         Err(reason) => {
             assert!(!reason.is_empty(), "every refusal has a reason");
+            if std::str::from_utf8(data).is_err() {
+                // Not a text message, which is all the hub hands over:
+                // serde_json skips ignored strings unchecked, so the reason
+                // may name another fault than the encoding.
+                return;
+            }
             assert_eq!(
                 reason.starts_with("bad JSON"),
                 tree.is_err(),
@@ -391,7 +420,7 @@ pub fn hub_request(data: &[u8]) {
             return;
         }
     };
-    let tree = tree.expect("an accepted request is JSON");
+    let tree = tree.expect("an accepted request is JSON, in UTF-8");
     let op = tree["op"]
         .as_str()
         .expect("an accepted request has a string op");

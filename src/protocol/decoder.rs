@@ -246,6 +246,13 @@ impl Decoder {
             let inflated = pmd
                 .inflate(payload, &mut out, limit)
                 .and_then(|()| pmd.finish_inflate(&mut out, limit));
+            // The fault that comes first in the message is the one named,
+            // however the reads split it: text already inflated is checked
+            // before a limit passed or corruption met after it.
+            let text = header.opcode == OpCode::Text;
+            if inflated.is_err() && text && Utf8Validator::new().feed(&out).is_err() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
             if let Err(e) = inflated {
                 // Give the memory back now, not when the connection goes.
                 drop(out);
@@ -393,12 +400,13 @@ impl Decoder {
             let mut out = std::mem::take(&mut self.assembled);
             let inflated = pmd.inflate(chunk, &mut out, limit);
             self.assembled = out;
-            inflated.map_err(|e| self.inflate_error(e, allowance))?;
+            // Text inflated before a failure is checked first, as above.
             if text {
                 self.utf8
                     .feed(&self.assembled[start..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
+            inflated.map_err(|e| self.inflate_error(e, allowance))?;
         } else {
             if text {
                 self.utf8
@@ -448,12 +456,12 @@ impl Decoder {
             let mut out = std::mem::take(&mut self.assembled);
             let inflated = pmd.finish_inflate(&mut out, limit);
             self.assembled = out;
-            inflated.map_err(|e| self.inflate_error(e, allowance))?;
             if opcode == OpCode::Text {
                 self.utf8
                     .feed(&self.assembled[start..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
+            inflated.map_err(|e| self.inflate_error(e, allowance))?;
         }
         if opcode == OpCode::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -603,6 +611,19 @@ mod tests {
                 feed(&mut decoder, Some(&mut pmd), &wire, wire.len(), 256 << 10);
             assert_eq!(result, Err(ProtocolError::BudgetExhausted));
             assert!(most <= (256 << 10) + 1, "held {most} bytes");
+        }
+    }
+
+    #[test]
+    fn text_invalid_before_the_limit_is_named_so_however_it_is_read() {
+        // Invalid UTF-8 early, then far more than the message limit.
+        let text = deflated(&[&b"ok \xff"[..], &[b'a'; 8192]].concat());
+        let wire = compressed(true, OpCode::Text, &text);
+        for read in [wire.len(), 3] {
+            let mut pmd = deflate();
+            let mut decoder = Decoder::new(1024);
+            let (result, _, _) = feed(&mut decoder, Some(&mut pmd), &wire, read, usize::MAX);
+            assert_eq!(result, Err(ProtocolError::InvalidUtf8), "reads of {read}");
         }
     }
 
