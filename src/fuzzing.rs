@@ -4,11 +4,12 @@
 //! never panic on any input except to report a broken invariant.
 
 use crate::protocol::accept_key::accept_key;
+use crate::protocol::deflate::{negotiate, DeflatePolicy, PerMessageDeflate};
 use crate::protocol::frame::FrameHeader;
 use crate::protocol::handshake::{header_buf, parse_request};
 use crate::protocol::mask::{unmask, unmask_reference};
 use crate::protocol::utf8::Utf8Validator;
-use crate::protocol::{Event, ServerConn, State};
+use crate::protocol::{Event, Payload, ProtocolError, ServerConn, State};
 
 /// Splits `data` into read sizes chosen by its first byte, so one input
 /// explores both "all in one read" and many boundaries.
@@ -123,6 +124,234 @@ pub fn frame_decoder(data: &[u8]) {
     }
 }
 
+/// How `frame_decoder_limits` sets up a connection, from an input's
+/// first bytes.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_message: usize,
+    allowance: usize,
+    /// permessage-deflate negotiated, with this policy.
+    deflate: Option<DeflatePolicy>,
+    discard: bool,
+}
+
+impl Limits {
+    /// Byte 0: read size; byte 1: flags (bit 0 deflate, bit 1 context
+    /// takeover, bit 2 discarding, bits 4-5 the message limit, 1 to 8
+    /// KiB); bytes 2-3: the allowance, little-endian, in bytes.
+    fn from_input(data: &[u8]) -> Option<(Self, usize, &[u8])> {
+        let (&[size, flags, lo, hi], rest) = data.split_first_chunk::<4>()?;
+        let deflate = (flags & 1 != 0).then_some(if flags & 2 != 0 {
+            DeflatePolicy::On
+        } else {
+            DeflatePolicy::NoContextTakeover
+        });
+        let limits = Self {
+            max_message: 1024 << ((flags >> 4) & 3),
+            allowance: usize::from(u16::from_le_bytes([lo, hi])),
+            deflate,
+            discard: flags & 4 != 0,
+        };
+        Some((limits, usize::from(size % 64) + 1, rest))
+    }
+
+    /// The most memory a message may hold: the lower limit, plus the one
+    /// byte past it that inflating may reserve to detect the overrun.
+    fn most_held(self) -> usize {
+        self.max_message.min(self.allowance) + 1
+    }
+}
+
+/// Everything a connection did with an input under [`Limits`].
+#[derive(Debug)]
+struct Run {
+    events: Vec<(u8, Vec<u8>)>,
+    /// Output before the close frame a violation wrote, if one did.
+    out: Vec<u8>,
+    state: State,
+    error: Option<ProtocolError>,
+}
+
+/// Runs agree when they saw the same events, wrote the same output and
+/// ended the same way with the same close code. A compressed text message
+/// that is both corrupt and invalid UTF-8 may be reported as either
+/// (both 1007), depending on how much was inflated before the UTF-8 check.
+impl PartialEq for Run {
+    fn eq(&self, other: &Self) -> bool {
+        let code = |r: &Self| r.error.map(|e| e.close_code().0);
+        (&self.events, &self.out, self.state, code(self))
+            == (&other.events, &other.out, other.state, code(other))
+    }
+}
+
+impl Run {
+    /// The same run with data payloads left out, as a discarding
+    /// connection reports them.
+    fn without_data(mut self) -> Self {
+        for (opcode, payload) in &mut self.events {
+            if matches!(*opcode, 1 | 2) {
+                payload.clear();
+            }
+        }
+        self
+    }
+
+    /// Ended on the allowance: a run that can differ by read size, since
+    /// a message whole in one read is borrowed from it and holds nothing.
+    fn budget_spent(&self) -> bool {
+        self.error == Some(ProtocolError::BudgetExhausted)
+    }
+}
+
+fn negotiated(policy: DeflatePolicy) -> PerMessageDeflate {
+    let params = negotiate([&b"permessage-deflate"[..]], policy).expect("a plain offer is taken");
+    PerMessageDeflate::new(params, 0)
+}
+
+/// Feeds `data` to a connection under `limits` in `read_size` pieces,
+/// checking after every step that it holds no more than the limits let it
+/// and that a discarding connection holds nothing and keeps no data.
+fn drive_within(limits: Limits, data: &[u8], read_size: usize) -> Run {
+    let mut conn = ServerConn::new(limits.max_message);
+    if limits.discard {
+        conn.discard_data();
+    }
+    let mut pmd = limits.deflate.map(negotiated);
+    let mut run = Run {
+        events: Vec::new(),
+        out: Vec::new(),
+        state: State::Open,
+        error: None,
+    };
+    let mut carry: Vec<u8> = Vec::new();
+    'reads: for read in data.chunks(read_size.max(1)) {
+        carry.extend_from_slice(read);
+        let mut buf = std::mem::take(&mut carry);
+        let mut pos = 0;
+        loop {
+            let written = run.out.len();
+            let step = conn.receive_within(
+                &mut buf[pos..],
+                &mut run.out,
+                pmd.as_mut(),
+                limits.allowance,
+            );
+            let held = conn.held();
+            if limits.discard {
+                assert_eq!(held, 0, "a discarding connection holds nothing");
+            } else {
+                assert!(held <= limits.most_held(), "held {held} under {limits:?}");
+            }
+            match step {
+                Ok(step) => {
+                    pos += step.consumed;
+                    match step.event {
+                        Some(Event::Message { opcode, payload }) => {
+                            if let Payload::Assembled(v) = &payload {
+                                assert!(v.capacity() <= limits.most_held(), "{limits:?}");
+                            }
+                            if limits.discard {
+                                assert!(payload.is_empty(), "a discarded message keeps no data");
+                            }
+                            run.events.push((opcode as u8, payload.to_vec()))
+                        }
+                        Some(Event::Ping(p)) => run.events.push((9, p.to_vec())),
+                        Some(Event::Pong(p)) => run.events.push((10, p.to_vec())),
+                        Some(Event::Close(c)) => run.events.push((8, c.reason.as_bytes().to_vec())),
+                        None if step.consumed == 0 => break,
+                        None => {}
+                    }
+                }
+                Err(e) => {
+                    assert_eq!(conn.state(), State::Closed);
+                    assert_eq!(conn.held(), 0, "a closed connection lets its message go");
+                    let close = &run.out[run.out.len().saturating_sub(127)..];
+                    let code = e.close_code().0.to_be_bytes();
+                    assert!(
+                        close.windows(2).any(|w| w == code),
+                        "close frame carries {e}'s code"
+                    );
+                    check_size_error(limits, e);
+                    run.out.truncate(written);
+                    run.error = Some(e);
+                    break 'reads;
+                }
+            }
+        }
+        carry = buf[pos..].to_vec();
+        assert!(
+            carry.len() <= 14 + 125,
+            "only a partial header or control frame is carried"
+        );
+    }
+    run.state = conn.state();
+    run
+}
+
+/// A size violation closes with 1009 when the message limit is the lower
+/// limit or the frame header alone passes it, and with 1013 only when the
+/// allowance is lower; a discarding connection passes neither.
+fn check_size_error(limits: Limits, e: ProtocolError) {
+    match e {
+        ProtocolError::BudgetExhausted => {
+            assert_eq!(e.close_code().0, 1013);
+            assert!(limits.allowance < limits.max_message, "{limits:?}");
+            assert!(!limits.discard, "discarding keeps nothing to exhaust");
+        }
+        ProtocolError::MessageTooBig { limit } => {
+            assert_eq!(e.close_code().0, 1009);
+            assert_eq!(limit, limits.max_message);
+            assert!(!limits.discard, "discarding keeps nothing to pass a limit");
+        }
+        _ => {}
+    }
+}
+
+/// The frame decoder under a memory allowance, permessage-deflate and
+/// discarding mode, all chosen by the input: the capacity held never
+/// passes the lower limit (plus the byte inflating reserves), size
+/// violations close with 1009 or 1013, one read and many reads agree
+/// except where the allowance is spent, and a discarding connection holds
+/// nothing, reports no data and closes exactly when an assembling one
+/// with no size limits would.
+pub fn frame_decoder_limits(data: &[u8]) {
+    let Some((limits, read_size, data)) = Limits::from_input(data) else {
+        return;
+    };
+    let whole = drive_within(limits, data, data.len());
+    let split = drive_within(limits, data, read_size);
+    if whole.budget_spent() || split.budget_spent() {
+        let (short, long) = if split.budget_spent() {
+            (&split, &whole)
+        } else {
+            (&whole, &split)
+        };
+        assert!(
+            short.budget_spent() && long.events.starts_with(&short.events),
+            "read size {read_size}: {whole:?} vs {split:?}"
+        );
+    } else {
+        assert_eq!(whole, split, "read size {read_size}");
+    }
+    if limits.discard {
+        let unlimited = Limits {
+            max_message: 1 << 30,
+            allowance: usize::MAX,
+            discard: false,
+            ..limits
+        };
+        let assembled = drive_within(unlimited, data, data.len()).without_data();
+        if matches!(assembled.error, Some(ProtocolError::MessageTooBig { .. })) {
+            // A header claiming over 1 GiB: past it the two cannot be told
+            // apart by an input this size, but up to it they agree.
+            assert!(whole.events.starts_with(&assembled.events));
+            assert!(whole.out.starts_with(&assembled.out));
+        } else {
+            assert_eq!(whole, assembled, "discarding and assembling differ");
+        }
+    }
+}
+
 /// Streaming UTF-8 over arbitrary splits agrees with `std::str::from_utf8`.
 pub fn utf8_stream(data: &[u8]) {
     let (piece, data) = read_sizes(data);
@@ -158,6 +387,74 @@ pub fn proxy_protocol(data: &[u8]) {
         assert_eq!(parse(&data[..len]), Ok(Some((header, len))));
         for cut in 0..len {
             assert_eq!(parse(&data[..cut]), Ok(None), "prefix of {cut} bytes");
+        }
+    }
+}
+
+/// The /hub request parser: never panics; given text, it refuses exactly
+/// what a JSON tree refuses (with a "bad JSON" reason), it accepts nothing
+/// that is not UTF-8, and whatever else it refuses
+/// has a non-empty reason; what it accepts agrees with the tree: a
+/// publish's `data` is the raw text of the tree's `data`, a substring of
+/// the input, and the message built from it carries the same topic and
+/// data; topic lists hold 1 to 64 names of 1 to 128 bytes.
+pub fn hub_request(data: &[u8]) {
+    use crate::pubsub::protocol::{message, parse, Request, MAX_TOPICS_PER_REQUEST, MAX_TOPIC_LEN};
+    use serde_json::Value;
+    let tree = serde_json::from_slice::<Value>(data);
+    let request = match parse(data) {
+        Ok(request) => request,
+        Err(reason) => {
+            assert!(!reason.is_empty(), "every refusal has a reason");
+            if std::str::from_utf8(data).is_err() {
+                // Not a text message, which is all the hub hands over:
+                // serde_json skips ignored strings unchecked, so the reason
+                // may name another fault than the encoding.
+                return;
+            }
+            assert_eq!(
+                reason.starts_with("bad JSON"),
+                tree.is_err(),
+                "{reason:?} vs {tree:?}"
+            );
+            return;
+        }
+    };
+    let tree = tree.expect("an accepted request is JSON, in UTF-8");
+    let op = tree["op"]
+        .as_str()
+        .expect("an accepted request has a string op");
+    match request {
+        Request::Subscribe(topics) | Request::Unsubscribe(topics) => {
+            assert!(matches!(op, "subscribe" | "unsubscribe"), "{op}");
+            assert!((1..=MAX_TOPICS_PER_REQUEST).contains(&topics.len()));
+            for topic in &topics {
+                assert!((1..=MAX_TOPIC_LEN).contains(&topic.len()), "{topic:?}");
+            }
+            let names: Vec<&str> = tree["topics"]
+                .as_array()
+                .expect("topics is an array")
+                .iter()
+                .map(|t| t.as_str().expect("topic names are strings"))
+                .collect();
+            assert_eq!(names, topics);
+        }
+        Request::Publish { topic, data: raw } => {
+            assert_eq!(op, "publish");
+            assert!((1..=MAX_TOPIC_LEN).contains(&topic.len()), "{topic:?}");
+            assert_eq!(tree["topic"].as_str(), Some(topic.as_str()));
+            let start = (raw.as_ptr() as usize).wrapping_sub(data.as_ptr() as usize);
+            assert!(
+                start <= data.len() && data.len() - start >= raw.len(),
+                "data borrows from the input"
+            );
+            assert_eq!(&data[start..start + raw.len()], raw.as_bytes());
+            let value = serde_json::from_str::<Value>(raw).expect("data is valid JSON");
+            assert_eq!(value, tree["data"]);
+            let sent = message(&topic, raw);
+            let sent = serde_json::from_str::<Value>(&sent).expect("the message is JSON");
+            assert_eq!(sent["topic"].as_str(), Some(topic.as_str()));
+            assert_eq!(sent["data"], value);
         }
     }
 }

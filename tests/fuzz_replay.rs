@@ -54,3 +54,13 @@ fn unmask_corpus() {
 fn proxy_protocol_corpus() {
     replay("proxy_protocol", surge::fuzzing::proxy_protocol);
 }
+
+#[test]
+fn frame_decoder_limits_corpus() {
+    replay("frame_decoder_limits", surge::fuzzing::frame_decoder_limits);
+}
+
+#[test]
+fn hub_request_corpus() {
+    replay("hub_request", surge::fuzzing::hub_request);
+}

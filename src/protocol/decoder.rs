@@ -246,6 +246,13 @@ impl Decoder {
             let inflated = pmd
                 .inflate(payload, &mut out, limit)
                 .and_then(|()| pmd.finish_inflate(&mut out, limit));
+            // The fault that comes first in the message is the one named,
+            // however the reads split it: text already inflated is checked
+            // before a limit passed or corruption met after it.
+            let text = header.opcode == OpCode::Text;
+            if inflated.is_err() && text && Utf8Validator::new().feed(&out).is_err() {
+                return Err(ProtocolError::InvalidUtf8);
+            }
             if let Err(e) = inflated {
                 // Give the memory back now, not when the connection goes.
                 drop(out);
@@ -268,6 +275,8 @@ impl Decoder {
             if header.opcode == OpCode::Text && simdutf8::basic::from_utf8(payload).is_err() {
                 return Err(ProtocolError::InvalidUtf8);
             }
+            // Discarded like a message in pieces, whatever the read held.
+            let payload: &[u8] = if self.discard { &[] } else { payload };
             return Ok(Step {
                 consumed: head_len + len,
                 event: Some(Event::Message {
@@ -391,12 +400,13 @@ impl Decoder {
             let mut out = std::mem::take(&mut self.assembled);
             let inflated = pmd.inflate(chunk, &mut out, limit);
             self.assembled = out;
-            inflated.map_err(|e| self.inflate_error(e, allowance))?;
+            // Text inflated before a failure is checked first, as above.
             if text {
                 self.utf8
                     .feed(&self.assembled[start..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
+            inflated.map_err(|e| self.inflate_error(e, allowance))?;
         } else {
             if text {
                 self.utf8
@@ -446,12 +456,12 @@ impl Decoder {
             let mut out = std::mem::take(&mut self.assembled);
             let inflated = pmd.finish_inflate(&mut out, limit);
             self.assembled = out;
-            inflated.map_err(|e| self.inflate_error(e, allowance))?;
             if opcode == OpCode::Text {
                 self.utf8
                     .feed(&self.assembled[start..])
                     .map_err(|_| ProtocolError::InvalidUtf8)?;
             }
+            inflated.map_err(|e| self.inflate_error(e, allowance))?;
         }
         if opcode == OpCode::Text {
             self.utf8.finish().map_err(|_| ProtocolError::InvalidUtf8)?;
@@ -605,6 +615,19 @@ mod tests {
     }
 
     #[test]
+    fn text_invalid_before_the_limit_is_named_so_however_it_is_read() {
+        // Invalid UTF-8 early, then far more than the message limit.
+        let text = deflated(&[&b"ok \xff"[..], &[b'a'; 8192]].concat());
+        let wire = compressed(true, OpCode::Text, &text);
+        for read in [wire.len(), 3] {
+            let mut pmd = deflate();
+            let mut decoder = Decoder::new(1024);
+            let (result, _, _) = feed(&mut decoder, Some(&mut pmd), &wire, read, usize::MAX);
+            assert_eq!(result, Err(ProtocolError::InvalidUtf8), "reads of {read}");
+        }
+    }
+
+    #[test]
     fn discarding_holds_nothing_and_still_checks_the_message() {
         let mut decoder = Decoder::new(1024);
         decoder.discard_data();
@@ -614,6 +637,11 @@ mod tests {
         assert_eq!(result, Ok(()));
         assert_eq!(seen, [Vec::<u8>::new()]);
         assert_eq!(most, 0);
+
+        // Whole in one read, it is reported as in pieces: without its data.
+        let wire = frame(true, OpCode::Binary, b"ignored");
+        let (result, seen, most) = feed(&mut decoder, None, &wire, wire.len(), 0);
+        assert_eq!((result, seen, most), (Ok(()), vec![Vec::new()], 0));
 
         let mut bad = frame(false, OpCode::Text, b"ok so far ");
         bad.extend(frame(true, OpCode::Continuation, b"\xff"));
