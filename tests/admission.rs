@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use support::{
     connect, connect_from, metric, read_close, read_frame, read_response_head, read_resuming,
-    reset, text, upgrade_request, Server,
+    reset, text, upgrade_request, wait_metric, Server,
 };
 
 fn ip(last: u8) -> IpAddr {
@@ -35,22 +35,6 @@ fn retry_after(head: &str) -> u64 {
         .trim()
         .parse()
         .unwrap()
-}
-
-/// Polls a metric until it reaches `want` (bounded).
-fn wait_metric(addr: SocketAddr, name: &str, want: u64) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let got = metric(addr, name);
-        if got == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{name} stuck at {got}, want {want}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Asserts the peer closed without sending a single byte.
@@ -123,8 +107,8 @@ fn per_ip_cap_is_exact_across_shards_and_counts_return_to_zero() {
                 drop(s);
             }
         }
-        wait_metric(addr, "surge_admission_connections", 0);
-        wait_metric(addr, "surge_admission_clients", 0);
+        wait_metric(addr, "surge_admission_connections", |v| v == 0);
+        wait_metric(addr, "surge_admission_clients", |v| v == 0);
         // And the capped client gets its full cap again.
         let again: Vec<TcpStream> = (0..CAP)
             .map(|_| {
@@ -210,7 +194,7 @@ fn the_tarpit_delays_answers_and_its_bound_answers_the_oldest_first() {
     assert!(waited >= Duration::from_millis(1000), "{waited:?}");
     assert!(waited < Duration::from_millis(4000), "{waited:?}");
     assert_eq!(metric(addr, "surge_admission_tarpitted_total"), 10);
-    wait_metric(addr, "surge_tarpit_parked", 0);
+    wait_metric(addr, "surge_tarpit_parked", |v| v == 0);
 }
 
 #[test]
@@ -462,7 +446,7 @@ fn the_oldest_pending_handshakes_make_room_for_new_ones() {
             s
         })
         .collect();
-    wait_metric(addr, "surge_handshakes_in_flight", 50);
+    wait_metric(addr, "surge_handshakes_in_flight", |v| v == 50);
     let mut normal = request_from(ip(31), addr, "");
     assert_eq!(read_response_head(&mut normal).0, 101);
     for s in &mut silent[..31] {

@@ -10,7 +10,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use support::{metric, Patient, Server};
+use support::{metric, proc_status_kib, wait_metric, Patient, Server};
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<Patient>;
@@ -114,18 +114,6 @@ fn expect_nothing(ws: &mut Ws) {
     ws.get_mut()
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
-}
-
-fn wait_metric(addr: SocketAddr, name: &str, ok: impl Fn(u64) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = metric(addr, name);
-        if ok(v) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{name} stuck at {v}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 #[test]
@@ -245,13 +233,7 @@ fn a_stopped_and_resumed_node_keeps_its_redis_link() {
 
 /// This process's peak resident memory, in MiB.
 fn peak_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status");
-    kib / 1024
+    proc_status_kib("self", "VmHWM") / 1024
 }
 
 /// While Redis is down the relay sits in its reconnect backoff (up to 5 s

@@ -54,15 +54,6 @@ fn deflate_off_answers_without_the_extension() {
     assert_eq!(read_close(&mut s), Some(1002));
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
 /// 1 GiB of zeros, deflated: deflate tops out near 1:1000, so about 1 MB.
 fn bomb() -> Vec<u8> {
     let mut c = Compress::new(Compression::best(), false);
@@ -94,7 +85,7 @@ fn a_decompression_bomb_is_stopped_with_1009_while_inflating() {
     for backend in ["epoll", "uring"] {
         let server = Server::start(&["echo", "--backend", backend]);
         let pid = server.pid();
-        let before = rss_kib(pid);
+        let before = proc_status_kib(pid, "VmRSS");
         let mut s = connect(server.addr);
         let ext = "Sec-WebSocket-Extensions: permessage-deflate\r\n";
         s.write_all(upgrade_request("/", ext).as_bytes()).unwrap();
@@ -106,7 +97,7 @@ fn a_decompression_bomb_is_stopped_with_1009_while_inflating() {
         let _ = s.write_all(&frame(0xC2, &wire));
         assert_eq!(read_close(&mut s), Some(1009), "{backend}");
         let took = start.elapsed();
-        let grown = rss_kib(pid).saturating_sub(before);
+        let grown = proc_status_kib(pid, "VmRSS").saturating_sub(before);
         println!("{backend}: 1009 after {took:?}, RSS grew {grown} KiB");
         // The default limit is 16 MiB: inflating stops within a step of it.
         assert!(grown < 64 * 1024, "{backend}: RSS grew {grown} KiB");

@@ -9,9 +9,9 @@ mod support;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{connect_from, metric, output_within, Patient, Server};
+use support::{connect_from, metric, output_within, proc_status_kib, wait_metric, Patient, Server};
 use tungstenite::{Message, WebSocket};
 
 const BACKENDS: [&str; 2] = ["epoll", "uring"];
@@ -59,28 +59,6 @@ fn publish(topic: &str, data: &str) -> String {
     format!(r#"{{"op":"publish","topic":"{topic}","data":{data}}}"#)
 }
 
-/// A field of `/proc/PID/status`, in KiB.
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
-fn wait_metric(addr: SocketAddr, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = metric(addr, name);
-        if ok(v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{name} stuck at {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn one_big_publish_costs_the_server_a_small_multiple_of_its_size() {
     // 4 Mi small JSON values: a tree of them would take 16-32 times the
@@ -106,12 +84,12 @@ fn one_big_publish_costs_the_server_a_small_multiple_of_its_size() {
         let mut subscriber = client(ip(2), server.addr);
         subscribe(&mut subscriber, &["big".into()]);
         let mut publisher = client(ip(3), server.addr);
-        let before = status_kib(pid, "VmRSS");
+        let before = proc_status_kib(pid, "VmRSS");
         send(&mut publisher, &request);
         let got = text(&mut subscriber);
         assert_eq!(got.len(), data.len() + r#"{"topic":"big","data":}"#.len());
         assert!(got.ends_with(",0,0]}"), "{backend}: {:.40}", &got);
-        let peak = status_kib(pid, "VmHWM").saturating_sub(before);
+        let peak = proc_status_kib(pid, "VmHWM").saturating_sub(before);
         let message = (request.len() / 1024) as u64;
         // The message as received, its outgoing text and its frame, with
         // room for the allocator; never the tree.
@@ -237,11 +215,11 @@ fn topics_without_a_conflating_subscriber_keep_no_latest_frames() {
     let payload = "p".repeat(60_000);
     let server = Server::start(&["serve", "--shards", "1", "--max-publish", "65536"]);
     let pid = server.pid();
-    let before = status_kib(pid, "VmRSS");
+    let before = proc_status_kib(pid, "VmRSS");
     let subscribers = fill_topics(server.addr, &payload);
     // Every message was written: whatever the server still holds of
     // 30 MB of publishes, it holds for nobody.
-    let grown = status_kib(pid, "VmRSS").saturating_sub(before);
+    let grown = proc_status_kib(pid, "VmRSS").saturating_sub(before);
     assert!(grown < 8 * 1024, "RSS grew {grown} KiB over 512 topics");
     assert_eq!(metric(server.addr, "surge_pubsub_snapshot_bytes"), 0);
     drop(subscribers);

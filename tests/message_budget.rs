@@ -11,20 +11,17 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{connect, frame, metric, read_response_head, upgrade_request, Server};
+use support::{
+    connect, frame, metric, proc_status_kib, read_response_head, upgrade_request, wait_metric,
+    Server,
+};
 
 const BACKENDS: [&str; 2] = ["epoll", "uring"];
 const MIB: u64 = 1 << 20;
 
 /// A `/proc/PID/status` field in bytes (`VmHWM`, `VmRSS`).
 fn vm(pid: u32, field: &str) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find(|l| l.starts_with(&format!("{field}:")))
-        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
-    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
-    kib * 1024
+    proc_status_kib(pid, field) * 1024
 }
 
 /// Upgrades on `path` with `extra` headers; the stream and the 101 head.
@@ -109,18 +106,6 @@ fn closes(addr: SocketAddr, code: &str) -> u64 {
         .map_or(0, |v| v.parse().unwrap())
 }
 
-/// Waits (bounded) for a metric to reach `want`.
-fn await_metric(addr: SocketAddr, name: &str, want: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let v = metric(addr, name);
-        if v == want || Instant::now() > deadline {
-            return v;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 /// 64 connections each send `wire` (a message that never completes) to a
 /// server with an 8 MiB budget: the process stays near its baseline, the
 /// connections over the budget see 1013, and /metrics shows both.
@@ -163,7 +148,10 @@ fn partial_messages_stay_within_the_budget(backend: &str, extra: &str, wire: &[u
         refused
     );
     drop(conns);
-    assert_eq!(await_metric(server.addr, "surge_message_bytes_held", 0), 0);
+    assert_eq!(
+        wait_metric(server.addr, "surge_message_bytes_held", |v| v == 0),
+        0
+    );
 }
 
 #[test]

@@ -7,7 +7,7 @@ mod support;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{connect_from, metric, read_resuming, Patient, Server};
+use support::{connect_from, metric, proc_status_kib, read_resuming, wait_metric, Patient, Server};
 use tungstenite::{Message, WebSocket};
 
 const BACKENDS: [&str; 2] = ["epoll", "uring"];
@@ -45,27 +45,6 @@ fn subscribe(ws: &mut Ws, topics: &str) {
     send(ws, &format!(r#"{{"op":"subscribe","topics":[{topics}]}}"#));
     let ack = text(ws);
     assert!(ack.starts_with(r#"{"op":"subscribed""#), "{ack}");
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap()
-}
-
-fn wait_metric(addr: SocketAddr, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let v = metric(addr, name);
-        if ok(v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{name} stuck at {v}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -165,7 +144,7 @@ fn churning_100k_subscriptions_leaves_nothing_behind() {
     let server = Server::start(&["serve", "--shards", "2"]);
     let addr = server.addr;
     let pid = server.pid();
-    let start_rss = rss_kib(pid);
+    let start_rss = proc_status_kib(pid, "VmRSS");
     let threads: Vec<_> = (0..8u8)
         .map(|c| {
             std::thread::spawn(move || {
@@ -195,7 +174,7 @@ fn churning_100k_subscriptions_leaves_nothing_behind() {
     }
     wait_metric(addr, "surge_subscriptions", |v| v == 0);
     wait_metric(addr, "surge_topics", |v| v == 0);
-    let grown = rss_kib(pid).saturating_sub(start_rss);
+    let grown = proc_status_kib(pid, "VmRSS").saturating_sub(start_rss);
     assert!(
         grown < 32 * 1024,
         "RSS grew {grown} KiB over 102,400 subscriptions"
@@ -234,7 +213,7 @@ fn a_slow_hub_subscriber_is_disconnected_while_fast_ones_keep_up() {
         subscribe(&mut slow, r#""big""#);
         let mut fast = client(ip(31), addr, "/hub");
         subscribe(&mut fast, r#""big""#);
-        let rss_before = rss_kib(pid);
+        let rss_before = proc_status_kib(pid, "VmRSS");
         let payload = "x".repeat(2000);
         let reader = std::thread::spawn(move || {
             for i in 0..MESSAGES {
@@ -264,7 +243,7 @@ fn a_slow_hub_subscriber_is_disconnected_while_fast_ones_keep_up() {
         );
         assert_eq!(metric(addr, "surge_admission_overload_closes_total"), 1);
         // 6 MB went out; the stalled client's share did not pile up here.
-        let grown = rss_kib(pid).saturating_sub(rss_before);
+        let grown = proc_status_kib(pid, "VmRSS").saturating_sub(rss_before);
         assert!(grown < 16 * 1024, "{backend}: RSS grew {grown} KiB");
         // Reading again, it finds what was already in flight, then the
         // 1013 close with a retry hint, then the end of the connection.
@@ -314,7 +293,7 @@ fn a_slow_ticker_subscriber_is_conflated_to_the_latest_prices() {
         let pid = server.pid();
         let mut slow = stalled(addr, "/ticker");
         let mut fast = client(ip(33), addr, "/ticker");
-        let rss_before = rss_kib(pid);
+        let rss_before = proc_status_kib(pid, "VmRSS");
         // Two seconds of 8,000 ticks a second: the fast reader misses none.
         let mut last = std::collections::HashMap::new();
         let start = Instant::now();
@@ -331,7 +310,7 @@ fn a_slow_ticker_subscriber_is_conflated_to_the_latest_prices() {
         assert!(n > 8000, "{n} ticks in 2 s");
         let conflated = metric(addr, "surge_pubsub_conflated_total");
         assert!(conflated > 1000, "{backend}: {conflated}");
-        let grown = rss_kib(pid).saturating_sub(rss_before);
+        let grown = proc_status_kib(pid, "VmRSS").saturating_sub(rss_before);
         assert!(grown < 8 * 1024, "{backend}: RSS grew {grown} KiB");
         // Reading again, the slow client catches up to current prices
         // instead of replaying two seconds of backlog.

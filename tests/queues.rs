@@ -14,7 +14,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use support::{metric, Patient};
+use support::{metric, proc_status_kib, Patient};
 use surge::app::{App, Backend, Config, Handler, Message as AppMessage, Running, Ws as AppWs};
 use tungstenite::Message;
 
@@ -27,13 +27,7 @@ const DEFAULT_BOUND_MIB: u64 = 64;
 
 /// This process's peak resident memory, in MiB.
 fn peak_mib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmHWM in /proc/self/status");
-    kib / 1024
+    proc_status_kib("self", "VmHWM") / 1024
 }
 
 /// Makes the current resident size the peak again.

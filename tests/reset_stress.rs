@@ -13,7 +13,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use socket2::SockRef;
-use support::{metric, Server};
+use support::{fd_count, metric, Server};
 
 fn masked_frame(payload_len: usize) -> Vec<u8> {
     let mut f = vec![0x82, 0xFF];
@@ -116,13 +116,6 @@ fn uring_zero_copy_reset_churn_leaks_nothing() {
 #[test]
 fn epoll_reset_churn_leaks_nothing() {
     churn_and_check("epoll", &[]);
-}
-
-/// Descriptors the server process holds now.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(Iterator::count)
-        .unwrap_or(0)
 }
 
 /// One client that is owed output and stops reading: a tiny receive window,

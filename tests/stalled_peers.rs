@@ -12,16 +12,9 @@ use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use support::{binary, metric, open_ws, read_response_head, upgrade_request, Server};
+use support::{binary, fd_count, metric, open_ws, read_response_head, upgrade_request, Server};
 
 const BACKENDS: [&str; 2] = ["epoll", "uring"];
-
-/// Descriptors the server process holds now.
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd"))
-        .map(Iterator::count)
-        .unwrap_or(0)
-}
 
 /// Polls (every 50 ms, `within` in all) until the server holds `baseline`
 /// descriptors and only the scrape's own connection is open, with no

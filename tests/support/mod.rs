@@ -494,3 +494,35 @@ pub(crate) fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<
         .find(|(k, _)| k.eq_ignore_ascii_case(name))
         .map(|(_, v)| v.as_str())
 }
+
+/// A field of `/proc/PID/status` in KiB (`VmRSS`, `VmHWM`); `pid` may be
+/// `"self"` for the test process.
+pub(crate) fn proc_status_kib(pid: impl std::fmt::Display, field: &str) -> u64 {
+    let path = format!("/proc/{pid}/status");
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {field} in {path}"))
+}
+
+/// Descriptors a process holds now.
+pub(crate) fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(Iterator::count)
+        .unwrap_or(0)
+}
+
+/// Polls a metric (bounded: 20 s) until `ok` holds; its value then.
+pub(crate) fn wait_metric(addr: SocketAddr, name: &str, ok: impl Fn(u64) -> bool) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = metric(addr, name);
+        if ok(v) {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{name} stuck at {v}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
