@@ -13,13 +13,14 @@
 //! failure; local publishes meanwhile are counted as lost, since Redis
 //! pub/sub keeps nothing for a subscriber that is not there.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::BridgeStats;
 use crate::admission::jitter::Jitter;
+use crate::buf::budget::Budget;
 use crate::protocol::frame::OpCode;
 use crate::pubsub::hub::Hub;
 
@@ -64,32 +65,11 @@ impl Outgoing {
 #[derive(Debug)]
 pub struct Relay {
     tx: SyncSender<Outgoing>,
-    queued: Arc<Queued>,
+    /// Bytes in the relay queue: charged by [`Relay::forward`], given back
+    /// once the relay thread is done with a message (sent or dropped), so a
+    /// batch in flight to a slow Redis counts too.
+    queued: Arc<Budget>,
     stats: Arc<BridgeStats>,
-}
-
-/// Bytes in the relay queue: charged by [`Relay::forward`], given back once
-/// the relay thread is done with a message (sent or dropped), so a batch
-/// in flight to a slow Redis counts too.
-#[derive(Debug, Default)]
-struct Queued(AtomicUsize);
-
-impl Queued {
-    /// Reserves `cost` bytes, or nothing if they do not fit. The add comes
-    /// first and is taken back on overflow, so racing publishers never
-    /// queue more than the bound between them.
-    fn charge(&self, cost: usize) -> bool {
-        let before = self.0.fetch_add(cost, Ordering::Relaxed);
-        if before.saturating_add(cost) > RELAY_BYTES {
-            self.give_back(cost);
-            return false;
-        }
-        true
-    }
-
-    fn give_back(&self, cost: usize) {
-        self.0.fetch_sub(cost, Ordering::Relaxed);
-    }
 }
 
 impl Relay {
@@ -114,7 +94,7 @@ impl Relay {
 /// The relay thread's end of the queue.
 struct Pending {
     rx: Receiver<Outgoing>,
-    queued: Arc<Queued>,
+    queued: Arc<Budget>,
 }
 
 impl Pending {
@@ -134,7 +114,7 @@ pub fn start(config: RedisConfig, hub: Arc<Hub>, stats: Arc<BridgeStats>) -> Res
         Jitter::new(std::process::id().into()).below(u64::MAX)
     );
     let (tx, rx) = mpsc::sync_channel(RELAY_QUEUE);
-    let queued = Arc::new(Queued::default());
+    let queued = Arc::new(Budget::new(RELAY_BYTES));
     let pending = Pending {
         rx,
         queued: Arc::clone(&queued),

@@ -5,12 +5,13 @@
 #![allow(unsafe_code)]
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{fence, AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 
 use crate::bridge::redis::{Outgoing, Relay};
 use crate::bridge::BridgeStats;
+use crate::buf::budget::Budget;
 
 use crate::protocol::frame::{encode_frame, OpCode};
 
@@ -55,7 +56,7 @@ struct ShardInbox {
     armed: AtomicBool,
     /// What the queued messages cost ([`Delivery::cost`]): charged before
     /// a send, given back as the shard takes them.
-    bytes: AtomicUsize,
+    bytes: Budget,
     wake: OwnedFd,
 }
 
@@ -72,8 +73,6 @@ pub struct HubStats {
 #[derive(Debug)]
 pub struct Hub {
     shards: Box<[ShardInbox]>,
-    /// The most bytes one shard's inbox holds.
-    inbox_bytes: usize,
     /// Publishing counters.
     pub stats: HubStats,
     /// Relays hub publishes to other nodes, when a bridge is configured.
@@ -109,7 +108,7 @@ impl Hub {
             inboxes.push(ShardInbox {
                 tx,
                 armed: AtomicBool::new(false),
-                bytes: AtomicUsize::new(0),
+                bytes: Budget::new(inbox_bytes),
                 // SAFETY: a fresh descriptor that nothing else owns.
                 wake: unsafe { OwnedFd::from_raw_fd(fd) },
             });
@@ -118,7 +117,6 @@ impl Hub {
         Ok((
             Arc::new(Self {
                 shards: inboxes.into_boxed_slice(),
-                inbox_bytes,
                 stats: HubStats::default(),
                 relay: OnceLock::new(),
                 bridge: Arc::default(),
@@ -186,7 +184,7 @@ impl Hub {
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         let cost: usize = batch.iter().map(Delivery::cost).sum();
         for inbox in &*self.shards {
-            if !self.charge(inbox, cost) {
+            if !inbox.bytes.charge(cost) {
                 self.stats
                     .inbox_dropped
                     .fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -204,20 +202,6 @@ impl Hub {
                 Self::wake(inbox);
             }
         }
-    }
-
-    /// Reserves `cost` bytes of `inbox`, or nothing if they do not fit.
-    /// The add comes first and is taken back on overflow, so publishers
-    /// racing on one inbox never queue more than the bound between them
-    /// (one of them may be refused by a reservation that is then taken
-    /// back: a refusal near the bound, which is what the bound is for).
-    fn charge(&self, inbox: &ShardInbox, cost: usize) -> bool {
-        let before = inbox.bytes.fetch_add(cost, Ordering::Relaxed);
-        if before.saturating_add(cost) > self.inbox_bytes {
-            inbox.bytes.fetch_sub(cost, Ordering::Relaxed);
-            return false;
-        }
-        true
     }
 
     fn wake(inbox: &ShardInbox) {
@@ -276,7 +260,7 @@ impl InboxReceiver {
         let inbox = &self.hub.shards[self.index];
         while let Ok(d) = self.rx.try_recv() {
             // Given back as each is taken, so publishers see room at once.
-            inbox.bytes.fetch_sub(d.cost(), Ordering::Relaxed);
+            inbox.bytes.give_back(d.cost());
             each(d);
         }
     }
@@ -352,7 +336,7 @@ mod tests {
         let mut got = 0;
         inboxes[0].drain(|_| got += 1);
         assert_eq!(got, 3);
-        assert_eq!(hub.shards[0].bytes.load(Ordering::Relaxed), 0);
+        assert_eq!(hub.shards[0].bytes.held(), 0);
         // The drained shard takes messages again; the other is still full.
         hub.publish_batch(std::slice::from_ref(&one));
         assert_eq!(hub.stats.inbox_dropped.load(Ordering::Relaxed), 5);
