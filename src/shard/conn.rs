@@ -247,6 +247,8 @@ pub(crate) struct Session {
     pub(crate) spec: u8,
     /// Shut our write side once `out` drains.
     pub(crate) shutdown_after_flush: bool,
+    /// The peer shut its side: drop the connection once `out` drains.
+    pub(crate) peer_gone: bool,
     /// The tick at which this connection's current deadline passes.
     pub(crate) deadline_tick: u64,
     /// The tick of the earliest timer entry armed for it, or `u64::MAX`.
@@ -269,6 +271,7 @@ impl Session {
             route: Route::Echo,
             spec: NO_SPEC,
             shutdown_after_flush: false,
+            peer_gone: false,
             deadline_tick: u64::MAX,
             armed_tick: u64::MAX,
             ticket: None,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::conn::Session;
+use super::{Conn, Transport};
 use crate::metrics::ShardStats;
 use crate::pubsub::hub::{Hub, InboxReceiver, SharedFrame};
 use crate::pubsub::topics::{FanOut, Subscriber, Topics};
@@ -20,26 +21,19 @@ pub(crate) struct PubSub {
     fan_out: FanOut,
 }
 
-/// A driver slot seen as a subscriber.
-pub(crate) trait Outlet {
-    fn session(&self) -> &Session;
-    fn session_mut(&mut self) -> &mut Session;
-    /// Output bytes queued or in flight, not yet written.
-    fn backlog(&self) -> usize;
-}
-
-impl<C: Outlet> Subscriber for C {
+/// A connection seen as a subscriber.
+impl<T: Transport> Subscriber for Conn<T> {
     fn generation(&self) -> u32 {
-        self.session().generation
+        self.session.generation
     }
     fn open(&self) -> bool {
-        self.session().is_open()
+        self.session.is_open()
     }
     fn backlog(&self) -> usize {
-        Outlet::backlog(self)
+        Conn::backlog(self)
     }
     fn push(&mut self, frame: SharedFrame) {
-        self.session_mut().push_shared(frame);
+        self.session.push_shared(frame);
     }
 }
 
@@ -60,15 +54,14 @@ impl PubSub {
         self.inbox.hub()
     }
 
-    /// The descriptor to watch for inbox wake-ups.
-    pub(crate) fn wake_fd(&self) -> std::os::fd::RawFd {
-        self.inbox.wake_fd()
-    }
-
     /// Takes what the inbox holds into this turn's batches and fans them
     /// out; returns the connections with new output and the slow consumers
     /// to close.
-    pub(crate) fn pump<C: Outlet>(&mut self, conns: &mut Slab<C>, threshold: usize) -> FanOut {
+    pub(crate) fn pump<T: Transport>(
+        &mut self,
+        conns: &mut Slab<Conn<T>>,
+        threshold: usize,
+    ) -> FanOut {
         if self.woken {
             self.woken = false;
             self.inbox.rearm();

@@ -11,7 +11,7 @@ use std::os::fd::BorrowedFd;
 use slab::Slab;
 
 use super::conn::{Phase, Queued, Session};
-use super::Slot;
+use super::{Conn, Transport};
 use crate::admission::age_queue::{AgeQueue, Member};
 use crate::admission::client::ClientKey;
 use crate::admission::fair_queue::FairQueue;
@@ -88,7 +88,7 @@ impl Gate {
     /// The members over each bound: for handshakes the oldest of the
     /// client holding the most, for the tarpit the oldest. They stay
     /// counted until the loop acts on them and settles them.
-    pub(crate) fn overflow<C: Slot>(&mut self, conns: &mut Slab<C>) -> Overflow {
+    pub(crate) fn overflow<T: Transport>(&mut self, conns: &mut Slab<Conn<T>>) -> Overflow {
         let mut out = Overflow::default();
         self.handshakes
             .compact(|m| is_in(conns, m, Queued::Handshake));
@@ -127,8 +127,8 @@ impl Gate {
 /// go: the peer accept reported (epoll) or a PROXY header named, else the
 /// socket's peer, asked once and kept for admission (io_uring's multishot
 /// accept reports none). `None` when the entry is no longer a member.
-fn pending_client<C: Slot>(
-    conns: &mut Slab<C>,
+fn pending_client<T: Transport>(
+    conns: &mut Slab<Conn<T>>,
     member: Member,
     ipv6_prefix: u8,
 ) -> Option<ClientKey> {
@@ -136,12 +136,12 @@ fn pending_client<C: Slot>(
         return None;
     }
     let slot = conns.get_mut(member.0)?;
-    let ip = match slot.session().handshake_peer() {
+    let ip = match slot.session.handshake_peer() {
         Some(ip) => ip,
         None => {
-            let asked = slot.socket().and_then(socket_peer);
+            let asked = socket_peer(slot.io.socket());
             if let Some(ip) = asked {
-                slot.session_mut().remember_peer(ip);
+                slot.session.remember_peer(ip);
             }
             // A socket that cannot say (already reset) joins the unknowns.
             asked.unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED))
@@ -159,9 +159,9 @@ pub(crate) fn socket_peer(socket: BorrowedFd<'_>) -> Option<IpAddr> {
         .map(|a| a.ip())
 }
 
-fn is_in<C: Slot>(conns: &Slab<C>, (key, generation): Member, set: Queued) -> bool {
+fn is_in<T: Transport>(conns: &Slab<Conn<T>>, (key, generation): Member, set: Queued) -> bool {
     conns
         .get(key)
-        .map(Slot::session)
+        .map(|c| &c.session)
         .is_some_and(|s| s.generation == generation && s.queued == set)
 }

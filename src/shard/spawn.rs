@@ -205,9 +205,11 @@ fn run_shard(
     ready: &mpsc::Sender<io::Result<()>>,
 ) -> io::Result<()> {
     if backend == Backend::Uring {
-        started(UringLoop::new(listeners, signal, shared, id, inbox), ready)?.run()
+        let (shard, driver) = started(UringLoop::new(listeners, signal, shared, id, inbox), ready)?;
+        shard.run(driver)
     } else {
-        started(EpollLoop::new(listeners, signal, shared, id, inbox), ready)?.run()
+        let (shard, driver) = started(EpollLoop::new(listeners, signal, shared, id, inbox), ready)?;
+        shard.run(driver)
     }
 }
 

@@ -137,11 +137,6 @@ impl TlsStream {
         self.drain(records)
     }
 
-    /// Whether encrypted records are still waiting for the socket.
-    pub(crate) fn wants_write(&self) -> bool {
-        self.conn.wants_write()
-    }
-
     /// Queues close_notify (once, however often called) so the peer can
     /// tell our end of output from a truncation.
     pub(crate) fn close_notify(&mut self) {

@@ -14,22 +14,18 @@ pub(crate) mod buf_ring;
 mod user_data;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
-use slab::Slab;
 
-use crate::app::Ctx;
-use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
-use crate::protocol::CloseCode;
 use crate::pubsub::hub::InboxReceiver;
-use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
-use crate::shard::fanout::{Outlet, PubSub};
+use crate::shard::conn::Session;
 use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
 use crate::shard::throttle::Throttled;
-use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
+use crate::shard::{Conn, Driver, Shard, Transport, MAX_PENDING_OUT};
 use crate::tls::TlsStream;
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
@@ -47,15 +43,14 @@ const RING_ENTRIES: u32 = 4096;
 const RECV_BUFFERS_INC: (u16, usize) = (16, 32 * 1024);
 const RECV_BUFFERS_CLASSIC: (u16, usize) = (1024, 16 * 1024);
 
-use super::epoll::MAX_PENDING_OUT;
-
 /// Most iovecs one SENDMSG names (the kernel's UIO_MAXIOV).
 const IOV_MAX: usize = 1024;
 
+/// What io_uring keeps per connection: its descriptor and the state of
+/// the operations in flight on it.
 #[derive(Debug)]
-struct Conn {
+pub(crate) struct Ring {
     fd: OwnedFd,
-    session: Session,
     /// Bytes owned by the send in flight; untouched until it completes.
     sending: Vec<u8>,
     sent: usize,
@@ -69,8 +64,6 @@ struct Conn {
     dead: bool,
     /// Already in `dirty` this turn.
     dirty: bool,
-    /// The peer shut its side; close once our output is flushed.
-    eof: bool,
     /// The send in flight is the session's vectored `Flight`, not `sending`.
     vectored: bool,
     /// The record layer on TLS listeners; `sending` then holds records.
@@ -81,45 +74,34 @@ struct Conn {
 // a timer-wheel entry and slab slack must stay within 256 bytes, so growing
 // the slot is a decision, not an accident. The TLS pointer took it from 176
 // to 184, still within that budget.
-const _: () = assert!(std::mem::size_of::<Conn>() <= 184);
+const _: () = assert!(std::mem::size_of::<Conn<Ring>>() <= 184);
 
-impl Slot for Conn {
-    fn session(&self) -> &Session {
-        &self.session
-    }
-    fn session_mut(&mut self) -> &mut Session {
-        &mut self.session
-    }
-    fn socket(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        Some(self.fd.as_fd())
-    }
-}
-
-impl Conn {
+impl Ring {
     fn in_flight(&self) -> bool {
         self.recv_armed || self.send_armed || self.zc_notif_pending
     }
+}
 
-    fn pending_out(&self) -> usize {
-        let flight = self
-            .session
+impl Transport for Ring {
+    const GENERATION_MASK: u32 = user_data::GENERATION_MASK;
+
+    fn backlog(&self, session: &Session) -> usize {
+        let flight = session
             .spill
             .as_deref()
             .and_then(|s| s.flight.as_deref())
             .map_or(0, Flight::remaining);
-        self.session.queued() + self.session.out.len() + (self.sending.len() - self.sent) + flight
+        session.queued() + session.out.len() + (self.sending.len() - self.sent) + flight
     }
-}
-
-impl Outlet for Conn {
-    fn session(&self) -> &Session {
-        &self.session
+    /// A send takes whole segments off the queue into its flight.
+    fn head_written(&self) -> usize {
+        0
     }
-    fn session_mut(&mut self) -> &mut Session {
-        &mut self.session
+    fn socket(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
     }
-    fn backlog(&self) -> usize {
-        self.pending_out()
+    fn dying(&self) -> bool {
+        self.dead
     }
 }
 
@@ -129,16 +111,9 @@ pub(crate) struct UringLoop {
     listeners: Vec<std::net::TcpListener>,
     signal: std::os::unix::net::UnixStream,
     signal_buf: Box<[u8; 64]>,
-    conns: Slab<Conn>,
-    pubsub: PubSub,
+    /// The shard's inbox eventfd and the counter its reads land in.
+    inbox_fd: RawFd,
     inbox_buf: Box<u64>,
-    shared: Shared,
-    shard_id: usize,
-    counters: Counters,
-    pool: BufPool,
-    clock: Clock,
-    deadlines: Deadlines,
-    next_generation: u32,
     /// Connections with output to send or a state change to act on.
     dirty: Vec<usize>,
     /// Connections whose receive must be re-armed once buffers are back.
@@ -154,21 +129,18 @@ pub(crate) struct UringLoop {
     accept_retry_tick: u64,
     /// The accept warning, written at most once a second.
     accept_log: Throttled,
-    draining_until: Option<u64>,
-    /// This shard has told the others it has no connections left.
-    drain_reported: bool,
 }
 
 impl UringLoop {
-    /// Builds the ring; call on the thread that will run it (the ring is
-    /// single-issuer with deferred task work).
+    /// A shard on io_uring, ready to run; call on the thread that will run
+    /// it (the ring is single-issuer with deferred task work).
     pub(crate) fn new(
         listeners: Vec<std::net::TcpListener>,
         signal: std::os::unix::net::UnixStream,
         shared: Shared,
         shard_id: usize,
         inbox: InboxReceiver,
-    ) -> io::Result<Self> {
+    ) -> io::Result<(Shard<Ring>, Self)> {
         let ring = IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 4)
             .setup_single_issuer()
@@ -194,16 +166,8 @@ impl UringLoop {
             listeners,
             signal,
             signal_buf: Box::new([0u8; 64]),
-            conns: Slab::new(),
-            pubsub: PubSub::new(inbox, &shared.config.routes),
+            inbox_fd: inbox.wake_fd(),
             inbox_buf: Box::new(0),
-            deadlines: Deadlines::new(&shared.config, shard_id),
-            shared,
-            shard_id,
-            counters: Counters::default(),
-            pool: BufPool::default(),
-            clock: Clock::new(),
-            next_generation: 0,
             dirty: Vec::new(),
             rearm: Vec::new(),
             scratch: Vec::new(),
@@ -212,102 +176,111 @@ impl UringLoop {
             accept_retry: Vec::new(),
             accept_retry_tick: 0,
             accept_log: Throttled::default(),
-            draining_until: None,
-            drain_reported: false,
         };
         for i in 0..this.listeners.len() {
             this.arm_accept(i);
         }
         this.arm_signal();
         this.arm_inbox();
-        Ok(this)
+        Ok((Shard::new(shared, shard_id, inbox), this))
     }
+}
 
-    /// Runs until shutdown completes.
-    pub(crate) fn run(mut self) -> io::Result<()> {
-        let result = self.run_loop();
-        self.bufs.unregister(&self.ring);
-        result
-    }
+impl Driver for UringLoop {
+    type Io = Ring;
 
-    fn run_loop(&mut self) -> io::Result<()> {
-        loop {
-            let ticking = !self.deadlines.is_empty()
-                || !self.accept_retry.is_empty()
-                || self.draining_until.is_some();
-            let wait = if ticking {
-                let ts = types::Timespec::from(Clock::tick_interval());
+    /// Submits the turn's SQEs and waits, in one `io_uring_enter`.
+    fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let wait = match timeout {
+            Some(timeout) => {
+                let ts = types::Timespec::from(timeout);
                 let args = types::SubmitArgs::new().timespec(&ts);
                 self.ring.submitter().submit_with_args(1, &args)
-            } else {
-                self.ring.submit_and_wait(1)
-            };
-            match wait {
-                Ok(_) => {}
+            }
+            None => self.ring.submit_and_wait(1),
+        };
+        match wait {
+            Err(e)
+                if !matches!(
+                    e.raw_os_error(),
+                    Some(libc::ETIME | libc::EINTR | libc::EBUSY)
+                ) =>
+            {
                 Err(e)
-                    if matches!(
-                        e.raw_os_error(),
-                        Some(libc::ETIME | libc::EINTR | libc::EBUSY)
-                    ) => {}
-                Err(e) => return Err(e),
             }
-            self.clock.update();
-            self.retry_accepts();
-            let mut completions = std::mem::take(&mut self.completions);
-            completions.extend(
-                self.ring
-                    .completion()
-                    .map(|c| (c.user_data(), c.result(), c.flags())),
-            );
-            for &(data, result, flags) in &completions {
-                self.complete(UserData(data), result, flags);
-            }
-            completions.clear();
-            self.completions = completions;
-            self.fan_out();
-            self.expire_deadlines();
-            self.flush_dirty();
-            for key in std::mem::take(&mut self.rearm) {
-                self.arm_recv(key);
-            }
-            let stats = &self.shared.metrics.shards[self.shard_id];
-            self.counters.publish(stats, self.conns.len());
-            ShardStats::set(&stats.recv_buffers_lent, self.bufs.lent() as u64);
-            ShardStats::set(&stats.out_buffers_lent, self.pool.lent() as u64);
-            let (handshaking, parked) = self.deadlines.gate.occupancy();
-            ShardStats::set(&stats.handshakes_in_flight, handshaking as u64);
-            ShardStats::set(&stats.tarpit_parked, parked as u64);
-            self.pubsub.publish_stats(stats);
-            if let Some(until) = self.draining_until {
-                let (metrics, empty) = (&self.shared.metrics, self.conns.is_empty());
-                let now = self.clock.now_tick;
-                if drain_over(metrics, empty, &mut self.drain_reported, now, until) {
-                    self.release_apps();
-                    // The armed multishot accepts keep the listening sockets
-                    // alive until the ring's asynchronous teardown ends;
-                    // shutting them down stops listening now.
-                    for listener in &self.listeners {
-                        let _ = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Both);
-                    }
-                    return Ok(());
-                }
-            }
+            _ => Ok(()),
         }
     }
 
-    /// Shutdown ends with peers that never finished closing: their slots
-    /// go with the ring, but their handlers still hear `close`.
-    fn release_apps(&mut self) {
-        let routes = &self.shared.config.routes;
-        for (key, conn) in &mut self.conns {
-            if matches!(conn.session.route, Route::App(_)) {
-                let held = conn.session.held(conn.pending_out());
-                let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-                conn.session.app_release(routes, ctx);
-            }
+    fn dispatch(&mut self, shard: &mut Shard<Ring>) {
+        self.retry_accepts(shard.now());
+        let mut completions = std::mem::take(&mut self.completions);
+        completions.extend(
+            self.ring
+                .completion()
+                .map(|c| (c.user_data(), c.result(), c.flags())),
+        );
+        for &(data, result, flags) in &completions {
+            self.complete(shard, UserData(data), result, flags);
+        }
+        completions.clear();
+        self.completions = completions;
+    }
+
+    fn send(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        self.mark_dirty(shard, key);
+    }
+
+    /// Drops a connection: cancels what is in flight, frees when idle.
+    fn drop_conn(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        let Some(conn) = shard.conns.get_mut(key) else {
+            return;
+        };
+        let io = &mut conn.io;
+        io.dead = true;
+        if io.recv_armed || io.send_armed {
+            // Ends a pending receive at once, and a send waiting for window
+            // space that a peer which stopped reading will never open.
+            // SAFETY: plain syscall on a descriptor we own.
+            unsafe { libc::shutdown(io.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        if io.zc_notif_pending {
+            abort_connection(io.fd.as_fd());
+        }
+        if io.recv_armed {
+            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
+            self.cancel(target);
+        }
+        self.maybe_free(shard, key);
+    }
+
+    fn end_turn(&mut self, shard: &mut Shard<Ring>) {
+        self.flush_dirty(shard);
+        for key in std::mem::take(&mut self.rearm) {
+            self.arm_recv(shard, key);
         }
     }
 
+    fn ticking(&self) -> bool {
+        !self.accept_retry.is_empty()
+    }
+
+    fn publish_stats(&self, stats: &ShardStats) {
+        ShardStats::set(&stats.recv_buffers_lent, self.bufs.lent() as u64);
+    }
+
+    fn finish(&mut self) {
+        // The armed multishot accepts keep the listening sockets alive
+        // until the ring's asynchronous teardown ends; shutting them down
+        // stops listening now.
+        for listener in &self.listeners {
+            let _ = socket2::SockRef::from(listener).shutdown(std::net::Shutdown::Both);
+        }
+        self.bufs.unregister(&self.ring);
+    }
+}
+
+impl UringLoop {
     /// Queues an SQE, submitting early if the queue is full.
     ///
     /// # Safety
@@ -346,25 +319,26 @@ impl UringLoop {
     }
 
     fn arm_inbox(&mut self) {
-        let fd = self.pubsub.wake_fd();
         let buf: *mut u64 = &mut *self.inbox_buf;
-        let entry = opcode::Read::new(types::Fd(fd), buf.cast(), 8)
+        let entry = opcode::Read::new(types::Fd(self.inbox_fd), buf.cast(), 8)
             .build()
             .user_data(UserData::new(Op::Inbox, 0, 0).0);
-        // SAFETY: the eventfd and the boxed counter live as long as the loop.
+        // SAFETY: the eventfd (owned by the shard's inbox) and the boxed
+        // counter live as long as the loop.
         unsafe { self.push(&entry) };
     }
 
-    fn arm_recv(&mut self, key: usize) {
+    fn arm_recv(&mut self, shard: &mut Shard<Ring>, key: usize) {
         let group = self.bufs.group();
-        let Some(conn) = self.conns.get_mut(key) else {
+        let Some(conn) = shard.conns.get_mut(key) else {
             return;
         };
-        if conn.recv_armed || conn.dead || conn.recv_paused {
+        let io = &mut conn.io;
+        if io.recv_armed || io.dead || io.recv_paused {
             return;
         }
-        conn.recv_armed = true;
-        let entry = opcode::RecvMulti::new(types::Fd(conn.fd.as_raw_fd()), group)
+        io.recv_armed = true;
+        let entry = opcode::RecvMulti::new(types::Fd(io.fd.as_raw_fd()), group)
             .build()
             .user_data(UserData::new(Op::Recv, key, conn.session.generation).0);
         // SAFETY: the descriptor is closed only when the slot is freed, and
@@ -372,15 +346,15 @@ impl UringLoop {
         unsafe { self.push(&entry) };
     }
 
-    fn complete(&mut self, data: UserData, result: i32, flags: u32) {
+    fn complete(&mut self, shard: &mut Shard<Ring>, data: UserData, result: i32, flags: u32) {
         match data.op() {
-            Op::Accept => self.on_accept(data.key(), result, flags),
-            Op::Recv => self.on_recv(data, result, flags),
-            Op::Send => self.on_send(data, result, flags),
-            Op::Signal => self.begin_shutdown(),
+            Op::Accept => self.on_accept(shard, data.key(), result, flags),
+            Op::Recv => self.on_recv(shard, data, result, flags),
+            Op::Send => self.on_send(shard, data, result, flags),
+            Op::Signal => shard.begin_shutdown(self),
             Op::Inbox => {
-                self.pubsub.woken = true;
-                if self.draining_until.is_none() {
+                shard.inbox_woken();
+                if !shard.draining() {
                     self.arm_inbox();
                 }
             }
@@ -389,21 +363,21 @@ impl UringLoop {
     }
 
     /// Re-arms the accepts that backed off, once their tick has come.
-    fn retry_accepts(&mut self) {
-        if !self.accept_retry.is_empty() && self.clock.now_tick >= self.accept_retry_tick {
+    fn retry_accepts(&mut self, now: u64) {
+        if !self.accept_retry.is_empty() && now >= self.accept_retry_tick {
             for index in std::mem::take(&mut self.accept_retry) {
                 self.arm_accept(index);
             }
         }
     }
 
-    fn on_accept(&mut self, index: usize, result: i32, flags: u32) {
+    fn on_accept(&mut self, shard: &mut Shard<Ring>, index: usize, result: i32, flags: u32) {
         let ended = !cqueue::more(flags);
         if ended {
             self.accepts_armed -= 1;
         }
         if result < 0 {
-            self.accept_failed(index, -result, ended);
+            self.accept_failed(shard.now(), index, -result, ended);
             return;
         }
         if ended {
@@ -411,13 +385,11 @@ impl UringLoop {
         }
         // SAFETY: a successful accept returns a new descriptor we now own.
         let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
-        let Ok(tls) = self.shared.start_tls() else {
+        let Ok(tls) = shard.shared.start_tls() else {
             return;
         };
-        self.next_generation = self.next_generation.wrapping_add(1) & user_data::GENERATION_MASK;
-        let key = self.conns.insert(Conn {
+        let io = Ring {
             fd,
-            session: Session::new(self.next_generation, self.shared.expects_proxy(index), None),
             sending: Vec::new(),
             sent: 0,
             recv_armed: false,
@@ -426,27 +398,23 @@ impl UringLoop {
             recv_paused: false,
             dead: false,
             dirty: false,
-            eof: false,
             vectored: false,
             tls,
-        });
-        let now = self.clock.now_tick;
-        self.deadlines
-            .accepted(key, &mut self.conns[key].session, now, &self.shared.config);
-        self.arm_recv(key);
+        };
+        let key = shard.accepted(io, index, None);
+        self.arm_recv(shard, key);
     }
 
     /// An accept failed with `errno`. Out of descriptors or memory, the
     /// connection stays queued and every retry fails until something is
     /// freed: back off to the next tick, as the epoll driver does.
-    fn accept_failed(&mut self, index: usize, errno: i32, ended: bool) {
+    fn accept_failed(&mut self, now: u64, index: usize, errno: i32, ended: bool) {
         let exhausted = matches!(
             errno,
             libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
         );
         if errno != libc::ECANCELED {
             let e = io::Error::from_raw_os_error(errno);
-            let now = self.clock.now_tick;
             let then = if exhausted {
                 "retrying next tick"
             } else {
@@ -460,18 +428,18 @@ impl UringLoop {
         }
         if exhausted {
             self.accept_retry.push(index);
-            self.accept_retry_tick = self.clock.now_tick + 1;
+            self.accept_retry_tick = now + 1;
         } else {
             self.arm_accept(index);
         }
     }
 
-    fn on_recv(&mut self, data: UserData, result: i32, flags: u32) {
+    fn on_recv(&mut self, shard: &mut Shard<Ring>, data: UserData, result: i32, flags: u32) {
         let key = data.key();
         let bid = cqueue::buffer_select(flags);
         let buf_more = cqueue::buffer_more(flags);
         let filled = usize::try_from(result).unwrap_or(0);
-        let Some(conn) = self
+        let Some(conn) = shard
             .conns
             .get_mut(key)
             .filter(|c| c.session.generation == data.generation())
@@ -484,126 +452,101 @@ impl UringLoop {
         };
         let more = cqueue::more(flags);
         if !more {
-            conn.recv_armed = false;
+            conn.io.recv_armed = false;
         }
         if result > 0 {
-            self.counters.bytes_received += result as u64;
+            shard.counters.bytes_received += result as u64;
             let Some(bid) = bid else {
                 return;
             };
-            let len = result as usize;
-            if !conn.dead {
-                // Only handlers look at the backlog; built-in routes skip the sum.
-                let held = match conn.session.route {
-                    Route::App(_) => conn.session.held(conn.pending_out()),
-                    _ => 0,
-                };
-                let config = &self.shared.config;
-                let mut limits = ConnLimits {
-                    max_message: config.max_message,
-                    subprotocols: &config.subprotocols,
-                    metrics: &self.shared.metrics,
-                    counters: &mut self.counters,
-                    pool: &mut self.pool,
-                    admission: &self.shared.admission,
-                    socket: conn.fd.as_fd(),
-                    key,
-                    pubsub: &mut self.pubsub,
-                    routes: &config.routes,
-                    held,
-                };
-                let input = self.bufs.take(bid, len);
-                let mut finished = false;
-                let next = if let Some(tls) = conn.tls.as_deref_mut() {
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(conn.session.carried());
-                    let carried = self.scratch.len();
-                    match tls.decrypt(input, &mut self.scratch) {
-                        Ok(closed) => {
-                            // close_notify: the peer is done, as with a FIN.
-                            finished = closed && !conn.eof;
-                            conn.eof |= closed;
-                            if self.scratch.len() > carried {
-                                conn.session.feed(&mut self.scratch, &mut limits)
-                            } else {
-                                crate::shard::conn::Next::Continue
-                            }
-                        }
-                        // The alert goes out with the next flush, then the
-                        // connection ends.
-                        Err(_) => {
-                            conn.eof = true;
-                            conn.session.peer_finished()
-                        }
-                    }
-                } else if conn.session.carried().is_empty() {
-                    conn.session.feed(input, &mut limits)
-                } else {
-                    self.scratch.clear();
-                    self.scratch.extend_from_slice(conn.session.carried());
-                    self.scratch.extend_from_slice(input);
-                    conn.session.feed(&mut self.scratch, &mut limits)
-                };
-                self.bufs.release(bid, len, buf_more);
-                let now = self.clock.now_tick;
-                self.deadlines
-                    .after(key, &mut conn.session, next, now, config);
-                if finished {
-                    let counters = &mut self.counters;
-                    self.deadlines
-                        .peer_finished(key, &mut conn.session, counters, now, config);
-                }
-                if conn.pending_out() >= MAX_PENDING_OUT {
-                    self.pause_recv(key);
-                }
-                self.mark_dirty(key);
+            if conn.io.dead {
+                self.bufs.take(bid, filled);
+                self.bufs.release(bid, filled, buf_more);
             } else {
-                self.bufs.take(bid, len);
-                self.bufs.release(bid, len, buf_more);
+                let finished = self.deliver(shard, key, bid, filled);
+                self.bufs.release(bid, filled, buf_more);
+                if finished {
+                    shard.peer_finished(self, key);
+                }
+                if shard.conns[key].backlog() >= MAX_PENDING_OUT {
+                    self.pause_recv(shard, key);
+                }
+                self.mark_dirty(shard, key);
             }
             if !more {
                 self.rearm.push(key);
             }
             // A dead connection's last receive may carry data: nothing else
             // is left to free it.
-            self.maybe_free(key);
+            self.maybe_free(shard, key);
             return;
         }
+        let (dead, paused) = (conn.io.dead, conn.io.recv_paused);
         match result {
             r if r == -libc::ENOBUFS => self.rearm.push(key),
             // The cancel that `pause_recv` issued. Output may have drained
             // (and un-paused reading) before this completion arrived, while
             // the cancelled receive still counted as armed: re-arm now.
-            r if r == -libc::ECANCELED && !conn.dead => {
-                if !conn.recv_paused {
+            r if r == -libc::ECANCELED && !dead => {
+                if !paused {
                     self.rearm.push(key);
                 }
             }
-            0 if !conn.dead => {
-                // The peer is done sending: flush what we owe, then close,
-                // within the close timeout even if it stops reading too.
-                if !conn.eof {
-                    conn.eof = true;
-                    let now = self.clock.now_tick;
-                    let (session, counters) = (&mut conn.session, &mut self.counters);
-                    self.deadlines
-                        .peer_finished(key, session, counters, now, &self.shared.config);
-                }
-                self.mark_dirty(key);
-            }
-            _ if conn.dead => {}
-            _ => self.remove(key),
+            // The peer is done sending.
+            0 if !dead => shard.peer_finished(self, key),
+            _ if dead => {}
+            _ => self.drop_conn(shard, key),
         }
-        self.maybe_free(key);
+        self.maybe_free(shard, key);
     }
 
-    fn pause_recv(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if conn.recv_paused {
+    /// Feeds the `len` bytes received into buffer `bid` to the session,
+    /// through the record layer on TLS; true if they ended with the peer's
+    /// close_notify.
+    fn deliver(&mut self, shard: &mut Shard<Ring>, key: usize, bid: u16, len: usize) -> bool {
+        let input = self.bufs.take(bid, len);
+        let conn = &mut shard.conns[key];
+        let scratch = &mut self.scratch;
+        if let Some(tls) = conn.io.tls.as_deref_mut() {
+            scratch.clear();
+            scratch.extend_from_slice(conn.session.carried());
+            let carried = scratch.len();
+            match tls.decrypt(input, scratch) {
+                Ok(closed) => {
+                    let plaintext = if scratch.len() > carried {
+                        &mut scratch[..]
+                    } else {
+                        &mut []
+                    };
+                    shard.feed(key, plaintext);
+                    closed
+                }
+                // The alert goes out with the next flush, then the
+                // connection ends.
+                Err(_) => {
+                    shard.end_after_flush(key);
+                    false
+                }
+            }
+        } else if conn.session.carried().is_empty() {
+            shard.feed(key, input);
+            false
+        } else {
+            scratch.clear();
+            scratch.extend_from_slice(conn.session.carried());
+            scratch.extend_from_slice(input);
+            shard.feed(key, scratch);
+            false
+        }
+    }
+
+    fn pause_recv(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        let conn = &mut shard.conns[key];
+        if conn.io.recv_paused {
             return;
         }
-        conn.recv_paused = true;
-        if conn.recv_armed {
+        conn.io.recv_paused = true;
+        if conn.io.recv_armed {
             let target = UserData::new(Op::Recv, key, conn.session.generation).0;
             self.cancel(target);
         }
@@ -617,71 +560,68 @@ impl UringLoop {
         unsafe { self.push(&entry) };
     }
 
-    fn on_send(&mut self, data: UserData, result: i32, flags: u32) {
+    fn on_send(&mut self, shard: &mut Shard<Ring>, data: UserData, result: i32, flags: u32) {
         let key = data.key();
-        let Some(conn) = self
+        let Some(conn) = shard
             .conns
             .get_mut(key)
             .filter(|c| c.session.generation == data.generation())
         else {
             return;
         };
+        let io = &mut conn.io;
         if cqueue::notif(flags) {
             // Anything else is a bookkeeping slip: the buffer it releases
             // may already have been reused.
-            debug_assert!(conn.zc_notif_pending, "a notification nothing awaits");
-            conn.zc_notif_pending = false;
-            if !conn.send_armed {
-                self.finish_send(key);
+            debug_assert!(io.zc_notif_pending, "a notification nothing awaits");
+            io.zc_notif_pending = false;
+            if !io.send_armed {
+                self.finish_send(shard, key);
             }
-            self.maybe_free(key);
+            self.maybe_free(shard, key);
             return;
         }
-        conn.send_armed = false;
+        io.send_armed = false;
         if cqueue::more(flags) {
             // A zero-copy send, failed or not: its notification completion
             // follows, and until then the kernel may read `sending`.
-            conn.zc_notif_pending = true;
+            io.zc_notif_pending = true;
         }
         if result < 0 {
-            conn.dead = true;
-            self.remove(key);
+            io.dead = true;
+            self.drop_conn(shard, key);
             return;
         }
-        self.counters.bytes_sent += result as u64;
-        if conn.vectored {
-            conn.vectored = false;
-            self.finish_vectored(key, result as usize);
-            self.maybe_free(key);
+        shard.counters.bytes_sent += result as u64;
+        let io = &mut shard.conns[key].io;
+        if io.vectored {
+            io.vectored = false;
+            self.finish_vectored(shard, key, result as usize);
+            self.maybe_free(shard, key);
             return;
         }
-        conn.sent += result as usize;
-        if !conn.zc_notif_pending {
-            self.finish_send(key);
+        io.sent += result as usize;
+        if !io.zc_notif_pending {
+            self.finish_send(shard, key);
         }
-        self.maybe_free(key);
+        self.maybe_free(shard, key);
     }
 
     /// After a send (and its notification): send the rest, or recycle.
-    fn finish_send(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        if conn.sent < conn.sending.len() && !conn.dead {
-            self.submit_send(key);
+    fn finish_send(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        let io = &mut shard.conns[key].io;
+        if io.sent < io.sending.len() && !io.dead {
+            self.submit_send(shard, key);
             return;
         }
-        conn.sent = 0;
-        self.pool.give(std::mem::take(&mut conn.sending));
-        if conn.recv_paused && conn.pending_out() < MAX_PENDING_OUT {
-            conn.recv_paused = false;
-            self.rearm.push(key);
-        }
-        self.app_drain(key);
-        self.mark_dirty(key);
+        io.sent = 0;
+        shard.pool.give(std::mem::take(&mut io.sending));
+        self.sent_all(shard, key);
     }
 
     /// After a vectored send: send the rest, or recycle its owned segments.
-    fn finish_vectored(&mut self, key: usize, n: usize) {
-        let conn = &mut self.conns[key];
+    fn finish_vectored(&mut self, shard: &mut Shard<Ring>, key: usize, n: usize) {
+        let conn = &mut shard.conns[key];
         let Some(spill) = conn.session.spill.as_deref_mut() else {
             return;
         };
@@ -689,52 +629,37 @@ impl UringLoop {
             return;
         };
         flight.sent += n;
-        if flight.remaining() > 0 && !conn.dead {
-            self.submit_vectored(key);
+        if flight.remaining() > 0 && !conn.io.dead {
+            self.submit_vectored(shard, key);
             return;
         }
         if let Some(flight) = spill.flight.take() {
             for seg in flight.segs {
                 if let Segment::Owned(v) = seg {
-                    self.pool.give(v);
+                    shard.pool.give(v);
                 }
             }
         }
         conn.session.tidy();
-        if conn.recv_paused && conn.pending_out() < MAX_PENDING_OUT {
-            conn.recv_paused = false;
-            self.rearm.push(key);
-        }
-        self.app_drain(key);
-        self.mark_dirty(key);
+        self.sent_all(shard, key);
     }
 
-    /// Runs an App connection's drain handler if a send met its bound and
-    /// the output has fallen under it.
-    fn app_drain(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if !matches!(conn.session.route, Route::App(_)) || conn.dead {
-            return;
+    /// A send finished whole: reading resumes if it paused for the backlog,
+    /// a handler may hear `drain`, and whatever came meanwhile goes next.
+    fn sent_all(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        let conn = &mut shard.conns[key];
+        if conn.io.recv_paused && conn.backlog() < MAX_PENDING_OUT {
+            conn.io.recv_paused = false;
+            self.rearm.push(key);
         }
-        let backlog = conn.pending_out();
-        let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, 0);
-        let config = &self.shared.config;
-        let next = conn
-            .session
-            .app_drain(&config.routes, backlog, &mut self.pool, ctx);
-        if next != Next::Continue {
-            let now = self.clock.now_tick;
-            self.deadlines
-                .after(key, &mut conn.session, next, now, config);
-        }
+        shard.app_drain(key);
+        self.mark_dirty(shard, key);
     }
 
     /// Sends the session's flight with one SENDMSG.
-    fn submit_vectored(&mut self, key: usize) {
-        let conn = &mut self.conns[key];
-        let fd = types::Fd(conn.fd.as_raw_fd());
+    fn submit_vectored(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        let conn = &mut shard.conns[key];
+        let fd = types::Fd(conn.io.fd.as_raw_fd());
         let user_data = UserData::new(Op::Send, key, conn.session.generation).0;
         let Some(flight) = conn
             .session
@@ -749,18 +674,19 @@ impl UringLoop {
             .flags(libc::MSG_NOSIGNAL as u32)
             .build()
             .user_data(user_data);
-        conn.send_armed = true;
-        conn.vectored = true;
+        conn.io.send_armed = true;
+        conn.io.vectored = true;
         // SAFETY: the flight (its segments, iovecs and header) is boxed in
         // the session and untouched while `send_armed`; the slot outlives it.
         unsafe { self.push(&entry) };
     }
 
-    fn submit_send(&mut self, key: usize) {
-        let zerocopy = self.shared.config.zerocopy_threshold;
-        let conn = &mut self.conns[key];
-        let fd = types::Fd(conn.fd.as_raw_fd());
-        let rest = &conn.sending[conn.sent..];
+    fn submit_send(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        let zerocopy = shard.shared.config.zerocopy_threshold;
+        let conn = &mut shard.conns[key];
+        let io = &mut conn.io;
+        let fd = types::Fd(io.fd.as_raw_fd());
+        let rest = &io.sending[io.sent..];
         let user_data = UserData::new(Op::Send, key, conn.session.generation).0;
         let entry = if zerocopy != 0 && rest.len() >= zerocopy {
             opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32).build()
@@ -770,74 +696,72 @@ impl UringLoop {
                 .build()
         }
         .user_data(user_data);
-        conn.send_armed = true;
+        io.send_armed = true;
         // SAFETY: `sending` is not touched while `send_armed` or
         // `zc_notif_pending` is set, and the slot outlives both.
         unsafe { self.push(&entry) };
     }
 
-    fn mark_dirty(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if !conn.dirty {
-                conn.dirty = true;
+    fn mark_dirty(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        if let Some(conn) = shard.conns.get_mut(key) {
+            if !conn.io.dirty {
+                conn.io.dirty = true;
                 self.dirty.push(key);
             }
         }
     }
 
     /// Starts one send per connection with output, once per loop turn.
-    fn flush_dirty(&mut self) {
+    fn flush_dirty(&mut self, shard: &mut Shard<Ring>) {
         let dirty = std::mem::take(&mut self.dirty);
         for &key in &dirty {
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(conn) = shard.conns.get_mut(key) else {
                 continue;
             };
-            conn.dirty = false;
-            if conn.send_armed || conn.zc_notif_pending {
+            conn.io.dirty = false;
+            if conn.io.send_armed || conn.io.zc_notif_pending {
                 continue;
             }
-            if conn.tls.is_some() && !conn.dead {
-                match self.encrypt(key) {
+            if conn.io.tls.is_some() && !conn.io.dead {
+                match encrypt(shard, key) {
                     Ok(true) => {
-                        self.submit_send(key);
+                        self.submit_send(shard, key);
                         continue;
                     }
                     Ok(false) => {}
                     Err(e) => {
                         tracing::debug!("closing: {e}");
-                        self.remove(key);
+                        self.drop_conn(shard, key);
                         continue;
                     }
                 }
             }
-            let Some(conn) = self.conns.get_mut(key) else {
+            let Some(conn) = shard.conns.get_mut(key) else {
                 continue;
             };
-            if conn.session.has_queue() && !conn.dead {
-                let session = &mut conn.session;
+            let (session, io) = (&mut conn.session, &mut conn.io);
+            if session.has_queue() && !io.dead {
                 let spill = session.spill.get_or_insert_with(Box::default);
                 spill.seal(&mut session.out);
                 let segs: Vec<Segment> = spill.queue.drain(..).collect();
                 spill.queued = 0;
                 spill.flight = Some(Box::new(Flight::new(segs)));
-                self.submit_vectored(key);
+                self.submit_vectored(shard, key);
                 continue;
             }
-            if !conn.session.out.is_empty() && !conn.dead {
-                std::mem::swap(&mut conn.sending, &mut conn.session.out);
-                conn.sent = 0;
-                self.submit_send(key);
+            if !session.out.is_empty() && !io.dead {
+                std::mem::swap(&mut io.sending, &mut session.out);
+                io.sent = 0;
+                self.submit_send(shard, key);
                 continue;
             }
-            if conn.session.shutdown_after_flush {
-                conn.session.shutdown_after_flush = false;
+            if session.shutdown_after_flush {
+                session.shutdown_after_flush = false;
                 // SAFETY: plain syscall on a descriptor we own.
-                unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_WR) };
+                unsafe { libc::shutdown(io.fd.as_raw_fd(), libc::SHUT_WR) };
             }
-            if conn.eof {
-                self.remove(key);
-            }
-            self.maybe_free(key);
+            shard.written(self, key);
+            self.maybe_free(shard, key);
         }
         let mut dirty = dirty;
         dirty.clear();
@@ -846,190 +770,60 @@ impl UringLoop {
         }
     }
 
-    /// Moves a TLS connection's output (queued segments, `out`, then
-    /// close_notify when its write side is to be shut) into `sending` as
-    /// records. True when there is something to send.
-    fn encrypt(&mut self, key: usize) -> io::Result<bool> {
-        let conn = &mut self.conns[key];
-        let Some(tls) = conn.tls.as_deref_mut() else {
-            return Ok(false);
-        };
-        if conn.sending.capacity() == 0 {
-            conn.sending = self.pool.take();
-        }
-        let session = &mut conn.session;
-        if let Some(spill) = session.spill.as_deref_mut() {
-            spill.queued = 0;
-            for seg in spill.queue.drain(..) {
-                tls.encrypt(seg.bytes(), &mut conn.sending)?;
-                if let Segment::Owned(v) = seg {
-                    self.pool.give(v);
-                }
-            }
-        }
-        tls.encrypt(&session.out, &mut conn.sending)?;
-        session.out_drained(&mut self.pool);
-        session.tidy();
-        if session.shutdown_after_flush {
-            tls.close_notify();
-            tls.encrypt(&[], &mut conn.sending)?;
-        }
-        conn.sent = 0;
-        if conn.sending.is_empty() {
-            self.pool.give(std::mem::take(&mut conn.sending));
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    /// Hands this turn's published messages to subscribers.
-    fn fan_out(&mut self) {
-        let threshold = self.shared.config.routes.deflate_threshold;
-        let fan_out = self.pubsub.pump(&mut self.conns, threshold);
-        for &key in &fan_out.written {
-            self.mark_dirty(key);
-        }
-        for &key in &fan_out.overloaded {
-            self.close_overloaded(key);
-        }
-    }
-
-    /// Closes a subscriber that fell too far behind: 1013 with a jittered
-    /// retry hint, its unsent backlog dropped.
-    fn close_overloaded(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        if let Some(spill) = conn.session.spill.as_deref_mut() {
-            spill.drop_unsent_shared(0);
-        }
-        let stats = &self.shared.admission.registry.stats;
-        crate::admission::stats::AdmissionStats::bump(&stats.overload_closes);
-        let retry = self.deadlines.gate.jitter.retry_after(5);
-        let reason = format!("slow consumer; retry in {retry} s");
-        self.close(key, CloseCode::TRY_AGAIN_LATER, &reason);
-    }
-
-    fn expire_deadlines(&mut self) {
-        let stats = &self.shared.admission.registry.stats;
-        let expired = self
-            .deadlines
-            .expire(self.clock.now_tick, &mut self.conns, stats);
-        for (key, what) in expired {
-            match what {
-                Expired::CloseIdle => self.close(key, CloseCode::GOING_AWAY, "idle timeout"),
-                Expired::MessageTimeout => {
-                    let (code, reason) = crate::shard::MESSAGE_TIMEOUT;
-                    self.close(key, code, reason);
-                }
-                Expired::Drain => self.close(key, CloseCode::GOING_AWAY, "server shutting down"),
-                Expired::Answer => self.answer(key),
-                Expired::Drop => self.remove(key),
-            }
-        }
-    }
-
-    fn close(&mut self, key: usize, code: CloseCode, reason: &str) {
-        if let Some(conn) = self.conns.get_mut(key) {
-            if conn.session.is_open() {
-                self.counters.closed(code);
-            }
-            let now = self.clock.now_tick;
-            let config = &self.shared.config;
-            self.deadlines
-                .close(key, &mut conn.session, code, reason, now, config);
-            if matches!(conn.session.route, Route::App(_)) {
-                let held = conn.session.held(conn.pending_out());
-                let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-                conn.session.app_closing(&config.routes, ctx);
-            }
-            self.mark_dirty(key);
-        }
-    }
-
-    /// Answers a parked (refused) client now.
-    fn answer(&mut self, key: usize) {
-        if let Some(conn) = self.conns.get_mut(key).filter(|c| !c.dead) {
-            let now = self.clock.now_tick;
-            self.deadlines
-                .answer(key, &mut conn.session, now, &self.shared.config);
-            self.mark_dirty(key);
-        }
-    }
-
-    fn begin_shutdown(&mut self) {
-        if self.draining_until.is_some() {
+    fn maybe_free(&mut self, shard: &mut Shard<Ring>, key: usize) {
+        let idle = |c: &Conn<Ring>| c.io.dead && !c.io.in_flight() && !c.io.dirty;
+        if !shard.conns.get(key).is_some_and(idle) {
             return;
         }
-        tracing::info!("shutting down: closing {} connections", self.conns.len());
-        // Listeners stay open through the drain so that load balancers
-        // see /healthz answer 503; upgrades are refused from now on.
-        self.shared.metrics.begin_draining();
-        let now = self.clock.now_tick;
-        self.draining_until = Some(self.deadlines.begin_drain(now, &self.shared.config));
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let conn = &mut self.conns[key];
-            if !self
-                .deadlines
-                .schedule_drain(key, &mut conn.session, now, &self.shared.config)
-            {
-                self.close(key, CloseCode::GOING_AWAY, "server shutting down");
+        let io = shard.release(key);
+        // Closed by the ring with the next submission rather than by a
+        // syscall now; the number stays taken until then, so no new
+        // accept can reuse it early.
+        let fd = io.fd.into_raw_fd();
+        let entry = opcode::Close::new(types::Fd(fd))
+            .build()
+            .user_data(UserData::new(Op::Close, 0, 0).0);
+        // SAFETY: the descriptor is ours and no operation uses it any more.
+        unsafe { self.push(&entry) };
+        shard.pool.give(io.sending);
+    }
+}
+
+/// Moves a TLS connection's output (queued segments, `out`, then
+/// close_notify when its write side is to be shut) into `sending` as
+/// records. True when there is something to send.
+fn encrypt(shard: &mut Shard<Ring>, key: usize) -> io::Result<bool> {
+    let conn = &mut shard.conns[key];
+    let pool = &mut shard.pool;
+    let (session, io) = (&mut conn.session, &mut conn.io);
+    let Some(tls) = io.tls.as_deref_mut() else {
+        return Ok(false);
+    };
+    if io.sending.capacity() == 0 {
+        io.sending = pool.take();
+    }
+    if let Some(spill) = session.spill.as_deref_mut() {
+        spill.queued = 0;
+        for seg in spill.queue.drain(..) {
+            tls.encrypt(seg.bytes(), &mut io.sending)?;
+            if let Segment::Owned(v) = seg {
+                pool.give(v);
             }
         }
     }
-
-    /// Drops a connection: cancels what is in flight, frees when idle.
-    fn remove(&mut self, key: usize) {
-        let Some(conn) = self.conns.get_mut(key) else {
-            return;
-        };
-        conn.dead = true;
-        if conn.recv_armed || conn.send_armed {
-            // Ends a pending receive at once, and a send waiting for window
-            // space that a peer which stopped reading will never open.
-            // SAFETY: plain syscall on a descriptor we own.
-            unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
-        }
-        if conn.zc_notif_pending {
-            abort_connection(conn.fd.as_fd());
-        }
-        if conn.recv_armed {
-            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
-            self.cancel(target);
-        }
-        self.maybe_free(key);
+    tls.encrypt(&session.out, &mut io.sending)?;
+    session.out_drained(pool);
+    session.tidy();
+    if session.shutdown_after_flush {
+        tls.close_notify();
+        tls.encrypt(&[], &mut io.sending)?;
     }
-
-    fn maybe_free(&mut self, key: usize) {
-        if self
-            .conns
-            .get(key)
-            .is_some_and(|c| c.dead && !c.in_flight() && !c.dirty)
-        {
-            let mut conn = self.conns.remove(key);
-            self.deadlines
-                .released(key, &mut conn.session, &self.shared.admission);
-            if matches!(conn.session.route, Route::App(_)) {
-                let held = conn.session.held(conn.pending_out());
-                let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-                conn.session.app_release(&self.shared.config.routes, ctx);
-            }
-            self.pubsub.forget(&mut conn.session);
-            self.counters.forget(&conn.session);
-            // Closed by the ring with the next submission rather than by a
-            // syscall now; the number stays taken until then, so no new
-            // accept can reuse it early.
-            let fd = conn.fd.into_raw_fd();
-            let entry = opcode::Close::new(types::Fd(fd))
-                .build()
-                .user_data(UserData::new(Op::Close, 0, 0).0);
-            // SAFETY: the descriptor is ours and no operation uses it any more.
-            unsafe { self.push(&entry) };
-            self.pool.give(conn.session.out);
-            self.pool.give(conn.sending);
-        }
+    io.sent = 0;
+    if io.sending.is_empty() {
+        pool.give(std::mem::take(&mut io.sending));
+        return Ok(false);
     }
+    Ok(true)
 }
 
 /// Disconnects a TCP socket at once (connect to AF_UNSPEC: the kernel's
