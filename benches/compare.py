@@ -9,6 +9,8 @@ turns within every round, and the table reports medians over rounds:
                        independent of how fast the client is
   handshakes/s, cpu_us/handshake   open, upgrade, abrupt close
   bytes/idle conn      server RSS delta over N held connections, divided by N
+  cpu_us/delivery      the ticker's fan-out (surge builds only): server CPU
+                       per tick delivered to 1,000 subscribers
 
 Usage: python3 benches/compare.py [--rounds 3] [--secs 5] [--quick]
        [--before PATH/TO/OLD/surge --servers surge-uring,surge-uring-before,...]
@@ -60,8 +62,8 @@ def rss_bytes(pid):
 
 
 class Server:
-    def __init__(self, name, port):
-        argv = ["taskset", "-c", "0"] + SERVERS[name] + ["--listen", f"127.0.0.1:{port}"]
+    def __init__(self, name, port, argv=None):
+        argv = ["taskset", "-c", "0"] + (argv or SERVERS[name]) + ["--listen", f"127.0.0.1:{port}"]
         self.proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
         deadline = time.time() + 10
         while True:
@@ -115,6 +117,38 @@ def connect_case(secs):
         if not r["handshakes"]:
             return None
         return {"handshakes/s": r["handshakes_per_s"], "cpu_us/handshake": cpu * 1e6 / r["handshakes"]}
+    return run
+
+
+def ticker_argv(name):
+    """The ticker feed (1 symbol x 1000 Hz) on the same build and driver as
+    `name`'s echo server; peers have none."""
+    argv = SERVERS[name]
+    if not name.startswith("surge-"):
+        return None
+    return [argv[0], "ticker", "--symbols", "1", "--rate", "1000"] + argv[2:]
+
+
+def ticker_case(secs, conns=1000):
+    """Fan-out: `conns` subscribers of every symbol; server CPU per tick
+    delivered, counted once all are open."""
+    def run(server):
+        pid = server.proc.pid
+        sub = load(["subscribe", "--url", server.url + "ticker", "--conns", str(conns),
+                    "--sources", "127.0.0.2-127.0.0.5", "--duration", str(secs)], background=True)
+        before = None
+        for line in sub.stderr:
+            if "connections open after" in line:
+                before = cpu_seconds(pid)
+                break
+        out, err = sub.communicate(timeout=600)
+        after = cpu_seconds(pid)
+        r = parse_result(out, err)
+        delivered = r.get("msgs_per_s", 0) * r.get("secs", 0)
+        if before is None or not delivered:
+            return None
+        return {"deliveries/s": r["msgs_per_s"], "cpu_us/delivery": (after - before) * 1e6 / delivered,
+                "p99_us": r["p99_us"]}
     return run
 
 
@@ -184,6 +218,7 @@ def main():
         ("echo 100 x 16 B, 8 in flight", echo_case(100, 16, 8, a.secs)),
         ("connect (64 in flight)", connect_case(a.secs)),
         ("hold idle", hold_case()),
+        ("ticker 1 x 1000 Hz to 1000", ticker_case(a.secs), ticker_argv),
     ]
     if a.only:
         wanted = a.only.split(",")
@@ -191,11 +226,14 @@ def main():
     results = {}
     port = 19000
     for rnd in range(a.rounds):
-        for case, run in cases:
+        for case, run, *argv_of in cases:
             order = servers if rnd % 2 == 0 else list(reversed(servers))
             for name in order:
+                argv = argv_of[0](name) if argv_of else None
+                if argv_of and not argv:
+                    continue
                 port += 1
-                server = Server(name, port)
+                server = Server(name, port, argv)
                 try:
                     r = run(server)
                 finally:
