@@ -45,10 +45,6 @@
 //! take the hub's path: framed once, shared by every shard and subscriber,
 //! relayed to other nodes by the Redis bridge when one is configured.
 
-mod dispatch;
-mod handler;
-mod ws;
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,10 +52,12 @@ use std::sync::Arc;
 pub use crate::admission::policy::UpgradeRequest;
 use crate::config::RouteKind;
 pub use crate::config::{Backend, Config};
-pub use dispatch::AppRoutes;
-pub(crate) use dispatch::{call, ended, upgrade, AppConn, AppRoute, Call, Ctx};
-pub use handler::{Handler, Limits, Message, Upgrade};
-pub use ws::{Publisher, SendStatus, Ws};
+use crate::shard::handler::AppRoute;
+// What handlers are and how a session calls them live with the shard that
+// calls them; the embedding API is here.
+pub use crate::shard::handler::{
+    AppRoutes, Handler, Limits, Message, Publisher, SendStatus, Upgrade, Ws,
+};
 
 use crate::shard::spawn::Server;
 

@@ -12,13 +12,13 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::app::Ctx;
 use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
 use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
+use crate::shard::handler::Ctx;
 use crate::shard::spawn::Shared;
 use crate::shard::throttle::Throttled;
 use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};

@@ -7,13 +7,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
 use super::fanout::PubSub;
+use super::handler::{self, Call, Ctx, Message};
 use super::spill::Spill;
 use crate::admission::policy::UpgradeRequest;
 use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
 use crate::admission::Admission;
-use crate::app::{self, Call, Ctx, Message};
 use crate::buf::pool::BufPool;
 use crate::config::{RouteKind, Routes, NO_SPEC};
 use crate::metrics::{close_slot, Metrics, ShardStats, CLOSE_SLOTS};
@@ -587,7 +587,7 @@ impl Session {
                                         _ => Message::Binary(&payload),
                                     };
                                     let spill = self.spill.get_or_insert_with(Box::default);
-                                    app::call(
+                                    handler::call(
                                         route,
                                         Some(ws),
                                         &mut self.out,
@@ -640,7 +640,7 @@ impl Session {
         if let Route::App(i) = self.route {
             if ws.state() != State::Open {
                 let spill = self.spill.get_or_insert_with(Box::default);
-                app::ended(
+                handler::ended(
                     limits.routes.app.get(i),
                     ws,
                     &mut self.out,
@@ -717,7 +717,7 @@ struct Upgraded {
     /// The permessage-deflate agreement.
     deflate: Option<DeflateParams>,
     /// Handler state (App routes).
-    app: Option<Box<app::AppConn>>,
+    app: Option<Box<handler::AppConn>>,
     /// The `[[routes]]` entry (`NO_SPEC`: none).
     spec: u8,
 }
@@ -800,15 +800,15 @@ fn answer_request(
     let mut app = None;
     let chosen;
     if let Route::App(i) = route {
-        match app::upgrade(limits.routes.app.get(i), &request) {
+        match handler::upgrade(limits.routes.app.get(i), &request) {
             Ok((protocol, data)) => {
                 chosen = protocol;
                 if chosen.is_some() {
                     subprotocol = chosen.as_deref();
                 }
-                app = Some(Box::new(app::AppConn {
+                app = Some(Box::new(handler::AppConn {
                     data,
-                    ..app::AppConn::default()
+                    ..handler::AppConn::default()
                 }));
             }
             Err(status) => {

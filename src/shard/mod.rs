@@ -5,6 +5,7 @@
 pub(crate) mod conn;
 pub(crate) mod fanout;
 pub(crate) mod gate;
+pub(crate) mod handler;
 pub(crate) mod spawn;
 pub(crate) mod spill;
 pub(crate) mod throttle;

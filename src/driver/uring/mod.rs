@@ -19,13 +19,13 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 use slab::Slab;
 
-use crate::app::Ctx;
 use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
 use crate::protocol::CloseCode;
 use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
+use crate::shard::handler::Ctx;
 use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
 use crate::shard::throttle::Throttled;

@@ -6,8 +6,8 @@ use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::handler::{Handler, Limits, Message, Upgrade, Verdict};
 use super::ws::Ws;
+use super::{Handler, Limits, Message, Upgrade, Verdict};
 use crate::admission::policy::UpgradeRequest;
 use crate::protocol::{CloseCode, ServerConn, State};
 use crate::shard::conn::{Counters, Next, Phase, Route, Session};
@@ -15,7 +15,7 @@ use crate::shard::fanout::PubSub;
 use crate::shard::spill::Spill;
 
 /// Routes served by [`Handler`]s, matched by exact path before the
-/// built-in ones. Set by [`App`](super::App); empty by default.
+/// built-in ones. Set by [`App`](crate::app::App); empty by default.
 #[derive(Clone, Default)]
 pub struct AppRoutes(pub(crate) Arc<[AppRoute]>);
 
