@@ -66,9 +66,10 @@ pub mod load;
 pub mod metrics;
 pub mod protocol;
 pub mod pubsub;
+mod server;
 mod shard;
 mod status;
 mod sys;
 pub mod tls;
 
-pub use shard::spawn::Server;
+pub use server::Server;

@@ -59,7 +59,7 @@ pub use crate::shard::handler::{
     AppRoutes, Handler, Limits, Message, Publisher, SendStatus, Upgrade, Ws,
 };
 
-use crate::shard::spawn::Server;
+use crate::server::Server;
 
 /// Builds a server from handlers; see the [module docs](self).
 #[derive(Debug)]

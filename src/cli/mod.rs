@@ -19,7 +19,7 @@ use crate::bridge::redis::RedisConfig;
 use crate::config::{Backend, Config, DeflateBroadcast, RouteKind, RouteSpec, Routes};
 use crate::protocol::deflate::DeflatePolicy;
 use crate::pubsub::Backpressure;
-use crate::shard::spawn::Server;
+use crate::server::Server;
 use crate::tls::TlsConfig;
 
 /// surge: a sharded, per-core WebSocket server.

@@ -19,8 +19,8 @@ use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::{ConnLimits, Counters, Next, Route, Session};
 use crate::shard::fanout::{Outlet, PubSub};
 use crate::shard::handler::Ctx;
-use crate::shard::spawn::Shared;
 use crate::shard::throttle::Throttled;
+use crate::shard::Shared;
 use crate::shard::{drain_over, Clock, Deadlines, Expired, Slot};
 use crate::tls::TlsStream;
 

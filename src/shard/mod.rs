@@ -1,15 +1,17 @@
 //! What every shard has whatever its driver: connection sessions, the timer
-//! wheel and the rules that set deadlines, and the code that starts shards.
-//! The event loops themselves live in `crate::driver`.
+//! wheel and the rules that set deadlines, and what shards share. The event
+//! loops themselves live in `crate::driver`, start-up in `crate::server`.
 
 pub(crate) mod conn;
 pub(crate) mod fanout;
 pub(crate) mod gate;
 pub(crate) mod handler;
-pub(crate) mod spawn;
+mod shared;
 pub(crate) mod spill;
 pub(crate) mod throttle;
 pub(crate) mod timer;
+
+pub(crate) use shared::Shared;
 
 use std::time::{Duration, Instant};
 
