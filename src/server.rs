@@ -17,6 +17,7 @@ use crate::config::{Backend, Config};
 use crate::driver::{self, probe};
 use crate::metrics::Metrics;
 use crate::pubsub::hub::{Delivery, Hub};
+use crate::shard::handler::AppRoutes;
 use crate::shard::Shared;
 use crate::sys;
 use crate::tls::Certs;
@@ -36,8 +37,9 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds and starts every shard; returns once all are running.
-    pub fn start(mut config: Config) -> io::Result<Self> {
+    /// Binds and starts every shard, serving `apps` beside the routes
+    /// `config` declares; returns once all are running.
+    pub fn start(mut config: Config, apps: AppRoutes) -> io::Result<Self> {
         let backend = probe::resolve_backend(config.backend).map_err(io::Error::other)?;
         let tls = match &config.tls {
             Some(files) => {
@@ -93,6 +95,7 @@ impl Server {
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
             let admission = Arc::clone(&admission);
+            let apps = apps.clone();
             let tls = tls.clone();
             let inbox = hub.receiver(id, receivers[id].take().expect("one receiver per shard"));
             let ready = ready_tx.clone();
@@ -104,6 +107,7 @@ impl Server {
                     }
                     let shared = Shared {
                         config,
+                        apps,
                         metrics,
                         admission,
                         tls,

@@ -184,7 +184,7 @@ impl App {
 
     /// Starts every shard in the background and returns once they listen.
     pub fn start(self) -> io::Result<Running> {
-        let mut config = self.config;
+        let config = self.config;
         let mut routes = self.routes;
         for spec in config
             .routes
@@ -219,8 +219,7 @@ impl App {
                 "at most 65535 routes",
             ));
         }
-        config.routes.app = AppRoutes(routes.into());
-        let server = Server::start(config.clone())?;
+        let server = Server::start(config.clone(), AppRoutes(routes.into()))?;
         let shards = config.shards.max(1);
         Ok(Running {
             publisher: Publisher {

@@ -15,6 +15,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::admission::policy::Policy;
 use crate::admission::AdmissionConfig;
+use crate::app::AppRoutes;
 use crate::bridge::redis::RedisConfig;
 use crate::config::{Backend, Config, DeflateBroadcast, RouteKind, RouteSpec, Routes};
 use crate::protocol::deflate::DeflatePolicy;
@@ -547,7 +548,8 @@ fn serve(config: Config) -> Result<(), String> {
         kernel = crate::protocol::mask::kernel_name(),
         "unmask kernel"
     );
-    let server = Server::start(config).map_err(|e| format!("cannot start: {e}"))?;
+    let server =
+        Server::start(config, AppRoutes::default()).map_err(|e| format!("cannot start: {e}"))?;
     let backend = match server.backend {
         Backend::Uring => "uring",
         _ => "epoll",

@@ -143,7 +143,7 @@ impl EpollLoop {
             signal,
             conns: Slab::new(),
             pubsub: PubSub::new(inbox, &shared.config.routes),
-            deadlines: Deadlines::new(&shared.config, shard_id),
+            deadlines: Deadlines::new(&shared.config, &shared.apps, shard_id),
             shared,
             shard_id,
             counters: Counters::default(),
@@ -309,6 +309,7 @@ impl EpollLoop {
                             key,
                             pubsub: &mut self.pubsub,
                             routes: &config.routes,
+                            apps: &self.shared.apps,
                             held,
                         };
                         let next = conn.session.feed(&mut self.read_buf[..end], &mut limits);
@@ -397,7 +398,7 @@ impl EpollLoop {
         let config = &self.shared.config;
         let next = conn
             .session
-            .app_drain(&config.routes, backlog, &mut self.pool, ctx);
+            .app_drain(&self.shared.apps, backlog, &mut self.pool, ctx);
         let now = self.clock.now_tick;
         if next != Next::Continue {
             self.deadlines
@@ -539,7 +540,7 @@ impl EpollLoop {
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
                 let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-                conn.session.app_closing(&config.routes, ctx);
+                conn.session.app_closing(&self.shared.apps, ctx);
             }
             self.flush(key);
         }
@@ -588,7 +589,7 @@ impl EpollLoop {
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
                 let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-                conn.session.app_release(&self.shared.config.routes, ctx);
+                conn.session.app_release(&self.shared.apps, ctx);
             }
             self.pubsub.forget(&mut conn.session);
             self.counters.forget(&conn.session);

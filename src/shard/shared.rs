@@ -6,13 +6,17 @@ use std::sync::Arc;
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::metrics::Metrics;
+use crate::shard::handler::AppRoutes;
 use crate::tls::Certs;
 
-/// What every shard shares: settings, published counters, admission, and
-/// the certificate when listeners speak TLS.
+/// What every shard shares: settings, the embedder's handlers, published
+/// counters, admission, and the certificate when listeners speak TLS.
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
+    /// Paths served by embedder handlers (`crate::app`), matched before the
+    /// configured routes. Runtime state, not a setting, so not in `config`.
+    pub(crate) apps: AppRoutes,
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) admission: Arc<Admission>,
     pub(crate) tls: Option<Arc<Certs>>,

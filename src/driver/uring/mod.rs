@@ -197,7 +197,7 @@ impl UringLoop {
             conns: Slab::new(),
             pubsub: PubSub::new(inbox, &shared.config.routes),
             inbox_buf: Box::new(0),
-            deadlines: Deadlines::new(&shared.config, shard_id),
+            deadlines: Deadlines::new(&shared.config, &shared.apps, shard_id),
             shared,
             shard_id,
             counters: Counters::default(),
@@ -298,7 +298,7 @@ impl UringLoop {
     /// Shutdown ends with peers that never finished closing: their slots
     /// go with the ring, but their handlers still hear `close`.
     fn release_apps(&mut self) {
-        let routes = &self.shared.config.routes;
+        let routes = &self.shared.apps;
         for (key, conn) in &mut self.conns {
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
@@ -510,6 +510,7 @@ impl UringLoop {
                     key,
                     pubsub: &mut self.pubsub,
                     routes: &config.routes,
+                    apps: &self.shared.apps,
                     held,
                 };
                 let input = self.bufs.take(bid, len);
@@ -723,7 +724,7 @@ impl UringLoop {
         let config = &self.shared.config;
         let next = conn
             .session
-            .app_drain(&config.routes, backlog, &mut self.pool, ctx);
+            .app_drain(&self.shared.apps, backlog, &mut self.pool, ctx);
         if next != Next::Continue {
             let now = self.clock.now_tick;
             self.deadlines
@@ -941,7 +942,7 @@ impl UringLoop {
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
                 let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-                conn.session.app_closing(&config.routes, ctx);
+                conn.session.app_closing(&self.shared.apps, ctx);
             }
             self.mark_dirty(key);
         }
@@ -1013,7 +1014,7 @@ impl UringLoop {
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.pending_out());
                 let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-                conn.session.app_release(&self.shared.config.routes, ctx);
+                conn.session.app_release(&self.shared.apps, ctx);
             }
             self.pubsub.forget(&mut conn.session);
             self.counters.forget(&conn.session);
