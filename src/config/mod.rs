@@ -1,5 +1,9 @@
 //! Runtime settings shared by every shard. Each field is a CLI flag of the
 //! same name (kebab-case); defaults are documented beside each one.
+//! `flags.rs` holds the flags, `file/` the config file whose keys they are.
+
+pub(crate) mod file;
+pub(crate) mod flags;
 
 use std::net::SocketAddr;
 use std::time::Duration;
