@@ -26,8 +26,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    // Boxed: a server's flags are hundreds of bytes, `load`'s a few.
     #[command(flatten)]
-    Server(ServerCommand),
+    Server(Box<ServerCommand>),
     /// Generate load against a WebSocket server; the last line is `RESULT ...`.
     Load(crate::load::LoadArgs),
 }
