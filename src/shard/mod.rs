@@ -1,6 +1,7 @@
 //! What every shard has whatever its driver: connection sessions, the timer
 //! wheel and the rules that set deadlines, and what shards share. The event
-//! loops themselves live in `crate::driver`, start-up in `crate::server`.
+//! loops themselves live in the drivers (`src/driver/`), start-up in
+//! `src/server.rs`.
 
 pub(crate) mod conn;
 pub(crate) mod fanout;

@@ -14,7 +14,7 @@ use crate::tls::Certs;
 #[derive(Debug, Clone)]
 pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
-    /// Paths served by embedder handlers (`crate::app`), matched before the
+    /// Paths served by embedder handlers (`App::route`), matched before the
     /// configured routes. Runtime state, not a setting, so not in `config`.
     pub(crate) apps: AppRoutes,
     pub(crate) metrics: Arc<Metrics>,

@@ -15,7 +15,7 @@ use crate::shard::fanout::PubSub;
 use crate::shard::spill::Spill;
 
 /// Routes served by [`Handler`]s, matched by exact path before the
-/// built-in ones. Set by [`App`](crate::app::App); empty by default.
+/// built-in ones. Set by the `App` builder; empty by default.
 #[derive(Clone, Default)]
 pub struct AppRoutes(pub(crate) Arc<[AppRoute]>);
 

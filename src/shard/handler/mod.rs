@@ -4,8 +4,9 @@
 //! session calls into handler code (the route table, the shard state a
 //! call may touch, each call behind `catch_unwind`).
 //!
-//! It lives below the drivers and `crate::app` because the session calls
-//! it; `crate::app` re-exports the public items and adds the builder.
+//! It lives in the shard, below the drivers and the embedding API, because
+//! the session calls it; `surge::app` re-exports the public items and adds
+//! the `App` builder.
 
 mod dispatch;
 mod ws;
