@@ -21,7 +21,9 @@
 //!   is in flight.
 //! - `shard`: what every shard shares whatever its driver: `Session` (the
 //!   I/O-free half of a connection), the hashed timer wheel and deadline
-//!   rules, and start-up (SO_REUSEPORT listeners, pinning, signals).
+//!   rules, and the handlers as a session calls them.
+//! - `server`: start-up (SO_REUSEPORT listeners, a pinned thread running a
+//!   driver per shard, signals), above the drivers.
 //!   **Invariant:** a connection never migrates between shards, and nothing
 //!   on the read/parse/write path takes a lock.
 //! - `buf`: the per-shard output buffer pool. **Invariant:** an idle
@@ -66,9 +68,10 @@ pub mod load;
 pub mod metrics;
 pub mod protocol;
 pub mod pubsub;
+mod server;
 mod shard;
 mod status;
 mod sys;
 pub mod tls;
 
-pub use shard::spawn::Server;
+pub use server::Server;

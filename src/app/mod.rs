@@ -45,10 +45,6 @@
 //! take the hub's path: framed once, shared by every shard and subscriber,
 //! relayed to other nodes by the Redis bridge when one is configured.
 
-mod dispatch;
-mod handler;
-mod ws;
-
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,12 +52,14 @@ use std::sync::Arc;
 pub use crate::admission::policy::UpgradeRequest;
 use crate::config::RouteKind;
 pub use crate::config::{Backend, Config};
-pub use dispatch::AppRoutes;
-pub(crate) use dispatch::{call, ended, upgrade, AppConn, AppRoute, Call, Ctx};
-pub use handler::{Handler, Limits, Message, Upgrade};
-pub use ws::{Publisher, SendStatus, Ws};
+use crate::shard::handler::AppRoute;
+// What handlers are and how a session calls them live with the shard that
+// calls them; the embedding API is here.
+pub use crate::shard::handler::{
+    AppRoutes, Handler, Limits, Message, Publisher, SendStatus, Upgrade, Ws,
+};
 
-use crate::shard::spawn::Server;
+use crate::server::Server;
 
 /// Builds a server from handlers; see the [module docs](self).
 #[derive(Debug)]
@@ -121,7 +119,7 @@ impl App {
     /// ```
     pub fn config_file(path: impl AsRef<std::path::Path>) -> Result<Self, String> {
         let mut app = Self::new();
-        app.config = crate::cli::load_config(path.as_ref())?;
+        app.config = crate::config::file::load(path.as_ref())?;
         Ok(app)
     }
 
@@ -186,7 +184,7 @@ impl App {
 
     /// Starts every shard in the background and returns once they listen.
     pub fn start(self) -> io::Result<Running> {
-        let mut config = self.config;
+        let config = self.config;
         let mut routes = self.routes;
         for spec in config
             .routes
@@ -221,8 +219,7 @@ impl App {
                 "at most 65535 routes",
             ));
         }
-        config.routes.app = AppRoutes(routes.into());
-        let server = Server::start(config.clone())?;
+        let server = Server::start(config.clone(), AppRoutes(routes.into()))?;
         let shards = config.shards.max(1);
         Ok(Running {
             publisher: Publisher {

@@ -13,11 +13,9 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::metrics::ShardStats;
-use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::Session;
-use crate::shard::spawn::Shared;
 use crate::shard::throttle::Throttled;
-use crate::shard::{Driver, Shard, Transport, MAX_PENDING_OUT};
+use crate::shard::{Driver, Shard, ShardParts, Transport, MAX_PENDING_OUT};
 use crate::tls::TlsStream;
 
 /// One read buffer per shard, lent to whichever connection is readable.
@@ -71,15 +69,17 @@ pub(crate) struct EpollLoop {
     accept_log: Throttled,
 }
 
-impl EpollLoop {
-    /// A shard on epoll, ready to run.
-    pub(crate) fn new(
-        listeners: Vec<std::net::TcpListener>,
-        signal: std::os::unix::net::UnixStream,
-        shared: Shared,
-        shard_id: usize,
-        inbox: InboxReceiver,
-    ) -> io::Result<(Shard<Socket>, Self)> {
+impl Driver for EpollLoop {
+    type Io = Socket;
+
+    fn build(parts: ShardParts) -> io::Result<(Shard<Socket>, Self)> {
+        let ShardParts {
+            listeners,
+            signal,
+            shared,
+            shard_id,
+            inbox,
+        } = parts;
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut SourceFd(&inbox.wake_fd()), INBOX, Interest::READABLE)?;
@@ -94,7 +94,7 @@ impl EpollLoop {
         let mut signal = UnixStream::from_std(signal);
         poll.registry()
             .register(&mut signal, SIGNAL, Interest::READABLE)?;
-        let driver = EpollLoop {
+        let driver = Self {
             poll,
             events: Events::with_capacity(1024),
             listeners: mio_listeners,
@@ -105,10 +105,6 @@ impl EpollLoop {
         };
         Ok((Shard::new(shared, shard_id, inbox), driver))
     }
-}
-
-impl Driver for EpollLoop {
-    type Io = Socket;
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         match self.poll.poll(&mut self.events, timeout) {

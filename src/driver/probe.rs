@@ -1,8 +1,39 @@
 //! Decides whether io_uring can run here, and says why not when it cannot:
 //! it may be disabled by sysctl, filtered by seccomp (containers), or the
-//! kernel may lack an opcode or the buffer rings the driver needs.
+//! kernel may lack an opcode or the buffer rings the driver needs; and
+//! resolves `--backend` from that.
 
 use io_uring::{opcode, IoUring, Probe};
+
+use crate::config::Backend;
+
+/// Resolves `--backend auto` to the best driver this kernel allows, logging
+/// why when it has to fall back; an explicit `uring` that cannot run is an
+/// error.
+pub(crate) fn resolve_backend(requested: Backend) -> Result<Backend, String> {
+    match requested {
+        Backend::Epoll => Ok(Backend::Epoll),
+        Backend::Uring => probe_uring()
+            .map(|()| Backend::Uring)
+            .map_err(|why| format!("--backend uring: {why}")),
+        Backend::Auto => match probe_uring() {
+            Ok(()) => Ok(Backend::Uring),
+            Err(why) => {
+                tracing::warn!("using epoll: {why}");
+                Ok(Backend::Epoll)
+            }
+        },
+    }
+}
+
+/// Probes io_uring on a thread of its own: tearing the probe ring down
+/// leaves task work that interrupts the creating thread's next timed
+/// socket call with EINTR, and that thread may be an embedder's.
+fn probe_uring() -> Result<(), String> {
+    std::thread::spawn(uring_support)
+        .join()
+        .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
+}
 
 /// Ok when every io_uring feature the driver uses works; otherwise the reason.
 pub(crate) fn uring_support() -> Result<(), String> {

@@ -7,13 +7,13 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
 use super::fanout::PubSub;
+use super::handler::{self, AppRoutes, Call, Ctx, Message};
 use super::spill::Spill;
 use crate::admission::policy::UpgradeRequest;
 use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
 use crate::admission::Admission;
-use crate::app::{self, Call, Ctx, Message};
 use crate::buf::pool::BufPool;
 use crate::config::{RouteKind, Routes, NO_SPEC};
 use crate::metrics::{close_slot, Metrics, ShardStats, CLOSE_SLOTS};
@@ -48,6 +48,8 @@ pub(crate) struct ConnLimits<'a> {
     pub(crate) pubsub: &'a mut PubSub,
     /// What each path serves.
     pub(crate) routes: &'a Routes,
+    /// The paths embedder handlers serve, before `routes`.
+    pub(crate) apps: &'a AppRoutes,
     /// Output bytes the driver holds beyond the session's queue and `out`
     /// (`Session::held`), so a handler can see its whole backlog.
     pub(crate) held: isize,
@@ -183,7 +185,7 @@ pub(crate) enum Route {
     Hub,
     /// A one-way feed of ticks.
     Ticker,
-    /// An embedder's handler: the index of its route in `Routes::app`.
+    /// An embedder's handler: the index of its route in `Shared::apps`.
     App(u16),
 }
 
@@ -420,7 +422,7 @@ impl Session {
             }) => {
                 self.ticket = Some(ticket);
                 let app_route = match route {
-                    Route::App(i) => Some(limits.routes.app.get(i)),
+                    Route::App(i) => Some(limits.apps.get(i)),
                     _ => None,
                 };
                 let max_message = app_route.map_or_else(
@@ -578,7 +580,7 @@ impl Session {
                                 // A feed is one-way; what clients say is ignored.
                                 Route::Ticker => false,
                                 Route::App(i) => {
-                                    let route = limits.routes.app.get(i);
+                                    let route = limits.apps.get(i);
                                     let msg = match opcode {
                                         OpCode::Text => {
                                             match simdutf8::basic::from_utf8(&payload) {
@@ -590,7 +592,7 @@ impl Session {
                                         _ => Message::Binary(&payload),
                                     };
                                     let spill = self.spill.get_or_insert_with(Box::default);
-                                    app::call(
+                                    handler::call(
                                         route,
                                         Some(ws),
                                         &mut self.out,
@@ -643,8 +645,8 @@ impl Session {
         if let Route::App(i) = self.route {
             if ws.state() != State::Open {
                 let spill = self.spill.get_or_insert_with(Box::default);
-                app::ended(
-                    limits.routes.app.get(i),
+                handler::ended(
+                    limits.apps.get(i),
                     ws,
                     &mut self.out,
                     spill,
@@ -720,7 +722,7 @@ struct Upgraded {
     /// The permessage-deflate agreement.
     deflate: Option<DeflateParams>,
     /// Handler state (App routes).
-    app: Option<Box<app::AppConn>>,
+    app: Option<Box<handler::AppConn>>,
     /// The `[[routes]]` entry (`NO_SPEC`: none).
     spec: u8,
 }
@@ -764,8 +766,8 @@ fn answer_request(
         });
     }
     let upgrade = req.validate_upgrade().map_err(Answered::Refused)?;
-    let routed =
-        route_for(req.path(), limits.routes).ok_or(Answered::Refused(HandshakeError::NotFound))?;
+    let routed = route_for(req.path(), limits.routes, limits.apps)
+        .ok_or(Answered::Refused(HandshakeError::NotFound))?;
     let (route, feed, spec) = routed;
     if limits.metrics.is_draining() {
         handshake::encode_plain_response(out, 503, "Retry-After: 1\r\n", "server shutting down\n");
@@ -803,15 +805,15 @@ fn answer_request(
     let mut app = None;
     let chosen;
     if let Route::App(i) = route {
-        match app::upgrade(limits.routes.app.get(i), &request) {
+        match handler::upgrade(limits.apps.get(i), &request) {
             Ok((protocol, data)) => {
                 chosen = protocol;
                 if chosen.is_some() {
                     subprotocol = chosen.as_deref();
                 }
-                app = Some(Box::new(app::AppConn {
+                app = Some(Box::new(handler::AppConn {
                     data,
-                    ..app::AppConn::default()
+                    ..handler::AppConn::default()
                 }));
             }
             Err(status) => {
@@ -855,8 +857,8 @@ fn answer_request(
 
 /// Which route serves `path`, for a feed the topic it subscribes to, and
 /// the `[[routes]]` entry.
-fn route_for(path: &str, routes: &Routes) -> Option<Routed> {
-    if let Some(i) = routes.app.find(path) {
+fn route_for(path: &str, routes: &Routes, apps: &AppRoutes) -> Option<Routed> {
+    if let Some(i) = apps.find(path) {
         // A config file's app route keeps its entry for what the handler's
         // limits do not cover (deflate).
         let spec = routes
@@ -886,7 +888,7 @@ fn route_for(path: &str, routes: &Routes) -> Option<Routed> {
                     };
                     feed.map(|f| (Route::Ticker, Some(f), index))
                 }
-                // Served through `routes.app`, found above when registered.
+                // Served through `apps`, found above when registered.
                 RouteKind::App => None,
             }
         });

@@ -8,6 +8,7 @@ use slab::Slab;
 
 use super::conn::{self, Counters, Next, Phase, Session};
 use super::gate::Gate;
+use super::handler::AppRoutes;
 use super::io::Transport;
 use super::timer::{Entry, TimerWheel, TICK_MS};
 use super::Conn;
@@ -127,10 +128,12 @@ pub(crate) struct Deadlines {
     draining: bool,
     /// `message_timeout` in ticks (0: none).
     message_ticks: u64,
+    /// The handlers' routes, whose limits set their idle timeouts.
+    apps: AppRoutes,
 }
 
 impl Deadlines {
-    pub(crate) fn new(config: &Config, shard_id: usize) -> Self {
+    pub(crate) fn new(config: &Config, apps: &AppRoutes, shard_id: usize) -> Self {
         let admission = &config.admission;
         Self {
             wheel: TimerWheel::new(0),
@@ -143,6 +146,7 @@ impl Deadlines {
             ),
             draining: false,
             message_ticks: Clock::ticks(config.message_timeout),
+            apps: apps.clone(),
         }
     }
 
@@ -196,7 +200,7 @@ impl Deadlines {
             self.gate.settle(key, session, false);
         }
         let idle = match session.route {
-            conn::Route::App(i) => config.routes.app.get(i).limits.idle_timeout,
+            conn::Route::App(i) => self.apps.get(i).limits.idle_timeout,
             _ => config
                 .routes
                 .idle_timeout(session.spec, config.idle_timeout),

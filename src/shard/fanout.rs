@@ -30,7 +30,7 @@ impl<T: Transport> Subscriber for Conn<T> {
         self.session.is_open()
     }
     fn backlog(&self) -> usize {
-        Conn::backlog(self)
+        Self::backlog(self)
     }
     fn push(&mut self, frame: SharedFrame) {
         self.session.push_shared(frame);

@@ -25,7 +25,7 @@ use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
 use super::conn::Session;
-use super::Shard;
+use super::{Shard, ShardParts};
 use crate::metrics::ShardStats;
 
 /// Stop reading from a connection while this much output waits for it: a
@@ -65,6 +65,9 @@ pub(crate) trait Transport {
 pub(crate) trait Driver: Sized {
     /// What the driver keeps per connection.
     type Io: Transport;
+
+    /// Builds the driver for a shard, and the shard it will move bytes for.
+    fn build(parts: ShardParts) -> io::Result<(Shard<Self::Io>, Self)>;
 
     /// Sleeps until something happens, or at most `timeout`.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()>;

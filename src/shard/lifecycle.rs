@@ -7,9 +7,9 @@ use std::net::IpAddr;
 
 use super::conn::{ConnLimits, Next, Route, Session};
 use super::deadlines::drain_over;
+use super::handler::Ctx;
 use super::{Conn, Driver, Expired, Shard, Transport, MESSAGE_TIMEOUT};
 use crate::admission::stats::AdmissionStats;
-use crate::app::Ctx;
 use crate::protocol::CloseCode;
 
 impl<T: Transport> Shard<T> {
@@ -61,6 +61,7 @@ impl<T: Transport> Shard<T> {
                 key,
                 pubsub: &mut self.pubsub,
                 routes: &config.routes,
+                apps: &self.shared.apps,
                 held,
             };
             conn.session.feed(input, &mut limits)
@@ -126,7 +127,7 @@ impl<T: Transport> Shard<T> {
         let config = &self.shared.config;
         let next = conn
             .session
-            .app_drain(&config.routes, backlog, &mut self.pool, ctx);
+            .app_drain(&self.shared.apps, backlog, &mut self.pool, ctx);
         if next != Next::Continue {
             let now = self.clock.now_tick;
             self.deadlines
@@ -158,7 +159,7 @@ impl<T: Transport> Shard<T> {
         if matches!(conn.session.route, Route::App(_)) {
             let held = conn.session.held(conn.backlog());
             let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-            conn.session.app_closing(&config.routes, ctx);
+            conn.session.app_closing(&self.shared.apps, ctx);
         }
         driver.send(self, key);
     }
@@ -269,7 +270,7 @@ impl<T: Transport> Shard<T> {
     /// Shutdown ends with peers that never finished closing: their slots
     /// go with the driver, but their handlers still hear `close`.
     pub(super) fn release_handlers(&mut self) {
-        let routes = &self.shared.config.routes;
+        let routes = &self.shared.apps;
         for (key, conn) in &mut self.conns {
             if matches!(conn.session.route, Route::App(_)) {
                 let held = conn.session.held(conn.io.backlog(&conn.session));
@@ -290,7 +291,7 @@ impl<T: Transport> Shard<T> {
         if matches!(session.route, Route::App(_)) {
             let held = session.held(io.backlog(&session));
             let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);
-            session.app_release(&self.shared.config.routes, ctx);
+            session.app_release(&self.shared.apps, ctx);
         }
         self.pubsub.forget(&mut session);
         self.counters.forget(&session);

@@ -8,9 +8,10 @@ pub(crate) mod conn;
 pub(crate) mod deadlines;
 pub(crate) mod fanout;
 pub(crate) mod gate;
+pub(crate) mod handler;
 pub(crate) mod io;
 mod lifecycle;
-pub(crate) mod spawn;
+mod shared;
 pub(crate) mod spill;
 pub(crate) mod throttle;
 pub(crate) mod timer;
@@ -24,7 +25,18 @@ use conn::{Counters, Session};
 pub(crate) use deadlines::{Clock, Deadlines, Expired, MESSAGE_TIMEOUT};
 use fanout::PubSub;
 pub(crate) use io::{Driver, Transport, MAX_PENDING_OUT};
-use spawn::Shared;
+pub(crate) use shared::Shared;
+
+/// What a shard is built from, on its own thread.
+pub(crate) struct ShardParts {
+    /// Its listeners: plain ones first, then PROXY ones.
+    pub(crate) listeners: Vec<std::net::TcpListener>,
+    /// The read end of its shutdown signal pipe.
+    pub(crate) signal: std::os::unix::net::UnixStream,
+    pub(crate) shared: Shared,
+    pub(crate) shard_id: usize,
+    pub(crate) inbox: InboxReceiver,
+}
 
 /// A slab slot: a connection's session and its driver's state for it.
 #[derive(Debug)]
@@ -60,11 +72,12 @@ pub(crate) struct Shard<T> {
 }
 
 impl<T: Transport> Shard<T> {
+    /// A shard with no connections yet; its driver holds the listeners.
     pub(crate) fn new(shared: Shared, shard_id: usize, inbox: InboxReceiver) -> Self {
         Self {
             conns: Slab::new(),
             pubsub: PubSub::new(inbox, &shared.config.routes),
-            deadlines: Deadlines::new(&shared.config, shard_id),
+            deadlines: Deadlines::new(&shared.config, &shared.apps, shard_id),
             shared,
             counters: Counters::default(),
             pool: BufPool::default(),

@@ -13,7 +13,7 @@
 use std::collections::VecDeque;
 use std::io::IoSlice;
 
-use crate::app::AppConn;
+use super::handler::AppConn;
 use crate::protocol::deflate::PerMessageDeflate;
 use crate::pubsub::hub::SharedFrame;
 

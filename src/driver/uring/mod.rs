@@ -20,12 +20,10 @@ use std::time::Duration;
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
 use crate::metrics::ShardStats;
-use crate::pubsub::hub::InboxReceiver;
 use crate::shard::conn::Session;
-use crate::shard::spawn::Shared;
 use crate::shard::spill::{Flight, Segment};
 use crate::shard::throttle::Throttled;
-use crate::shard::{Conn, Driver, Shard, Transport, MAX_PENDING_OUT};
+use crate::shard::{Conn, Driver, Shard, ShardParts, Transport, MAX_PENDING_OUT};
 use crate::tls::TlsStream;
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
@@ -131,16 +129,19 @@ pub(crate) struct UringLoop {
     accept_log: Throttled,
 }
 
-impl UringLoop {
-    /// A shard on io_uring, ready to run; call on the thread that will run
-    /// it (the ring is single-issuer with deferred task work).
-    pub(crate) fn new(
-        listeners: Vec<std::net::TcpListener>,
-        signal: std::os::unix::net::UnixStream,
-        shared: Shared,
-        shard_id: usize,
-        inbox: InboxReceiver,
-    ) -> io::Result<(Shard<Ring>, Self)> {
+impl Driver for UringLoop {
+    type Io = Ring;
+
+    /// Call on the thread that will run the ring: it is single-issuer with
+    /// deferred task work.
+    fn build(parts: ShardParts) -> io::Result<(Shard<Ring>, Self)> {
+        let ShardParts {
+            listeners,
+            signal,
+            shared,
+            shard_id,
+            inbox,
+        } = parts;
         let ring = IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 4)
             .setup_single_issuer()
@@ -184,10 +185,6 @@ impl UringLoop {
         this.arm_inbox();
         Ok((Shard::new(shared, shard_id, inbox), this))
     }
-}
-
-impl Driver for UringLoop {
-    type Io = Ring;
 
     /// Submits the turn's SQEs and waits, in one `io_uring_enter`.
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {

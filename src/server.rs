@@ -1,7 +1,10 @@
 //! Starts the shards: binds every listener once per shard (SO_REUSEPORT, so
 //! the kernel spreads connections and no accept lock is shared), pins each
-//! shard's thread to a core and wires SIGTERM/SIGINT to every loop (and,
-//! with TLS, SIGHUP to the certificate reload).
+//! shard's thread to a core, runs its driver there and wires SIGTERM/SIGINT
+//! to every loop (and, with TLS, SIGHUP to the certificate reload).
+//!
+//! Above the drivers (it picks one and starts it) and below `crate::app`
+//! and `crate::cli`, which both start servers through [`Server::start`].
 
 use std::io;
 use std::net::SocketAddr;
@@ -11,11 +14,11 @@ use std::thread::JoinHandle;
 
 use crate::admission::Admission;
 use crate::config::{Backend, Config};
-use crate::driver::epoll::EpollLoop;
-use crate::driver::probe;
-use crate::driver::uring::UringLoop;
+use crate::driver::{self, probe};
 use crate::metrics::Metrics;
-use crate::pubsub::hub::{Delivery, Hub, InboxReceiver};
+use crate::pubsub::hub::{Delivery, Hub};
+use crate::shard::handler::AppRoutes;
+use crate::shard::{ShardParts, Shared};
 use crate::sys;
 use crate::tls::Certs;
 
@@ -33,38 +36,11 @@ pub struct Server {
     stop: Vec<UnixStream>,
 }
 
-/// Resolves `--backend auto` to the best driver this kernel allows, logging
-/// why when it has to fall back; an explicit `uring` that cannot run is an
-/// error.
-pub(crate) fn resolve_backend(requested: Backend) -> Result<Backend, String> {
-    match requested {
-        Backend::Epoll => Ok(Backend::Epoll),
-        Backend::Uring => probe_uring()
-            .map(|()| Backend::Uring)
-            .map_err(|why| format!("--backend uring: {why}")),
-        Backend::Auto => match probe_uring() {
-            Ok(()) => Ok(Backend::Uring),
-            Err(why) => {
-                tracing::warn!("using epoll: {why}");
-                Ok(Backend::Epoll)
-            }
-        },
-    }
-}
-
-/// Probes io_uring on a thread of its own: tearing the probe ring down
-/// leaves task work that interrupts the creating thread's next timed
-/// socket call with EINTR, and that thread may be an embedder's.
-fn probe_uring() -> Result<(), String> {
-    std::thread::spawn(probe::uring_support)
-        .join()
-        .unwrap_or_else(|_| Err("the io_uring probe panicked".into()))
-}
-
 impl Server {
-    /// Binds and starts every shard; returns once all are running.
-    pub fn start(mut config: Config) -> io::Result<Self> {
-        let backend = resolve_backend(config.backend).map_err(io::Error::other)?;
+    /// Binds and starts every shard, serving `apps` beside the routes
+    /// `config` declares; returns once all are running.
+    pub fn start(mut config: Config, apps: AppRoutes) -> io::Result<Self> {
+        let backend = probe::resolve_backend(config.backend).map_err(io::Error::other)?;
         let tls = match &config.tls {
             Some(files) => {
                 let certs = Arc::new(Certs::load(files).map_err(io::Error::other)?);
@@ -119,6 +95,7 @@ impl Server {
             let config = Arc::clone(&config);
             let metrics = Arc::clone(&metrics);
             let admission = Arc::clone(&admission);
+            let apps = apps.clone();
             let tls = tls.clone();
             let inbox = hub.receiver(id, receivers[id].take().expect("one receiver per shard"));
             let ready = ready_tx.clone();
@@ -130,11 +107,19 @@ impl Server {
                     }
                     let shared = Shared {
                         config,
+                        apps,
                         metrics,
                         admission,
                         tls,
                     };
-                    run_shard(backend, listeners, signal_rx, shared, id, inbox, &ready)
+                    let parts = ShardParts {
+                        listeners,
+                        signal: signal_rx,
+                        shared,
+                        shard_id: id,
+                        inbox,
+                    };
+                    driver::run(backend, parts, &ready)
                 })?;
             handles.push(handle);
         }
@@ -191,65 +176,4 @@ impl Server {
         }
         Ok(())
     }
-}
-
-/// Builds the loop on its own thread (an io_uring ring is single-issuer)
-/// and reports the outcome before running it.
-fn run_shard(
-    backend: Backend,
-    listeners: Vec<std::net::TcpListener>,
-    signal: UnixStream,
-    shared: Shared,
-    id: usize,
-    inbox: InboxReceiver,
-    ready: &mpsc::Sender<io::Result<()>>,
-) -> io::Result<()> {
-    if backend == Backend::Uring {
-        let (shard, driver) = started(UringLoop::new(listeners, signal, shared, id, inbox), ready)?;
-        shard.run(driver)
-    } else {
-        let (shard, driver) = started(EpollLoop::new(listeners, signal, shared, id, inbox), ready)?;
-        shard.run(driver)
-    }
-}
-
-/// What every shard shares: settings, published counters, admission, and
-/// the certificate when listeners speak TLS.
-#[derive(Debug, Clone)]
-pub(crate) struct Shared {
-    pub(crate) config: Arc<Config>,
-    pub(crate) metrics: Arc<Metrics>,
-    pub(crate) admission: Arc<Admission>,
-    pub(crate) tls: Option<Arc<Certs>>,
-}
-
-impl Shared {
-    /// The TLS state for a connection just accepted: none on plain
-    /// listeners; `Err` (logged) when rustls cannot start one, and the
-    /// connection is to be dropped.
-    pub(crate) fn start_tls(&self) -> Result<Option<Box<crate::tls::TlsStream>>, ()> {
-        match self.tls.as_deref().map(Certs::accept) {
-            None => Ok(None),
-            Some(Ok(tls)) => Ok(Some(Box::new(tls))),
-            Some(Err(e)) => {
-                tracing::warn!("cannot start TLS: {e}");
-                Err(())
-            }
-        }
-    }
-
-    /// Whether the listener at `index` expects PROXY protocol headers.
-    pub(crate) fn expects_proxy(&self, index: usize) -> bool {
-        index >= self.config.listen.len()
-    }
-}
-
-/// Tells `Server::start` whether a loop could be built, then hands it back.
-fn started<L>(built: io::Result<L>, ready: &mpsc::Sender<io::Result<()>>) -> io::Result<L> {
-    let report = built
-        .as_ref()
-        .map(|_| ())
-        .map_err(|e| io::Error::new(e.kind(), e.to_string()));
-    let _ = ready.send(report);
-    built
 }

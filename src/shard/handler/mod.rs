@@ -1,11 +1,24 @@
-//! What an embedder writes: a [`Handler`] and the [`Limits`] of its route.
+//! Handlers, as a shard sees them. Here: what an embedder writes, a
+//! [`Handler`] and the [`Limits`] of its route; `ws.rs`: what a handler
+//! holds while it runs ([`Ws`], [`Publisher`]); `dispatch.rs`: where a
+//! session calls into handler code (the route table, the shard state a
+//! call may touch, each call behind `catch_unwind`).
+//!
+//! It lives in the shard, below the drivers and the embedding API, because
+//! the session calls it; `surge::app` re-exports the public items and adds
+//! the `App` builder.
+
+mod dispatch;
+mod ws;
 
 use std::any::Any;
 use std::time::Duration;
 
-use super::ws::Ws;
 use crate::admission::policy::UpgradeRequest;
 use crate::pubsub::Backpressure;
+pub use dispatch::AppRoutes;
+pub(crate) use dispatch::{call, ended, upgrade, AppConn, AppRoute, Call, Ctx};
+pub use ws::{Publisher, SendStatus, Ws};
 
 /// A complete message from the peer. Text has been validated as UTF-8 and,
 /// like binary, reassembled from fragments and inflated when compressed.
@@ -109,7 +122,7 @@ pub struct Limits {
     /// (default 120 s; zero turns it off).
     pub idle_timeout: Duration,
     /// Output a connection may have queued: a send that finds more is
-    /// dropped ([`SendStatus::Dropped`](super::SendStatus::Dropped)), and a
+    /// dropped ([`SendStatus::Dropped`](SendStatus::Dropped)), and a
     /// subscriber past it meets `backpressure` (default 1 MiB).
     pub max_backpressure: usize,
     /// What a subscriber past `max_backpressure` gets from published
@@ -137,7 +150,7 @@ impl Default for Limits {
 ///
 /// Methods run on the shard thread that owns the connection, between its
 /// reads and writes: keep them short and never block (hand slow work to
-/// another thread and come back through a [`Publisher`](super::Publisher)).
+/// another thread and come back through a [`Publisher`](Publisher)).
 ///
 /// A panic in a method is caught where unwinding is enabled: the
 /// connection is closed with 1011 (internal error; a panic in `upgrade`
@@ -170,8 +183,8 @@ pub trait Handler: Send + Sync + 'static {
     }
 
     /// Output that was over [`Limits::max_backpressure`] (a send said
-    /// [`Backpressure`](super::SendStatus::Backpressure) or
-    /// [`Dropped`](super::SendStatus::Dropped)) has drained below it.
+    /// [`Backpressure`](SendStatus::Backpressure) or
+    /// [`Dropped`](SendStatus::Dropped)) has drained below it.
     fn drain(&self, ws: &mut Ws<'_>) {
         let _ = ws;
     }

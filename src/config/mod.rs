@@ -1,5 +1,9 @@
 //! Runtime settings shared by every shard. Each field is a CLI flag of the
 //! same name (kebab-case); defaults are documented beside each one.
+//! `flags.rs` holds the flags, `file/` the config file whose keys they are.
+
+pub(crate) mod file;
+pub(crate) mod flags;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -122,9 +126,6 @@ pub struct Routes {
     /// Policy for ticker subscribers (default conflate: a slow client gets
     /// the latest price per symbol, not a backlog).
     pub ticker_backpressure: Backpressure,
-    /// Paths served by embedder handlers (`crate::app`), matched before
-    /// the routes above (default none).
-    pub app: crate::app::AppRoutes,
     /// Largest message on hub routes, instead of `max_message` (default
     /// 64 KiB: a request is a few hundred bytes of JSON, and every byte of
     /// a publish is copied to each subscriber); a `[[routes]]` entry's
@@ -222,7 +223,6 @@ impl Default for Routes {
             deflate_broadcast: DeflateBroadcast::Once,
             deflate_threshold: 64,
             max_deflate_conns: 0,
-            app: crate::app::AppRoutes::default(),
             hub_max_message: 64 << 10,
             message_budget: 64 << 20,
         }

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::sync::Arc;
 
 use super::dispatch::{AppConn, Ctx};
-use super::handler::{Limits, Message};
+use super::{Limits, Message};
 use crate::protocol::frame::OpCode;
 use crate::protocol::{CloseCode, ServerConn, State};
 use crate::pubsub::hub::Hub;

@@ -1,13 +1,13 @@
 //! Where a connection's session meets its route's [`Handler`]: the route
-//! table kept in the config, the state an App connection carries, and the
+//! table every shard shares, the state an App connection carries, and the
 //! calls into handler code, each behind `catch_unwind`.
 
 use std::any::Any;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
-use super::handler::{Handler, Limits, Message, Upgrade, Verdict};
 use super::ws::Ws;
+use super::{Handler, Limits, Message, Upgrade, Verdict};
 use crate::admission::policy::UpgradeRequest;
 use crate::protocol::{CloseCode, ServerConn, State};
 use crate::shard::conn::{Counters, Next, Phase, Route, Session};
@@ -15,7 +15,7 @@ use crate::shard::fanout::PubSub;
 use crate::shard::spill::Spill;
 
 /// Routes served by [`Handler`]s, matched by exact path before the
-/// built-in ones. Set by [`App`](super::App); empty by default.
+/// built-in ones. Set by the `App` builder; empty by default.
 #[derive(Clone, Default)]
 pub struct AppRoutes(pub(crate) Arc<[AppRoute]>);
 
@@ -233,9 +233,9 @@ pub(crate) fn ended(
 
 impl Session {
     /// The App route this connection is on, if any.
-    fn app_route<'r>(&self, routes: &'r crate::config::Routes) -> Option<&'r AppRoute> {
+    fn app_route<'r>(&self, apps: &'r AppRoutes) -> Option<&'r AppRoute> {
         match self.route {
-            Route::App(i) => Some(routes.app.get(i)),
+            Route::App(i) => Some(apps.get(i)),
             _ => None,
         }
     }
@@ -261,7 +261,7 @@ impl Session {
     /// borrowed from `pool` while it runs, so an idle connection keeps none.
     pub(crate) fn app_drain(
         &mut self,
-        routes: &crate::config::Routes,
+        apps: &AppRoutes,
         backlog: usize,
         pool: &mut crate::buf::pool::BufPool,
         ctx: Ctx<'_>,
@@ -270,7 +270,7 @@ impl Session {
         if borrowed {
             self.out = pool.take();
         }
-        let next = self.drain_now(routes, backlog, ctx);
+        let next = self.drain_now(apps, backlog, ctx);
         if borrowed && self.out.is_empty() {
             pool.give(std::mem::take(&mut self.out));
         }
@@ -279,13 +279,8 @@ impl Session {
 
     /// Runs `Handler::drain` if a send met the bound and the output queue
     /// (`backlog` bytes) is back under it.
-    fn drain_now(
-        &mut self,
-        routes: &crate::config::Routes,
-        backlog: usize,
-        mut ctx: Ctx<'_>,
-    ) -> Next {
-        let Some(route) = self.app_route(routes) else {
+    fn drain_now(&mut self, apps: &AppRoutes, backlog: usize, mut ctx: Ctx<'_>) -> Next {
+        let Some(route) = self.app_route(apps) else {
             return Next::Continue;
         };
         let wants = self
@@ -323,8 +318,8 @@ impl Session {
     /// This side started closing (idle timeout, shutdown, a slow
     /// subscriber): the handler hears `close` with that code now rather
     /// than when the peer answers.
-    pub(crate) fn app_closing(&mut self, routes: &crate::config::Routes, ctx: Ctx<'_>) {
-        let Some(route) = self.app_route(routes) else {
+    pub(crate) fn app_closing(&mut self, apps: &AppRoutes, ctx: Ctx<'_>) {
+        let Some(route) = self.app_route(apps) else {
             return;
         };
         let Phase::Open(conn) = &mut self.phase else {
@@ -347,8 +342,8 @@ impl Session {
 
     /// The slot is being freed: a handler not yet told hears `close`, with
     /// the code this side sent or 1006 (the transport ended first).
-    pub(crate) fn app_release(&mut self, routes: &crate::config::Routes, ctx: Ctx<'_>) {
-        let Some(route) = self.app_route(routes) else {
+    pub(crate) fn app_release(&mut self, apps: &AppRoutes, ctx: Ctx<'_>) {
+        let Some(route) = self.app_route(apps) else {
             return;
         };
         let spill = self.spill.get_or_insert_with(Box::default);
