@@ -13,7 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 
 use crate::metrics::ShardStats;
-use crate::shard::conn::Session;
+use crate::shard::session::Session;
 use crate::shard::throttle::Throttled;
 use crate::shard::{Driver, Shard, ShardParts, Transport, MAX_PENDING_OUT};
 use crate::tls::TlsStream;

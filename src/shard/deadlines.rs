@@ -6,10 +6,11 @@ use std::time::{Duration, Instant};
 
 use slab::Slab;
 
-use super::conn::{self, Counters, Next, Phase, Session};
+use super::counters::Counters;
 use super::gate::Gate;
 use super::handler::AppRoutes;
 use super::io::Transport;
+use super::session::{self, Next, Phase, Session};
 use super::timer::{Entry, TimerWheel, TICK_MS};
 use super::Conn;
 use crate::admission::stats::AdmissionStats;
@@ -200,7 +201,7 @@ impl Deadlines {
             self.gate.settle(key, session, false);
         }
         let idle = match session.route {
-            conn::Route::App(i) => self.apps.get(i).limits.idle_timeout,
+            session::Route::App(i) => self.apps.get(i).limits.idle_timeout,
             _ => config
                 .routes
                 .idle_timeout(session.spec, config.idle_timeout),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::conn::Session;
+use super::session::Session;
 use super::{Conn, Transport};
 use crate::metrics::ShardStats;
 use crate::pubsub::hub::{Hub, InboxReceiver, SharedFrame};

@@ -10,7 +10,7 @@ use std::os::fd::BorrowedFd;
 
 use slab::Slab;
 
-use super::conn::{Phase, Queued, Session};
+use super::session::{Phase, Queued, Session};
 use super::{Conn, Transport};
 use crate::admission::age_queue::{AgeQueue, Member};
 use crate::admission::client::ClientKey;

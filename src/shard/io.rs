@@ -24,7 +24,7 @@ use std::io;
 use std::os::fd::BorrowedFd;
 use std::time::Duration;
 
-use super::conn::Session;
+use super::session::Session;
 use super::{Shard, ShardParts};
 use crate::metrics::ShardStats;
 

@@ -5,9 +5,9 @@
 
 use std::net::IpAddr;
 
-use super::conn::{ConnLimits, Next, Route, Session};
 use super::deadlines::drain_over;
 use super::handler::Ctx;
+use super::session::{ConnLimits, Next, Route, Session};
 use super::{Conn, Driver, Expired, Shard, Transport, MESSAGE_TIMEOUT};
 use crate::admission::stats::AdmissionStats;
 use crate::protocol::CloseCode;

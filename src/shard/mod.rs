@@ -4,13 +4,14 @@
 //! runs the loop turn; a [`Driver`] (`crate::driver`) waits for events and
 //! does the reading and writing, behind the seam in [`io`].
 
-pub(crate) mod conn;
+pub(crate) mod counters;
 pub(crate) mod deadlines;
 pub(crate) mod fanout;
 pub(crate) mod gate;
 pub(crate) mod handler;
 pub(crate) mod io;
 mod lifecycle;
+pub(crate) mod session;
 mod shared;
 pub(crate) mod spill;
 pub(crate) mod throttle;
@@ -21,10 +22,11 @@ use slab::Slab;
 use crate::buf::pool::BufPool;
 use crate::metrics::ShardStats;
 use crate::pubsub::hub::InboxReceiver;
-use conn::{Counters, Session};
+use counters::Counters;
 pub(crate) use deadlines::{Clock, Deadlines, Expired, MESSAGE_TIMEOUT};
 use fanout::PubSub;
 pub(crate) use io::{Driver, Transport, MAX_PENDING_OUT};
+use session::Session;
 pub(crate) use shared::Shared;
 
 /// What a shard is built from, on its own thread.

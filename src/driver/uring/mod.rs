@@ -10,20 +10,23 @@
 //! newcomer in the same slot; the generation in `user_data` checks that.
 #![allow(unsafe_code)]
 
+mod accept;
 pub(crate) mod buf_ring;
+mod recv;
+mod send;
 mod user_data;
 
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, IntoRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
-use io_uring::{cqueue, opcode, squeue, types, IoUring};
+use io_uring::{opcode, squeue, types, IoUring};
 
 use crate::metrics::ShardStats;
-use crate::shard::conn::Session;
-use crate::shard::spill::{Flight, Segment};
+use crate::shard::session::Session;
+use crate::shard::spill::Flight;
 use crate::shard::throttle::Throttled;
-use crate::shard::{Conn, Driver, Shard, ShardParts, Transport, MAX_PENDING_OUT};
+use crate::shard::{Conn, Driver, Shard, ShardParts, Transport};
 use crate::tls::TlsStream;
 use buf_ring::BufRing;
 use user_data::{Op, UserData};
@@ -295,17 +298,6 @@ impl UringLoop {
         }
     }
 
-    fn arm_accept(&mut self, index: usize) {
-        let fd = self.listeners[index].as_raw_fd();
-        let entry = opcode::AcceptMulti::new(types::Fd(fd))
-            .flags(libc::SOCK_CLOEXEC)
-            .build()
-            .user_data(UserData::new(Op::Accept, index, 0).0);
-        // SAFETY: the listener lives in `self.listeners` until the loop ends.
-        unsafe { self.push(&entry) };
-        self.accepts_armed += 1;
-    }
-
     fn arm_signal(&mut self) {
         let fd = self.signal.as_raw_fd();
         let entry = opcode::Recv::new(types::Fd(fd), self.signal_buf.as_mut_ptr(), 64)
@@ -325,24 +317,6 @@ impl UringLoop {
         unsafe { self.push(&entry) };
     }
 
-    fn arm_recv(&mut self, shard: &mut Shard<Ring>, key: usize) {
-        let group = self.bufs.group();
-        let Some(conn) = shard.conns.get_mut(key) else {
-            return;
-        };
-        let io = &mut conn.io;
-        if io.recv_armed || io.dead || io.recv_paused {
-            return;
-        }
-        io.recv_armed = true;
-        let entry = opcode::RecvMulti::new(types::Fd(io.fd.as_raw_fd()), group)
-            .build()
-            .user_data(UserData::new(Op::Recv, key, conn.session.generation).0);
-        // SAFETY: the descriptor is closed only when the slot is freed, and
-        // the slot is freed only after this receive's last completion.
-        unsafe { self.push(&entry) };
-    }
-
     fn complete(&mut self, shard: &mut Shard<Ring>, data: UserData, result: i32, flags: u32) {
         match data.op() {
             Op::Accept => self.on_accept(shard, data.key(), result, flags),
@@ -359,412 +333,12 @@ impl UringLoop {
         }
     }
 
-    /// Re-arms the accepts that backed off, once their tick has come.
-    fn retry_accepts(&mut self, now: u64) {
-        if !self.accept_retry.is_empty() && now >= self.accept_retry_tick {
-            for index in std::mem::take(&mut self.accept_retry) {
-                self.arm_accept(index);
-            }
-        }
-    }
-
-    fn on_accept(&mut self, shard: &mut Shard<Ring>, index: usize, result: i32, flags: u32) {
-        let ended = !cqueue::more(flags);
-        if ended {
-            self.accepts_armed -= 1;
-        }
-        if result < 0 {
-            self.accept_failed(shard.now(), index, -result, ended);
-            return;
-        }
-        if ended {
-            self.arm_accept(index);
-        }
-        // SAFETY: a successful accept returns a new descriptor we now own.
-        let fd = unsafe { OwnedFd::from_raw_fd(result as RawFd) };
-        let Ok(tls) = shard.shared.start_tls() else {
-            return;
-        };
-        let io = Ring {
-            fd,
-            sending: Vec::new(),
-            sent: 0,
-            recv_armed: false,
-            send_armed: false,
-            zc_notif_pending: false,
-            recv_paused: false,
-            dead: false,
-            dirty: false,
-            vectored: false,
-            tls,
-        };
-        let key = shard.accepted(io, index, None);
-        self.arm_recv(shard, key);
-    }
-
-    /// An accept failed with `errno`. Out of descriptors or memory, the
-    /// connection stays queued and every retry fails until something is
-    /// freed: back off to the next tick, as the epoll driver does.
-    fn accept_failed(&mut self, now: u64, index: usize, errno: i32, ended: bool) {
-        let exhausted = matches!(
-            errno,
-            libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS
-        );
-        if errno != libc::ECANCELED {
-            let e = io::Error::from_raw_os_error(errno);
-            let then = if exhausted {
-                "retrying next tick"
-            } else {
-                "re-armed"
-            };
-            self.accept_log
-                .warn(now, format_args!("accept failed: {e}; {then}"));
-        }
-        if !ended {
-            return;
-        }
-        if exhausted {
-            self.accept_retry.push(index);
-            self.accept_retry_tick = now + 1;
-        } else {
-            self.arm_accept(index);
-        }
-    }
-
-    fn on_recv(&mut self, shard: &mut Shard<Ring>, data: UserData, result: i32, flags: u32) {
-        let key = data.key();
-        let bid = cqueue::buffer_select(flags);
-        let buf_more = cqueue::buffer_more(flags);
-        let filled = usize::try_from(result).unwrap_or(0);
-        let Some(conn) = shard
-            .conns
-            .get_mut(key)
-            .filter(|c| c.session.generation == data.generation())
-        else {
-            if let Some(bid) = bid {
-                self.bufs.take(bid, filled);
-                self.bufs.release(bid, filled, buf_more);
-            }
-            return;
-        };
-        let more = cqueue::more(flags);
-        if !more {
-            conn.io.recv_armed = false;
-        }
-        if result > 0 {
-            shard.counters.bytes_received += result as u64;
-            let Some(bid) = bid else {
-                return;
-            };
-            if conn.io.dead {
-                self.bufs.take(bid, filled);
-                self.bufs.release(bid, filled, buf_more);
-            } else {
-                let finished = self.deliver(shard, key, bid, filled);
-                self.bufs.release(bid, filled, buf_more);
-                if finished {
-                    shard.peer_finished(self, key);
-                }
-                if shard.conns[key].backlog() >= MAX_PENDING_OUT {
-                    self.pause_recv(shard, key);
-                }
-                self.mark_dirty(shard, key);
-            }
-            if !more {
-                self.rearm.push(key);
-            }
-            // A dead connection's last receive may carry data: nothing else
-            // is left to free it.
-            self.maybe_free(shard, key);
-            return;
-        }
-        let (dead, paused) = (conn.io.dead, conn.io.recv_paused);
-        match result {
-            r if r == -libc::ENOBUFS => self.rearm.push(key),
-            // The cancel that `pause_recv` issued. Output may have drained
-            // (and un-paused reading) before this completion arrived, while
-            // the cancelled receive still counted as armed: re-arm now.
-            r if r == -libc::ECANCELED && !dead => {
-                if !paused {
-                    self.rearm.push(key);
-                }
-            }
-            // The peer is done sending.
-            0 if !dead => shard.peer_finished(self, key),
-            _ if dead => {}
-            _ => self.drop_conn(shard, key),
-        }
-        self.maybe_free(shard, key);
-    }
-
-    /// Feeds the `len` bytes received into buffer `bid` to the session,
-    /// through the record layer on TLS; true if they ended with the peer's
-    /// close_notify.
-    fn deliver(&mut self, shard: &mut Shard<Ring>, key: usize, bid: u16, len: usize) -> bool {
-        let input = self.bufs.take(bid, len);
-        let conn = &mut shard.conns[key];
-        let scratch = &mut self.scratch;
-        if let Some(tls) = conn.io.tls.as_deref_mut() {
-            scratch.clear();
-            scratch.extend_from_slice(conn.session.carried());
-            let carried = scratch.len();
-            match tls.decrypt(input, scratch) {
-                Ok(closed) => {
-                    let plaintext = if scratch.len() > carried {
-                        &mut scratch[..]
-                    } else {
-                        &mut []
-                    };
-                    shard.feed(key, plaintext);
-                    closed
-                }
-                // The alert goes out with the next flush, then the
-                // connection ends.
-                Err(_) => {
-                    shard.end_after_flush(key);
-                    false
-                }
-            }
-        } else if conn.session.carried().is_empty() {
-            shard.feed(key, input);
-            false
-        } else {
-            scratch.clear();
-            scratch.extend_from_slice(conn.session.carried());
-            scratch.extend_from_slice(input);
-            shard.feed(key, scratch);
-            false
-        }
-    }
-
-    fn pause_recv(&mut self, shard: &mut Shard<Ring>, key: usize) {
-        let conn = &mut shard.conns[key];
-        if conn.io.recv_paused {
-            return;
-        }
-        conn.io.recv_paused = true;
-        if conn.io.recv_armed {
-            let target = UserData::new(Op::Recv, key, conn.session.generation).0;
-            self.cancel(target);
-        }
-    }
-
     fn cancel(&mut self, target: u64) {
         let entry = opcode::AsyncCancel::new(target)
             .build()
             .user_data(UserData::new(Op::Cancel, 0, 0).0);
         // SAFETY: a cancel names no buffer or descriptor.
         unsafe { self.push(&entry) };
-    }
-
-    fn on_send(&mut self, shard: &mut Shard<Ring>, data: UserData, result: i32, flags: u32) {
-        let key = data.key();
-        let Some(conn) = shard
-            .conns
-            .get_mut(key)
-            .filter(|c| c.session.generation == data.generation())
-        else {
-            return;
-        };
-        let io = &mut conn.io;
-        if cqueue::notif(flags) {
-            // Anything else is a bookkeeping slip: the buffer it releases
-            // may already have been reused.
-            debug_assert!(io.zc_notif_pending, "a notification nothing awaits");
-            io.zc_notif_pending = false;
-            if !io.send_armed {
-                self.finish_send(shard, key);
-            }
-            self.maybe_free(shard, key);
-            return;
-        }
-        io.send_armed = false;
-        if cqueue::more(flags) {
-            // A zero-copy send, failed or not: its notification completion
-            // follows, and until then the kernel may read `sending`.
-            io.zc_notif_pending = true;
-        }
-        if result < 0 {
-            io.dead = true;
-            self.drop_conn(shard, key);
-            return;
-        }
-        shard.counters.bytes_sent += result as u64;
-        let io = &mut shard.conns[key].io;
-        if io.vectored {
-            io.vectored = false;
-            self.finish_vectored(shard, key, result as usize);
-            self.maybe_free(shard, key);
-            return;
-        }
-        io.sent += result as usize;
-        if !io.zc_notif_pending {
-            self.finish_send(shard, key);
-        }
-        self.maybe_free(shard, key);
-    }
-
-    /// After a send (and its notification): send the rest, or recycle.
-    fn finish_send(&mut self, shard: &mut Shard<Ring>, key: usize) {
-        let io = &mut shard.conns[key].io;
-        if io.sent < io.sending.len() && !io.dead {
-            self.submit_send(shard, key);
-            return;
-        }
-        io.sent = 0;
-        shard.pool.give(std::mem::take(&mut io.sending));
-        self.sent_all(shard, key);
-    }
-
-    /// After a vectored send: send the rest, or recycle its owned segments.
-    fn finish_vectored(&mut self, shard: &mut Shard<Ring>, key: usize, n: usize) {
-        let conn = &mut shard.conns[key];
-        let Some(spill) = conn.session.spill.as_deref_mut() else {
-            return;
-        };
-        let Some(flight) = spill.flight.as_deref_mut() else {
-            return;
-        };
-        flight.sent += n;
-        if flight.remaining() > 0 && !conn.io.dead {
-            self.submit_vectored(shard, key);
-            return;
-        }
-        if let Some(flight) = spill.flight.take() {
-            for seg in flight.segs {
-                if let Segment::Owned(v) = seg {
-                    shard.pool.give(v);
-                }
-            }
-        }
-        conn.session.tidy();
-        self.sent_all(shard, key);
-    }
-
-    /// A send finished whole: reading resumes if it paused for the backlog,
-    /// a handler may hear `drain`, and whatever came meanwhile goes next.
-    fn sent_all(&mut self, shard: &mut Shard<Ring>, key: usize) {
-        let conn = &mut shard.conns[key];
-        if conn.io.recv_paused && conn.backlog() < MAX_PENDING_OUT {
-            conn.io.recv_paused = false;
-            self.rearm.push(key);
-        }
-        shard.app_drain(key);
-        self.mark_dirty(shard, key);
-    }
-
-    /// Sends the session's flight with one SENDMSG.
-    fn submit_vectored(&mut self, shard: &mut Shard<Ring>, key: usize) {
-        let conn = &mut shard.conns[key];
-        let fd = types::Fd(conn.io.fd.as_raw_fd());
-        let user_data = UserData::new(Op::Send, key, conn.session.generation).0;
-        let Some(flight) = conn
-            .session
-            .spill
-            .as_deref_mut()
-            .and_then(|s| s.flight.as_deref_mut())
-        else {
-            return;
-        };
-        let msg = flight.prepare(IOV_MAX);
-        let entry = opcode::SendMsg::new(fd, msg)
-            .flags(libc::MSG_NOSIGNAL as u32)
-            .build()
-            .user_data(user_data);
-        conn.io.send_armed = true;
-        conn.io.vectored = true;
-        // SAFETY: the flight (its segments, iovecs and header) is boxed in
-        // the session and untouched while `send_armed`; the slot outlives it.
-        unsafe { self.push(&entry) };
-    }
-
-    fn submit_send(&mut self, shard: &mut Shard<Ring>, key: usize) {
-        let zerocopy = shard.shared.config.zerocopy_threshold;
-        let conn = &mut shard.conns[key];
-        let io = &mut conn.io;
-        let fd = types::Fd(io.fd.as_raw_fd());
-        let rest = &io.sending[io.sent..];
-        let user_data = UserData::new(Op::Send, key, conn.session.generation).0;
-        let entry = if zerocopy != 0 && rest.len() >= zerocopy {
-            opcode::SendZc::new(fd, rest.as_ptr(), rest.len() as u32).build()
-        } else {
-            opcode::Send::new(fd, rest.as_ptr(), rest.len() as u32)
-                .flags(libc::MSG_NOSIGNAL)
-                .build()
-        }
-        .user_data(user_data);
-        io.send_armed = true;
-        // SAFETY: `sending` is not touched while `send_armed` or
-        // `zc_notif_pending` is set, and the slot outlives both.
-        unsafe { self.push(&entry) };
-    }
-
-    fn mark_dirty(&mut self, shard: &mut Shard<Ring>, key: usize) {
-        if let Some(conn) = shard.conns.get_mut(key) {
-            if !conn.io.dirty {
-                conn.io.dirty = true;
-                self.dirty.push(key);
-            }
-        }
-    }
-
-    /// Starts one send per connection with output, once per loop turn.
-    fn flush_dirty(&mut self, shard: &mut Shard<Ring>) {
-        let dirty = std::mem::take(&mut self.dirty);
-        for &key in &dirty {
-            let Some(conn) = shard.conns.get_mut(key) else {
-                continue;
-            };
-            conn.io.dirty = false;
-            if conn.io.send_armed || conn.io.zc_notif_pending {
-                continue;
-            }
-            if conn.io.tls.is_some() && !conn.io.dead {
-                match encrypt(shard, key) {
-                    Ok(true) => {
-                        self.submit_send(shard, key);
-                        continue;
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        tracing::debug!("closing: {e}");
-                        self.drop_conn(shard, key);
-                        continue;
-                    }
-                }
-            }
-            let Some(conn) = shard.conns.get_mut(key) else {
-                continue;
-            };
-            let (session, io) = (&mut conn.session, &mut conn.io);
-            if session.has_queue() && !io.dead {
-                let spill = session.spill.get_or_insert_with(Box::default);
-                spill.seal(&mut session.out);
-                let segs: Vec<Segment> = spill.queue.drain(..).collect();
-                spill.queued = 0;
-                spill.flight = Some(Box::new(Flight::new(segs)));
-                self.submit_vectored(shard, key);
-                continue;
-            }
-            if !session.out.is_empty() && !io.dead {
-                std::mem::swap(&mut io.sending, &mut session.out);
-                io.sent = 0;
-                self.submit_send(shard, key);
-                continue;
-            }
-            if session.shutdown_after_flush {
-                session.shutdown_after_flush = false;
-                // SAFETY: plain syscall on a descriptor we own.
-                unsafe { libc::shutdown(io.fd.as_raw_fd(), libc::SHUT_WR) };
-            }
-            shard.written(self, key);
-            self.maybe_free(shard, key);
-        }
-        let mut dirty = dirty;
-        dirty.clear();
-        if self.dirty.is_empty() {
-            self.dirty = dirty;
-        }
     }
 
     fn maybe_free(&mut self, shard: &mut Shard<Ring>, key: usize) {
@@ -784,43 +358,6 @@ impl UringLoop {
         unsafe { self.push(&entry) };
         shard.pool.give(io.sending);
     }
-}
-
-/// Moves a TLS connection's output (queued segments, `out`, then
-/// close_notify when its write side is to be shut) into `sending` as
-/// records. True when there is something to send.
-fn encrypt(shard: &mut Shard<Ring>, key: usize) -> io::Result<bool> {
-    let conn = &mut shard.conns[key];
-    let pool = &mut shard.pool;
-    let (session, io) = (&mut conn.session, &mut conn.io);
-    let Some(tls) = io.tls.as_deref_mut() else {
-        return Ok(false);
-    };
-    if io.sending.capacity() == 0 {
-        io.sending = pool.take();
-    }
-    if let Some(spill) = session.spill.as_deref_mut() {
-        spill.queued = 0;
-        for seg in spill.queue.drain(..) {
-            tls.encrypt(seg.bytes(), &mut io.sending)?;
-            if let Segment::Owned(v) = seg {
-                pool.give(v);
-            }
-        }
-    }
-    tls.encrypt(&session.out, &mut io.sending)?;
-    session.out_drained(pool);
-    session.tidy();
-    if session.shutdown_after_flush {
-        tls.close_notify();
-        tls.encrypt(&[], &mut io.sending)?;
-    }
-    io.sent = 0;
-    if io.sending.is_empty() {
-        pool.give(std::mem::take(&mut io.sending));
-        return Ok(false);
-    }
-    Ok(true)
 }
 
 /// Disconnects a TCP socket at once (connect to AF_UNSPEC: the kernel's

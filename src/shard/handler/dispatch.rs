@@ -10,8 +10,9 @@ use super::ws::Ws;
 use super::{Handler, Limits, Message, Upgrade, Verdict};
 use crate::admission::policy::UpgradeRequest;
 use crate::protocol::{CloseCode, ServerConn, State};
-use crate::shard::conn::{Counters, Next, Phase, Route, Session};
+use crate::shard::counters::Counters;
 use crate::shard::fanout::PubSub;
+use crate::shard::session::{Next, Phase, Route, Session};
 use crate::shard::spill::Spill;
 
 /// Routes served by [`Handler`]s, matched by exact path before the

@@ -1,11 +1,12 @@
 //! The I/O-free half of a connection: protocol state, the bytes waiting on
-//! either side of it, and its deadline. A driver owns the socket, reads
-//! into a buffer, calls [`Session::process`] and writes what lands in `out`;
-//! both drivers share this code, so they speak exactly the same protocol.
+//! either side of it, and its deadline. The shard feeds it what the driver
+//! read (`Shard::feed`) and the driver writes what lands in `out`; no
+//! driver has code of its own here, so both speak exactly the same protocol.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
+use super::counters::Counters;
 use super::fanout::PubSub;
 use super::handler::{self, AppRoutes, Call, Ctx, Message};
 use super::spill::Spill;
@@ -16,7 +17,7 @@ use crate::admission::stats::Reason;
 use crate::admission::Admission;
 use crate::buf::pool::BufPool;
 use crate::config::{RouteKind, Routes, NO_SPEC};
-use crate::metrics::{close_slot, Metrics, ShardStats, CLOSE_SLOTS};
+use crate::metrics::Metrics;
 use crate::protocol::deflate::{self, DeflatePolicy, Params as DeflateParams, PerMessageDeflate};
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, HandshakeError};
@@ -81,7 +82,7 @@ pub(crate) fn message_bytes() -> usize {
 }
 
 /// A connection's messages went from holding `before` to `after` bytes.
-fn message_bytes_moved(before: usize, after: usize) {
+pub(super) fn message_bytes_moved(before: usize, after: usize) {
     if before != after {
         MESSAGE_BYTES.with(|held| held.set((held.get() + after).saturating_sub(before)));
     }
@@ -94,70 +95,6 @@ fn message_allowance(budget: usize, own: usize) -> usize {
         return usize::MAX;
     }
     budget.saturating_sub(message_bytes().saturating_sub(own))
-}
-
-/// Per-shard event counts kept in plain integers on the hot path.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Counters {
-    pub(crate) handshakes: u64,
-    pub(crate) messages_received: u64,
-    pub(crate) messages_sent: u64,
-    /// Connections on this shard that negotiated permessage-deflate.
-    pub(crate) deflate_conns: u64,
-    pub(crate) bytes_received: u64,
-    pub(crate) bytes_sent: u64,
-    /// WebSocket connections ended, by `metrics::close_slot`.
-    pub(crate) closes: [u64; CLOSE_SLOTS],
-    /// Connections closed (1013) because their message did not fit in
-    /// what the shard's message budget had left.
-    pub(crate) budget_closes: u64,
-}
-
-impl Counters {
-    /// Copies the totals into this shard's published slot.
-    pub(crate) fn publish(&self, stats: &ShardStats, connections: usize) {
-        ShardStats::set(&stats.handshakes_total, self.handshakes);
-        ShardStats::set(&stats.messages_received_total, self.messages_received);
-        ShardStats::set(&stats.messages_sent_total, self.messages_sent);
-        ShardStats::set(&stats.connections_open, connections as u64);
-        ShardStats::set(&stats.bytes_received_total, self.bytes_received);
-        ShardStats::set(&stats.bytes_sent_total, self.bytes_sent);
-        for (slot, &n) in stats.closes_total.iter().zip(&self.closes) {
-            ShardStats::set(slot, n);
-        }
-        ShardStats::set(&stats.deflate_connections, self.deflate_conns);
-        ShardStats::set(&stats.message_bytes_held, message_bytes() as u64);
-        ShardStats::set(&stats.message_budget_closes_total, self.budget_closes);
-    }
-
-    /// Counts the close that ends a WebSocket connection: call once, when
-    /// the first close frame is sent or received.
-    pub(crate) fn closed(&mut self, code: CloseCode) {
-        self.closes[close_slot(code.0)] += 1;
-    }
-
-    /// The peer went away without a close frame (a reset, or a FIN): if the
-    /// connection was open, its end counts as 1006.
-    pub(crate) fn dropped(&mut self, session: &Session) {
-        if session.is_open() {
-            self.closed(CloseCode::ABNORMAL);
-        }
-    }
-
-    /// A connection's slot is being freed.
-    pub(crate) fn forget(&mut self, session: &Session) {
-        self.dropped(session);
-        if let Phase::Open(ws) = &session.phase {
-            message_bytes_moved(ws.held(), 0);
-        }
-        if session
-            .spill
-            .as_deref()
-            .is_some_and(|s| s.deflate.is_some())
-        {
-            self.deflate_conns -= 1;
-        }
-    }
 }
 
 /// Where a connection is in its life.
