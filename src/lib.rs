@@ -1,10 +1,10 @@
 //! surge: a sharded, per-core WebSocket server runtime.
 //!
 //! ```text
-//!             ┌──────────────── one shard per core, pinned, nothing shared ────────────────┐
-//! socket ───► │ driver (epoll | io_uring) ──► Session ──► protocol::ServerConn ──► app     │
-//! bytes  ◄─── │   writes `out` (pooled)   ◄── frames encoded into `out`  ◄─────────┘       │
-//!             └────────────────────────────────────────────────────────────────────────────┘
+//!             ┌──────────────────── one shard per core, pinned, nothing shared ────────────────────┐
+//! socket ───► │ driver (epoll | io_uring) ──► Shard ──► Session ──► protocol::ServerConn ──► app   │
+//! bytes  ◄─── │   writes `out` (pooled)   ◄── frames encoded into `out`  ◄───────────────────┘     │
+//!             └────────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
 //! Code map:
@@ -12,16 +12,17 @@
 //!   key, frame headers, the streaming decoder, SIMD unmasking, streaming
 //!   UTF-8, close codes. **Invariant:** it never touches a socket, a clock
 //!   or a thread, so it is tested and fuzzed on byte slices alone.
-//! - `driver`: the only code that does socket I/O. `epoll.rs` (mio,
-//!   edge-triggered, one shared read buffer per shard) and `uring/`
+//! - `driver`: the only code that does socket I/O, and only that. `epoll.rs`
+//!   (mio, edge-triggered, one shared read buffer per shard) and `uring/`
 //!   (multishot accept and recv from an incremental provided-buffer ring,
 //!   sends batched once per loop turn, SEND_ZC for large frames).
-//!   **Invariant:** both drive the same `Session`, so they speak exactly the
-//!   same protocol; an io_uring slot is freed only when no operation on it
-//!   is in flight.
-//! - `shard`: what every shard shares whatever its driver: `Session` (the
-//!   I/O-free half of a connection), the hashed timer wheel and deadline
-//!   rules, and the handlers as a session calls them.
+//!   **Invariant:** a slot is freed only by its driver, once no operation
+//!   on it is in flight.
+//! - `shard`: a shard's behaviour, written once for both drivers: the
+//!   `Shard` generic over its driver (the seam in `shard/io.rs`), a
+//!   connection's life, `Session` (the I/O-free half of a connection), the
+//!   hashed timer wheel and deadline rules, and the handlers as a session
+//!   calls them.
 //! - `server`: start-up (SO_REUSEPORT listeners, a pinned thread running a
 //!   driver per shard, signals), above the drivers.
 //!   **Invariant:** a connection never migrates between shards, and nothing
