@@ -73,37 +73,36 @@ impl Driver for EpollLoop {
     type Io = Socket;
 
     fn build(parts: ShardParts) -> io::Result<(Shard<Socket>, Self)> {
-        let ShardParts {
-            listeners,
-            signal,
-            shared,
-            shard_id,
-            inbox,
-        } = parts;
         let poll = Poll::new()?;
-        poll.registry()
-            .register(&mut SourceFd(&inbox.wake_fd()), INBOX, Interest::READABLE)?;
-        let mut mio_listeners = Vec::with_capacity(listeners.len());
-        for (i, l) in listeners.into_iter().enumerate() {
+        poll.registry().register(
+            &mut SourceFd(&parts.inbox.wake_fd()),
+            INBOX,
+            Interest::READABLE,
+        )?;
+        let mut listeners = Vec::with_capacity(parts.listeners.len());
+        for (i, l) in parts.listeners.into_iter().enumerate() {
             let mut l = TcpListener::from_std(l);
             poll.registry()
                 .register(&mut l, Token(LISTENER_BASE + i), Interest::READABLE)?;
-            mio_listeners.push(l);
+            listeners.push(l);
         }
-        signal.set_nonblocking(true)?;
-        let mut signal = UnixStream::from_std(signal);
+        parts.signal.set_nonblocking(true)?;
+        let mut signal = UnixStream::from_std(parts.signal);
         poll.registry()
             .register(&mut signal, SIGNAL, Interest::READABLE)?;
         let driver = Self {
             poll,
             events: Events::with_capacity(1024),
-            listeners: mio_listeners,
+            listeners,
             signal,
             read_buf: vec![0u8; READ_BUF].into_boxed_slice(),
             accept_blocked: false,
             accept_log: Throttled::default(),
         };
-        Ok((Shard::new(shared, shard_id, inbox), driver))
+        Ok((
+            Shard::new(parts.shared, parts.shard_id, parts.inbox),
+            driver,
+        ))
     }
 
     fn wait(&mut self, timeout: Option<Duration>) -> io::Result<()> {

@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use io_uring::{cqueue, opcode, types};
 
-use super::user_data::{Op, UserData};
+use super::user_data::{Completion, Op, UserData};
 use super::{Ring, UringLoop};
 use crate::shard::Shard;
 
@@ -31,13 +31,9 @@ impl UringLoop {
         }
     }
 
-    pub(super) fn on_accept(
-        &mut self,
-        shard: &mut Shard<Ring>,
-        index: usize,
-        result: i32,
-        flags: u32,
-    ) {
+    pub(super) fn on_accept(&mut self, shard: &mut Shard<Ring>, completion: Completion) {
+        let (data, result, flags) = (completion.data, completion.result, completion.flags);
+        let index = data.key();
         let ended = !cqueue::more(flags);
         if ended {
             self.accepts_armed -= 1;

@@ -29,7 +29,7 @@ use crate::shard::throttle::Throttled;
 use crate::shard::{Conn, Driver, Shard, ShardParts, Transport};
 use crate::tls::TlsStream;
 use buf_ring::BufRing;
-use user_data::{Op, UserData};
+use user_data::{Completion, Op, UserData};
 
 /// Submission queue size; completions get four times as many slots since a
 /// multishot operation posts many per submission.
@@ -121,7 +121,7 @@ pub(crate) struct UringLoop {
     rearm: Vec<usize>,
     /// Joins a carried partial frame with the next buffer.
     scratch: Vec<u8>,
-    completions: Vec<(u64, i32, u32)>,
+    completions: Vec<Completion>,
     accepts_armed: usize,
     /// Listeners whose accept failed for want of descriptors or memory,
     /// re-armed at `accept_retry_tick`: re-arming at once would only fail
@@ -138,13 +138,6 @@ impl Driver for UringLoop {
     /// Call on the thread that will run the ring: it is single-issuer with
     /// deferred task work.
     fn build(parts: ShardParts) -> io::Result<(Shard<Ring>, Self)> {
-        let ShardParts {
-            listeners,
-            signal,
-            shared,
-            shard_id,
-            inbox,
-        } = parts;
         let ring = IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 4)
             .setup_single_issuer()
@@ -167,10 +160,10 @@ impl Driver for UringLoop {
         let mut this = Self {
             ring,
             bufs,
-            listeners,
-            signal,
+            listeners: parts.listeners,
+            signal: parts.signal,
             signal_buf: Box::new([0u8; 64]),
-            inbox_fd: inbox.wake_fd(),
+            inbox_fd: parts.inbox.wake_fd(),
             inbox_buf: Box::new(0),
             dirty: Vec::new(),
             rearm: Vec::new(),
@@ -186,7 +179,7 @@ impl Driver for UringLoop {
         }
         this.arm_signal();
         this.arm_inbox();
-        Ok((Shard::new(shared, shard_id, inbox), this))
+        Ok((Shard::new(parts.shared, parts.shard_id, parts.inbox), this))
     }
 
     /// Submits the turn's SQEs and waits, in one `io_uring_enter`.
@@ -215,13 +208,13 @@ impl Driver for UringLoop {
     fn dispatch(&mut self, shard: &mut Shard<Ring>) {
         self.retry_accepts(shard.now());
         let mut completions = std::mem::take(&mut self.completions);
-        completions.extend(
-            self.ring
-                .completion()
-                .map(|c| (c.user_data(), c.result(), c.flags())),
-        );
-        for &(data, result, flags) in &completions {
-            self.complete(shard, UserData(data), result, flags);
+        completions.extend(self.ring.completion().map(|c| Completion {
+            data: UserData(c.user_data()),
+            result: c.result(),
+            flags: c.flags(),
+        }));
+        for &completion in &completions {
+            self.complete(shard, completion);
         }
         completions.clear();
         self.completions = completions;
@@ -317,11 +310,11 @@ impl UringLoop {
         unsafe { self.push(&entry) };
     }
 
-    fn complete(&mut self, shard: &mut Shard<Ring>, data: UserData, result: i32, flags: u32) {
-        match data.op() {
-            Op::Accept => self.on_accept(shard, data.key(), result, flags),
-            Op::Recv => self.on_recv(shard, data, result, flags),
-            Op::Send => self.on_send(shard, data, result, flags),
+    fn complete(&mut self, shard: &mut Shard<Ring>, completion: Completion) {
+        match completion.data.op() {
+            Op::Accept => self.on_accept(shard, completion),
+            Op::Recv => self.on_recv(shard, completion),
+            Op::Send => self.on_send(shard, completion),
             Op::Signal => shard.begin_shutdown(self),
             Op::Inbox => {
                 shard.inbox_woken();

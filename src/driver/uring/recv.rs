@@ -6,7 +6,7 @@ use std::os::fd::AsRawFd;
 
 use io_uring::{cqueue, opcode, types};
 
-use super::user_data::{Op, UserData};
+use super::user_data::{Completion, Op, UserData};
 use super::{Ring, UringLoop};
 use crate::shard::{Driver, Shard, MAX_PENDING_OUT};
 
@@ -29,13 +29,8 @@ impl UringLoop {
         unsafe { self.push(&entry) };
     }
 
-    pub(super) fn on_recv(
-        &mut self,
-        shard: &mut Shard<Ring>,
-        data: UserData,
-        result: i32,
-        flags: u32,
-    ) {
+    pub(super) fn on_recv(&mut self, shard: &mut Shard<Ring>, completion: Completion) {
+        let (data, result, flags) = (completion.data, completion.result, completion.flags);
         let key = data.key();
         let bid = cqueue::buffer_select(flags);
         let buf_more = cqueue::buffer_more(flags);

@@ -7,19 +7,14 @@ use std::os::fd::AsRawFd;
 
 use io_uring::{cqueue, opcode, types};
 
-use super::user_data::{Op, UserData};
+use super::user_data::{Completion, Op, UserData};
 use super::{Ring, UringLoop, IOV_MAX};
 use crate::shard::spill::{Flight, Segment};
 use crate::shard::{Driver, Shard, MAX_PENDING_OUT};
 
 impl UringLoop {
-    pub(super) fn on_send(
-        &mut self,
-        shard: &mut Shard<Ring>,
-        data: UserData,
-        result: i32,
-        flags: u32,
-    ) {
+    pub(super) fn on_send(&mut self, shard: &mut Shard<Ring>, completion: Completion) {
+        let (data, result, flags) = (completion.data, completion.result, completion.flags);
         let key = data.key();
         let Some(conn) = shard
             .conns

@@ -19,6 +19,14 @@ pub(crate) enum Op {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct UserData(pub(crate) u64);
 
+/// One completion, copied out of the ring.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Completion {
+    pub(crate) data: UserData,
+    pub(crate) result: i32,
+    pub(crate) flags: u32,
+}
+
 impl UserData {
     pub(crate) fn new(op: Op, key: usize, generation: u32) -> Self {
         debug_assert!(key <= u32::MAX as usize);
