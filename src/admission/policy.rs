@@ -1,109 +1,12 @@
 //! Who may upgrade at all, whatever the load: an Origin allowlist (the
 //! cross-site WebSocket hijacking defence), a required token, a required
-//! subprotocol, and a hook for the embedder's own rule.
-
-use std::fmt;
-use std::net::IpAddr;
-use std::sync::Arc;
+//! subprotocol, and a hook for the embedder's own rule. The rules are
+//! settings (`config/admission.rs`, the hook's interface in
+//! `config/upgrade_hook.rs`); checking a request against them is here.
 
 use super::stats::Reason;
-
-/// What an upgrade hook sees of the request.
-#[derive(Debug)]
-pub struct UpgradeRequest<'a> {
-    /// The request path, without its query.
-    pub path: &'a str,
-    /// The query string after `?`, if any.
-    pub query: Option<&'a str>,
-    /// The client address admission counts it under (after PROXY protocol
-    /// and trusted `X-Forwarded-For`).
-    pub client: IpAddr,
-    /// The subprotocol the server chose, if any.
-    pub subprotocol: Option<&'a str>,
-    headers: &'a [httparse::Header<'a>],
-}
-
-impl<'a> UpgradeRequest<'a> {
-    pub(crate) fn new(
-        target: &'a str,
-        headers: &'a [httparse::Header<'a>],
-        client: IpAddr,
-        subprotocol: Option<&'a str>,
-    ) -> Self {
-        let (path, query) = match target.split_once('?') {
-            Some((path, query)) => (path, Some(query)),
-            None => (target, None),
-        };
-        Self {
-            path,
-            query,
-            client,
-            subprotocol,
-            headers,
-        }
-    }
-
-    /// The first value of a header, by case-insensitive name.
-    pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value)
-    }
-
-    /// The subprotocols the client offered, in its order of preference.
-    pub fn offered_subprotocols(&self) -> impl Iterator<Item = &'a str> + '_ {
-        self.headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-protocol"))
-            .filter_map(|h| std::str::from_utf8(h.value).ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .filter(|t| !t.is_empty())
-    }
-
-    /// The value of a query parameter, as sent (not percent-decoded).
-    pub fn query_param(&self, name: &str) -> Option<&'a str> {
-        self.query?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then_some(v)
-        })
-    }
-}
-
-/// An embedder's rule for upgrades: `Err(status)` refuses with that HTTP
-/// status (403 if it is not a 4xx or 5xx).
-pub trait UpgradeHook: Send + Sync {
-    /// Decides one upgrade; runs on the shard thread, so keep it quick.
-    fn check(&self, request: &UpgradeRequest<'_>) -> Result<(), u16>;
-}
-
-/// A shareable hook (`Debug` so configs stay printable).
-#[derive(Clone)]
-pub struct Hook(pub Arc<dyn UpgradeHook>);
-
-impl fmt::Debug for Hook {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Hook(..)")
-    }
-}
-
-/// The upgrade rules of a server.
-#[derive(Debug, Clone, Default)]
-pub struct Policy {
-    /// Allowed `Origin` values: exact (`https://app.example.com`) or one
-    /// leading wildcard label (`https://*.example.com`); empty allows all.
-    /// Requests without an `Origin` (non-browser clients, which could send
-    /// any value anyway) are not affected.
-    pub allowed_origins: Vec<String>,
-    /// Tokens that open the door, from `?token=` or
-    /// `Authorization: Bearer`; empty requires none.
-    pub tokens: Vec<String>,
-    /// Refuse clients that offer no subprotocol this server speaks.
-    pub require_subprotocol: bool,
-    /// The embedder's own rule, consulted last.
-    pub hook: Option<Hook>,
-}
+pub use crate::config::admission::Policy;
+pub use crate::config::upgrade_hook::{Hook, UpgradeHook, UpgradeRequest};
 
 /// A policy refusal: the reason and the HTTP status to answer with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +107,8 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn request<'a>(

@@ -119,7 +119,7 @@ impl App {
     /// ```
     pub fn config_file(path: impl AsRef<std::path::Path>) -> Result<Self, String> {
         let mut app = Self::new();
-        app.config = crate::config::file::load(path.as_ref())?;
+        app.config = crate::config::file::load(path.as_ref(), crate::tls::check)?;
         Ok(app)
     }
 

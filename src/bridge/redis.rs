@@ -24,6 +24,8 @@ use crate::buf::budget::Budget;
 use crate::protocol::frame::OpCode;
 use crate::pubsub::hub::Hub;
 
+pub use crate::config::bridge::RedisConfig;
+
 /// Local publishes waiting for the relay; beyond it they are lost.
 const RELAY_QUEUE: usize = 64 * 1024;
 /// Payload bytes waiting for the relay; beyond it publishes are lost. The
@@ -35,15 +37,6 @@ const RELAY_QUEUE: usize = 64 * 1024;
 const RELAY_BYTES: usize = 64 << 20;
 /// Most messages one pipelined round trip carries.
 const PIPELINE: usize = 1024;
-
-/// Where and how to bridge.
-#[derive(Debug, Clone)]
-pub struct RedisConfig {
-    /// `redis://HOST:PORT[/DB]`.
-    pub url: String,
-    /// Channel prefix (default `surge:`).
-    pub prefix: String,
-}
 
 /// A local publish on its way to Redis.
 #[derive(Debug)]

@@ -14,7 +14,13 @@ use crate::config::flags::ServerCommand;
 use crate::config::{Backend, Config, RouteKind};
 use crate::server::Server;
 
-pub use crate::config::file::{load as load_config, DEFAULT_CONFIG};
+pub use crate::config::file::DEFAULT_CONFIG;
+
+/// Reads a config file as `surge serve --config FILE` would, for programs
+/// that embed surge (`App::config_file`); app routes are allowed.
+pub fn load_config(path: &std::path::Path) -> Result<Config, String> {
+    crate::config::file::load(path, crate::tls::check)
+}
 
 /// surge: a sharded, per-core WebSocket server.
 #[derive(Debug, Parser)]
@@ -52,7 +58,7 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
             Err(e) => e.exit(),
         };
     }
-    let resolved = match resolve(&args, sub, sub_matches) {
+    let resolved = match resolve(&args, sub, sub_matches, crate::tls::check) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("surge: {e}");

@@ -9,13 +9,12 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
+use super::admission::{AdmissionConfig, Policy};
+use super::bridge::RedisConfig;
+use super::pubsub::{self, Backpressure, DEFAULT_INBOX_BYTES};
+use super::tls::{TlsCheck, TlsConfig};
 use super::{Backend, Config, DeflateBroadcast, Routes};
-use crate::admission::policy::Policy;
-use crate::admission::AdmissionConfig;
-use crate::bridge::redis::RedisConfig;
 use crate::protocol::deflate::DeflatePolicy;
-use crate::pubsub::Backpressure;
-use crate::tls::TlsConfig;
 
 /// The subcommands that run a server, each with its runtime flags.
 #[derive(Debug, Subcommand)]
@@ -38,20 +37,21 @@ impl ServerCommand {
         Self::augment_subcommands(clap::Command::new("surge"))
     }
 
-    /// The settings, and whether `--check-config` was given.
-    pub(crate) fn into_config(self) -> (Result<Config, String>, bool) {
+    /// The settings, and whether `--check-config` was given; `check_tls`
+    /// refuses TLS files that make no usable certificate.
+    pub(crate) fn into_config(self, check_tls: TlsCheck) -> (Result<Config, String>, bool) {
         match self {
             Self::Echo(flags) => {
                 let check = flags.check_config;
-                (flags.into_config(), check)
+                (flags.into_config(check_tls), check)
             }
             Self::Serve(flags) => {
                 let check = flags.runtime.check_config;
-                (flags.into_config(), check)
+                (flags.into_config(check_tls), check)
             }
             Self::Ticker(flags) => {
                 let check = flags.runtime.check_config;
-                (flags.into_config(), check)
+                (flags.into_config(check_tls), check)
             }
         }
     }
@@ -71,17 +71,17 @@ pub(crate) struct FeedFlags<const SYMBOLS: usize, const RATE: u32> {
 }
 
 impl<const S: usize, const R: u32> FeedFlags<S, R> {
-    fn into_config(self) -> Result<Config, String> {
+    fn into_config(self, check_tls: TlsCheck) -> Result<Config, String> {
         if !(self.rate > 0.0 && self.rate <= 100_000.0) {
             return Err("--rate must be above 0 and at most 100000".into());
         }
         if self.symbols == 0 || self.symbols > 100_000 {
             return Err("--symbols must be 1 to 100000".into());
         }
-        let mut config = self.runtime.into_config()?;
+        let mut config = self.runtime.into_config(check_tls)?;
         config.routes.echo_everywhere = false;
         config.routes.hub = true;
-        config.routes.ticker_symbols = crate::pubsub::ticker::symbols(self.symbols);
+        config.routes.ticker_symbols = pubsub::symbols(self.symbols);
         config.ticker_rate = self.rate;
         Ok(config)
     }
@@ -194,7 +194,7 @@ struct PubSubFlags {
     hub_max_message: usize,
     /// Bytes of published messages a shard's inbox may hold; past it a
     /// stalled shard is refused further publishes (counted).
-    #[arg(long, default_value_t = crate::pubsub::hub::DEFAULT_INBOX_BYTES)]
+    #[arg(long, default_value_t = DEFAULT_INBOX_BYTES)]
     inbox_bytes: usize,
     /// Largest hub publish request in bytes; larger ones get an error answer.
     #[arg(long, default_value_t = 32 << 10)]
@@ -313,19 +313,20 @@ impl RuntimeFlags {
         self.admission.require_subprotocol && self.subprotocol.is_empty()
     }
 
-    /// The TLS files, if any: both flags or neither, and files that load.
-    fn tls(&mut self) -> Result<Option<TlsConfig>, String> {
+    /// The TLS files, if any: both flags or neither, and files that
+    /// `check` accepts.
+    fn tls(&mut self, check: TlsCheck) -> Result<Option<TlsConfig>, String> {
         let files = match (self.tls_cert.take(), self.tls_key.take()) {
             (None, None) => return Ok(None),
             (Some(_), None) => return Err("--tls-cert needs --tls-key".into()),
             (None, Some(_)) => return Err("--tls-key needs --tls-cert".into()),
             (Some(cert), Some(key)) => TlsConfig { cert, key },
         };
-        crate::tls::check(&files)?;
+        check(&files)?;
         Ok(Some(files))
     }
 
-    fn into_config(mut self) -> Result<Config, String> {
+    fn into_config(mut self, check_tls: TlsCheck) -> Result<Config, String> {
         if self.shards == Some(0) {
             return Err("--shards must be at least 1".into());
         }
@@ -344,7 +345,7 @@ impl RuntimeFlags {
         if self.require_subprotocol_without_any() {
             return Err("--require-subprotocol needs at least one --subprotocol".into());
         }
-        let tls = self.tls()?;
+        let tls = self.tls(check_tls)?;
         let defaults = Config::default();
         Ok(Config {
             listen: self.listen,

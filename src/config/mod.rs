@@ -1,18 +1,27 @@
 //! Runtime settings shared by every shard. Each field is a CLI flag of the
 //! same name (kebab-case); defaults are documented beside each one.
 //! `flags.rs` holds the flags, `file/` the config file whose keys they are.
+//! The settings of each area the layers above own have a file here
+//! (`admission.rs`, `pubsub.rs`, `bridge.rs`, `tls.rs`; `upgrade_hook.rs`
+//! for the embedder's rule), so that config depends on nothing above it;
+//! each owner re-exports its settings under its own path.
 
+pub(crate) mod admission;
+pub(crate) mod bridge;
 pub(crate) mod file;
 pub(crate) mod flags;
+pub(crate) mod pubsub;
+pub(crate) mod tls;
+pub(crate) mod upgrade_hook;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::admission::AdmissionConfig;
-use crate::bridge::redis::RedisConfig;
 use crate::protocol::deflate::DeflatePolicy;
-use crate::pubsub::topics::Limit;
-use crate::pubsub::Backpressure;
+use admission::AdmissionConfig;
+use bridge::RedisConfig;
+use pubsub::{Backpressure, Limit, DEFAULT_INBOX_BYTES};
+use tls::TlsConfig;
 
 /// What a configured path serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -289,14 +298,14 @@ pub struct Config {
     /// Relay hub publishes to other nodes through Redis.
     pub redis: Option<RedisConfig>,
     /// Bytes of published messages a shard's hub inbox may hold (default
-    /// 64 MiB, [`crate::pubsub::hub::DEFAULT_INBOX_BYTES`]); past it a
+    /// 64 MiB, [`DEFAULT_INBOX_BYTES`]); past it a
     /// stalled shard is refused further publishes, counted in
     /// `surge_pubsub_inbox_dropped_total`. A message larger than this never
     /// reaches any shard.
     pub inbox_bytes: usize,
     /// Serve every listener over TLS (wss/https) with this certificate,
     /// re-read on SIGHUP (default: none, plain ws/http).
-    pub tls: Option<crate::tls::TlsConfig>,
+    pub tls: Option<TlsConfig>,
     /// Time a message may take to arrive once its first frame has (default
     /// 10 s; zero turns it off). Pings and other control frames in between
     /// do not extend it, so a peer cannot hold a partial message, and the
@@ -323,7 +332,7 @@ impl Default for Config {
             routes: Routes::default(),
             ticker_rate: 1000.0,
             redis: None,
-            inbox_bytes: crate::pubsub::hub::DEFAULT_INBOX_BYTES,
+            inbox_bytes: DEFAULT_INBOX_BYTES,
             tls: None,
             message_timeout: Duration::from_secs(10),
         }

@@ -15,12 +15,7 @@ use crate::buf::budget::Budget;
 
 use crate::protocol::frame::{encode_frame, OpCode};
 
-/// Bytes a shard's inbox may hold by default (`--inbox-bytes`) before
-/// publishes to it are refused and counted: a stalled shard must not grow
-/// memory without bound. A shard that keeps up drains its inbox every loop
-/// turn and holds next to nothing; 64 MiB rides out a turn that stalls on
-/// a burst of the largest messages (four of 16 MiB).
-pub const DEFAULT_INBOX_BYTES: usize = 64 << 20;
+pub use crate::config::pubsub::DEFAULT_INBOX_BYTES;
 
 /// What a queued message costs beyond its frame and topic bytes: its slot
 /// in the queue and the reference-count headers of the frame and topic. It

@@ -15,7 +15,7 @@ pub mod protocol;
 pub mod ticker;
 pub(crate) mod topics;
 
-pub use topics::Backpressure;
+pub use crate::config::pubsub::Backpressure;
 
 /// Hub topics live in their own namespace, so a hub client can neither
 /// read nor forge the ticker's raw feed.

@@ -10,25 +10,10 @@ use super::hub::{Delivery, Hub};
 use crate::admission::jitter::Jitter;
 use crate::protocol::frame::OpCode;
 
+pub use crate::config::pubsub::symbols;
+
 /// The topic every tick goes to.
 pub const ALL: &str = "ticker";
-
-const NAMES: [&str; 32] = [
-    "AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "AVGO", "BRK", "JPM", "LLY", "V",
-    "UNH", "XOM", "MA", "JNJ", "PG", "HD", "COST", "MRK", "ABBV", "CVX", "KO", "PEP", "ADBE",
-    "WMT", "BAC", "CRM", "NFLX", "AMD", "TMO", "ORCL",
-];
-
-/// The first `n` symbol names: well-known tickers, then `S0032`, ...
-pub fn symbols(n: usize) -> Vec<String> {
-    (0..n)
-        .map(|i| {
-            NAMES
-                .get(i)
-                .map_or_else(|| format!("S{i:04}"), |s| (*s).to_owned())
-        })
-        .collect()
-}
 
 /// The topic of one symbol.
 pub fn topic(symbol: &str) -> String {
@@ -96,19 +81,5 @@ fn run(hub: &Hub, symbols: &[String], period: Duration) {
             // bursting the backlog.
             next = now;
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn symbol_names_are_unique() {
-        let s = symbols(40);
-        assert_eq!(s[0], "AAPL");
-        assert_eq!(s[39], "S0039");
-        let unique: std::collections::HashSet<_> = s.iter().collect();
-        assert_eq!(unique.len(), 40);
     }
 }

@@ -25,32 +25,9 @@ use std::sync::Arc;
 use slab::Slab;
 
 use super::hub::{Delivery, SharedFrame};
+pub(crate) use crate::config::pubsub::{Backpressure, Limit};
 use crate::protocol::deflate::{Params, PerMessageDeflate};
 use crate::protocol::frame::{decode_server_frame, encode_compressed_frame};
-
-/// What happens to a subscriber whose queued output passes the bound.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Backpressure {
-    /// Close it with 1013 (try again later).
-    Disconnect,
-    /// Skip what it cannot take; send the latest value per key when it
-    /// has room again.
-    Conflate,
-}
-
-/// How a subscriber is treated when it falls behind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Limit {
-    /// What happens past the bound.
-    pub(crate) policy: Backpressure,
-    /// Queued output bytes at which the policy applies: a subscriber
-    /// with less queued takes the next batch, whatever its size.
-    pub(crate) bound: usize,
-    /// The subscriber negotiated permessage-deflate without server context
-    /// takeover, with this window: it gets the turn's messages compressed,
-    /// once per shard for all such subscribers.
-    pub(crate) compress: Option<u8>,
-}
 
 /// Keys a topic remembers for snapshots; beyond it, new keys replace the
 /// oldest, so a topic cannot grow without bound.

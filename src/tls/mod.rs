@@ -9,8 +9,6 @@
 //! The served certificate lives behind an atomically swapped pointer that
 //! is read once per accept, never on the read/write path.
 
-use std::path::PathBuf;
-
 #[cfg(feature = "tls")]
 mod certs;
 #[cfg(not(feature = "tls"))]
@@ -25,12 +23,4 @@ pub(crate) use disabled::{check, reload_on_sighup, Certs, TlsStream};
 #[cfg(feature = "tls")]
 pub(crate) use stream::TlsStream;
 
-/// Where the PEM certificate chain and private key live; both files are
-/// read at start and again on every SIGHUP.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TlsConfig {
-    /// `--tls-cert`: the certificate chain, leaf first.
-    pub cert: PathBuf,
-    /// `--tls-key`: the leaf's private key (PKCS#8, PKCS#1 or SEC1).
-    pub key: PathBuf,
-}
+pub use crate::config::tls::TlsConfig;

@@ -12,6 +12,7 @@ use clap::parser::ValueSource;
 use clap::FromArgMatches;
 
 use super::flags::ServerCommand;
+use super::tls::TlsCheck;
 use super::{Config, RouteKind, RouteSpec, Routes};
 
 /// The config `surge serve` uses when no `--config` is given.
@@ -19,7 +20,8 @@ pub const DEFAULT_CONFIG: &str = include_str!("../../../config/default.toml");
 
 /// Reads a config file as `surge serve --config FILE` would, for programs
 /// that embed surge (`App::config_file`); app routes are allowed.
-pub fn load(path: &std::path::Path) -> Result<Config, String> {
+/// `check_tls` refuses TLS files that make no usable certificate.
+pub(crate) fn load(path: &std::path::Path, check_tls: TlsCheck) -> Result<Config, String> {
     let args: Vec<OsString> = vec![
         "surge".into(),
         "serve".into(),
@@ -30,7 +32,7 @@ pub fn load(path: &std::path::Path) -> Result<Config, String> {
         .try_get_matches_from(&args)
         .map_err(|e| e.to_string())?;
     let (sub, given) = matches.subcommand().ok_or("no subcommand")?;
-    resolve(&args, sub, given).map(|r| r.config)
+    resolve(&args, sub, given, check_tls).map(|r| r.config)
 }
 
 /// A server command line with its config file folded in.
@@ -44,11 +46,13 @@ pub(crate) struct Resolved {
 
 /// Folds the config file (or the embedded default of `serve`) under the
 /// command line of server subcommand `sub` (`given`: its matches) and
-/// builds the server's settings.
+/// builds the server's settings; `check_tls` refuses TLS files that make
+/// no usable certificate.
 pub(crate) fn resolve(
     args: &[OsString],
     sub: &str,
     given: &clap::ArgMatches,
+    check_tls: TlsCheck,
 ) -> Result<Resolved, String> {
     let file = given.get_one::<PathBuf>("config");
     let (label, text) = match file {
@@ -80,7 +84,7 @@ pub(crate) fn resolve(
         .try_get_matches_from(&merged)
         .map_err(|e| attribute(e.to_string().lines().next().unwrap_or_default().into()))?;
     let server = ServerCommand::from_arg_matches(&matches).map_err(|e| attribute(e.to_string()))?;
-    let (config, check) = server.into_config();
+    let (config, check) = server.into_config(check_tls);
     let mut config = config.map_err(attribute)?;
     if !from_file.routes.is_empty() {
         apply_routes(&mut config.routes, from_file.routes)

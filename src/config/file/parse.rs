@@ -14,9 +14,9 @@ use clap::ValueEnum;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use crate::config::pubsub::Backpressure;
 use crate::config::{RouteKind, RouteSpec};
 use crate::protocol::deflate::DeflatePolicy;
-use crate::pubsub::Backpressure;
 
 /// Sections that only group keys: a key `k` in `[s]` is the flag `s-k` when
 /// one exists (`[tls] cert` is `--tls-cert`), otherwise `k`.

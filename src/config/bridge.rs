@@ -1,0 +1,11 @@
+//! Redis bridge settings (`--redis-url`, `--redis-prefix`); the bridge
+//! itself is in `src/bridge/`.
+
+/// Where and how to bridge.
+#[derive(Debug, Clone)]
+pub struct RedisConfig {
+    /// `redis://HOST:PORT[/DB]`.
+    pub url: String,
+    /// Channel prefix (default `surge:`).
+    pub prefix: String,
+}

@@ -1,0 +1,66 @@
+//! Pub/sub settings: what happens to a slow subscriber, the bound of a
+//! shard's hub inbox, and the ticker feed's symbol names. The hub, the
+//! topic tables and the ticker that act on them live in `src/pubsub/`.
+
+/// What happens to a subscriber whose queued output passes the bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backpressure {
+    /// Close it with 1013 (try again later).
+    Disconnect,
+    /// Skip what it cannot take; send the latest value per key when it
+    /// has room again.
+    Conflate,
+}
+
+/// How a subscriber is treated when it falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Limit {
+    /// What happens past the bound.
+    pub(crate) policy: Backpressure,
+    /// Queued output bytes at which the policy applies: a subscriber
+    /// with less queued takes the next batch, whatever its size.
+    pub(crate) bound: usize,
+    /// The subscriber negotiated permessage-deflate without server context
+    /// takeover, with this window: it gets the turn's messages compressed,
+    /// once per shard for all such subscribers.
+    pub(crate) compress: Option<u8>,
+}
+
+/// Bytes a shard's inbox may hold by default (`--inbox-bytes`) before
+/// publishes to it are refused and counted: a stalled shard must not grow
+/// memory without bound. A shard that keeps up drains its inbox every loop
+/// turn and holds next to nothing; 64 MiB rides out a turn that stalls on
+/// a burst of the largest messages (four of 16 MiB).
+pub const DEFAULT_INBOX_BYTES: usize = 64 << 20;
+
+const NAMES: [&str; 32] = [
+    "AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "AVGO", "BRK", "JPM", "LLY", "V",
+    "UNH", "XOM", "MA", "JNJ", "PG", "HD", "COST", "MRK", "ABBV", "CVX", "KO", "PEP", "ADBE",
+    "WMT", "BAC", "CRM", "NFLX", "AMD", "TMO", "ORCL",
+];
+
+/// The first `n` symbol names: well-known tickers, then `S0032`, ...
+/// (`--symbols N` of the ticker feed).
+pub fn symbols(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            NAMES
+                .get(i)
+                .map_or_else(|| format!("S{i:04}"), |s| (*s).to_owned())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn symbol_names_are_unique() {
+        let s = symbols(40);
+        assert_eq!(s[0], "AAPL");
+        assert_eq!(s[39], "S0039");
+        let unique: std::collections::HashSet<_> = s.iter().collect();
+        assert_eq!(unique.len(), 40);
+    }
+}
