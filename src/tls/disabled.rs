@@ -41,9 +41,6 @@ impl TlsStream {
     pub(crate) fn encrypt(&mut self, _: &[u8], _: &mut Vec<u8>) -> io::Result<()> {
         match *self {}
     }
-    pub(crate) fn wants_write(&self) -> bool {
-        match *self {}
-    }
     pub(crate) fn close_notify(&mut self) {
         match *self {}
     }
