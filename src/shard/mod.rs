@@ -1,7 +1,7 @@
 //! A shard: one thread's connections and everything that happens to them,
 //! whatever driver moves their bytes. [`Shard`] owns the slab of
 //! connections, the timer wheel, the shard's pub/sub and its counters, and
-//! runs the loop turn; a [`Driver`] (`crate::driver`) waits for events and
+//! runs the loop turn; a [`Driver`] (in `src/driver/`) waits for events and
 //! does the reading and writing, behind the seam in [`io`].
 
 pub(crate) mod counters;
