@@ -353,8 +353,9 @@ impl EpollLoop {
                     _ => {}
                 }
             }
-            session.shutdown_after_flush = false;
-            let _ = io.stream.shutdown(Shutdown::Write);
+            if session.take_shutdown() {
+                let _ = io.stream.shutdown(Shutdown::Write);
+            }
         }
         !shard.written(self, key)
     }

@@ -294,6 +294,13 @@ impl Session {
         next
     }
 
+    /// Everything owed is written: whether the driver must shut its write
+    /// side now. A peer that finished is dropped next instead, and the
+    /// close sends our FIN, which saves the call.
+    pub(crate) fn take_shutdown(&mut self) -> bool {
+        std::mem::take(&mut self.shutdown_after_flush) && !self.peer_gone
+    }
+
     /// Marks `out` as fully written and gives it back to the pool, so an
     /// idle connection holds no output buffer.
     pub(crate) fn out_drained(&mut self, pool: &mut BufPool) {

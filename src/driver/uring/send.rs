@@ -209,8 +209,7 @@ impl UringLoop {
                 self.submit_send(shard, key);
                 continue;
             }
-            if session.shutdown_after_flush {
-                session.shutdown_after_flush = false;
+            if session.take_shutdown() {
                 // SAFETY: plain syscall on a descriptor we own.
                 unsafe { libc::shutdown(io.fd.as_raw_fd(), libc::SHUT_WR) };
             }
