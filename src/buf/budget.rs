@@ -38,7 +38,6 @@ impl Budget {
     }
 
     /// Bytes held now.
-    #[cfg(test)]
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)
     }

@@ -250,6 +250,11 @@ impl InboxReceiver {
         fence(Ordering::SeqCst);
     }
 
+    /// Whether messages wait (or a publisher is queueing some).
+    pub fn pending(&self) -> bool {
+        self.hub.shards[self.index].bytes.held() > 0
+    }
+
     /// Takes every message waiting, in publish order.
     pub fn drain(&self, mut each: impl FnMut(Delivery)) {
         let inbox = &self.hub.shards[self.index];

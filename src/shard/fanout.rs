@@ -54,6 +54,12 @@ impl PubSub {
         self.inbox.hub()
     }
 
+    /// Marks the inbox for this turn's pump if messages wait in it,
+    /// whether or not its wake-up has been seen yet.
+    pub(crate) fn note_waiting(&mut self) {
+        self.woken |= self.inbox.pending();
+    }
+
     /// Takes what the inbox holds into this turn's batches and fans them
     /// out; returns the connections with new output and the slow consumers
     /// to close.

@@ -99,14 +99,21 @@ impl<T: Transport> Shard<T> {
     }
 
     /// One loop turn after another, in this order: wait, read the clock,
-    /// take the driver's events, fan out what was published, act on passed
-    /// deadlines, let the driver start its writes, publish the counters.
+    /// deliver what already waited in the inbox, take the driver's events,
+    /// fan out what was published meanwhile, act on passed deadlines, let
+    /// the driver start its writes, publish the counters.
     fn turns<D: Driver<Io = T>>(&mut self, driver: &mut D) -> std::io::Result<()> {
         loop {
             let ticking =
                 !self.deadlines.is_empty() || self.draining_until.is_some() || driver.ticking();
             driver.wait(ticking.then(Clock::tick_interval))?;
             self.clock.update();
+            // Messages published before this turn go out before anything
+            // read in it is acted on: a subscription made now must not
+            // receive what was published before its request arrived (a
+            // shard that was descheduled finds both waiting at once).
+            self.pubsub.note_waiting();
+            self.fan_out(driver);
             driver.dispatch(self);
             self.fan_out(driver);
             self.expire_deadlines(driver);
