@@ -425,7 +425,7 @@ pub fn hub_request(data: &[u8]) {
         .as_str()
         .expect("an accepted request has a string op");
     match request {
-        Request::Subscribe(topics) | Request::Unsubscribe(topics) => {
+        Request::Subscribe { topics, .. } | Request::Unsubscribe(topics) => {
             assert!(matches!(op, "subscribe" | "unsubscribe"), "{op}");
             assert!((1..=MAX_TOPICS_PER_REQUEST).contains(&topics.len()));
             for topic in &topics {

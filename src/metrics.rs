@@ -342,6 +342,7 @@ impl Metrics {
             hub.stats.published.load(Ordering::Relaxed),
             hub.stats.inbox_dropped.load(Ordering::Relaxed)
         );
+        hub.streams.render(&mut out);
         if hub.bridged() {
             hub.bridge.render(&mut out);
         }

@@ -16,7 +16,8 @@ use crate::admission::Admission;
 use crate::config::{Backend, Config};
 use crate::driver::{self, probe};
 use crate::metrics::Metrics;
-use crate::pubsub::hub::{Delivery, Hub};
+use crate::pubsub::hub::{Hub, Inbound};
+use crate::pubsub::streams::Streams;
 use crate::shard::handler::AppRoutes;
 use crate::shard::{ShardParts, Shared};
 use crate::sys;
@@ -78,8 +79,9 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new(shards, backend_name));
         let admission = Arc::new(Admission::new(config.admission.clone()));
-        let (hub, receivers) = Hub::new(shards, config.inbox_bytes)?;
-        let mut receivers: Vec<Option<mpsc::Receiver<Delivery>>> =
+        let streams = Streams::new(config.history_bytes, config.routes.max_recovery);
+        let (hub, receivers) = Hub::with_streams(shards, config.inbox_bytes, streams)?;
+        let mut receivers: Vec<Option<mpsc::Receiver<Inbound>>> =
             receivers.into_iter().map(Some).collect();
         let config = Arc::new(config);
         let mut handles = Vec::with_capacity(shards);

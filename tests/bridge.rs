@@ -102,8 +102,24 @@ fn publish(ws: &mut Ws, data: &str) {
     .unwrap();
 }
 
+/// The next message is `data` on "news" as it comes over the bridge:
+/// without a position (offsets are per node until they live in Redis).
 fn expect(ws: &mut Ws, data: &str) {
     assert_eq!(text(ws), format!(r#"{{"topic":"news","data":"{data}"}}"#));
+}
+
+/// The next message is `data` on "news" as a publish on the same node
+/// delivers it: with the position its stream gave it.
+fn expect_local(ws: &mut Ws, data: &str) {
+    let got = text(ws);
+    let v: serde_json::Value = serde_json::from_str(&got).expect("JSON");
+    let epoch = v["epoch"].as_str().expect("an epoch");
+    let offset = v["offset"].as_u64().expect("an offset");
+    assert!(epoch.len() == 16 && offset > 0, "{got}");
+    assert_eq!(
+        got,
+        format!(r#"{{"topic":"news","epoch":"{epoch}","offset":{offset},"data":"{data}"}}"#)
+    );
 }
 
 fn expect_nothing(ws: &mut Ws) {
@@ -128,11 +144,11 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     }
     let (mut on_a, mut on_b) = (hub(a.addr), hub(b.addr));
     publish(&mut on_a, "one");
-    expect(&mut on_a, "one");
+    expect_local(&mut on_a, "one");
     expect(&mut on_b, "one");
     publish(&mut on_b, "two");
     expect(&mut on_a, "two");
-    expect(&mut on_b, "two");
+    expect_local(&mut on_b, "two");
     // Exactly once: nothing echoes back through Redis.
     expect_nothing(&mut on_a);
     expect_nothing(&mut on_b);
@@ -140,7 +156,7 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     redis.kill();
     wait_metric(a.addr, "surge_bridge_connected", |v| v == 0);
     publish(&mut on_a, "alone");
-    expect(&mut on_a, "alone");
+    expect_local(&mut on_a, "alone");
     expect_nothing(&mut on_b);
     wait_metric(a.addr, "surge_bridge_lost_total", |v| v >= 1);
 
@@ -156,7 +172,7 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     loop {
         n += 1;
         publish(&mut on_a, &format!("back{n}"));
-        expect(&mut on_a, &format!("back{n}"));
+        expect_local(&mut on_a, &format!("back{n}"));
         on_b.get_mut()
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -177,7 +193,7 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
         .unwrap();
     publish(&mut on_b, "three");
     expect(&mut on_a, "three");
-    expect(&mut on_b, "three");
+    expect_local(&mut on_b, "three");
     eprintln!(
         "BRIDGE node a: sent={} received={} lost={} reconnects={}",
         metric(a.addr, "surge_bridge_sent_total"),
@@ -214,7 +230,7 @@ fn a_stopped_and_resumed_node_keeps_its_redis_link() {
             std::thread::sleep(Duration::from_millis(50));
         }
         publish(&mut on_b, &format!("after-stop-{round}"));
-        expect(&mut on_b, &format!("after-stop-{round}"));
+        expect_local(&mut on_b, &format!("after-stop-{round}"));
         expect(&mut on_a, &format!("after-stop-{round}"));
     }
     assert_eq!(

@@ -45,7 +45,8 @@ fn send(ws: &mut Ws, json: &str) {
     ws.send(Message::text(json)).expect("send");
 }
 
-fn subscribe(ws: &mut Ws, topics: &[String]) {
+/// Subscribes and returns the `subscribed` answer.
+fn subscribe(ws: &mut Ws, topics: &[String]) -> String {
     let list: Vec<String> = topics.iter().map(|t| format!("{t:?}")).collect();
     send(
         ws,
@@ -53,6 +54,15 @@ fn subscribe(ws: &mut Ws, topics: &[String]) {
     );
     let ack = text(ws);
     assert!(ack.starts_with(r#"{"op":"subscribed""#), "{ack}");
+    ack
+}
+
+/// The epoch a `subscribed` answer reports for `topic`.
+fn epoch(ack: &str, topic: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(ack).expect("JSON");
+    let epoch = v["positions"][topic]["epoch"].as_str().expect("an epoch");
+    assert_eq!(epoch.len(), 16, "{ack}");
+    epoch.to_owned()
 }
 
 fn publish(topic: &str, data: &str) -> String {
@@ -87,7 +97,10 @@ fn one_big_publish_costs_the_server_a_small_multiple_of_its_size() {
         let before = proc_status_kib(pid, "VmRSS");
         send(&mut publisher, &request);
         let got = text(&mut subscriber);
-        assert_eq!(got.len(), data.len() + r#"{"topic":"big","data":}"#.len());
+        assert_eq!(
+            got.len(),
+            data.len() + r#"{"topic":"big","epoch":"0123456789abcdef","offset":1,"data":}"#.len()
+        );
         assert!(got.ends_with(",0,0]}"), "{backend}: {:.40}", &got);
         let peak = proc_status_kib(pid, "VmHWM").saturating_sub(before);
         let message = (request.len() / 1024) as u64;
@@ -116,10 +129,11 @@ fn a_publish_larger_than_the_bound_reaches_every_subscriber_that_keeps_up() {
             "65536",
         ]);
         let addr = server.addr;
+        let mut epochs = Vec::new();
         let mut subscribers: Vec<Ws> = (0..3)
             .map(|i| {
                 let mut ws = client(ip(10 + i), addr);
-                subscribe(&mut ws, &["big".into()]);
+                epochs.push(epoch(&subscribe(&mut ws, &["big".into()]), "big"));
                 ws
             })
             .collect();
@@ -144,8 +158,15 @@ fn a_publish_larger_than_the_bound_reaches_every_subscriber_that_keeps_up() {
         );
         // Still subscribed, still open.
         send(&mut publisher, &publish("big", "1"));
-        for ws in &mut subscribers {
-            assert_eq!(text(ws), r#"{"topic":"big","data":1}"#, "{backend}");
+        for (ws, e) in subscribers.iter_mut().zip(&epochs) {
+            assert_eq!(
+                text(ws),
+                format!(
+                    r#"{{"topic":"big","epoch":"{e}","offset":{},"data":1}}"#,
+                    PUBLISHES + 1
+                ),
+                "{backend}"
+            );
         }
     }
 }
@@ -155,7 +176,7 @@ fn a_publish_over_max_publish_is_refused_to_its_publisher_alone() {
     let server = Server::start(&["serve", "--shards", "1"]);
     let addr = server.addr;
     let mut subscriber = client(ip(30), addr);
-    subscribe(&mut subscriber, &["t".into()]);
+    let e = epoch(&subscribe(&mut subscriber, &["t".into()]), "t");
     let mut publisher = client(ip(31), addr);
     // 38 bytes of request around the string's characters.
     let at_limit = publish("t", &format!("\"{}\"", "y".repeat(32_768 - 38)));
@@ -173,7 +194,10 @@ fn a_publish_over_max_publish_is_refused_to_its_publisher_alone() {
     send(&mut publisher, &at_limit);
     assert!(text(&mut subscriber).contains("yyy"));
     send(&mut publisher, &publish("t", "2"));
-    assert_eq!(text(&mut subscriber), r#"{"topic":"t","data":2}"#);
+    assert_eq!(
+        text(&mut subscriber),
+        format!(r#"{{"topic":"t","epoch":"{e}","offset":2,"data":2}}"#)
+    );
     assert_eq!(metric(addr, "surge_pubsub_delivered_total"), 2);
 }
 
@@ -236,10 +260,16 @@ fn topics_without_a_conflating_subscriber_keep_no_latest_frames() {
         "conflate",
     ]);
     let subscribers = fill_topics(server.addr, &payload);
-    // Each frame: a 4-byte header and {"topic":"tC-T","data":"..."}.
+    // Each frame: a 4-byte header and
+    // {"topic":"tC-T","epoch":"<16 hex>","offset":1,"data":"..."}.
     let frames: usize = (0..8)
         .flat_map(|c| {
-            (0..64).map(move |t| 4 + format!(r#"{{"topic":"t{c}-{t}","data":""}}"#).len())
+            (0..64).map(move |t| {
+                4 + format!(
+                    r#"{{"topic":"t{c}-{t}","epoch":"0123456789abcdef","offset":1,"data":""}}"#
+                )
+                .len()
+            })
         })
         .sum::<usize>()
         + 512 * payload.len();

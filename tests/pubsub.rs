@@ -41,10 +41,20 @@ fn send(ws: &mut Ws, json: &str) {
     ws.send(Message::text(json)).expect("send");
 }
 
-fn subscribe(ws: &mut Ws, topics: &str) {
+/// Subscribes and returns the `subscribed` answer.
+fn subscribe(ws: &mut Ws, topics: &str) -> String {
     send(ws, &format!(r#"{{"op":"subscribe","topics":[{topics}]}}"#));
     let ack = text(ws);
     assert!(ack.starts_with(r#"{"op":"subscribed""#), "{ack}");
+    ack
+}
+
+/// The epoch a `subscribed` answer reports for `topic`.
+fn epoch(ack: &str, topic: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(ack).expect("JSON");
+    let epoch = v["positions"][topic]["epoch"].as_str().expect("an epoch");
+    assert_eq!(epoch.len(), 16, "{ack}");
+    epoch.to_owned()
 }
 
 #[test]
@@ -53,13 +63,17 @@ fn every_subscriber_on_every_shard_gets_every_message_in_order() {
     for backend in BACKENDS {
         let server = Server::start(&["serve", "--backend", backend, "--shards", "2"]);
         let addr = server.addr;
+        let mut epochs = Vec::new();
         let mut subscribers: Vec<Ws> = (0..40)
             .map(|i| {
                 let mut ws = client(ip(2 + i % 8), addr, "/hub");
-                subscribe(&mut ws, r#""news","other""#);
+                epochs.push(epoch(&subscribe(&mut ws, r#""news","other""#), "news"));
                 ws
             })
             .collect();
+        // One stream, whichever shard asked.
+        assert!(epochs.iter().all(|e| *e == epochs[0]), "{epochs:?}");
+        let e = &epochs[0];
         wait_metric(addr, "surge_subscriptions", |v| v == 80);
         let mut publisher = client(ip(20), addr, "/hub");
         for i in 0..MESSAGES {
@@ -72,7 +86,10 @@ fn every_subscriber_on_every_shard_gets_every_message_in_order() {
             for i in 0..MESSAGES {
                 assert_eq!(
                     text(ws),
-                    format!(r#"{{"topic":"news","data":{i}}}"#),
+                    format!(
+                        r#"{{"topic":"news","epoch":"{e}","offset":{},"data":{i}}}"#,
+                        i + 1
+                    ),
                     "{backend}"
                 );
             }

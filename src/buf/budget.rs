@@ -37,6 +37,11 @@ impl Budget {
         self.held.fetch_sub(cost, Ordering::Relaxed);
     }
 
+    /// The bound.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
     /// Bytes held now.
     pub(crate) fn held(&self) -> usize {
         self.held.load(Ordering::Relaxed)

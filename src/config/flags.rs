@@ -11,7 +11,10 @@ use clap::{Args, Subcommand};
 
 use super::admission::{AdmissionConfig, Policy};
 use super::bridge::RedisConfig;
-use super::pubsub::{self, Backpressure, DEFAULT_INBOX_BYTES};
+use super::pubsub::{
+    self, Backpressure, HistoryRule, DEFAULT_HISTORY_BYTES, DEFAULT_INBOX_BYTES,
+    DEFAULT_MAX_RECOVERY,
+};
 use super::tls::{TlsCheck, TlsConfig};
 use super::{Backend, Config, DeflateBroadcast, Routes};
 use crate::protocol::deflate::DeflatePolicy;
@@ -199,6 +202,21 @@ struct PubSubFlags {
     /// Largest hub publish request in bytes; larger ones get an error answer.
     #[arg(long, default_value_t = 32 << 10)]
     max_publish: usize,
+    /// Messages each hub topic keeps for subscribers that resume with
+    /// `since` (0: none; a hub route's `history-size` overrides it).
+    #[arg(long, default_value_t = 0)]
+    history_size: usize,
+    /// Age in ms past which a kept message is dropped (0: no age limit).
+    #[arg(long, default_value_t = 0)]
+    history_ttl_ms: u64,
+    /// Bytes the history of every topic may hold together; past it the
+    /// oldest messages are evicted (counted).
+    #[arg(long, default_value_t = DEFAULT_HISTORY_BYTES)]
+    history_bytes: usize,
+    /// Messages one resuming subscription may be replayed; a larger gap
+    /// answers recovered:false ("too many").
+    #[arg(long, default_value_t = DEFAULT_MAX_RECOVERY)]
+    max_recovery: usize,
     /// Relay hub publishes to and from other nodes through this Redis
     /// (redis://HOST:PORT[/DB]).
     #[arg(long, value_name = "URL")]
@@ -365,6 +383,7 @@ impl RuntimeFlags {
                 prefix: self.pubsub.redis_prefix.clone(),
             }),
             inbox_bytes: self.pubsub.inbox_bytes,
+            history_bytes: self.pubsub.history_bytes,
             routes: Routes {
                 max_backpressure: self.pubsub.max_backpressure,
                 ticker_max_backpressure: self.pubsub.ticker_max_backpressure,
@@ -379,6 +398,12 @@ impl RuntimeFlags {
                 max_deflate_conns: self.max_deflate_conns,
                 hub_max_message: self.pubsub.hub_max_message,
                 message_budget: self.message_budget,
+                history: HistoryRule {
+                    size: self.pubsub.history_size,
+                    ttl: (self.pubsub.history_ttl_ms > 0)
+                        .then(|| Duration::from_millis(self.pubsub.history_ttl_ms)),
+                },
+                max_recovery: self.pubsub.max_recovery,
                 ..Routes::default()
             },
             tls,

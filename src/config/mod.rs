@@ -20,7 +20,10 @@ use std::time::Duration;
 use crate::protocol::deflate::DeflatePolicy;
 use admission::AdmissionConfig;
 use bridge::RedisConfig;
-use pubsub::{Backpressure, Limit, DEFAULT_INBOX_BYTES};
+use pubsub::{
+    Backpressure, HistoryRule, Limit, DEFAULT_HISTORY_BYTES, DEFAULT_INBOX_BYTES,
+    DEFAULT_MAX_RECOVERY,
+};
 use tls::TlsConfig;
 
 /// What a configured path serves.
@@ -58,6 +61,12 @@ pub struct RouteSpec {
     pub max_backpressure: Option<usize>,
     /// permessage-deflate here (default: `deflate`; a ticker never compresses).
     pub deflate: Option<DeflatePolicy>,
+    /// Messages a topic published to here keeps for resuming subscribers
+    /// (hub routes; default: `history-size`).
+    pub history_size: Option<usize>,
+    /// Age past which they are dropped (hub routes; default:
+    /// `history-ttl-ms`; zero: no age limit).
+    pub history_ttl: Option<Duration>,
 }
 
 impl RouteSpec {
@@ -72,6 +81,8 @@ impl RouteSpec {
             backpressure: None,
             max_backpressure: None,
             deflate: None,
+            history_size: None,
+            history_ttl: None,
         }
     }
 }
@@ -147,6 +158,13 @@ pub struct Routes {
     /// inflate 1000-fold, would hold gigabytes. A connection whose message
     /// would take it past the budget is closed with 1013.
     pub message_budget: usize,
+    /// What hub topics keep for resuming subscribers (default: nothing);
+    /// a `[[routes]]` entry's `history-size` and `history-ttl-ms` override
+    /// it for the topics published through it.
+    pub history: HistoryRule,
+    /// Messages one resuming subscription may be replayed (default 1000);
+    /// a larger gap answers `recovered: false` ("too many").
+    pub max_recovery: usize,
 }
 
 /// A connection whose route has no `[[routes]]` entry.
@@ -206,6 +224,20 @@ impl Routes {
         self.max_message(index, self.hub_max_message)
     }
 
+    /// What a topic published through hub route `index` keeps.
+    pub(crate) fn history(&self, index: u8) -> HistoryRule {
+        let spec = self.spec(index);
+        let ttl = spec
+            .and_then(|s| s.history_ttl)
+            .map_or(self.history.ttl, |t| (!t.is_zero()).then_some(t));
+        HistoryRule {
+            size: spec
+                .and_then(|s| s.history_size)
+                .unwrap_or(self.history.size),
+            ttl,
+        }
+    }
+
     /// permessage-deflate policy on route `index`.
     pub(crate) fn deflate(&self, index: u8) -> DeflatePolicy {
         self.spec(index)
@@ -234,6 +266,8 @@ impl Default for Routes {
             max_deflate_conns: 0,
             hub_max_message: 64 << 10,
             message_budget: 64 << 20,
+            history: HistoryRule::default(),
+            max_recovery: DEFAULT_MAX_RECOVERY,
         }
     }
 }
@@ -303,6 +337,10 @@ pub struct Config {
     /// `surge_pubsub_inbox_dropped_total`. A message larger than this never
     /// reaches any shard.
     pub inbox_bytes: usize,
+    /// Bytes the history of every hub topic may hold together (default
+    /// 64 MiB, [`DEFAULT_HISTORY_BYTES`]); past it the oldest kept messages
+    /// are evicted, counted in `surge_history_evicted_total`.
+    pub history_bytes: usize,
     /// Serve every listener over TLS (wss/https) with this certificate,
     /// re-read on SIGHUP (default: none, plain ws/http).
     pub tls: Option<TlsConfig>,
@@ -333,6 +371,7 @@ impl Default for Config {
             ticker_rate: 1000.0,
             redis: None,
             inbox_bytes: DEFAULT_INBOX_BYTES,
+            history_bytes: DEFAULT_HISTORY_BYTES,
             tls: None,
             message_timeout: Duration::from_secs(10),
         }

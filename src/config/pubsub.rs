@@ -33,6 +33,32 @@ pub(crate) struct Limit {
 /// a burst of the largest messages (four of 16 MiB).
 pub const DEFAULT_INBOX_BYTES: usize = 64 << 20;
 
+/// How much of a hub topic's stream is kept for subscribers that resume
+/// (`history-size`, `history-ttl-ms`): a topic keeps nothing by default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HistoryRule {
+    /// Most messages kept per topic (0: no history).
+    pub size: usize,
+    /// Age past which a kept message is dropped (`None`: kept until the
+    /// count or the byte budget pushes it out).
+    pub ttl: Option<std::time::Duration>,
+}
+
+impl HistoryRule {
+    /// Whether a topic under this rule keeps anything.
+    pub fn keeps(&self) -> bool {
+        self.size > 0
+    }
+}
+
+/// Bytes every topic's history may hold together by default
+/// (`--history-bytes`); past it the oldest messages are evicted (counted).
+pub const DEFAULT_HISTORY_BYTES: usize = 64 << 20;
+
+/// Messages one resuming subscription may be replayed by default
+/// (`--max-recovery`); a larger gap answers `recovered: false`.
+pub const DEFAULT_MAX_RECOVERY: usize = 1000;
+
 const NAMES: [&str; 32] = [
     "AAPL", "MSFT", "NVDA", "AMZN", "GOOG", "META", "TSLA", "AVGO", "BRK", "JPM", "LLY", "V",
     "UNH", "XOM", "MA", "JNJ", "PG", "HD", "COST", "MRK", "ABBV", "CVX", "KO", "PEP", "ADBE",

@@ -15,6 +15,9 @@ use crate::buf::budget::Budget;
 
 use crate::protocol::frame::{encode_frame, OpCode};
 
+use super::streams::{HistoryRule, Joined, Position, Streams};
+use super::streams::{DEFAULT_HISTORY_BYTES, DEFAULT_MAX_RECOVERY};
+
 pub use crate::config::pubsub::DEFAULT_INBOX_BYTES;
 
 /// What a queued message costs beyond its frame and topic bytes: its slot
@@ -44,9 +47,31 @@ impl Delivery {
     }
 }
 
+/// Where a hub subscription starts in its shard's inbox: everything ahead
+/// of it is at or before the position its `subscribed` answer reported,
+/// everything behind it after.
+#[derive(Debug)]
+pub struct Marker {
+    /// The subscribed topic.
+    pub topic: Arc<str>,
+    /// Which subscription on the shard (`Topics::subscribe`'s `waiting`).
+    pub seq: u64,
+    /// What a resuming subscription missed, oldest first.
+    pub replay: Vec<SharedFrame>,
+}
+
+/// What a shard's inbox holds.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A published message.
+    Message(Delivery),
+    /// A subscription of this shard starts here.
+    Marker(Marker),
+}
+
 #[derive(Debug)]
 struct ShardInbox {
-    tx: Sender<Delivery>,
+    tx: Sender<Inbound>,
     /// A wake-up is pending; later publishes need not write the eventfd.
     armed: AtomicBool,
     /// What the queued messages cost ([`Delivery::cost`]): charged before
@@ -74,23 +99,39 @@ pub struct Hub {
     relay: OnceLock<Relay>,
     /// The bridge's counters (zero without one).
     pub bridge: Arc<BridgeStats>,
+    /// Every hub topic's position and history.
+    pub streams: Streams,
 }
 
 /// A shard's end of its inbox.
 #[derive(Debug)]
 pub struct InboxReceiver {
-    rx: Receiver<Delivery>,
+    rx: Receiver<Inbound>,
     hub: Arc<Hub>,
     index: usize,
 }
 
 impl Hub {
     /// A hub for `shards` shards, each inbox holding at most `inbox_bytes`
-    /// (see [`DEFAULT_INBOX_BYTES`]), and the receiving end for each.
+    /// (see [`DEFAULT_INBOX_BYTES`]), and the receiving end for each; topic
+    /// histories hold the default budget.
     pub fn new(
         shards: usize,
         inbox_bytes: usize,
-    ) -> std::io::Result<(Arc<Self>, Vec<Receiver<Delivery>>)> {
+    ) -> std::io::Result<(Arc<Self>, Vec<Receiver<Inbound>>)> {
+        Self::with_streams(
+            shards,
+            inbox_bytes,
+            Streams::new(DEFAULT_HISTORY_BYTES, DEFAULT_MAX_RECOVERY),
+        )
+    }
+
+    /// The same, with these streams.
+    pub fn with_streams(
+        shards: usize,
+        inbox_bytes: usize,
+        streams: Streams,
+    ) -> std::io::Result<(Arc<Self>, Vec<Receiver<Inbound>>)> {
         let mut inboxes = Vec::with_capacity(shards);
         let mut receivers = Vec::with_capacity(shards);
         for _ in 0..shards {
@@ -115,13 +156,14 @@ impl Hub {
                 stats: HubStats::default(),
                 relay: OnceLock::new(),
                 bridge: Arc::default(),
+                streams,
             }),
             receivers,
         ))
     }
 
     /// Binds shard `index`'s receiving end to this hub.
-    pub fn receiver(self: &Arc<Self>, index: usize, rx: Receiver<Delivery>) -> InboxReceiver {
+    pub fn receiver(self: &Arc<Self>, index: usize, rx: Receiver<Inbound>) -> InboxReceiver {
         InboxReceiver {
             rx,
             hub: Arc::clone(self),
@@ -158,6 +200,68 @@ impl Hub {
         }
     }
 
+    /// Publishes a hub route's message: `data` (JSON text) to hub topic
+    /// `name`, framed with the position its stream gives it and kept under
+    /// `rule`, on this node's shards (in offset order, see `streams`) and,
+    /// through the bridge if there is one, without a position on every
+    /// other node.
+    pub fn publish_positioned(&self, name: &str, data: &str, rule: HistoryRule) {
+        let topic = super::hub_topic(name);
+        self.streams.publish(
+            &topic,
+            rule,
+            data.len() + name.len() + 64,
+            |_, position| {
+                let text = super::protocol::message_at(name, position, data);
+                Self::frame(OpCode::Text, text.as_bytes())
+            },
+            |topic, frame| {
+                self.publish_batch(&[Delivery {
+                    topic: Arc::clone(topic),
+                    key: 0,
+                    frame,
+                }]);
+            },
+        );
+        if let Some(relay) = self.relay.get() {
+            relay.forward(Outgoing {
+                topic: name.to_owned(),
+                payload: super::protocol::message(name, data).into_bytes(),
+            });
+        }
+    }
+
+    /// Starts subscription `seq` of shard `shard` to hub topic `topic`
+    /// where its stream is now, resuming from `since` if it can (with at
+    /// most `max_bytes` of replay): the marker goes into the shard's own
+    /// inbox under the topic's lock, so it sits exactly between the
+    /// messages at or before the position and the later ones.
+    pub fn join(
+        &self,
+        shard: usize,
+        topic: &str,
+        seq: u64,
+        since: Option<Position>,
+        max_bytes: usize,
+    ) -> Joined {
+        self.streams.join(topic, since, max_bytes, |topic, replay| {
+            // Not charged to the inbox's bound: a marker is never refused
+            // (its subscription would wait forever), and it holds only
+            // references to frames the history keeps anyway. The shard
+            // takes it in the turn it was made (the caller says so).
+            let _ = self.shards[shard].tx.send(Inbound::Marker(Marker {
+                topic: Arc::clone(topic),
+                seq,
+                replay,
+            }));
+        })
+    }
+
+    /// Ends a hub subscription that [`Hub::join`] started.
+    pub fn leave(&self, topic: &str) {
+        self.streams.leave(topic);
+    }
+
     /// Publishes one message to `topic` on this node's shards.
     pub fn publish_local(&self, topic: &str, opcode: OpCode, payload: &[u8]) {
         self.publish_batch(&[Delivery {
@@ -188,7 +292,7 @@ impl Hub {
             for d in batch {
                 // The receiver lives as long as its shard; a send after
                 // shutdown has nobody to tell.
-                let _ = inbox.tx.send(d.clone());
+                let _ = inbox.tx.send(Inbound::Message(d.clone()));
             }
             // Orders the sends above before the load of `armed` below; it
             // pairs with the fence in `InboxReceiver::rearm` (see there).
@@ -255,14 +359,21 @@ impl InboxReceiver {
         self.hub.shards[self.index].bytes.held() > 0
     }
 
-    /// Takes every message waiting, in publish order.
-    pub fn drain(&self, mut each: impl FnMut(Delivery)) {
+    /// Takes everything waiting, in the order it was queued.
+    pub fn drain(&self, mut each: impl FnMut(Inbound)) {
         let inbox = &self.hub.shards[self.index];
-        while let Ok(d) = self.rx.try_recv() {
-            // Given back as each is taken, so publishers see room at once.
-            inbox.bytes.give_back(d.cost());
-            each(d);
+        while let Ok(item) = self.rx.try_recv() {
+            if let Inbound::Message(d) = &item {
+                // Given back as each is taken, so publishers see room at once.
+                inbox.bytes.give_back(d.cost());
+            }
+            each(item);
         }
+    }
+
+    /// Which shard's inbox this is.
+    pub fn index(&self) -> usize {
+        self.index
     }
 
     /// The hub this inbox belongs to.
@@ -294,19 +405,26 @@ mod tests {
             assert_eq!((n, counter), (8, 1));
             inbox.rearm();
             let mut got = Vec::new();
-            inbox.drain(|d| got.push(d.frame[2]));
+            inbox.drain(|d| got.push(message(d).frame[2]));
             assert_eq!(got, b"abc");
         }
         // The same frame bytes are shared, not copied per shard.
         hub.publish_local("t", OpCode::Text, b"x");
         let mut frames = Vec::new();
         for inbox in &inboxes {
-            inbox.drain(|d| frames.push(d.frame));
+            inbox.drain(|d| frames.push(message(d).frame));
         }
         assert!(Arc::ptr_eq(&frames[0], &frames[1]));
     }
 
-    fn receivers(hub: &Arc<Hub>, rxs: Vec<Receiver<Delivery>>) -> Vec<InboxReceiver> {
+    fn message(item: Inbound) -> Delivery {
+        match item {
+            Inbound::Message(d) => d,
+            Inbound::Marker(m) => panic!("unexpected marker {m:?}"),
+        }
+    }
+
+    fn receivers(hub: &Arc<Hub>, rxs: Vec<Receiver<Inbound>>) -> Vec<InboxReceiver> {
         rxs.into_iter()
             .enumerate()
             .map(|(i, rx)| hub.receiver(i, rx))

@@ -12,6 +12,7 @@
 
 pub mod hub;
 pub mod protocol;
+pub mod streams;
 pub mod ticker;
 pub(crate) mod topics;
 

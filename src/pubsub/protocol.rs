@@ -2,16 +2,21 @@
 //!
 //! Client to server:
 //!
-//! - `{"op":"subscribe","topics":["AAPL","MSFT"]}`
+//! - `{"op":"subscribe","topics":["AAPL","MSFT"]}`, optionally with
+//!   `"since":{"AAPL":{"epoch":"00ab12cd34ef5678","offset":41}}` to resume
+//!   topics of the request after a position an earlier message carried;
 //! - `{"op":"unsubscribe","topics":["AAPL"]}`
 //! - `{"op":"publish","topic":"AAPL","data":<any JSON value>}`
 //!
 //! Server to client:
 //!
-//! - `{"op":"subscribed","topics":[...]}` and `{"op":"unsubscribed","topics":[...]}`
-//!   once a request is done;
-//! - `{"topic":"AAPL","data":<value>}` for every message published to a
-//!   subscribed topic;
+//! - `{"op":"subscribed","topics":[...],"positions":{"AAPL":{"epoch":"..","offset":57}}}`
+//!   with `"recovered":{"AAPL":true}` for the topics named in `since` (a
+//!   false one with `"reasons":{"AAPL":"epoch changed"|"too old"|"too many"|"no history"}`),
+//!   and `{"op":"unsubscribed","topics":[...]}`, once a request is done;
+//! - `{"topic":"AAPL","epoch":"..","offset":58,"data":<value>}` for every
+//!   message published to a subscribed topic: a resumed topic's missed
+//!   messages first, then those after the position;
 //! - `{"op":"error","error":"..."}` for a request that could not be done
 //!   (the connection stays open).
 
@@ -23,6 +28,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::error::Category;
 use serde_json::value::RawValue;
 use serde_json::Value;
+
+use super::streams::{epoch_hex, NotRecovered, Position};
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_LEN: usize = 128;
@@ -37,7 +44,12 @@ const MAX_DEPTH: usize = 128;
 #[derive(Debug, PartialEq)]
 pub enum Request<'a> {
     /// Start receiving these topics.
-    Subscribe(Vec<String>),
+    Subscribe {
+        /// Which.
+        topics: Vec<String>,
+        /// Where some of them resume from, in the order of `topics`.
+        since: Vec<(String, Position)>,
+    },
     /// Stop receiving these topics.
     Unsubscribe(Vec<String>),
     /// Send `data` to every subscriber of `topic`.
@@ -62,14 +74,19 @@ pub fn parse(text: &[u8]) -> Result<Request<'_>, String> {
         None => return Err("missing \"op\"".into()),
     };
     match op.as_str() {
-        "subscribe" | "unsubscribe" => {
+        "subscribe" => {
+            let topics = topics(fields.get(Field::Topics))?;
+            fields.refuse_others(&[Field::Op, Field::Topics, Field::Since])?;
+            let since = match fields.get(Field::Since) {
+                Some(raw) => since(raw, &topics)?,
+                None => Vec::new(),
+            };
+            Ok(Request::Subscribe { topics, since })
+        }
+        "unsubscribe" => {
             let topics = topics(fields.get(Field::Topics))?;
             fields.refuse_others(&[Field::Op, Field::Topics])?;
-            Ok(if op == "subscribe" {
-                Request::Subscribe(topics)
-            } else {
-                Request::Unsubscribe(topics)
-            })
+            Ok(Request::Unsubscribe(topics))
         }
         "publish" => {
             let topic = fields
@@ -241,10 +258,11 @@ enum Field {
     Topic,
     Topics,
     Data,
+    Since,
 }
 
 impl Field {
-    const ALL: [Self; 4] = [Self::Op, Self::Topic, Self::Topics, Self::Data];
+    const ALL: [Self; 5] = [Self::Op, Self::Topic, Self::Topics, Self::Data, Self::Since];
 
     fn name(self) -> &'static str {
         match self {
@@ -252,6 +270,7 @@ impl Field {
             Self::Topic => "topic",
             Self::Topics => "topics",
             Self::Data => "data",
+            Self::Since => "since",
         }
     }
 }
@@ -260,7 +279,7 @@ impl Field {
 #[derive(Debug, Default)]
 struct Fields<'a> {
     /// By [`Field`]; a repeated key keeps its last value.
-    known: [Option<&'a RawValue>; 4],
+    known: [Option<&'a RawValue>; 5],
     /// The first, in byte order, of the keys no request has.
     unknown: Option<Cow<'a, str>>,
 }
@@ -404,6 +423,45 @@ fn topics(value: Option<&RawValue>) -> Result<Vec<String>, String> {
         .collect()
 }
 
+/// A `since` object: topic names of `topics` to positions.
+fn since(raw: &RawValue, topics: &[String]) -> Result<Vec<(String, Position)>, String> {
+    const SHAPE: &str = "\"since\" must map topics to {\"epoch\":\"16 hex digits\",\"offset\":N}";
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Since {
+        epoch: String,
+        offset: u64,
+    }
+    let map: std::collections::BTreeMap<String, Since> =
+        serde_json::from_str(raw.get()).map_err(|_| SHAPE)?;
+    let mut out = Vec::with_capacity(map.len());
+    for (topic, at) in map {
+        let hex = at.epoch.len() == 16
+            && at
+                .epoch
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let epoch = u64::from_str_radix(&at.epoch, 16)
+            .ok()
+            .filter(|_| hex)
+            .ok_or(SHAPE)?;
+        if !topics.contains(&topic) {
+            return Err(format!(
+                "\"since\" names {topic:?}, which \"topics\" does not"
+            ));
+        }
+        out.push((
+            topic,
+            Position {
+                epoch,
+                offset: at.offset,
+            },
+        ));
+    }
+    out.sort_by_key(|(t, _)| topics.iter().position(|n| n == t));
+    Ok(out)
+}
+
 fn checked_topic(t: String) -> Result<String, String> {
     if t.is_empty() || t.len() > MAX_TOPIC_LEN {
         return Err(format!("topic names are 1 to {MAX_TOPIC_LEN} bytes"));
@@ -421,13 +479,92 @@ pub fn ack(op: &str, topics: &[String]) -> String {
     serde_json::to_string(&Ack { op, topics }).expect("plain data serializes")
 }
 
+/// What a `subscribed` answer says of one topic.
+#[derive(Debug)]
+pub struct Subscribed<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// Its position; `None` when the connection already held it (the
+    /// subscription goes on as it was).
+    pub position: Option<Position>,
+    /// Whether it resumed, when `since` named it.
+    pub recovered: Option<Result<(), NotRecovered>>,
+}
+
+/// `{"op":"subscribed","topics":[...],"positions":{...}}`, with
+/// `recovered` and `reasons` when some topic asked to resume.
+pub fn subscribed(topics: &[String], each: &[Subscribed<'_>]) -> String {
+    let name = |t: &str| Value::String(t.into()).to_string();
+    let mut out = String::from("{\"op\":\"subscribed\",\"topics\":");
+    out.push_str(&serde_json::to_string(topics).expect("strings serialize"));
+    out.push_str(",\"positions\":{");
+    let mut first = true;
+    for s in each {
+        let Some(p) = s.position else { continue };
+        if !std::mem::take(&mut first) {
+            out.push(',');
+        }
+        out.push_str(&name(s.topic));
+        out.push_str(&format!(
+            ":{{\"epoch\":\"{}\",\"offset\":{}}}",
+            epoch_hex(p.epoch),
+            p.offset
+        ));
+    }
+    out.push('}');
+    let asked: Vec<_> = each
+        .iter()
+        .filter_map(|s| s.recovered.map(|r| (s.topic, r)))
+        .collect();
+    if !asked.is_empty() {
+        let items: Vec<String> = asked
+            .iter()
+            .map(|(t, r)| format!("{}:{}", name(t), r.is_ok()))
+            .collect();
+        out.push_str(",\"recovered\":{");
+        out.push_str(&items.join(","));
+        out.push('}');
+        let reasons: Vec<String> = asked
+            .iter()
+            .filter_map(|(t, r)| {
+                r.err()
+                    .map(|why| format!("{}:\"{}\"", name(t), why.reason()))
+            })
+            .collect();
+        if !reasons.is_empty() {
+            out.push_str(",\"reasons\":{");
+            out.push_str(&reasons.join(","));
+            out.push('}');
+        }
+    }
+    out.push('}');
+    out
+}
+
 /// `{"op":"error","error":...}`
 pub fn error(message: &str) -> String {
     serde_json::json!({ "op": "error", "error": message }).to_string()
 }
 
-/// What subscribers of `topic` receive: `{"topic":...,"data":...}`, where
-/// `data` is already JSON text.
+/// What subscribers of `topic` receive from the hub route:
+/// `{"topic":...,"epoch":"...","offset":N,"data":...}`, where `data` is
+/// already JSON text.
+pub fn message_at(topic: &str, position: Position, data: &str) -> String {
+    let mut out = String::with_capacity(topic.len() + data.len() + 64);
+    out.push_str("{\"topic\":");
+    out.push_str(&Value::String(topic.into()).to_string());
+    out.push_str(",\"epoch\":\"");
+    out.push_str(&epoch_hex(position.epoch));
+    out.push_str("\",\"offset\":");
+    out.push_str(&position.offset.to_string());
+    out.push_str(",\"data\":");
+    out.push_str(data);
+    out.push('}');
+    out
+}
+
+/// A message without a position, `{"topic":...,"data":...}`: what the
+/// bridge carries to other nodes (which deliver it as it is, for now).
 pub fn message(topic: &str, data: &str) -> String {
     let mut out = String::with_capacity(topic.len() + data.len() + 20);
     out.push_str("{\"topic\":");
@@ -446,7 +583,35 @@ mod tests {
     fn requests_parse() {
         assert_eq!(
             parse(br#"{"op":"subscribe","topics":["AAPL","MSFT"]}"#),
-            Ok(Request::Subscribe(vec!["AAPL".into(), "MSFT".into()]))
+            Ok(Request::Subscribe {
+                topics: vec!["AAPL".into(), "MSFT".into()],
+                since: Vec::new()
+            })
+        );
+        assert_eq!(
+            parse(
+                br#"{"op":"subscribe","topics":["a","b"],
+                    "since":{"b":{"offset":7,"epoch":"00ab12cd34ef5678"},"a":{"epoch":"ffffffffffffffff","offset":0}}}"#
+            ),
+            Ok(Request::Subscribe {
+                topics: vec!["a".into(), "b".into()],
+                since: vec![
+                    (
+                        "a".into(),
+                        Position {
+                            epoch: u64::MAX,
+                            offset: 0
+                        }
+                    ),
+                    (
+                        "b".into(),
+                        Position {
+                            epoch: 0x00ab_12cd_34ef_5678,
+                            offset: 7
+                        }
+                    )
+                ]
+            })
         );
         assert_eq!(
             parse(br#"{"topics":["x"],"op":"unsubscribe"}"#),
@@ -486,6 +651,35 @@ mod tests {
             ),
             (br#"{"op":"publish","data":1}"#, "string \"topic\""),
             (br#"{"op":"publish","topic":"t"}"#, "needs \"data\""),
+            (
+                br#"{"op":"subscribe","topics":["a"],"since":{"b":{"epoch":"0000000000000001","offset":1}}}"#,
+                "\"since\" names \"b\", which \"topics\" does not",
+            ),
+            (
+                br#"{"op":"subscribe","topics":["a"],"since":{"a":{"epoch":"0000000000000001"}}}"#,
+                "\"since\" must map topics",
+            ),
+            (
+                br#"{"op":"subscribe","topics":["a"],"since":{"a":{"epoch":"00000000000000A1","offset":1}}}"#,
+                "\"since\" must map topics",
+            ),
+            (
+                br#"{"op":"subscribe","topics":["a"],"since":{"a":{"epoch":"1","offset":1}}}"#,
+                "\"since\" must map topics",
+            ),
+            (
+                br#"{"op":"subscribe","topics":["a"],"since":{"a":{"epoch":"+000000000000001","offset":1}}}"#,
+                "\"since\" must map topics",
+            ),
+            (
+                br#"{"op":"subscribe","topics":["a"],"since":{"a":{"epoch":"0000000000000001","offset":-1}}}"#,
+                "\"since\" must map topics",
+            ),
+            (br#"{"op":"subscribe","topics":["a"],"since":[]}"#, "\"since\" must map topics"),
+            (
+                br#"{"op":"unsubscribe","topics":["a"],"since":{}}"#,
+                "unknown field \"since\"",
+            ),
         ] {
             let err = parse(input).unwrap_err();
             assert!(err.contains(reason), "{err:?} lacks {reason:?}");
@@ -546,8 +740,42 @@ mod tests {
         let v: Value = serde_json::from_str(&error("no \"way\"")).unwrap();
         assert_eq!(v["error"], "no \"way\"");
         assert_eq!(
-            ack("subscribed", &["x".into()]),
-            r#"{"op":"subscribed","topics":["x"]}"#
+            ack("unsubscribed", &["x".into()]),
+            r#"{"op":"unsubscribed","topics":["x"]}"#
+        );
+        let at = Position {
+            epoch: 0xab,
+            offset: 57,
+        };
+        assert_eq!(
+            message_at("a\"b", at, "[1]"),
+            r#"{"topic":"a\"b","epoch":"00000000000000ab","offset":57,"data":[1]}"#
+        );
+        let topics = ["A".to_owned(), "B".to_owned(), "C".to_owned()];
+        let each = [
+            Subscribed {
+                topic: "A",
+                position: Some(at),
+                recovered: Some(Ok(())),
+            },
+            Subscribed {
+                topic: "B",
+                position: Some(Position { offset: 0, ..at }),
+                recovered: Some(Err(NotRecovered::TooOld)),
+            },
+            Subscribed {
+                topic: "C",
+                position: None,
+                recovered: None,
+            },
+        ];
+        assert_eq!(
+            subscribed(&topics, &each),
+            r#"{"op":"subscribed","topics":["A","B","C"],"positions":{"A":{"epoch":"00000000000000ab","offset":57},"B":{"epoch":"00000000000000ab","offset":0}},"recovered":{"A":true,"B":false},"reasons":{"B":"too old"}}"#
+        );
+        assert_eq!(
+            subscribed(&topics[..1], &each[2..]),
+            r#"{"op":"subscribed","topics":["A"],"positions":{}}"#
         );
     }
 }

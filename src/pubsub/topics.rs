@@ -40,6 +40,9 @@ struct Member {
     limit: Limit,
     /// Skipped at least one batch: owes a snapshot.
     behind: bool,
+    /// Not yet live: the hub subscription that waits for its marker
+    /// (`hub::Marker::seq`); 0 once it is.
+    waiting: u64,
 }
 
 #[derive(Debug)]
@@ -257,7 +260,9 @@ impl Topics {
     }
 
     /// Subscribes connection `key` to `name`; `subs` is the connection's
-    /// own list, which must have room (`max`).
+    /// own list, which must have room (`max`). A `waiting` subscription
+    /// (not 0) counts at once but takes nothing until its marker comes
+    /// ([`Topics::activate`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn subscribe(
         &mut self,
@@ -267,6 +272,7 @@ impl Topics {
         limit: Limit,
         subs: &mut Vec<(u32, u32)>,
         max: usize,
+        waiting: u64,
     ) -> Result<(), SubscribeError> {
         let id = match self.by_name.get(name) {
             Some(&id) => id,
@@ -303,6 +309,7 @@ impl Topics {
             generation,
             limit,
             behind: false,
+            waiting,
         }) as u32;
         subs.push((id, slot));
         self.subscriptions += 1;
@@ -326,17 +333,63 @@ impl Topics {
         true
     }
 
-    /// Ends every subscription of a connection that is going away.
-    pub(crate) fn forget(&mut self, subs: &[(u32, u32)]) {
+    /// Ends every subscription of a connection that is going away; `left`
+    /// hears each topic's name.
+    pub(crate) fn forget(&mut self, subs: &[(u32, u32)], mut left: impl FnMut(&str)) {
         for &(id, slot) in subs {
             if let Some(topic) = self.topics.get_mut(id as usize) {
                 if let Some(m) = topic.members.try_remove(slot as usize) {
                     self.snapshot_bytes -= topic.leave(&m.limit);
                     self.subscriptions -= 1;
+                    left(&topic.name);
                 }
                 self.drop_if_unused(id);
             }
         }
+    }
+
+    /// A marker came out of the inbox: the batch so far goes to the
+    /// topic's live members, then waiting subscription `seq` gets `replay`
+    /// (in one buffer) and is live from here on.
+    pub(crate) fn activate<C: Subscriber>(
+        &mut self,
+        conns: &mut Slab<C>,
+        name: &str,
+        seq: u64,
+        replay: &[SharedFrame],
+        threshold: usize,
+        out: &mut FanOut,
+    ) {
+        let Some(&id) = self.by_name.get(name) else {
+            return;
+        };
+        if self.topics[id as usize].batch_count > 0 {
+            self.dirty.retain(|&t| t != id);
+            self.fan_out_topic(id, conns, threshold, out);
+        }
+        let topic = &mut self.topics[id as usize];
+        let Some((_, m)) = topic.members.iter_mut().find(|(_, m)| m.waiting == seq) else {
+            return;
+        };
+        m.waiting = 0;
+        if replay.is_empty() {
+            return;
+        }
+        let Some(conn) = conns
+            .get_mut(m.key)
+            .filter(|c| c.generation() == m.generation && c.open())
+        else {
+            return;
+        };
+        // Uncompressed even for a deflate subscriber (RSV1 clear is
+        // always allowed): the replay is this subscriber's alone.
+        let joined: SharedFrame = match replay {
+            [only] => Arc::clone(only),
+            _ => replay.concat().into(),
+        };
+        conn.push(joined);
+        self.stats.delivered += replay.len() as u64;
+        out.written.push(m.key);
     }
 
     fn drop_if_unused(&mut self, id: u32) {
@@ -378,8 +431,21 @@ impl Topics {
         out: &mut FanOut,
     ) {
         for id in std::mem::take(&mut self.dirty) {
+            self.fan_out_topic(id, conns, threshold, out);
+        }
+    }
+
+    /// Hands topic `id`'s batch to its live subscribers.
+    fn fan_out_topic<C: Subscriber>(
+        &mut self,
+        id: u32,
+        conns: &mut Slab<C>,
+        threshold: usize,
+        out: &mut FanOut,
+    ) {
+        {
             let Some(topic) = self.topics.get_mut(id as usize) else {
-                continue;
+                return;
             };
             let count = std::mem::take(&mut topic.batch_count);
             let batch = topic.take_batch();
@@ -387,7 +453,7 @@ impl Topics {
             // Indexed by window bits - 9.
             let mut packed: [Option<SharedFrame>; 7] = Default::default();
             let mut snapshot = None;
-            for (_, m) in topic.members.iter_mut() {
+            for (_, m) in topic.members.iter_mut().filter(|(_, m)| m.waiting == 0) {
                 let Some(conn) = conns
                     .get_mut(m.key)
                     .filter(|c| c.generation() == m.generation)
@@ -513,11 +579,11 @@ mod tests {
         let a = conns.insert(Fake::default());
         let b = conns.insert(Fake::default());
         let (mut sa, mut sb) = (Vec::new(), Vec::new());
-        topics.subscribe(a, 0, "t", DROP, &mut sa, 8).unwrap();
-        topics.subscribe(b, 0, "t", DROP, &mut sb, 8).unwrap();
-        topics.subscribe(b, 0, "u", DROP, &mut sb, 8).unwrap();
+        topics.subscribe(a, 0, "t", DROP, &mut sa, 8, 0).unwrap();
+        topics.subscribe(b, 0, "t", DROP, &mut sb, 8, 0).unwrap();
+        topics.subscribe(b, 0, "u", DROP, &mut sb, 8, 0).unwrap();
         assert_eq!(
-            topics.subscribe(b, 0, "u", DROP, &mut sb, 8),
+            topics.subscribe(b, 0, "u", DROP, &mut sb, 8, 0),
             Err(SubscribeError::Duplicate)
         );
         for d in [
@@ -537,8 +603,8 @@ mod tests {
         // Unsubscribing and forgetting clean the table up.
         assert!(topics.unsubscribe("t", &mut sb));
         assert!(!topics.unsubscribe("t", &mut sb));
-        topics.forget(&sa);
-        topics.forget(&sb);
+        topics.forget(&sa, |_| {});
+        topics.forget(&sb, |_| {});
         assert_eq!((topics.len(), topics.topic_count()), (0, 0));
     }
 
@@ -547,10 +613,10 @@ mod tests {
         let mut topics = Topics::default();
         let mut subs = Vec::new();
         for name in ["a", "b"] {
-            topics.subscribe(0, 0, name, DROP, &mut subs, 2).unwrap();
+            topics.subscribe(0, 0, name, DROP, &mut subs, 2, 0).unwrap();
         }
         assert_eq!(
-            topics.subscribe(0, 0, "c", DROP, &mut subs, 2),
+            topics.subscribe(0, 0, "c", DROP, &mut subs, 2, 0),
             Err(SubscribeError::TooManyTopics)
         );
         assert_eq!(
@@ -568,9 +634,11 @@ mod tests {
         let rude = conns.insert(Fake::default());
         let (mut s1, mut s2) = (Vec::new(), Vec::new());
         topics
-            .subscribe(slow, 0, "px", CONFLATE, &mut s1, 8)
+            .subscribe(slow, 0, "px", CONFLATE, &mut s1, 8, 0)
             .unwrap();
-        topics.subscribe(rude, 0, "px", DROP, &mut s2, 8).unwrap();
+        topics
+            .subscribe(rude, 0, "px", DROP, &mut s2, 8, 0)
+            .unwrap();
         conns[slow].backlog = 100;
         conns[rude].backlog = 100;
         let mut out = FanOut::default();
@@ -602,8 +670,10 @@ mod tests {
         let fast = conns.insert(Fake::default());
         let behind = conns.insert(Fake::default());
         let (mut s1, mut s2) = (Vec::new(), Vec::new());
-        topics.subscribe(fast, 0, "t", DROP, &mut s1, 8).unwrap();
-        topics.subscribe(behind, 0, "t", DROP, &mut s2, 8).unwrap();
+        topics.subscribe(fast, 0, "t", DROP, &mut s1, 8, 0).unwrap();
+        topics
+            .subscribe(behind, 0, "t", DROP, &mut s2, 8, 0)
+            .unwrap();
         conns[fast].backlog = DROP.bound - 1;
         conns[behind].backlog = DROP.bound;
         let big = vec![7u8; 3 * DROP.bound];
@@ -620,19 +690,21 @@ mod tests {
         let mut conns: Slab<Fake> = Slab::new();
         let a = conns.insert(Fake::default());
         let (mut sa, mut sc) = (Vec::new(), Vec::new());
-        topics.subscribe(a, 0, "t", DROP, &mut sa, 8).unwrap();
+        topics.subscribe(a, 0, "t", DROP, &mut sa, 8, 0).unwrap();
         topics.accept(&delivery("t", 1, b"12345"));
         assert_eq!(topics.snapshot_bytes(), 0);
         assert_eq!(topics.snapshot("t").unwrap(), b"");
         let c = conns.insert(Fake::default());
-        topics.subscribe(c, 0, "t", CONFLATE, &mut sc, 8).unwrap();
+        topics
+            .subscribe(c, 0, "t", CONFLATE, &mut sc, 8, 0)
+            .unwrap();
         topics.accept(&delivery("t", 1, b"abc"));
         topics.accept(&delivery("t", 2, b"de"));
         topics.accept(&delivery("t", 1, b"f"));
         assert_eq!(topics.snapshot("t").unwrap(), b"fde");
         assert_eq!(topics.snapshot_bytes(), 3);
         // The conflating subscriber goes: so do the frames.
-        topics.forget(&sc);
+        topics.forget(&sc, |_| {});
         assert_eq!(topics.snapshot_bytes(), 0);
         assert_eq!(topics.snapshot("t").unwrap(), b"");
         let mut out = FanOut::default();
@@ -645,7 +717,7 @@ mod tests {
         let mut topics = Topics::default();
         let mut subs = Vec::new();
         topics
-            .subscribe(0, 0, "px", CONFLATE, &mut subs, 8)
+            .subscribe(0, 0, "px", CONFLATE, &mut subs, 8, 0)
             .unwrap();
         for key in 0..30u8 {
             topics.accept(&delivery("px", u32::from(key), &[b'a' + key % 26; 10]));

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use slab::Slab;
 
-use super::session::Session;
+use super::session::{Route, Session};
 use super::{Conn, Transport};
 use crate::metrics::ShardStats;
-use crate::pubsub::hub::{Hub, InboxReceiver, SharedFrame};
+use crate::pubsub::hub::{Hub, Inbound, InboxReceiver, SharedFrame};
 use crate::pubsub::topics::{FanOut, Subscriber, Topics};
 
 #[derive(Debug)]
@@ -19,6 +19,9 @@ pub(crate) struct PubSub {
     /// The inbox signalled since the last pump.
     pub(crate) woken: bool,
     fan_out: FanOut,
+    /// The last hub subscription started here: each waits for the marker
+    /// with its number.
+    last_join: u64,
 }
 
 /// A connection seen as a subscriber.
@@ -47,11 +50,23 @@ impl PubSub {
             inbox,
             woken: true,
             fan_out: FanOut::default(),
+            last_join: 0,
         }
     }
 
     pub(crate) fn hub(&self) -> &Arc<Hub> {
         self.inbox.hub()
+    }
+
+    /// A number for a hub subscription about to start (never 0).
+    pub(crate) fn next_join(&mut self) -> u64 {
+        self.last_join += 1;
+        self.last_join
+    }
+
+    /// This shard's index, for the hub to find its inbox.
+    pub(crate) fn shard(&self) -> usize {
+        self.inbox.index()
     }
 
     /// Marks the inbox for this turn's pump if messages wait in it,
@@ -71,8 +86,13 @@ impl PubSub {
         if self.woken {
             self.woken = false;
             self.inbox.rearm();
-            let topics = &mut self.topics;
-            self.inbox.drain(|d| topics.accept(&d));
+            let (topics, out) = (&mut self.topics, &mut self.fan_out);
+            self.inbox.drain(|item| match item {
+                Inbound::Message(d) => topics.accept(&d),
+                Inbound::Marker(m) => {
+                    topics.activate(conns, &m.topic, m.seq, &m.replay, threshold, out);
+                }
+            });
             self.topics.fan_out(conns, threshold, &mut self.fan_out);
         }
         std::mem::take(&mut self.fan_out)
@@ -96,8 +116,14 @@ impl PubSub {
 
     /// Ends every subscription of a connection whose slot is being freed.
     pub(crate) fn forget(&mut self, session: &mut Session) {
+        let hub_route = session.route == Route::Hub;
         if let Some(spill) = session.spill.as_deref_mut() {
-            self.topics.forget(&spill.subs);
+            let hub = self.inbox.hub();
+            self.topics.forget(&spill.subs, |name| {
+                if hub_route {
+                    hub.leave(name);
+                }
+            });
             spill.subs.clear();
         }
     }

@@ -23,7 +23,7 @@ use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
 use crate::pubsub::hub::SharedFrame;
-use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest};
+use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest, Subscribed};
 use crate::pubsub::topics::{Limit, SubscribeError};
 use crate::pubsub::{hub_topic, ticker};
 
@@ -411,6 +411,7 @@ impl Session {
                         },
                         subs,
                         usize::MAX,
+                        0,
                     );
                     if routes.ticker_send_buffer != 0 {
                         let socket = socket2::SockRef::from(&limits.socket);
@@ -874,31 +875,69 @@ fn hub_request(
         Err(e) => return Some(pubsub_protocol::error(&e)),
     };
     match request {
-        HubRequest::Subscribe(names) => {
+        HubRequest::Subscribe {
+            topics: names,
+            since,
+        } => {
+            let limit = Limit {
+                compress,
+                ..routes.hub_limit(spec)
+            };
+            let mut answers = Vec::with_capacity(names.len());
             for name in &names {
+                let topic = hub_topic(name);
+                let seq = limits.pubsub.next_join();
                 let result = limits.pubsub.topics.subscribe(
                     limits.key,
                     generation,
-                    &hub_topic(name),
-                    Limit {
-                        compress,
-                        ..routes.hub_limit(spec)
-                    },
+                    &topic,
+                    limit,
                     subs,
                     routes.max_topics_per_conn,
+                    seq,
                 );
-                if result == Err(SubscribeError::TooManyTopics) {
-                    return Some(pubsub_protocol::error(&format!(
-                        "at most {} topics per connection",
-                        routes.max_topics_per_conn
-                    )));
+                match result {
+                    Err(SubscribeError::TooManyTopics) => {
+                        return Some(pubsub_protocol::error(&format!(
+                            "at most {} topics per connection",
+                            routes.max_topics_per_conn
+                        )));
+                    }
+                    // Goes on as it was: no new position to report.
+                    Err(SubscribeError::Duplicate) => answers.push(Subscribed {
+                        topic: name,
+                        position: None,
+                        recovered: None,
+                    }),
+                    Ok(()) => {
+                        let from = since.iter().find(|(t, _)| t == name).map(|(_, p)| *p);
+                        let shard = limits.pubsub.shard();
+                        // A replay never puts the subscriber past its own
+                        // backpressure bound: over it, "too many".
+                        let joined =
+                            limits
+                                .pubsub
+                                .hub()
+                                .join(shard, &topic, seq, from, limit.bound);
+                        answers.push(Subscribed {
+                            topic: name,
+                            position: Some(joined.position),
+                            recovered: joined.recovered,
+                        });
+                        // The marker is in this shard's own inbox: take it
+                        // in this turn, wake-up or not.
+                        limits.pubsub.woken = true;
+                    }
                 }
             }
-            Some(pubsub_protocol::ack("subscribed", &names))
+            Some(pubsub_protocol::subscribed(&names, &answers))
         }
         HubRequest::Unsubscribe(names) => {
             for name in &names {
-                limits.pubsub.topics.unsubscribe(&hub_topic(name), subs);
+                let topic = hub_topic(name);
+                if limits.pubsub.topics.unsubscribe(&topic, subs) {
+                    limits.pubsub.hub().leave(&topic);
+                }
             }
             Some(pubsub_protocol::ack("unsubscribed", &names))
         }
@@ -910,8 +949,8 @@ fn hub_request(
             )))
         }
         HubRequest::Publish { topic, data } => {
-            let text = pubsub_protocol::message(&topic, data);
-            limits.pubsub.hub().publish_to_hub(&topic, text.as_bytes());
+            let rule = routes.history(spec);
+            limits.pubsub.hub().publish_positioned(&topic, data, rule);
             None
         }
     }

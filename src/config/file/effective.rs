@@ -74,6 +74,12 @@ fn route_table(route: &RouteSpec) -> String {
     if let Some(p) = route.deflate {
         let _ = writeln!(out, "deflate = {}", literal_string(&value_name(p)));
     }
+    if let Some(n) = route.history_size {
+        let _ = writeln!(out, "history-size = {n}");
+    }
+    if let Some(d) = route.history_ttl {
+        let _ = writeln!(out, "history-ttl-ms = {}", d.as_millis());
+    }
     out
 }
 

@@ -284,6 +284,13 @@ impl Reader<'_> {
                             bad(&format_args!("{text:?} is not one of disconnect, conflate"))
                         })?);
                 }
+                "history-size" => {
+                    spec.history_size = Some(text.parse::<usize>().map_err(|e| bad(&e))?);
+                }
+                "history-ttl-ms" => {
+                    let ms = text.parse::<u64>().map_err(|e| bad(&e))?;
+                    spec.history_ttl = Some(Duration::from_millis(ms));
+                }
                 "deflate" => {
                     spec.deflate = Some(DeflatePolicy::from_str(&text, true).map_err(|_| {
                         bad(&format_args!(
@@ -294,13 +301,30 @@ impl Reader<'_> {
                 _ => {
                     return Err(bad(
                         &"unknown route key (path, kind, handler, max-message, \
-                         idle-timeout-ms, backpressure, max-backpressure, deflate)",
+                         idle-timeout-ms, backpressure, max-backpressure, deflate, \
+                         history-size, history-ttl-ms)",
                     ))
                 }
             }
         }
         spec.path = path.ok_or_else(|| self.error(at, "routes.path", "missing"))?;
         spec.kind = kind.ok_or_else(|| self.error(at, "routes.kind", "missing"))?;
+        if spec.kind != RouteKind::Hub {
+            if spec.history_size.is_some() {
+                return Err(self.error(
+                    at,
+                    "routes.history-size",
+                    "only a hub route keeps history",
+                ));
+            }
+            if spec.history_ttl.is_some() {
+                return Err(self.error(
+                    at,
+                    "routes.history-ttl-ms",
+                    "only a hub route keeps history",
+                ));
+            }
+        }
         match (spec.kind, &spec.handler) {
             (RouteKind::App, None) => {
                 return Err(self.error(at, "routes.handler", "missing (an app route names one)"));

@@ -116,6 +116,7 @@ impl Ws<'_> {
             limit,
             &mut self.spill.subs,
             self.limits.max_topics,
+            0,
         );
         result != Err(SubscribeError::TooManyTopics)
     }

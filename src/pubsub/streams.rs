@@ -1,0 +1,589 @@
+//! Every hub topic as a stream: a position `(epoch, offset)` and a bounded
+//! history, shared by all shards.
+//!
+//! A publish takes its topic's stripe lock, takes the next offset, frames
+//! the message with it and hands it to every shard's inbox before the lock
+//! is let go, so each inbox holds a topic's messages in offset order. A
+//! subscribe reads the position under the same lock and puts a marker into
+//! its own shard's inbox there: messages at or before the position are
+//! ahead of the marker, later ones behind it, so the shard can start the
+//! subscription exactly between them (`topics::Topics::activate`).
+//!
+//! A stream lives while a hub subscriber holds it or its history keeps
+//! something; one that goes and comes back gets a new epoch, so a position
+//! from before is never taken for one in the new stream. History is bounded
+//! per topic by count and age ([`HistoryRule`]) and for the whole process
+//! by a byte budget, past which the oldest messages are evicted.
+
+use std::collections::hash_map::RandomState;
+use std::collections::{HashMap, VecDeque};
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Instant, SystemTime};
+
+use super::hub::SharedFrame;
+use crate::buf::budget::Budget;
+pub use crate::config::pubsub::{HistoryRule, DEFAULT_HISTORY_BYTES, DEFAULT_MAX_RECOVERY};
+
+/// Locks topics are spread over: publishers to different topics rarely
+/// wait for each other.
+const STRIPES: usize = 64;
+
+/// What a kept message costs the budget beyond its frame: its entry and
+/// the frame's reference-count header, so a flood of tiny messages counts.
+const ENTRY_OVERHEAD: usize = 48;
+
+/// Where a stream is: the history it belongs to and the last offset
+/// published in it (0: none yet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    /// Names the stream's history; a new one whenever it is lost.
+    pub epoch: u64,
+    /// Offsets grow by one per publish, from 1.
+    pub offset: u64,
+}
+
+/// Why a subscription that asked to resume could not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRecovered {
+    /// The stream is not the one the position came from.
+    EpochChanged,
+    /// The messages after the position are no longer kept.
+    TooOld,
+    /// More messages (or bytes) than one recovery may replay.
+    TooMany,
+    /// The topic keeps no history.
+    NoHistory,
+}
+
+impl NotRecovered {
+    /// What the `subscribed` answer says.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::EpochChanged => "epoch changed",
+            Self::TooOld => "too old",
+            Self::TooMany => "too many",
+            Self::NoHistory => "no history",
+        }
+    }
+
+    fn slot(self) -> usize {
+        self as usize + 1
+    }
+}
+
+/// The `result` labels of `surge_recoveries_total`, by slot.
+pub const RECOVERY_RESULTS: [&str; 5] = ["recovered", "epoch", "too_old", "too_many", "no_history"];
+
+/// Counters of the streams, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct StreamStats {
+    /// Kept messages dropped by the byte budget.
+    pub evicted: AtomicU64,
+    /// Subscriptions that asked to resume, by [`RECOVERY_RESULTS`].
+    pub recoveries: [AtomicU64; 5],
+    /// Messages replayed to resuming subscriptions.
+    pub replayed: AtomicU64,
+}
+
+/// What a subscription learned from its stream.
+#[derive(Debug)]
+pub struct Joined {
+    /// The position it starts after.
+    pub position: Position,
+    /// Whether it resumed, when it asked to.
+    pub recovered: Option<Result<(), NotRecovered>>,
+}
+
+#[derive(Debug)]
+struct Entry {
+    offset: u64,
+    at: Instant,
+    frame: SharedFrame,
+}
+
+impl Entry {
+    fn cost(&self) -> usize {
+        self.frame.len() + ENTRY_OVERHEAD
+    }
+}
+
+#[derive(Debug)]
+struct Stream {
+    epoch: u64,
+    offset: u64,
+    /// What it keeps: the rule of the route it was last published through.
+    rule: HistoryRule,
+    /// The newest messages, oldest first, with no gap up to `offset`.
+    history: VecDeque<Entry>,
+    /// Hub subscriptions on every shard that hold it.
+    subscribers: usize,
+}
+
+impl Stream {
+    fn new() -> Self {
+        Self {
+            epoch: new_epoch(),
+            offset: 0,
+            rule: HistoryRule::default(),
+            history: VecDeque::new(),
+            subscribers: 0,
+        }
+    }
+
+    fn position(&self) -> Position {
+        Position {
+            epoch: self.epoch,
+            offset: self.offset,
+        }
+    }
+
+    /// Drops what the count and age bounds no longer allow; the bytes freed.
+    fn trim(&mut self, now: Instant) -> usize {
+        let mut freed = 0;
+        while let Some(front) = self.history.front() {
+            let too_many = self.history.len() > self.rule.size;
+            let too_old = self
+                .rule
+                .ttl
+                .is_some_and(|ttl| now.saturating_duration_since(front.at) > ttl);
+            if !too_many && !too_old {
+                break;
+            }
+            freed += front.cost();
+            self.history.pop_front();
+        }
+        freed
+    }
+
+    /// Nothing would be lost by forgetting it.
+    fn unused(&self) -> bool {
+        self.subscribers == 0 && self.history.is_empty()
+    }
+
+    /// Whether a subscription at `since` can resume, and with what.
+    fn recover(
+        &self,
+        since: Position,
+        max_count: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<SharedFrame>, NotRecovered> {
+        if since.epoch != self.epoch || since.offset > self.offset {
+            return Err(NotRecovered::EpochChanged);
+        }
+        let missed = self.offset - since.offset;
+        if missed == 0 {
+            return Ok(Vec::new());
+        }
+        if !self.rule.keeps() {
+            return Err(NotRecovered::NoHistory);
+        }
+        let oldest = self.offset + 1 - self.history.len() as u64;
+        if since.offset + 1 < oldest {
+            return Err(NotRecovered::TooOld);
+        }
+        if missed > max_count as u64 {
+            return Err(NotRecovered::TooMany);
+        }
+        let skip = (since.offset + 1 - oldest) as usize;
+        let mut bytes = 0usize;
+        let mut replay = Vec::with_capacity(missed as usize);
+        for e in self.history.iter().skip(skip) {
+            bytes += e.frame.len();
+            if bytes > max_bytes {
+                return Err(NotRecovered::TooMany);
+            }
+            replay.push(Arc::clone(&e.frame));
+        }
+        Ok(replay)
+    }
+}
+
+/// A random epoch: std's randomly keyed hasher over a process-wide
+/// counter and the time, so two streams (or two runs) never share one in
+/// practice.
+fn new_epoch() -> u64 {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    RandomState::new().hash_one((n, t))
+}
+
+/// An epoch as the wire spells it: 16 lowercase hex digits.
+pub fn epoch_hex(epoch: u64) -> String {
+    format!("{epoch:016x}")
+}
+
+type Stripe = HashMap<Arc<str>, Stream>;
+
+/// Every hub topic's stream.
+#[derive(Debug)]
+pub struct Streams {
+    stripes: Box<[Mutex<Stripe>]>,
+    hasher: RandomState,
+    /// Bytes every history holds, against `--history-bytes`.
+    budget: Budget,
+    /// Where the next eviction for room starts, so no stripe always pays.
+    cursor: AtomicUsize,
+    max_recovery: usize,
+    /// Counters for `/metrics`.
+    pub stats: StreamStats,
+}
+
+impl Streams {
+    /// Streams whose histories hold at most `history_bytes` together, and
+    /// whose recoveries replay at most `max_recovery` messages.
+    pub fn new(history_bytes: usize, max_recovery: usize) -> Self {
+        Self {
+            stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+            budget: Budget::new(history_bytes),
+            cursor: AtomicUsize::new(0),
+            max_recovery,
+            stats: StreamStats::default(),
+        }
+    }
+
+    /// Bytes kept in every history now.
+    pub fn history_bytes(&self) -> usize {
+        self.budget.held()
+    }
+
+    fn stripe(&self, topic: &str) -> MutexGuard<'_, Stripe> {
+        let i = self.hasher.hash_one(topic) as usize % STRIPES;
+        lock(&self.stripes[i])
+    }
+
+    /// Publishes one message to `topic`: under the topic's lock, takes the
+    /// next offset, frames the message with its position (`frame`), keeps
+    /// it if `rule` says so, and hands it on (`deliver`) before the lock is
+    /// let go; `size` is about what the frame will cost to keep. Returns
+    /// the position it took.
+    pub fn publish(
+        &self,
+        topic: &str,
+        rule: HistoryRule,
+        size: usize,
+        frame: impl FnOnce(&Arc<str>, Position) -> SharedFrame,
+        deliver: impl FnOnce(&Arc<str>, SharedFrame),
+    ) -> Position {
+        let now = Instant::now();
+        let room = self.budget.limit().saturating_sub(size + ENTRY_OVERHEAD);
+        if rule.keeps() && self.budget.held() > room {
+            // Room is made before our own lock is taken: eviction walks
+            // other stripes, one lock at a time.
+            self.make_room(now, room);
+        }
+        let mut stripe = self.stripe(topic);
+        let name = match stripe.get_key_value(topic) {
+            Some((name, _)) => Arc::clone(name),
+            None => {
+                let name: Arc<str> = topic.into();
+                stripe.insert(Arc::clone(&name), Stream::new());
+                name
+            }
+        };
+        let stream = stripe.get_mut(&name).expect("inserted above");
+        stream.offset += 1;
+        stream.rule = rule;
+        let position = stream.position();
+        let encoded = frame(&name, position);
+        if rule.keeps() {
+            let entry = Entry {
+                offset: position.offset,
+                at: now,
+                frame: Arc::clone(&encoded),
+            };
+            self.keep(stream, entry, now);
+        } else {
+            self.budget.give_back(stream.trim(now));
+        }
+        deliver(&name, encoded);
+        if stream.unused() {
+            stripe.remove(&name);
+        }
+        position
+    }
+
+    /// Appends `entry` to `stream`'s history within its rule and the byte
+    /// budget: the stream's own oldest messages go first; if they are not
+    /// enough, the history is emptied rather than left with a gap.
+    fn keep(&self, stream: &mut Stream, entry: Entry, now: Instant) {
+        let cost = entry.cost();
+        debug_assert!(stream
+            .history
+            .back()
+            .is_none_or(|b| b.offset + 1 == entry.offset));
+        stream.history.push_back(entry);
+        self.budget.give_back(stream.trim(now));
+        let kept = stream
+            .history
+            .back()
+            .is_some_and(|b| b.offset == stream.offset);
+        if !kept {
+            return;
+        }
+        while !self.budget.charge(cost) {
+            // The new entry is charged last: drop from the front, but
+            // never the new entry itself (it is paid for below, or goes).
+            if stream.history.len() <= 1 {
+                stream.history.clear();
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            let old = stream.history.pop_front().expect("more than one");
+            self.budget.give_back(old.cost());
+            self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Evicts the oldest kept messages, stripe after stripe, until the
+    /// budget holds at most `room` bytes or nothing more can go.
+    fn make_room(&self, now: Instant, room: usize) {
+        let start = self.cursor.fetch_add(1, Ordering::Relaxed);
+        for i in 0..STRIPES {
+            if self.budget.held() <= room {
+                return;
+            }
+            let mut stripe = lock(&self.stripes[(start + i) % STRIPES]);
+            self.evict_in(&mut stripe, now, room);
+        }
+    }
+
+    /// Within one stripe, drops the oldest messages first (by the age of
+    /// each stream's oldest) until the budget holds at most `room` bytes.
+    /// (It looks at every stream of the stripe per message evicted: only
+    /// publishes that find the budget full pay it.)
+    fn evict_in(&self, stripe: &mut Stripe, now: Instant, room: usize) {
+        while self.budget.held() > room {
+            let oldest = stripe
+                .iter()
+                .filter_map(|(name, s)| s.history.front().map(|e| (e.at, name)))
+                .min_by_key(|(at, _)| *at)
+                .map(|(_, name)| Arc::clone(name));
+            let Some(name) = oldest else { return };
+            let stream = stripe.get_mut(&name).expect("found above");
+            self.budget.give_back(stream.trim(now));
+            if let Some(old) = stream.history.pop_front() {
+                self.budget.give_back(old.cost());
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            }
+            if stream.unused() {
+                stripe.remove(&name);
+            }
+        }
+    }
+
+    /// Starts a hub subscription to `topic`: under the topic's lock, reads
+    /// its position, decides whether the subscription resumes from `since`
+    /// (replaying at most `max_bytes`), and calls `mark` with the position
+    /// and the replay so that the caller's shard marks the point in its
+    /// inbox where the subscription starts.
+    pub fn join(
+        &self,
+        topic: &str,
+        since: Option<Position>,
+        max_bytes: usize,
+        mark: impl FnOnce(&Arc<str>, Vec<SharedFrame>),
+    ) -> Joined {
+        let now = Instant::now();
+        let mut stripe = self.stripe(topic);
+        let name = match stripe.get_key_value(topic) {
+            Some((name, _)) => Arc::clone(name),
+            None => {
+                let name: Arc<str> = topic.into();
+                stripe.insert(Arc::clone(&name), Stream::new());
+                name
+            }
+        };
+        let stream = stripe.get_mut(&name).expect("inserted above");
+        self.budget.give_back(stream.trim(now));
+        stream.subscribers += 1;
+        let recovered = since.map(|since| stream.recover(since, self.max_recovery, max_bytes));
+        let position = stream.position();
+        let (replay, recovered) = match recovered {
+            None => (Vec::new(), None),
+            Some(Ok(replay)) => {
+                self.stats.recoveries[0].fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .replayed
+                    .fetch_add(replay.len() as u64, Ordering::Relaxed);
+                (replay, Some(Ok(())))
+            }
+            Some(Err(why)) => {
+                self.stats.recoveries[why.slot()].fetch_add(1, Ordering::Relaxed);
+                (Vec::new(), Some(Err(why)))
+            }
+        };
+        mark(&name, replay);
+        Joined {
+            position,
+            recovered,
+        }
+    }
+
+    /// Ends a hub subscription to `topic` that [`Streams::join`] started.
+    pub fn leave(&self, topic: &str) {
+        let mut stripe = self.stripe(topic);
+        if let Some(stream) = stripe.get_mut(topic) {
+            stream.subscribers = stream.subscribers.saturating_sub(1);
+            if stream.unused() {
+                stripe.remove(topic);
+            }
+        }
+    }
+
+    /// Writes the streams' metrics in Prometheus text.
+    pub fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        let s = &self.stats;
+        let _ = writeln!(
+            out,
+            "# HELP surge_history_bytes Bytes the topics' histories hold.\n\
+             # TYPE surge_history_bytes gauge\n\
+             surge_history_bytes {}\n\
+             # HELP surge_history_evicted_total Kept messages evicted by --history-bytes.\n\
+             # TYPE surge_history_evicted_total counter\n\
+             surge_history_evicted_total {}\n\
+             # HELP surge_replayed_messages_total Messages replayed to resuming subscriptions.\n\
+             # TYPE surge_replayed_messages_total counter\n\
+             surge_replayed_messages_total {}\n\
+             # HELP surge_recoveries_total Subscriptions that asked to resume, by result.\n\
+             # TYPE surge_recoveries_total counter",
+            self.budget.held(),
+            s.evicted.load(Ordering::Relaxed),
+            s.replayed.load(Ordering::Relaxed),
+        );
+        for (label, n) in RECOVERY_RESULTS.iter().zip(&s.recoveries) {
+            let n = n.load(Ordering::Relaxed);
+            let _ = writeln!(out, "surge_recoveries_total{{result=\"{label}\"}} {n}");
+        }
+    }
+
+    /// Streams alive now (tests).
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.stripes.iter().map(|s| lock(s).len()).sum()
+    }
+}
+
+/// A stripe's lock; a panic while one was held leaves a stream that is
+/// still consistent (every change is a single step), so it is taken anyway.
+fn lock(m: &Mutex<Stripe>) -> MutexGuard<'_, Stripe> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publish(streams: &Streams, topic: &str, rule: HistoryRule, body: &[u8]) -> Position {
+        streams.publish(
+            topic,
+            rule,
+            body.len(),
+            |_, _| body.to_vec().into(),
+            |_, _| {},
+        )
+    }
+
+    const KEEP: HistoryRule = HistoryRule { size: 3, ttl: None };
+
+    #[test]
+    fn offsets_grow_per_topic_and_a_forgotten_stream_gets_a_new_epoch() {
+        let streams = Streams::new(1 << 20, 100);
+        let a1 = publish(&streams, "a", KEEP, b"1");
+        let a2 = publish(&streams, "a", KEEP, b"2");
+        let b1 = publish(&streams, "b", KEEP, b"x");
+        assert_eq!((a1.offset, a2.offset, b1.offset), (1, 2, 1));
+        assert_eq!(a1.epoch, a2.epoch);
+        assert_ne!(a1.epoch, b1.epoch);
+        assert_eq!(epoch_hex(0xab).len(), 16);
+        // Without history or subscribers nothing is kept.
+        let n1 = publish(&streams, "n", HistoryRule::default(), b"1");
+        let n2 = publish(&streams, "n", HistoryRule::default(), b"2");
+        assert_eq!((n1.offset, n2.offset), (1, 1));
+        assert_ne!(n1.epoch, n2.epoch);
+        assert_eq!(streams.len(), 2);
+    }
+
+    #[test]
+    fn a_subscriber_resumes_or_is_told_why_not() {
+        let streams = Streams::new(1 << 20, 2);
+        let join = |since| {
+            streams
+                .join("t", since, usize::MAX, |_, replay| {
+                    assert!(replay.iter().all(|f| f.len() == 1));
+                })
+                .recovered
+        };
+        let p0 = streams.join("t", None, usize::MAX, |_, _| {}).position;
+        for b in [b"1", b"2", b"3", b"4"] {
+            publish(&streams, "t", KEEP, b);
+        }
+        let at = |offset| Some(Position { offset, ..p0 });
+        assert_eq!(join(at(2)), Some(Ok(())));
+        assert_eq!(join(at(4)), Some(Ok(())));
+        assert_eq!(join(at(1)), Some(Err(NotRecovered::TooMany)));
+        assert_eq!(join(at(0)), Some(Err(NotRecovered::TooOld)));
+        assert_eq!(join(at(5)), Some(Err(NotRecovered::EpochChanged)));
+        let other = Position {
+            epoch: p0.epoch ^ 1,
+            offset: 2,
+        };
+        assert_eq!(join(Some(other)), Some(Err(NotRecovered::EpochChanged)));
+        let streams2 = Streams::new(1 << 20, 1);
+        streams2.join("t", None, usize::MAX, |_, _| {});
+        let p = publish(&streams2, "t", KEEP, b"1");
+        publish(&streams2, "t", KEEP, b"2");
+        let since = Position { offset: 0, ..p };
+        let r = streams2.join("t", Some(since), usize::MAX, |_, _| {});
+        assert_eq!(r.recovered, Some(Err(NotRecovered::TooMany)));
+        let since = Position { offset: 1, ..p };
+        let r = streams2.join("t", Some(since), 0, |_, _| {});
+        assert_eq!(
+            r.recovered,
+            Some(Err(NotRecovered::TooMany)),
+            "over the bytes"
+        );
+        let r = streams2.join("t", Some(since), usize::MAX, |_, replay| {
+            assert_eq!(&*replay[0], b"2");
+        });
+        assert_eq!(r.recovered, Some(Ok(())));
+        assert_eq!(
+            streams.stats.recoveries[NotRecovered::TooOld.slot()].load(Ordering::Relaxed),
+            1
+        );
+    }
+
+    #[test]
+    fn the_byte_budget_evicts_the_oldest_and_leaves_no_gap() {
+        let cost = 100 + ENTRY_OVERHEAD;
+        let streams = Streams::new(5 * cost, 100);
+        let big = HistoryRule {
+            size: 1000,
+            ttl: None,
+        };
+        // A subscriber holds "a": its stream stays when its history goes.
+        streams.join("a", None, usize::MAX, |_, _| {});
+        for _ in 0..20 {
+            publish(&streams, "a", big, &[0; 100]);
+        }
+        assert!(streams.history_bytes() <= 5 * cost);
+        assert!(streams.stats.evicted.load(Ordering::Relaxed) >= 15);
+        for _ in 0..20 {
+            publish(&streams, "b", big, &[0; 100]);
+        }
+        assert!(streams.history_bytes() <= 5 * cost);
+        // What "a" still keeps is a run that ends at its last offset.
+        let a = streams.stripe("a");
+        let s = a.get("a").unwrap();
+        assert_eq!(s.offset, 20);
+        for (i, e) in s.history.iter().enumerate() {
+            assert_eq!(e.offset, s.offset + 1 - (s.history.len() - i) as u64);
+        }
+    }
+}
