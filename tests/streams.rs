@@ -1,0 +1,477 @@
+//! Hub topics as streams, on the real server and both drivers: every
+//! message carries its position, a subscription starts exactly after the
+//! position it was told (whatever publishers race with it, on any shard),
+//! a subscriber that comes back with `since` gets exactly what it missed or
+//! is told why not, and history stays within its byte budget.
+
+mod support;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{connect_from, metric, proc_status_kib, wait_metric, Patient, Server};
+use tungstenite::{Message, WebSocket};
+
+const BACKENDS: [&str; 2] = ["epoll", "uring"];
+
+type Ws = WebSocket<Patient>;
+
+fn ip(last: u8) -> IpAddr {
+    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
+}
+
+fn client(from: IpAddr, addr: SocketAddr) -> Ws {
+    let url = format!("ws://{addr}/hub");
+    let (ws, response) =
+        tungstenite::client(url.as_str(), Patient(connect_from(from, addr))).expect("upgrade");
+    assert_eq!(response.status(), 101);
+    ws
+}
+
+fn text(ws: &mut Ws) -> String {
+    loop {
+        match ws.read().expect("read") {
+            Message::Text(t) => return t.to_string(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("unexpected {:.200}", format!("{other:?}")),
+        }
+    }
+}
+
+fn json(ws: &mut Ws) -> Value {
+    let t = text(ws);
+    serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"))
+}
+
+fn send(ws: &mut Ws, json: &str) {
+    ws.send(Message::text(json)).expect("send");
+}
+
+fn publish(ws: &mut Ws, topic: &str, data: &str) {
+    send(
+        ws,
+        &format!(r#"{{"op":"publish","topic":"{topic}","data":{data}}}"#),
+    );
+}
+
+/// A position as the server spells it.
+#[derive(Debug, Clone, PartialEq)]
+struct Position {
+    epoch: String,
+    offset: u64,
+}
+
+/// Subscribes to `topic` (from `since` if given) and returns the answer.
+fn subscribe(ws: &mut Ws, topic: &str, since: Option<&Position>) -> Value {
+    let since = since.map_or(String::new(), |p| {
+        format!(
+            r#","since":{{"{topic}":{{"epoch":"{}","offset":{}}}}}"#,
+            p.epoch, p.offset
+        )
+    });
+    send(
+        ws,
+        &format!(r#"{{"op":"subscribe","topics":["{topic}"]{since}}}"#),
+    );
+    let ack = json(ws);
+    assert_eq!(ack["op"], "subscribed", "{ack}");
+    ack
+}
+
+fn position(ack: &Value, topic: &str) -> Position {
+    let p = &ack["positions"][topic];
+    let epoch = p["epoch"].as_str().expect("an epoch").to_owned();
+    assert_eq!(epoch.len(), 16, "{ack}");
+    assert!(
+        epoch
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+        "{ack}"
+    );
+    Position {
+        epoch,
+        offset: p["offset"].as_u64().expect("an offset"),
+    }
+}
+
+/// The next message on `topic`: its exact text, checked, and its offset.
+fn next_message(ws: &mut Ws, topic: &str, epoch: &str, data: &str) -> u64 {
+    let got = text(ws);
+    let v: Value = serde_json::from_str(&got).unwrap();
+    let offset = v["offset"].as_u64().unwrap_or_else(|| panic!("{got}"));
+    assert_eq!(
+        got,
+        format!(r#"{{"topic":"{topic}","epoch":"{epoch}","offset":{offset},"data":{data}}}"#)
+    );
+    offset
+}
+
+fn expect_nothing(ws: &mut Ws) {
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    assert!(ws.read().is_err(), "an unexpected message arrived");
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+}
+
+/// Publishers race subscribes on two shards: each subscriber receives
+/// exactly the offsets after the one its answer reported, in order, with
+/// no gap and no duplicate. (A subscription that went live at its request
+/// instead of at its marker gets messages already waiting in its shard's
+/// inbox, at or before its position.)
+#[test]
+fn racing_subscribes_get_exactly_the_offsets_after_their_position() {
+    const PUBLISHERS: usize = 4;
+    const EACH: u64 = 250;
+    const SUBSCRIBERS: usize = 24;
+    const TOTAL: u64 = PUBLISHERS as u64 * EACH;
+    for backend in BACKENDS {
+        let server = Server::start(&["serve", "--backend", backend, "--shards", "2"]);
+        let addr = server.addr;
+        // Holds the stream for the whole run, so offsets run 1..=TOTAL.
+        let mut anchor = client(ip(2), addr);
+        let epoch = position(&subscribe(&mut anchor, "race", None), "race").epoch;
+        let going = Arc::new(AtomicBool::new(true));
+        let subscribers: Vec<_> = (0..SUBSCRIBERS)
+            .map(|i| {
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(3 * i as u64));
+                    let mut ws = client(ip(10 + (i % 8) as u8), addr);
+                    let at = position(&subscribe(&mut ws, "race", None), "race");
+                    let mut got = Vec::new();
+                    let mut last = at.offset;
+                    while last < TOTAL {
+                        let v = json(&mut ws);
+                        assert_eq!(v["epoch"], at.epoch.as_str(), "{v}");
+                        last = v["offset"].as_u64().unwrap();
+                        got.push(last);
+                    }
+                    (at, got)
+                })
+            })
+            .collect();
+        let publishers: Vec<_> = (0..PUBLISHERS)
+            .map(|p| {
+                let going = Arc::clone(&going);
+                std::thread::spawn(move || {
+                    let mut ws = client(ip(30 + p as u8), addr);
+                    for n in 0..EACH {
+                        publish(&mut ws, "race", &format!("[{p},{n}]"));
+                        if n % 16 == 0 {
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    going.store(false, Ordering::Relaxed);
+                    ws
+                })
+            })
+            .collect();
+        let _publishers: Vec<Ws> = publishers.into_iter().map(|p| p.join().unwrap()).collect();
+        let mut started = Vec::new();
+        for s in subscribers {
+            let (at, got) = s.join().unwrap();
+            assert_eq!(at.epoch, epoch, "{backend}: one stream");
+            let want: Vec<u64> = (at.offset + 1..=TOTAL).collect();
+            assert!(
+                got == want,
+                "{backend}: subscribed at {} and got {:?}..",
+                at.offset,
+                &got[..got.len().min(5)]
+            );
+            started.push(at.offset);
+        }
+        // The anchor saw every offset, each publisher's in its own order.
+        let mut next = [0u64; PUBLISHERS];
+        for offset in 1..=TOTAL {
+            let v = json(&mut anchor);
+            assert_eq!(v["offset"], offset, "{backend}");
+            let (p, n) = (
+                v["data"][0].as_u64().unwrap() as usize,
+                v["data"][1].as_u64(),
+            );
+            assert_eq!(n, Some(next[p]), "{backend}");
+            next[p] += 1;
+        }
+        // The subscribes did land while publishes were flowing.
+        started.sort_unstable();
+        eprintln!("{backend}: subscribed at offsets {started:?}");
+        assert!(
+            started.iter().any(|&o| o > 0 && o < TOTAL),
+            "{backend}: no subscribe raced a publish: {started:?}"
+        );
+        assert!(!going.load(Ordering::Relaxed));
+    }
+}
+
+/// A subscriber that drops mid-stream and comes back with the last
+/// position it saw gets exactly the messages it missed, after its answer
+/// and before anything live.
+#[test]
+fn a_reconnecting_subscriber_gets_exactly_what_it_missed() {
+    for backend in BACKENDS {
+        let server = Server::start(&[
+            "serve",
+            "--backend",
+            backend,
+            "--shards",
+            "2",
+            "--history-size",
+            "100",
+        ]);
+        let addr = server.addr;
+        let mut publisher = client(ip(2), addr);
+        // Sees every publish through, so the test knows when they are done.
+        let mut watcher = client(ip(5), addr);
+        subscribe(&mut watcher, "feed", None);
+        let mut ws = client(ip(3), addr);
+        let at = position(&subscribe(&mut ws, "feed", None), "feed");
+        assert_eq!(at.offset, 0);
+        let mut last = 0;
+        for i in 1..=10 {
+            publish(&mut publisher, "feed", &i.to_string());
+            last = next_message(&mut ws, "feed", &at.epoch, &i.to_string());
+        }
+        assert_eq!(last, 10);
+        drop(ws);
+        wait_metric(addr, "surge_subscriptions", |v| v == 1);
+        for i in 11..=25 {
+            publish(&mut publisher, "feed", &i.to_string());
+        }
+        for i in 1..=25 {
+            assert_eq!(
+                next_message(&mut watcher, "feed", &at.epoch, &i.to_string()),
+                i
+            );
+        }
+        let mut back = client(ip(4), addr);
+        let since = Position {
+            epoch: at.epoch.clone(),
+            offset: last,
+        };
+        let ack = subscribe(&mut back, "feed", Some(&since));
+        assert_eq!(ack["recovered"]["feed"], true, "{backend}: {ack}");
+        assert!(ack.get("reasons").is_none(), "{ack}");
+        assert_eq!(
+            position(&ack, "feed"),
+            Position {
+                epoch: at.epoch.clone(),
+                offset: 25
+            }
+        );
+        for i in 11..=25 {
+            assert_eq!(
+                next_message(&mut back, "feed", &at.epoch, &i.to_string()),
+                i
+            );
+        }
+        publish(&mut publisher, "feed", "26");
+        assert_eq!(next_message(&mut back, "feed", &at.epoch, "26"), 26);
+        expect_nothing(&mut back);
+        assert_eq!(
+            metric(addr, "surge_recoveries_total{result=\"recovered\"}"),
+            1
+        );
+        assert_eq!(metric(addr, "surge_replayed_messages_total"), 15);
+    }
+}
+
+/// Recovery never guesses: a position from another epoch, one older than
+/// the history, a gap over `--max-recovery` and a topic without history
+/// each answer `recovered: false` with the reason, then live messages only.
+#[test]
+fn a_recovery_that_cannot_be_exact_says_why_and_goes_live() {
+    for backend in BACKENDS {
+        let config = tempfile(&format!(
+            "backend = \"{backend}\"\nshards = 1\nmax-recovery = 3\n\n\
+             [[routes]]\npath = \"/hub\"\nkind = \"hub\"\nhistory-size = 5\n\n\
+             [[routes]]\npath = \"/plain\"\nkind = \"hub\"\n"
+        ));
+        let server = Server::start(&["serve", "--config", &config]);
+        let addr = server.addr;
+        let mut publisher = client(ip(2), addr);
+        let mut holder = client(ip(3), addr);
+        let at = position(&subscribe(&mut holder, "t", None), "t");
+        for i in 1..=10 {
+            publish(&mut publisher, "t", &i.to_string());
+        }
+        for i in 1..=10 {
+            assert_eq!(next_message(&mut holder, "t", &at.epoch, &i.to_string()), i);
+        }
+        let e = at.epoch.clone();
+        for i in 0..4u64 {
+            // The last five offsets are kept, each case's live message
+            // moving them on by one.
+            let top = 10 + i;
+            let (since, reason, label) = match i {
+                0 => ((flip(&e), top - 2), "epoch changed", "epoch"),
+                1 => ((e.clone(), top + 1000), "epoch changed", "epoch"),
+                2 => ((e.clone(), top - 6), "too old", "too_old"),
+                _ => ((e.clone(), top - 4), "too many", "too_many"),
+            };
+            let since = Position {
+                epoch: since.0,
+                offset: since.1,
+            };
+            let mut ws = client(ip(10 + i as u8), addr);
+            let ack = subscribe(&mut ws, "t", Some(&since));
+            assert_eq!(ack["recovered"]["t"], false, "{backend}: {ack}");
+            assert_eq!(ack["reasons"]["t"], reason, "{backend}: {ack}");
+            assert_eq!(position(&ack, "t").offset, top);
+            // Live only: the next publish is the next thing it gets.
+            publish(&mut publisher, "t", "\"live\"");
+            assert_eq!(next_message(&mut ws, "t", &e, "\"live\""), top + 1);
+            expect_nothing(&mut ws);
+            let name = format!("surge_recoveries_total{{result=\"{label}\"}}");
+            assert!(metric(addr, &name) >= 1, "{backend}: {name}");
+        }
+        // Within the history and the limit: recovered.
+        let mut ws = client(ip(20), addr);
+        let since = Position {
+            epoch: at.epoch.clone(),
+            offset: 11,
+        };
+        let ack = subscribe(&mut ws, "t", Some(&since));
+        assert_eq!(ack["recovered"]["t"], true, "{ack}");
+        for offset in 12..=14 {
+            assert_eq!(next_message(&mut ws, "t", &at.epoch, "\"live\""), offset);
+        }
+        // A hub route without history keeps nothing to replay.
+        let url = format!("ws://{addr}/plain");
+        let (mut plain, _) =
+            tungstenite::client(url.as_str(), Patient(connect_from(ip(21), addr))).unwrap();
+        let mut plain_pub = tungstenite::client(url.as_str(), Patient(connect_from(ip(22), addr)))
+            .unwrap()
+            .0;
+        let p = position(&subscribe(&mut plain, "n", None), "n");
+        publish(&mut plain_pub, "n", "1");
+        assert_eq!(next_message(&mut plain, "n", &p.epoch, "1"), 1);
+        let mut again = tungstenite::client(url.as_str(), Patient(connect_from(ip(23), addr)))
+            .unwrap()
+            .0;
+        let ack = subscribe(
+            &mut again,
+            "n",
+            Some(&Position {
+                offset: 0,
+                ..p.clone()
+            }),
+        );
+        assert_eq!(ack["recovered"]["n"], false, "{ack}");
+        assert_eq!(ack["reasons"]["n"], "no history", "{ack}");
+        // Nothing missed is nothing to replay, history or not.
+        let ack = subscribe(&mut plain_pub, "n", Some(&Position { offset: 1, ..p }));
+        assert_eq!(ack["recovered"]["n"], true, "{ack}");
+        assert_eq!(
+            metric(addr, "surge_recoveries_total{result=\"no_history\"}"),
+            1
+        );
+        assert_eq!(metric(addr, "surge_history_bytes") > 0, true);
+    }
+}
+
+/// A malformed `since` gets the hub's error answer and the connection
+/// stays open.
+#[test]
+fn a_malformed_since_is_answered_and_the_connection_stays_open() {
+    let server = Server::start(&["serve", "--shards", "1", "--history-size", "10"]);
+    let mut ws = client(ip(2), server.addr);
+    for (since, error) in [
+        (
+            r#"{"t":{"epoch":"xyz","offset":1}}"#,
+            r#""since" must map topics to {"epoch":"16 hex digits","offset":N}"#,
+        ),
+        (
+            r#"{"u":{"epoch":"0000000000000001","offset":1}}"#,
+            r#""since" names "u", which "topics" does not"#,
+        ),
+    ] {
+        send(
+            &mut ws,
+            &format!(r#"{{"op":"subscribe","topics":["t"],"since":{since}}}"#),
+        );
+        let v = json(&mut ws);
+        assert_eq!(v["op"], "error", "{v}");
+        assert_eq!(v["error"], error, "{v}");
+    }
+    assert_eq!(metric(server.addr, "surge_subscriptions"), 0);
+    subscribe(&mut ws, "t", None);
+}
+
+/// History past `--history-bytes` is evicted, counted, and memory stays
+/// bounded; topics without history keep nothing.
+#[test]
+fn history_stays_within_its_byte_budget_and_topics_without_it_keep_nothing() {
+    const MESSAGES: usize = 3000;
+    let payload = format!("\"{}\"", "h".repeat(8 << 10));
+    for backend in BACKENDS {
+        for history in [true, false] {
+            let mut args = vec![
+                "serve",
+                "--backend",
+                backend,
+                "--shards",
+                "1",
+                "--max-backpressure",
+                "67108864",
+            ];
+            if history {
+                args.extend(["--history-size", "100000", "--history-bytes", "1048576"]);
+            }
+            let server = Server::start(&args);
+            let addr = server.addr;
+            let before = proc_status_kib(server.pid(), "VmRSS");
+            let mut publisher = client(ip(2), addr);
+            // Reads every publish, so the test knows when they are done.
+            let mut watcher = client(ip(3), addr);
+            let topics: Vec<String> = (0..7).map(|t| format!("\"b{t}\"")).collect();
+            send(
+                &mut watcher,
+                &format!(r#"{{"op":"subscribe","topics":[{}]}}"#, topics.join(",")),
+            );
+            assert_eq!(json(&mut watcher)["op"], "subscribed");
+            for i in 0..MESSAGES {
+                // Spread over a few topics (and so stripes), one at a time
+                // so that nothing but the history holds them.
+                publish(&mut publisher, &format!("b{}", i % 7), &payload);
+                text(&mut watcher);
+            }
+            let kept = metric(addr, "surge_history_bytes");
+            let evicted = metric(addr, "surge_history_evicted_total");
+            let grown = proc_status_kib(server.pid(), "VmRSS").saturating_sub(before);
+            eprintln!(
+                "{backend} history={history}: {kept} bytes kept, {evicted} evicted, RSS +{grown} KiB \
+                 after {} MiB published",
+                MESSAGES * payload.len() >> 20
+            );
+            if history {
+                assert!(kept <= 1 << 20 && kept > 900 << 10, "{backend}: {kept}");
+                assert!(evicted as usize > MESSAGES - 130, "{backend}: {evicted}");
+            } else {
+                assert_eq!((kept, evicted), (0, 0), "{backend}");
+            }
+            // 24 MiB went through; what stays is the budget and the
+            // allocator's slack, not the stream.
+            assert!(grown < 6 << 10, "{backend}: RSS grew {grown} KiB");
+        }
+    }
+}
+
+/// `epoch` with its last digit changed.
+fn flip(epoch: &str) -> String {
+    let (head, last) = epoch.split_at(15);
+    format!("{head}{}", if last == "0" { "1" } else { "0" })
+}
+
+/// A file holding `text` that lives as long as the test process.
+fn tempfile(text: &str) -> String {
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let path = std::env::temp_dir().join(format!("surge-streams-{}-{n}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
