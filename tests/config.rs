@@ -102,6 +102,16 @@ fn each_kind_of_error_names_file_line_and_key() {
             ":3: key `routes.kind`: \"mirror\" is not one of echo, hub, ticker",
         ),
         (
+            "route-history.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"echo\"\nhistory-size = 5\n",
+            ":4: key `routes.history-size`: only a hub route keeps history",
+        ),
+        (
+            "route-history-ttl.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"hub\"\nhistory-ttl-ms = \"soon\"\n",
+            ":4: key `routes.history-ttl-ms`: invalid digit",
+        ),
+        (
             "route-path.toml",
             "[[routes]]\npath = \"x\"\nkind = \"echo\"\n",
             ":2: key `routes.path`: \"x\" is not a path",
@@ -171,8 +181,9 @@ fn check_config_prints_a_config_that_reproduces_itself() {
          [deflate]\nthreshold = 128\n[bridge.redis]\nurl = \"redis://127.0.0.1:6390\"\n\
          [ticker]\nmax-backpressure = 1000\n\
          [[routes]]\npath = \"/chat\"\nkind = \"hub\"\nmax-message = 512\nidle-timeout-ms = 3000\n\
-         backpressure = \"conflate\"\ndeflate = \"off\"\n\
-         [[routes]]\npath = \"/feed\"\nkind = \"ticker\"\n",
+         backpressure = \"conflate\"\ndeflate = \"off\"\nhistory-size = 50\nhistory-ttl-ms = 60000\n\
+         [[routes]]\npath = \"/feed\"\nkind = \"ticker\"\n\
+         [pubsub]\nhistory-bytes = 1048576\nmax-recovery = 20\n",
     );
     let (code, first, stderr) = run(&[
         "serve",
@@ -191,7 +202,10 @@ fn check_config_prints_a_config_that_reproduces_itself() {
         "redis-url = \"redis://127.0.0.1:6390\"\n",
         "ticker-max-backpressure = 1000\n",
         "path = \"/chat\"\nkind = \"hub\"\nmax-message = 512\nidle-timeout-ms = 3000\n\
-         backpressure = \"conflate\"\ndeflate = \"off\"\n",
+         backpressure = \"conflate\"\ndeflate = \"off\"\nhistory-size = 50\nhistory-ttl-ms = 60000\n",
+        "history-bytes = 1048576\n",
+        "max-recovery = 20\n",
+        "history-size = 0\n",
         "path = \"/feed\"\nkind = \"ticker\"\n",
         // Defaults appear too.
         "handshake-timeout-ms = 10000\n",

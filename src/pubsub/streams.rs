@@ -560,6 +560,26 @@ mod tests {
     }
 
     #[test]
+    fn kept_messages_older_than_the_ttl_are_too_old_to_replay() {
+        let streams = Streams::new(1 << 20, 100);
+        let rule = HistoryRule {
+            size: 100,
+            ttl: Some(std::time::Duration::from_millis(20)),
+        };
+        let p = publish(&streams, "t", rule, b"1");
+        let since = Position { offset: 0, ..p };
+        let fresh = streams.join("t", Some(since), usize::MAX, |_, r| assert_eq!(r.len(), 1));
+        assert_eq!(fresh.recovered, Some(Ok(())));
+        std::thread::sleep(std::time::Duration::from_millis(40));
+        let stale = streams.join("t", Some(since), usize::MAX, |_, _| {});
+        assert_eq!(stale.recovered, Some(Err(NotRecovered::TooOld)));
+        assert_eq!(streams.history_bytes(), 0, "trimmed as it was found");
+        // Nothing missed is still exact.
+        let current = streams.join("t", Some(p), usize::MAX, |_, _| {});
+        assert_eq!(current.recovered, Some(Ok(())));
+    }
+
+    #[test]
     fn the_byte_budget_evicts_the_oldest_and_leaves_no_gap() {
         let cost = 100 + ENTRY_OVERHEAD;
         let streams = Streams::new(5 * cost, 100);

@@ -241,6 +241,9 @@ impl Reader<'_> {
         let mut path = None;
         let mut kind = None;
         let mut spec = RouteSpec::new(String::new(), RouteKind::Echo);
+        // Where a history key was written, to point at it if the kind
+        // turns out to keep none.
+        let mut history_key = None;
         for (key, value) in table {
             let name = key.get_ref().replace('_', "-");
             let shown = format!("routes.{name}");
@@ -286,10 +289,12 @@ impl Reader<'_> {
                 }
                 "history-size" => {
                     spec.history_size = Some(text.parse::<usize>().map_err(|e| bad(&e))?);
+                    history_key.get_or_insert((at, shown.clone()));
                 }
                 "history-ttl-ms" => {
                     let ms = text.parse::<u64>().map_err(|e| bad(&e))?;
                     spec.history_ttl = Some(Duration::from_millis(ms));
+                    history_key.get_or_insert((at, shown.clone()));
                 }
                 "deflate" => {
                     spec.deflate = Some(DeflatePolicy::from_str(&text, true).map_err(|_| {
@@ -309,21 +314,8 @@ impl Reader<'_> {
         }
         spec.path = path.ok_or_else(|| self.error(at, "routes.path", "missing"))?;
         spec.kind = kind.ok_or_else(|| self.error(at, "routes.kind", "missing"))?;
-        if spec.kind != RouteKind::Hub {
-            if spec.history_size.is_some() {
-                return Err(self.error(
-                    at,
-                    "routes.history-size",
-                    "only a hub route keeps history",
-                ));
-            }
-            if spec.history_ttl.is_some() {
-                return Err(self.error(
-                    at,
-                    "routes.history-ttl-ms",
-                    "only a hub route keeps history",
-                ));
-            }
+        if let (Some((key_at, shown)), false) = (history_key, spec.kind == RouteKind::Hub) {
+            return Err(self.error(key_at, &shown, "only a hub route keeps history"));
         }
         match (spec.kind, &spec.handler) {
             (RouteKind::App, None) => {
