@@ -399,7 +399,9 @@ pub fn proxy_protocol(data: &[u8]) {
 /// the input, and the message built from it carries the same topic and
 /// data; topic lists hold 1 to 64 names of 1 to 128 bytes.
 pub fn hub_request(data: &[u8]) {
-    use crate::pubsub::protocol::{message, parse, Request, MAX_TOPICS_PER_REQUEST, MAX_TOPIC_LEN};
+    use crate::pubsub::protocol::{
+        message, message_at, parse, Request, MAX_TOPICS_PER_REQUEST, MAX_TOPIC_LEN,
+    };
     use serde_json::Value;
     let tree = serde_json::from_slice::<Value>(data);
     let request = match parse(data) {
@@ -424,6 +426,19 @@ pub fn hub_request(data: &[u8]) {
     let op = tree["op"]
         .as_str()
         .expect("an accepted request has a string op");
+    if let Request::Subscribe { topics, since } = &request {
+        // Every resumed topic is one of the request's, at the position the
+        // tree holds for it.
+        for (topic, at) in since {
+            assert!(topics.contains(topic), "{topic:?}");
+            let want = &tree["since"][topic.as_str()];
+            assert_eq!(want["offset"].as_u64(), Some(at.offset));
+            assert_eq!(
+                want["epoch"].as_str(),
+                Some(crate::pubsub::streams::epoch_hex(at.epoch).as_str())
+            );
+        }
+    }
     match request {
         Request::Subscribe { topics, .. } | Request::Unsubscribe(topics) => {
             assert!(matches!(op, "subscribe" | "unsubscribe"), "{op}");
@@ -454,6 +469,15 @@ pub fn hub_request(data: &[u8]) {
             let sent = message(&topic, raw);
             let sent = serde_json::from_str::<Value>(&sent).expect("the message is JSON");
             assert_eq!(sent["topic"].as_str(), Some(topic.as_str()));
+            assert_eq!(sent["data"], value);
+            let at = crate::pubsub::streams::Position {
+                epoch: u64::from(data.len() as u32) << 32 | 0xab,
+                offset: data.len() as u64,
+            };
+            let sent = message_at(&topic, at, raw);
+            let sent = serde_json::from_str::<Value>(&sent).expect("the message is JSON");
+            assert_eq!(sent["topic"].as_str(), Some(topic.as_str()));
+            assert_eq!(sent["offset"].as_u64(), Some(at.offset));
             assert_eq!(sent["data"], value);
         }
     }
