@@ -378,7 +378,21 @@ fn a_recovery_that_cannot_be_exact_says_why_and_goes_live() {
 /// stays open.
 #[test]
 fn a_malformed_since_is_answered_and_the_connection_stays_open() {
-    let server = Server::start(&["serve", "--shards", "1", "--history-size", "10"]);
+    for backend in BACKENDS {
+        malformed_since_on(backend);
+    }
+}
+
+fn malformed_since_on(backend: &str) {
+    let server = Server::start(&[
+        "serve",
+        "--backend",
+        backend,
+        "--shards",
+        "1",
+        "--history-size",
+        "10",
+    ]);
     let mut ws = client(ip(2), server.addr);
     for (since, error) in [
         (
@@ -399,7 +413,13 @@ fn a_malformed_since_is_answered_and_the_connection_stays_open() {
         assert_eq!(v["error"], error, "{v}");
     }
     assert_eq!(metric(server.addr, "surge_subscriptions"), 0);
-    subscribe(&mut ws, "t", None);
+    let at = position(&subscribe(&mut ws, "t", None), "t");
+    // Subscribing again changes nothing: no new position, no second copy.
+    let again = subscribe(&mut ws, "t", None);
+    assert_eq!(again["positions"], serde_json::json!({}), "{again}");
+    publish(&mut ws, "t", "1");
+    assert_eq!(next_message(&mut ws, "t", &at.epoch, "1"), at.offset + 1);
+    expect_nothing(&mut ws);
 }
 
 /// History past `--history-bytes` is evicted, counted, and memory stays
