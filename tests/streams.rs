@@ -162,7 +162,7 @@ fn racing_subscribes_get_exactly_the_offsets_after_their_position() {
                     let mut ws = client(ip(30 + p as u8), addr);
                     for n in 0..EACH {
                         publish(&mut ws, "race", &format!("[{p},{n}]"));
-                        if n % 16 == 0 {
+                        if n % 4 == 0 {
                             std::thread::sleep(Duration::from_millis(1));
                         }
                     }
@@ -200,9 +200,10 @@ fn racing_subscribes_get_exactly_the_offsets_after_their_position() {
         // The subscribes did land while publishes were flowing.
         started.sort_unstable();
         eprintln!("{backend}: subscribed at offsets {started:?}");
+        let raced = started.iter().filter(|&&o| o > 0 && o < TOTAL).count();
         assert!(
-            started.iter().any(|&o| o > 0 && o < TOTAL),
-            "{backend}: no subscribe raced a publish: {started:?}"
+            raced >= SUBSCRIBERS / 3,
+            "{backend}: too few subscribes raced the publishes: {started:?}"
         );
         assert!(!going.load(Ordering::Relaxed));
     }
