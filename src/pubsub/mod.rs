@@ -8,7 +8,9 @@
 //! topic's batch, then queues one shared reference to that batch to every
 //! subscriber (`topics`); the driver writes each subscriber's queue with
 //! one vectored write per turn. No byte is copied per subscriber in user
-//! space.
+//! space. A hub route's publish goes through its topic's stream first
+//! (`streams`), which gives it its position and keeps it for subscribers
+//! that resume.
 
 pub mod hub;
 pub mod protocol;
