@@ -16,7 +16,10 @@ use support::*;
 use tungstenite::Message;
 
 const DRIVER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js/test/drive.mjs");
-const WS_PACKAGE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/js/test/node_modules/ws");
+const WS_PACKAGE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/clients/js/test/node_modules/ws"
+);
 
 /// One `node drive.mjs` process and the events it printed; killed on drop.
 struct NodeClient {
@@ -184,7 +187,10 @@ fn a_1013_retry_in_hint_delays_the_reconnect() {
     });
     let waited = millis(&again) - millis(&close);
     println!("1013 {reason:?}: reconnected after {waited} ms");
-    assert!(waited + 20 >= hint * 1000, "waited {waited} ms for {reason:?}");
+    assert!(
+        waited + 20 >= hint * 1000,
+        "waited {waited} ms for {reason:?}"
+    );
     client.wait_ev("ready", 5 * SECOND);
 }
 

@@ -184,18 +184,30 @@ export class Hub {
     socket.addEventListener("message", (event) => {
       if (this.#socket === socket) this.#receive(event.data);
     });
-    // An error is always followed by a close, which does the work.
-    socket.addEventListener("error", () => {});
-    socket.addEventListener("close", (event) => {
+    // Once per socket, whichever event comes first.
+    const ended = (code, reason) => {
       clearTimeout(timeout);
       if (this.#socket !== socket) return;
       this.#socket = null;
       for (const entry of this.#topics.values()) entry.asked = false;
-      this.#emit("close", event.code, event.reason);
+      this.#emit("close", code, reason);
       if (this.#state === "closed") return;
       if (!opened) this.#failures += 1;
-      this.#retry(event.code, event.reason);
+      this.#retry(code, reason);
+    };
+    // An open socket's error is followed by its close, which has the code.
+    // One that never opened may stay silent after its error (Node 20's
+    // WebSocket does), so the error ends it.
+    socket.addEventListener("error", () => {
+      if (opened) return;
+      ended(1006, "");
+      try {
+        socket.close();
+      } catch {
+        // Already closing.
+      }
     });
+    socket.addEventListener("close", (event) => ended(event.code, event.reason));
   }
 
   #retry(code, reason) {
@@ -319,7 +331,8 @@ export class Hub {
       if (last && last.epoch === position.epoch) {
         if (position.offset <= last.offset) return; // seen already
         if (position.offset > last.offset + 1) {
-          this.#emit("gap", msg.topic, `missed offsets ${last.offset + 1}..${position.offset - 1}`);
+          const missed = position.offset - last.offset - 1;
+          this.#emit("gap", msg.topic, `missed ${missed} (after offset ${last.offset})`);
         }
       } else if (last) {
         this.#emit("gap", msg.topic, "epoch changed");
