@@ -31,12 +31,18 @@ struct NodeClient {
 
 impl NodeClient {
     fn start(url: &str, topic: &str, options: &str) -> Self {
+        Self::start_with(url, topic, options, &[])
+    }
+
+    /// Like `start`, with the driver's further arguments.
+    fn start_with(url: &str, topic: &str, options: &str, more: &[&str]) -> Self {
         assert!(
             std::path::Path::new(WS_PACKAGE).exists(),
             "the npm ws package is missing: run `bash scripts/test.sh`, which installs it"
         );
         let mut child = Command::new("node")
             .args([DRIVER, url, topic, options])
+            .args(more)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -228,15 +234,20 @@ fn a_refused_upgrade_waits_its_retry_after() {
     client.wait_ev("ready", 10 * SECOND);
 }
 
+/// Also: what is published while away waits, within its bound, and goes
+/// out in order once the client is back.
 #[test]
 fn the_drain_1001_reconnects_soon_to_a_restarted_server() {
     let first = Server::start(&["serve", "--drain-ms", "200"]);
     let addr = first.addr;
-    // Backoff would wait 30 s; the drain's 1001 waits 0.5 x 1.5 s.
-    let mut client = NodeClient::start(
+    // Backoff would wait 30 s; the drain's 1001 waits 0.5 x 1.5 s. Room
+    // for the three small publishes made while away, not the large one.
+    let mut client = NodeClient::start_with(
         &first.url("/hub"),
         "deploy",
-        r#"{"backoffBaseMs":60000,"backoffCapMs":60000,"drainDelayMs":1500,"random":0.5}"#,
+        r#"{"backoffBaseMs":60000,"backoffCapMs":60000,"drainDelayMs":1500,"random":0.5,
+            "maxQueuedBytes":200}"#,
+        &["queue-while-away"],
     );
     client.wait_ev("ready", 10 * SECOND);
     let mut ws = publisher(&first);
@@ -247,11 +258,26 @@ fn the_drain_1001_reconnects_soon_to_a_restarted_server() {
     let second = Server::start_at(&["serve"], addr);
     let close = client.wait_ev("close", 5 * SECOND);
     assert_eq!(close["code"], 1001, "{close}");
+    let refused = client.wait_ev("refused", SECOND);
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("surge: publish queue full"),
+        "{refused}"
+    );
     let waiting = client.wait_ev("state", SECOND);
     assert_eq!(waiting["info"]["why"], "going away", "{waiting}");
     assert_eq!(waiting["info"]["delayMs"], 750, "{waiting}");
     let ready = client.wait_ev("ready", 5 * SECOND);
     assert_eq!(ready["opens"], 2, "{ready}");
+    // Sent after the resubscribe, so they came back, in order.
+    let queued: Vec<_> = client
+        .seen
+        .iter()
+        .filter_map(|e| e["data"]["queued"].as_u64())
+        .collect();
+    assert_eq!(queued, [1, 2, 3]);
     println!(
         "drain: live again on the restarted server {} ms after the 1001",
         millis(&ready) - millis(&close)

@@ -55,6 +55,10 @@ const DEFAULTS = {
 
 // The hub refuses more topics than this in one request.
 const TOPICS_PER_REQUEST = 64;
+// A connection that ends sooner than this after opening counts as failed, so
+// a server (or proxy) that accepts and drops at once is backed off from,
+// and counts toward the fallback to server-sent events.
+const STABLE_MS = 5000;
 const encoder = new TextEncoder();
 
 export function connect(url, options = {}) {
@@ -71,11 +75,12 @@ export class Hub {
   #socket = null;
   #sse = null;
   #state = "connecting";
-  #failures = 0; // connections in a row that failed to open
+  #failures = 0; // connections in a row that failed (see STABLE_MS)
   #timer = null;
   #hintMs = 0; // a wait the server asked for, for the next reconnect
 
   constructor(url, options) {
+    new URL(url); // a malformed URL throws here, not on every reconnect
     this.#url = url;
     this.#opts = { ...DEFAULTS, ...options };
     this.#opts.WebSocket ??= globalThis.WebSocket;
@@ -153,9 +158,17 @@ export class Hub {
 
   #dial() {
     this.#setState("connecting");
-    const socket = new this.#opts.WebSocket(this.#url);
+    let socket;
+    try {
+      socket = new this.#opts.WebSocket(this.#url);
+    } catch (e) {
+      // Refused before any I/O (a browser's security rule, a bad port).
+      this.#emit("error", String(e?.message ?? e));
+      this.#failures += 1;
+      return this.#retry(1006, "");
+    }
     this.#socket = socket;
-    let opened = false;
+    let openedAt = 0;
     const timeout = setTimeout(() => socket.close(), this.#opts.connectTimeoutMs);
     // The npm ws package shows a refused upgrade's response (browsers hide
     // it): its Retry-After is the server's word on when to come back.
@@ -168,8 +181,7 @@ export class Hub {
     socket.addEventListener("open", () => {
       if (this.#socket !== socket) return;
       clearTimeout(timeout);
-      opened = true;
-      this.#failures = 0;
+      openedAt = Date.now();
       this.#hintMs = 0;
       // Subscribes first, then the queued publishes in the order they were
       // made, then the listeners (whose publishes go after both).
@@ -192,14 +204,15 @@ export class Hub {
       for (const entry of this.#topics.values()) entry.asked = false;
       this.#emit("close", code, reason);
       if (this.#state === "closed") return;
-      if (!opened) this.#failures += 1;
+      const stable = openedAt > 0 && Date.now() - openedAt >= STABLE_MS;
+      this.#failures = stable ? 0 : this.#failures + 1;
       this.#retry(code, reason);
     };
     // An open socket's error is followed by its close, which has the code.
     // One that never opened may stay silent after its error (Node 20's
     // WebSocket does), so the error ends it.
     socket.addEventListener("error", () => {
-      if (opened) return;
+      if (openedAt > 0) return;
       ended(1006, "");
       try {
         socket.close();
@@ -239,8 +252,10 @@ export class Hub {
     this.#timer = setTimeout(() => this.#dial(), delayMs);
   }
 
+  // A WebSocket that is open and ours (a close listener runs after the
+  // socket is gone but before the state says so).
   #isOpen() {
-    return this.#state === "open";
+    return this.#state === "open" && this.#socket !== null;
   }
 
   #send(request) {
@@ -340,7 +355,7 @@ export class Hub {
       entry.position = position;
     }
     const meta = { topic: msg.topic, epoch: position?.epoch, offset: position?.offset };
-    for (const handler of entry.handlers) handler(msg.data, meta);
+    for (const handler of entry.handlers) safely(handler, msg.data, meta);
   }
 
   // ---- server-sent events (waiting for the server's route) ----
@@ -386,21 +401,25 @@ export class Hub {
   }
 
   #emit(event, ...args) {
-    for (const fn of this.#listeners.get(event) ?? []) {
-      try {
-        fn(...args);
-      } catch (e) {
-        // One listener's bug must not stop the client or the others.
-        setTimeout(() => {
-          throw e;
-        });
-      }
-    }
+    for (const fn of this.#listeners.get(event) ?? []) safely(fn, ...args);
   }
 
   #setState(state, info = {}) {
     this.#state = state;
     this.#emit("state", state, info);
+  }
+}
+
+// Calls an application's function. Its bug must not stop the client nor
+// the other functions: the error is rethrown on its own, where the page's or
+// the process's error handler sees it.
+function safely(fn, ...args) {
+  try {
+    fn(...args);
+  } catch (e) {
+    setTimeout(() => {
+      throw e;
+    });
   }
 }
 

@@ -1,13 +1,15 @@
 // Drives one surge.js client for the Rust tests in tests/js_client.rs:
-//   node drive.mjs URL TOPIC [OPTIONS-JSON]
+//   node drive.mjs URL TOPIC [OPTIONS-JSON] [queue-while-away]
 // Subscribes to TOPIC and, on every open, publishes {"hello": N} to it: its
 // own hello coming back proves the subscription is live. Every event is one
 // JSON line on stdout, with `t` in milliseconds since start. OPTIONS-JSON
-// goes to connect(); its "random" is a number, the jitter made fixed.
+// goes to connect(); its "random" is a number, the jitter made fixed. With
+// queue-while-away, the first close is followed by three publishes of
+// {"queued": K} and one of 1000 bytes, whose refusal is printed.
 import WebSocket from "ws";
 import * as surge from "../surge.js";
 
-const [url, topic, optionsJson] = process.argv.slice(2);
+const [url, topic, optionsJson, mode] = process.argv.slice(2);
 const options = JSON.parse(optionsJson ?? "{}");
 if (typeof options.random === "number") {
   const r = options.random;
@@ -24,7 +26,18 @@ hub.on("open", () => {
   say("open", { opens });
   hub.publish(topic, { hello: opens });
 });
-hub.on("close", (code, reason) => say("close", { code, reason }));
+let closes = 0;
+hub.on("close", (code, reason) => {
+  say("close", { code, reason });
+  closes += 1;
+  if (mode !== "queue-while-away" || closes > 1) return;
+  for (let k = 1; k <= 3; k++) hub.publish(topic, { queued: k });
+  try {
+    hub.publish(topic, "x".repeat(1000));
+  } catch (e) {
+    say("refused", { error: e.message });
+  }
+});
 hub.on("state", (state, info) => say("state", { state, info }));
 hub.on("gap", (t, reason) => say("gap", { topic: t, reason }));
 hub.on("error", (error) => say("error", { error }));
