@@ -25,10 +25,15 @@
 //   sends them in order once resubscribed; past the bound publish() throws.
 //   A publish handed to a socket that then drops may be lost (at most once).
 // - Falls back to server-sent events after `sseAfterFailures` WebSocket
-//   failures in a row. WAITING FOR THE SERVER: surge does not serve
-//   `GET /hub/events` yet, so this path is written to the design (events carry
-//   the hub's message JSON, the event id "TOPIC:EPOCH:OFFSET,...") and is off
-//   by default (0) and untested. Publishes stay queued while on SSE.
+//   failures in a row (a connection that never opened, or dropped within
+//   5 s). WAITING FOR THE SERVER: surge does not serve `GET /hub/events`
+//   yet, so this path is written to the design as far as it goes (events
+//   carry the hub's message JSON; the event id is "TOPIC:EPOCH:OFFSET,...",
+//   which the browser sends back as Last-Event-ID on its own reconnects) plus
+//   one assumption of its own: a fresh EventSource, which cannot set
+//   headers, sends its positions as `since=` in the same form. It is off by
+//   default (0) and untested. Publishes stay queued while on SSE; a stream
+//   the browser gives up on sends the client back to WebSocket.
 //
 // Events (hub.on(name, fn) returns a function that removes fn):
 //   open ()             a connection is open (and resubscribing)
@@ -36,6 +41,8 @@
 //   gap (topic, reason) a topic could not be resumed; messages were missed
 //   state (state, info) "connecting" | "open" | "waiting" ({delayMs, why}) | "closed"
 //   error (message)     the server refused a request ({"op":"error"})
+//
+// Offsets are JavaScript numbers: exact up to 2^53 publishes per epoch.
 //
 // In Node without a global WebSocket (before 22), pass one:
 //   import WebSocket from "ws"; surge.connect(url, { WebSocket });
@@ -367,9 +374,12 @@ export class Hub {
     url.searchParams.set("topics", topics.join(","));
     // A fresh EventSource cannot send Last-Event-ID: the same list goes in
     // the query (the browser's own reconnects send the header).
-    const since = topics
-      .filter((t) => this.#topics.get(t).position)
-      .map((t) => `${t}:${this.#topics.get(t).position.epoch}:${this.#topics.get(t).position.offset}`);
+    // Topic names encoded, as parseEventId decodes them: a name may hold
+    // the list's own ',' and ':'.
+    const since = [];
+    for (const [topic, { position }] of this.#topics) {
+      if (position) since.push(`${encodeURIComponent(topic)}:${position.epoch}:${position.offset}`);
+    }
     if (since.length > 0) url.searchParams.set("since", since.join(","));
     const sse = new EventSource(url.toString());
     this.#sse = sse;
