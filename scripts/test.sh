@@ -26,6 +26,10 @@ if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
 fi
 need_apt redis-server redis-server
 need_apt chromium chromium
+# Node runs clients/js/surge.js in tests/js_client.rs; Debian's nodejs
+# ships npm separately.
+need_apt node nodejs
+need_apt npm npm
 # Tests signal servers with kill(1).
 need_apt kill procps
 
@@ -42,6 +46,15 @@ if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "${PY_PACKAGES
     echo "${PY_PACKAGES[*]}" > "$STAMP"
 fi
 export SURGE_VENV="$VENV"
+
+# The npm ws package: a WebSocket for Node before 22, and the one that shows
+# a refused upgrade's response (Retry-After) to the client under test.
+JS_TEST="$ROOT/clients/js/test"
+if [[ "$(node -p 'require(process.argv[1]).version' "$JS_TEST/node_modules/ws/package.json" 2>/dev/null)" \
+    != "$(node -p 'require(process.argv[1]).dependencies.ws' "$JS_TEST/package.json")" ]]; then
+    echo "==> installing the npm ws package into $JS_TEST"
+    npm install --prefix "$JS_TEST" --no-package-lock --no-audit --no-fund --silent
+fi
 
 
 echo "==> cargo fmt --check"

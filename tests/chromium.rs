@@ -1,7 +1,8 @@
 //! Headless Chromium (Debian's `chromium`, installed by scripts/test.sh)
 //! opens a page that echoes messages through `surge serve` with the
 //! permessage-deflate Chromium always offers, then publishes the outcome to
-//! a hub topic this test subscribes to.
+//! a hub topic this test subscribes to; and a page with clients/js/surge.js
+//! that rides out a killed and restarted server.
 
 mod support;
 
@@ -64,5 +65,118 @@ fn chromium_echoes_compressed_messages() {
         println!("{backend}: {text}");
         assert!(text.contains("permessage-deflate"), "{backend}: {text}");
         assert!(text.contains("echoes OK: 4"), "{backend}: {text}");
+    }
+}
+
+/// A page using clients/js/surge.js keeps its subscription through a
+/// SIGKILLed server and its restart on the same port: the client reconnects
+/// and resubscribes by itself, and reports the lost stretch as a gap.
+#[test]
+fn the_js_client_resubscribes_after_the_server_is_killed() {
+    let first = Server::start(&["serve"]);
+    let addr = first.addr;
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/page/js_client.html");
+    let profile = std::env::temp_dir().join(format!("surge-chromium-js-{}", std::process::id()));
+    let mut chromium = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            // The page imports the module from a file: URL.
+            "--allow-file-access-from-files",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!("file://{page}?base=ws://{addr}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium is not installed: run `bash scripts/test.sh`, which installs it");
+    let outcome = std::panic::catch_unwind(|| {
+        let mut page = PageProbe::connect(&first);
+        page.ask_until(|s| s["opens"] == 1);
+        page.publish(r#"{"n":1}"#);
+        page.publish(r#"{"n":2}"#);
+        page.ask_until(|s| s["got"] == serde_json::json!([1, 2]));
+        drop(first); // SIGKILL
+        let second = Server::start_at(&["serve"], addr);
+        let mut page = PageProbe::connect(&second);
+        page.ask_until(|s| s["opens"] == 2);
+        page.publish(r#"{"n":3}"#);
+        page.publish(r#"{"n":4}"#);
+        page.ask_until(|s| s["got"] == serde_json::json!([1, 2, 3, 4]))
+    });
+    let _ = chromium.kill();
+    let _ = chromium.wait();
+    let _ = std::fs::remove_dir_all(&profile);
+    let state = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    println!("page: {state}");
+    assert_eq!(state["opens"], 2, "one reconnect: {state}");
+    let gaps = state["gaps"].as_array().unwrap();
+    assert!(
+        gaps.iter()
+            .any(|g| g.as_str().unwrap().starts_with("js-feed: ")),
+        "the killed server's stretch is reported as a gap: {state}"
+    );
+}
+
+/// The test's side of the page's topics: publishes to "js-feed" and reads
+/// the page's answers on "js-result".
+struct PageProbe {
+    ws: tungstenite::WebSocket<Patient>,
+}
+
+impl PageProbe {
+    fn connect(server: &Server) -> Self {
+        let stream = TcpStream::connect(server.addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_millis(250)))
+            .unwrap();
+        let (mut ws, _) =
+            tungstenite::client(server.url("/hub").as_str(), Patient(stream)).unwrap();
+        ws.send(Message::text(
+            r#"{"op":"subscribe","topics":["js-result"]}"#,
+        ))
+        .unwrap();
+        let _ack = ws.read().unwrap();
+        Self { ws }
+    }
+
+    fn publish(&mut self, data: &str) {
+        let request = format!(r#"{{"op":"publish","topic":"js-feed","data":{data}}}"#);
+        self.ws.send(Message::text(request)).unwrap();
+    }
+
+    /// Asks the page for its state until `done` holds (30 s at most: the
+    /// first ask also waits for Chromium to start).
+    fn ask_until(&mut self, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = serde_json::Value::Null;
+        while Instant::now() < deadline {
+            self.publish(r#"{"ask":true}"#);
+            // Answers to earlier asks may still come: read what is there.
+            loop {
+                match self.ws.read() {
+                    Ok(Message::Text(t)) => {
+                        let msg: serde_json::Value = serde_json::from_str(&t).unwrap();
+                        last = msg["data"].clone();
+                        if done(&last) {
+                            return last;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(tungstenite::Error::Io(e))
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
+                    Err(e) => panic!("probe: {e}"),
+                }
+            }
+        }
+        panic!("the page never reached the state; last: {last}");
     }
 }

@@ -40,16 +40,22 @@ impl Server {
     /// Like `start`, with `listeners` times `--listen 127.0.0.1:0`; waits
     /// (10 s in all) for one readiness line per listener.
     pub(crate) fn start_listening(args: &[&str], listeners: usize) -> Self {
-        Self::launch(args, listeners, None)
+        Self::launch(args, &vec!["127.0.0.1:0".to_owned(); listeners], None)
+    }
+
+    /// Like `start`, listening on `addr`: a restarted server where the
+    /// previous one was, for clients that reconnect.
+    pub(crate) fn start_at(args: &[&str], addr: SocketAddr) -> Self {
+        Self::launch(args, &[addr.to_string()], None)
     }
 
     /// Like `start`, in a process that may hold at most `max_fds`
     /// descriptors (soft and hard limit, so the server cannot raise it).
     pub(crate) fn start_with_fd_limit(args: &[&str], max_fds: u64) -> Self {
-        Self::launch(args, 1, Some(max_fds))
+        Self::launch(args, &["127.0.0.1:0".to_owned()], Some(max_fds))
     }
 
-    fn launch(args: &[&str], listeners: usize, max_fds: Option<u64>) -> Self {
+    fn launch(args: &[&str], listen: &[String], max_fds: Option<u64>) -> Self {
         let mut extra = Vec::new();
         let is_server = matches!(args.first(), Some(&"echo" | &"serve"));
         for (flag, var) in [
@@ -75,7 +81,7 @@ impl Server {
         let child = command
             .args(args)
             .args(&extra)
-            .args((0..listeners).flat_map(|_| ["--listen", "127.0.0.1:0"]))
+            .args(listen.iter().flat_map(|addr| ["--listen", addr]))
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
@@ -117,7 +123,7 @@ impl Server {
             let _ = tx.send(Err(String::from_utf8_lossy(&seen).into_owned()));
         });
         // PROXY listeners report after the plain ones.
-        let listeners = listeners + args.iter().filter(|a| **a == "--proxy-listen").count();
+        let listeners = listen.len() + args.iter().filter(|a| **a == "--proxy-listen").count();
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.ready_lines.len() < listeners {
             let left = deadline.saturating_duration_since(Instant::now());
