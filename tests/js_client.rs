@@ -286,3 +286,44 @@ fn the_drain_1001_reconnects_soon_to_a_restarted_server() {
     publish(&mut ws, "deploy", r#"{"n":2}"#);
     client.wait("n 2", 5 * SECOND, |e| e["data"]["n"] == 2);
 }
+
+/// A connection the server drops (here: its idle timeout) is resumed from
+/// the client's positions: what was published while it was away arrives
+/// once, in order, and no gap is reported.
+#[test]
+fn a_dropped_connection_resumes_without_a_gap() {
+    let server = Server::start(&["serve", "--history-size", "100", "--idle-timeout-ms", "800"]);
+    let mut client = NodeClient::start(
+        &server.url("/hub"),
+        "resume",
+        r#"{"drainDelayMs":1000,"random":0.5}"#,
+    );
+    client.wait_ev("ready", 10 * SECOND);
+    let mut ws = publisher(&server);
+    publish(&mut ws, "resume", r#"{"n":1}"#);
+    client.wait("n 1", 5 * SECOND, |e| e["data"]["n"] == 1);
+    drop(ws);
+    let close = client.wait_ev("close", 5 * SECOND);
+    assert_eq!(close["code"], 1001, "{close}");
+    // Published while the client waits to come back.
+    let mut ws = publisher(&server);
+    for n in 2..=4 {
+        publish(&mut ws, "resume", &format!(r#"{{"n":{n}}}"#));
+    }
+    ws.flush().unwrap();
+    let ready = client.wait_ev("ready", 10 * SECOND);
+    assert_eq!(ready["opens"], 2, "{ready}");
+    let got: Vec<u64> = client
+        .seen
+        .iter()
+        .filter(|e| e["ev"] == "message")
+        .filter_map(|e| e["data"]["n"].as_u64())
+        .collect();
+    assert_eq!(got, [1, 2, 3, 4], "{:#?}", client.seen);
+    let gaps: Vec<_> = client.seen.iter().filter(|e| e["ev"] == "gap").collect();
+    assert!(gaps.is_empty(), "{gaps:?}");
+    assert_eq!(
+        metric(server.addr, "surge_recoveries_total{result=\"recovered\"}"),
+        1
+    );
+}
