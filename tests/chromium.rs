@@ -128,18 +128,36 @@ struct PageProbe {
 
 impl PageProbe {
     fn connect(server: &Server) -> Self {
-        let stream = TcpStream::connect(server.addr).unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_millis(250)))
-            .unwrap();
-        let (mut ws, _) =
-            tungstenite::client(server.url("/hub").as_str(), Patient(stream)).unwrap();
+        let mut ws = Self::upgrade(server);
         ws.send(Message::text(
             r#"{"op":"subscribe","topics":["js-result"]}"#,
         ))
         .unwrap();
         let _ack = ws.read().unwrap();
         Self { ws }
+    }
+
+    /// A hub connection to `server`. Right after a restart on the same
+    /// port, a connection may still land on the killed server's listening
+    /// socket, which an io_uring ring's asynchronous teardown keeps for a
+    /// moment (SO_REUSEPORT lets both be bound), and be reset: try again,
+    /// for a bounded time.
+    fn upgrade(server: &Server) -> tungstenite::WebSocket<Patient> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let stream = TcpStream::connect(server.addr).unwrap();
+            stream
+                .set_read_timeout(Some(Duration::from_millis(250)))
+                .unwrap();
+            match tungstenite::client(server.url("/hub").as_str(), Patient(stream)) {
+                Ok((ws, _)) => return ws,
+                Err(e) if Instant::now() < deadline => {
+                    println!("probe upgrade failed ({e}); trying again");
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("no hub connection within 5 s: {e}"),
+            }
+        }
     }
 
     fn publish(&mut self, data: &str) {
