@@ -7,43 +7,15 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-use support::{connect_from, metric, output_within, proc_status_kib, wait_metric, Patient, Server};
-use tungstenite::{Message, WebSocket};
-
-const BACKENDS: [&str; 2] = ["epoll", "uring"];
-
-type Ws = WebSocket<Patient>;
-
-fn ip(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-fn client(from: IpAddr, addr: SocketAddr) -> Ws {
-    let url = format!("ws://{addr}/hub");
-    let (ws, response) =
-        tungstenite::client(url.as_str(), Patient(connect_from(from, addr))).expect("upgrade");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-/// The next text message; any other data frame, a close among them, fails.
-fn text(ws: &mut Ws) -> String {
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => return t.to_string(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {:.200}", format!("{other:?}")),
-        }
-    }
-}
-
-fn send(ws: &mut Ws, json: &str) {
-    ws.send(Message::text(json)).expect("send");
-}
+use support::hub::{
+    hub_client as client, loopback as ip, next_text as text, send_text as send, HubWs as Ws,
+    BACKENDS,
+};
+use support::{metric, output_within, proc_status_kib, wait_metric, Server};
 
 /// Subscribes and returns the `subscribed` answer.
 fn subscribe(ws: &mut Ws, topics: &[String]) -> String {

@@ -6,48 +6,20 @@
 
 mod support;
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
+use support::hub::{
+    hub_client as client, loopback as ip, next_text as text, send_text as send, HubWs as Ws,
+    BACKENDS,
+};
 use support::{connect_from, metric, proc_status_kib, wait_metric, Patient, Server};
-use tungstenite::{Message, WebSocket};
-
-const BACKENDS: [&str; 2] = ["epoll", "uring"];
-
-type Ws = WebSocket<Patient>;
-
-fn ip(last: u8) -> IpAddr {
-    IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
-}
-
-fn client(from: IpAddr, addr: SocketAddr) -> Ws {
-    let url = format!("ws://{addr}/hub");
-    let (ws, response) =
-        tungstenite::client(url.as_str(), Patient(connect_from(from, addr))).expect("upgrade");
-    assert_eq!(response.status(), 101);
-    ws
-}
-
-fn text(ws: &mut Ws) -> String {
-    loop {
-        match ws.read().expect("read") {
-            Message::Text(t) => return t.to_string(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("unexpected {:.200}", format!("{other:?}")),
-        }
-    }
-}
 
 fn json(ws: &mut Ws) -> Value {
     let t = text(ws);
     serde_json::from_str(&t).unwrap_or_else(|e| panic!("{e}: {t}"))
-}
-
-fn send(ws: &mut Ws, json: &str) {
-    ws.send(Message::text(json)).expect("send");
 }
 
 fn publish(ws: &mut Ws, topic: &str, data: &str) {

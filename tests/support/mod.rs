@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub(crate) mod hub;
+
 /// A running `surge` process, killed on drop.
 pub(crate) struct Server {
     child: Child,
