@@ -219,6 +219,21 @@ pub fn epoch_hex(epoch: u64) -> String {
 
 type Stripe = HashMap<Arc<str>, Stream>;
 
+/// The stream of `topic` in its stripe (made if there is none) and its
+/// shared name.
+fn stream_in<'a>(stripe: &'a mut Stripe, topic: &str) -> (Arc<str>, &'a mut Stream) {
+    let name = match stripe.get_key_value(topic) {
+        Some((name, _)) => Arc::clone(name),
+        None => {
+            let name: Arc<str> = topic.into();
+            stripe.insert(Arc::clone(&name), Stream::new());
+            name
+        }
+    };
+    let stream = stripe.get_mut(&name).expect("inserted above");
+    (name, stream)
+}
+
 /// Every hub topic's stream.
 #[derive(Debug)]
 pub struct Streams {
@@ -278,15 +293,7 @@ impl Streams {
             self.make_room(now, room);
         }
         let mut stripe = self.stripe(topic);
-        let name = match stripe.get_key_value(topic) {
-            Some((name, _)) => Arc::clone(name),
-            None => {
-                let name: Arc<str> = topic.into();
-                stripe.insert(Arc::clone(&name), Stream::new());
-                name
-            }
-        };
-        let stream = stripe.get_mut(&name).expect("inserted above");
+        let (name, stream) = stream_in(&mut stripe, topic);
         stream.offset += 1;
         stream.rule = rule;
         let position = stream.position();
@@ -391,15 +398,7 @@ impl Streams {
     ) -> Joined {
         let now = Instant::now();
         let mut stripe = self.stripe(topic);
-        let name = match stripe.get_key_value(topic) {
-            Some((name, _)) => Arc::clone(name),
-            None => {
-                let name: Arc<str> = topic.into();
-                stripe.insert(Arc::clone(&name), Stream::new());
-                name
-            }
-        };
-        let stream = stripe.get_mut(&name).expect("inserted above");
+        let (name, stream) = stream_in(&mut stripe, topic);
         self.budget.give_back(stream.trim(now));
         stream.subscribers += 1;
         let recovered = since.map(|since| stream.recover(since, self.max_recovery, max_bytes));
