@@ -1,6 +1,8 @@
 //! One load thread: a mio loop that opens client connections, upgrades
 //! them (checking Sec-WebSocket-Accept), and drives the chosen mode over
-//! the crate's own frame encoder, decoder and mask kernels.
+//! the crate's own frame encoder, decoder and mask kernels. Hub runs keep a
+//! `Client` per subscriber that outlives its connections, so a resuming
+//! run redials and resubscribes from its positions.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{ErrorKind, Read, Write};
@@ -15,6 +17,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
+use super::client::{Client, Schedule};
+use super::hub::{self, Event, Fit};
 use super::report::{Failure, Report};
 use super::{CloseKind, Mode, Plan};
 use crate::protocol::accept_key::accept_key;
@@ -25,6 +29,8 @@ use crate::sys;
 #[derive(Debug, Default)]
 pub(crate) struct Progress {
     pub(crate) open: AtomicU64,
+    /// Hub clients subscribed (or, publishing, connected) right now.
+    pub(crate) live: AtomicU64,
     pub(crate) messages: AtomicU64,
     pub(crate) handshakes: AtomicU64,
     pub(crate) errors: AtomicU64,
@@ -67,7 +73,14 @@ struct Conn {
     in_flight: VecDeque<Instant>,
     /// Last sequence number seen per symbol (subscribe mode).
     last_seq: HashMap<Box<str>, u64>,
+    /// Which hub client this connection serves (hub runs).
+    client: u32,
 }
+
+/// Buffers a connection keeps between reads and writes; larger ones (a
+/// replay's burst) are freed once empty, so ten thousand idle subscribers
+/// hold no burst-sized memory.
+const KEEP_BUFFER: usize = 4096;
 
 /// The byte at `i` of message `seq` on connection `id`: every echo can be
 /// checked without keeping a copy of what was sent.
@@ -103,6 +116,23 @@ pub(crate) struct Engine<'a> {
     payload: Vec<u8>,
     /// When the measured window began (all connections open).
     window_start: Option<Instant>,
+    /// Connections not open (connecting, upgrading or closing).
+    pending: usize,
+    /// Hub runs: every client of this thread, those waiting to dial, how
+    /// many have dialled at least once, and how many are live.
+    clients: Vec<Client>,
+    schedule: Schedule,
+    fresh: usize,
+    live: usize,
+    /// The run is over: connections that end now are not redialled.
+    ending: bool,
+    /// The client-side storm has happened.
+    dropped: bool,
+    /// Publish mode: rounds (a message to every topic) sent since the window
+    /// began, the next connection to send one, and the sequence number.
+    rounds: u64,
+    next_publisher: usize,
+    seq: u64,
     started: Instant,
     /// Inflates compressed frames (`--deflate`); reset per message, since
     /// no context takeover was offered.
@@ -124,7 +154,7 @@ impl<'a> Engine<'a> {
             poll: Poll::new().expect("epoll"),
             conns: Slab::with_capacity(target),
             rng: Rng(seed | 1),
-            report: Report::new(),
+            report: Report::new(plan.hub()),
             progress,
             stop,
             next_id: seed << 32,
@@ -132,6 +162,22 @@ impl<'a> Engine<'a> {
             source: seed as usize,
             payload: Vec::with_capacity(plan.size),
             window_start: None,
+            pending: 0,
+            clients: if plan.hub() {
+                (0..target)
+                    .map(|_| Client::new(plan.topics.len()))
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            schedule: Schedule::default(),
+            fresh: 0,
+            live: 0,
+            ending: false,
+            dropped: false,
+            rounds: 0,
+            next_publisher: 0,
+            seq: 0,
             started: Instant::now(),
             inflater: flate2::Decompress::new(false),
             inflated: Vec::new(),
@@ -150,19 +196,26 @@ impl<'a> Engine<'a> {
         loop {
             self.open_more();
             let now = Instant::now();
-            if self.window_start.is_none() && (self.all_open() || now - self.started > connect_cap)
-            {
+            if self.window_start.is_none() && (self.ready() || now - self.started > connect_cap) {
                 self.window_start = Some(now);
             }
             if let Some(start) = self.window_start {
                 if now - start >= self.plan.duration {
                     break;
                 }
+                self.storm(now - start);
+                self.publish_due(now - start);
             }
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
-            if let Err(e) = self.poll.poll(&mut events, Some(Duration::from_millis(10))) {
+            let wait = self
+                .schedule
+                .until_next(now)
+                .map_or(Duration::from_millis(10), |d| {
+                    d.clamp(Duration::from_millis(1), Duration::from_millis(10))
+                });
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != ErrorKind::Interrupted {
                     eprintln!("load: poll failed: {e}");
                     break;
@@ -175,23 +228,29 @@ impl<'a> Engine<'a> {
                 last_timeout_scan = Instant::now();
                 self.expire_handshakes();
             }
-            self.publish();
+            self.show_progress();
         }
         let end = Instant::now();
         self.report.window_secs = self.window_start.map_or(0.0, |s| (end - s).as_secs_f64());
+        self.report.live = self.live as u64;
         self.close_all();
-        self.publish();
+        self.show_progress();
         self.report
     }
 
-    /// Every connection has been tried and each is open or gone.
-    fn all_open(&self) -> bool {
-        self.attempts >= self.target && self.conns.iter().all(|(_, c)| c.phase == Phase::Open)
+    /// Every connection has been tried and each is open or gone; in a hub
+    /// run, every client is live.
+    fn ready(&self) -> bool {
+        if self.plan.hub() {
+            return self.live >= self.target;
+        }
+        self.attempts >= self.target && self.pending == 0
     }
 
-    fn publish(&self) {
+    fn show_progress(&self) {
         let p = self.progress;
         p.open.store(self.report.opened, Ordering::Relaxed);
+        p.live.store(self.live as u64, Ordering::Relaxed);
         p.messages.store(self.report.messages, Ordering::Relaxed);
         p.handshakes
             .store(self.report.handshakes, Ordering::Relaxed);
@@ -201,24 +260,44 @@ impl<'a> Engine<'a> {
     /// Keeps up to `target` connections, with at most `in_flight` upgrades
     /// pending so the server's accept queue is not overrun.
     fn open_more(&mut self) {
+        if self.plan.hub() {
+            return self.dial_due();
+        }
         if self.window_start.is_some() && self.plan.mode != Mode::Connect {
             return;
         }
-        let pending = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.phase != Phase::Open)
-            .count();
-        let mut room = self.plan.in_flight.saturating_sub(pending);
+        let mut room = self.plan.in_flight.saturating_sub(self.pending);
         let retry = self.plan.mode == Mode::Connect;
         while room > 0 && self.conns.len() < self.target && (retry || self.attempts < self.target) {
             room -= 1;
             self.attempts += 1;
-            self.open_one();
+            self.open_one(0);
         }
     }
 
-    fn open_one(&mut self) {
+    /// Hub runs: dials every client once, then (resuming) those whose
+    /// wait is over, within the same in-flight bound.
+    fn dial_due(&mut self) {
+        let now = Instant::now();
+        while self.pending < self.plan.in_flight && !self.ending {
+            let client = if self.fresh < self.target {
+                self.fresh += 1;
+                self.fresh - 1
+            } else {
+                match self.schedule.next_due(now) {
+                    Some(c) => c,
+                    None => return,
+                }
+            };
+            if self.clients[client].retired {
+                continue;
+            }
+            self.attempts += 1;
+            self.open_one(client);
+        }
+    }
+
+    fn open_one(&mut self, client: usize) {
         let from: Option<IpAddr> = (!self.plan.sources.is_empty()).then(|| {
             self.source = (self.source + 1) % self.plan.sources.len();
             self.plan.sources[self.source]
@@ -226,7 +305,7 @@ impl<'a> Engine<'a> {
         let std_stream = match sys::connect_from(from, self.plan.target) {
             Ok(s) => s,
             Err(e) => {
-                self.report.fail(classify(&e));
+                self.dial_failed(client, classify(&e));
                 return;
             }
         };
@@ -239,9 +318,10 @@ impl<'a> Engine<'a> {
             .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
             .is_err()
         {
-            self.report.fail(Failure::Io);
+            self.dial_failed(client, Failure::Io);
             return;
         }
+        self.pending += 1;
         let mut raw = [0u8; 16];
         raw[..8].copy_from_slice(&self.rng.next().to_ne_bytes());
         raw[8..].copy_from_slice(&self.rng.next().to_ne_bytes());
@@ -263,7 +343,36 @@ impl<'a> Engine<'a> {
             next_echo: 0,
             in_flight: VecDeque::new(),
             last_seq: HashMap::new(),
+            client: client as u32,
         });
+    }
+
+    /// A dial that never got a connection registered.
+    fn dial_failed(&mut self, client: usize, kind: Failure) {
+        if self.plan.resume && transient(kind) {
+            self.report.retries += 1;
+            self.redial_later(client, false);
+        } else {
+            self.report.fail(kind);
+        }
+    }
+
+    /// Puts a client back in the schedule: after a lost connection (`lost`)
+    /// a short jittered wait, after a failed dial a growing one.
+    fn redial_later(&mut self, client: usize, lost: bool) {
+        let random = self.rng.next();
+        let c = &mut self.clients[client];
+        if lost {
+            c.failures = 0;
+        } else {
+            c.failures += 1;
+        }
+        // At least a millisecond: a dial that fails at once is not retried
+        // within the same turn.
+        let wait = c
+            .delay(self.plan.reconnect_delay, random)
+            .max(Duration::from_millis(1));
+        self.schedule.at(Instant::now() + wait, client);
     }
 
     fn expire_handshakes(&mut self) {
@@ -364,9 +473,17 @@ impl<'a> Engine<'a> {
                     Ok(())
                 };
             };
-            check_upgrade(&conn.inbuf[..end + 4], &conn.key)?;
+            let checked = check_upgrade(&conn.inbuf[..end + 4], &conn.key);
+            let client = conn.client as usize;
+            if let Err(refusal) = checked {
+                if let (Some(wait), Some(c)) = (refusal.retry_after, self.clients.get_mut(client)) {
+                    c.hint = Some(wait);
+                }
+                return Err(Some(refusal.failure));
+            }
             conn.inbuf.drain(..end + 4);
             conn.phase = Phase::Open;
+            self.pending -= 1;
             self.report.opened += 1;
             self.on_open(key)?;
         }
@@ -401,7 +518,11 @@ impl<'a> Engine<'a> {
             result?;
             pos = end;
         }
-        self.conns[key].inbuf.drain(..pos);
+        let inbuf = &mut self.conns[key].inbuf;
+        inbuf.drain(..pos);
+        if inbuf.is_empty() && inbuf.capacity() > KEEP_BUFFER {
+            *inbuf = Vec::new();
+        }
         Ok(())
     }
 
@@ -449,9 +570,173 @@ impl<'a> Engine<'a> {
                     }
                 };
             }
+            Mode::Subscribe if self.plan.hub() => self.subscribe(key),
+            Mode::Publish => {
+                let c = &mut self.clients[self.conns[key].client as usize];
+                c.live = true;
+                c.failures = 0;
+                self.live += 1;
+            }
             Mode::Hold | Mode::Subscribe => {}
         }
         Ok(())
+    }
+
+    /// Subscribes to every topic, resuming those with a position.
+    fn subscribe(&mut self, key: usize) {
+        let conn = &mut self.conns[key];
+        let client = &mut self.clients[conn.client as usize];
+        client.failures = 0;
+        let request = hub::subscribe_request(&self.plan.topics, &client.positions);
+        let mask = (self.rng.next() as u32).to_ne_bytes();
+        encode_masked_frame(&mut conn.out, true, OpCode::Text, request.as_bytes(), mask);
+    }
+
+    /// A text message on a hub connection.
+    fn on_hub(
+        &mut self,
+        key: usize,
+        payload: &[u8],
+        measuring: bool,
+    ) -> Result<(), Option<Failure>> {
+        let event = hub::read(payload, &self.plan.topics).ok_or(Some(Failure::Protocol))?;
+        let client = self.conns[key].client as usize;
+        match event {
+            Event::Message {
+                topic,
+                position,
+                sent_us,
+            } => {
+                let c = &mut self.clients[client];
+                match hub::fit(&mut c.positions[topic], position) {
+                    Fit::Next => {}
+                    Fit::Gap => self.report.gaps += 1,
+                    Fit::Duplicate => self.report.duplicates += 1,
+                }
+                self.report.received += 1;
+                if measuring {
+                    self.report.messages += 1;
+                    if let Some(sent) = sent_us {
+                        self.report.record_latency(now_us().saturating_sub(sent));
+                    }
+                }
+            }
+            Event::Subscribed(answers) => self.on_subscribed(client, &answers),
+            Event::Error => return Err(Some(Failure::HubError)),
+            Event::Other => {}
+        }
+        Ok(())
+    }
+
+    /// The subscribe answer: positions to go on from, recoveries counted,
+    /// and the time it took to be live again after a lost connection.
+    fn on_subscribed(&mut self, client: usize, answers: &[hub::Answer]) {
+        let c = &mut self.clients[client];
+        let mut all_recovered = true;
+        for answer in answers {
+            match answer.recovered {
+                // The replay that follows moves the position on.
+                Some(true) => self.report.recovered += 1,
+                Some(false) => {
+                    all_recovered = false;
+                    self.report.not_recovered += 1;
+                    self.report.gaps += 1;
+                }
+                None => {}
+            }
+            if answer.recovered != Some(true) {
+                if let Some(p) = answer.position {
+                    c.positions[answer.topic] = Some(p);
+                }
+            }
+        }
+        if let Some(since) = c.away_since.take() {
+            if all_recovered {
+                let us = Instant::now().saturating_duration_since(since).as_micros() as u64;
+                self.report.record_recovery(us);
+            }
+        }
+        if !c.live {
+            c.live = true;
+            self.live += 1;
+        }
+    }
+
+    /// The client-side storm: once, `drop_after` into the window, every
+    /// connection is reset and its client dials again `drop_for` later,
+    /// all together, with the positions it had.
+    fn storm(&mut self, into_window: Duration) {
+        let Some(after) = self.plan.drop_after else {
+            return;
+        };
+        if self.dropped || into_window < after {
+            return;
+        }
+        self.dropped = true;
+        let back = Instant::now() + self.plan.drop_for;
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let client = self.conns[key].client as usize;
+            self.forget(key);
+            let c = &mut self.clients[client];
+            c.away_since = Some(back);
+            self.report.reconnects += 1;
+            self.schedule.at(back, client);
+        }
+    }
+
+    /// Publish mode: sends every round due by now, each round from the next
+    /// open connection in turn; rounds due while none is open are skipped
+    /// and counted.
+    fn publish_due(&mut self, into_window: Duration) {
+        if self.plan.mode != Mode::Publish {
+            return;
+        }
+        let share = self.target as f64 / self.plan.conns as f64;
+        let due = (into_window.as_secs_f64() * self.plan.rate * share) as u64;
+        let mut touched = Vec::new();
+        while self.rounds < due {
+            self.rounds += 1;
+            let Some(key) = self.next_open_publisher() else {
+                self.report.unsent += self.plan.topics.len() as u64;
+                continue;
+            };
+            self.seq += 1;
+            let ts = now_us();
+            for topic in &self.plan.topics {
+                let request = hub::publish_request(topic, self.seq, ts);
+                let mask = (self.rng.next() as u32).to_ne_bytes();
+                encode_masked_frame(
+                    &mut self.conns[key].out,
+                    true,
+                    OpCode::Text,
+                    request.as_bytes(),
+                    mask,
+                );
+                self.report.received += 1;
+                self.report.messages += 1;
+            }
+            if !touched.contains(&key) {
+                touched.push(key);
+            }
+        }
+        for key in touched {
+            if let Err(kind) = self.flush(key) {
+                self.drop_conn(key, kind);
+            }
+        }
+    }
+
+    fn next_open_publisher(&mut self) -> Option<usize> {
+        let n = self.conns.capacity().max(1);
+        for step in 0..n {
+            let key = (self.next_publisher + step) % n;
+            if self.conns.get(key).is_some_and(|c| c.phase == Phase::Open) {
+                self.next_publisher = key + 1;
+                return Some(key);
+            }
+        }
+        None
     }
 
     fn send_next(&mut self, key: usize) {
@@ -482,6 +767,26 @@ impl<'a> Engine<'a> {
             mask,
         );
         conn.phase = Phase::Closing;
+        self.pending += 1;
+    }
+
+    /// Keeps what a server's close frame asks of a resuming client: a
+    /// 1013's "retry in N s" is waited out (plus jitter, so those closed
+    /// together spread out); a 1001 or any other close, a short jittered
+    /// wait.
+    fn note_close(&mut self, key: usize, payload: &[u8]) {
+        let code = payload
+            .get(..2)
+            .map_or(1005, |b| u16::from_be_bytes([b[0], b[1]]));
+        let reason = payload
+            .get(2..)
+            .and_then(|r| std::str::from_utf8(r).ok())
+            .unwrap_or("");
+        if let Some(secs) = hub::retry_hint(code, reason) {
+            let jitter = self.rng.next() % (self.plan.reconnect_delay.as_millis() as u64).max(1);
+            let wait = Duration::from_secs_f64(secs.min(3600.0)) + Duration::from_millis(jitter);
+            self.clients[self.conns[key].client as usize].hint = Some(wait);
+        }
     }
 
     fn on_frame(
@@ -521,8 +826,11 @@ impl<'a> Engine<'a> {
                     }
                     self.send_next(key);
                 }
+                Mode::Subscribe | Mode::Publish if self.plan.hub() => {
+                    self.on_hub(key, payload, measuring)?;
+                }
                 Mode::Subscribe => self.on_tick(key, payload, measuring)?,
-                Mode::Hold | Mode::Connect => {}
+                Mode::Hold | Mode::Connect | Mode::Publish => {}
             },
             OpCode::Ping => {
                 let mask = (self.rng.next() as u32).to_ne_bytes();
@@ -531,6 +839,9 @@ impl<'a> Engine<'a> {
             OpCode::Close => {
                 if self.conns[key].phase == Phase::Closing {
                     return Err(None);
+                }
+                if self.plan.resume {
+                    self.note_close(key, payload);
                 }
                 return Err(Some(Failure::ServerClose));
             }
@@ -587,21 +898,63 @@ impl<'a> Engine<'a> {
         }
         conn.out.clear();
         conn.out_pos = 0;
+        if conn.out.capacity() > KEEP_BUFFER {
+            conn.out = Vec::new();
+        }
         Ok(())
     }
 
+    /// Ends a connection; a resuming hub client whose connection failed
+    /// for a reason that may pass (refused, reset, timed out, closed by the
+    /// server, a 503 or 429) dials again later instead of counting an error.
     fn drop_conn(&mut self, key: usize, failure: Option<Failure>) {
-        if let Some(kind) = failure {
-            self.report.fail(kind);
+        let Some((client, was_open)) = self.forget(key) else {
+            return;
+        };
+        let redial = self.plan.resume && !self.ending && failure.is_none_or(transient);
+        if !redial {
+            if let Some(kind) = failure {
+                self.report.fail(kind);
+                if let Some(c) = self.clients.get_mut(client) {
+                    c.retired = true;
+                }
+            }
+            return;
         }
-        if let Some(mut conn) = self.conns.try_remove(key) {
-            let _ = self.poll.registry().deregister(&mut conn.stream);
-            // RST: no TIME_WAIT pile-up on either side of a long run.
-            let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+        if was_open {
+            self.report.reconnects += 1;
+            let c = &mut self.clients[client];
+            c.away_since.get_or_insert_with(Instant::now);
+        } else {
+            self.report.retries += 1;
         }
+        self.redial_later(client, was_open);
+    }
+
+    /// Closes a connection's socket (RST: no TIME_WAIT pile-up on either
+    /// side of a long run) and takes its client off the live count; its
+    /// client and whether it had been open.
+    fn forget(&mut self, key: usize) -> Option<(usize, bool)> {
+        let mut conn = self.conns.try_remove(key)?;
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        let _ = socket2::SockRef::from(&conn.stream).set_linger(Some(Duration::ZERO));
+        if conn.phase != Phase::Open {
+            self.pending -= 1;
+        }
+        let client = conn.client as usize;
+        if let Some(c) = self.clients.get_mut(client) {
+            if std::mem::take(&mut c.live) {
+                self.live -= 1;
+            }
+        }
+        Some((
+            client,
+            conn.phase != Phase::Connecting && conn.phase != Phase::Upgrading,
+        ))
     }
 
     fn close_all(&mut self) {
+        self.ending = true;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             self.drop_conn(key, None);
@@ -609,13 +962,42 @@ impl<'a> Engine<'a> {
     }
 }
 
-/// Checks the 101 and its accept value.
-fn check_upgrade(head: &[u8], key: &[u8; 24]) -> Result<(), Option<Failure>> {
+/// Why an upgrade failed, and how long the server asked to wait.
+struct Refusal {
+    failure: Failure,
+    retry_after: Option<Duration>,
+}
+
+impl From<Failure> for Refusal {
+    fn from(failure: Failure) -> Self {
+        Self {
+            failure,
+            retry_after: None,
+        }
+    }
+}
+
+/// Checks the 101 and its accept value; a 503 or 429 is `Busy`, with its
+/// `Retry-After` in seconds.
+fn check_upgrade(head: &[u8], key: &[u8; 24]) -> Result<(), Refusal> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
     let mut response = httparse::Response::new(&mut headers);
     match response.parse(head) {
         Ok(httparse::Status::Complete(_)) if response.code == Some(101) => {}
-        _ => return Err(Some(Failure::BadStatus)),
+        Ok(httparse::Status::Complete(_)) if matches!(response.code, Some(503 | 429)) => {
+            let retry_after = response
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("retry-after"))
+                .and_then(|h| std::str::from_utf8(h.value).ok())
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|s| Duration::from_secs(s.min(3600)));
+            return Err(Refusal {
+                failure: Failure::Busy,
+                retry_after,
+            });
+        }
+        _ => return Err(Failure::BadStatus.into()),
     }
     let expected = accept_key(key);
     let accept = response
@@ -624,9 +1006,22 @@ fn check_upgrade(head: &[u8], key: &[u8; 24]) -> Result<(), Option<Failure>> {
         .find(|h| h.name.eq_ignore_ascii_case("sec-websocket-accept"))
         .map(|h| h.value.trim_ascii());
     if accept != Some(&expected[..]) {
-        return Err(Some(Failure::BadAccept));
+        return Err(Failure::BadAccept.into());
     }
     Ok(())
+}
+
+/// Failures a resuming client rides out by dialling again.
+fn transient(kind: Failure) -> bool {
+    matches!(
+        kind,
+        Failure::Refused
+            | Failure::Reset
+            | Failure::Timeout
+            | Failure::Io
+            | Failure::Busy
+            | Failure::ServerClose
+    )
 }
 
 fn classify(e: &std::io::Error) -> Failure {

@@ -1,10 +1,15 @@
 //! `surge load`: a load generator that speaks WebSocket through the crate's
 //! own framing core. Modes: `echo` (round trips, every byte checked),
-//! `connect` (handshakes per second), `hold` (many idle connections) and
-//! `subscribe` (ticks: rate, sequence gaps, delivery latency). A progress
-//! line per second goes to stderr; the last stdout line is `RESULT ...`.
+//! `connect` (handshakes per second), `hold` (many idle connections),
+//! `subscribe` (ticks: rate, sequence gaps, delivery latency; or, with
+//! `--topics`, hub topics judged by their positions, and with `--resume`
+//! reconnecting and resuming from them) and `publish` (hub publishes at a
+//! steady rate). A progress line per second goes to stderr; the last
+//! stdout line is `RESULT ...`.
 
+mod client;
 mod engine;
+mod hub;
 mod report;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
@@ -26,8 +31,11 @@ pub enum Mode {
     Connect,
     /// Open connections and keep them idle.
     Hold,
-    /// Count ticks (`SYMBOL SEQ SEND_TS_US PRICE`), gaps and latency.
+    /// Count ticks (`SYMBOL SEQ SEND_TS_US PRICE`), gaps and latency; with
+    /// `--topics`, hub messages, gaps and duplicates by their positions.
     Subscribe,
+    /// Publish to hub topics (`--topics`) at `--rate` messages per second.
+    Publish,
 }
 
 /// How connect mode ends each connection.
@@ -42,7 +50,7 @@ pub enum CloseKind {
 /// `surge load` flags.
 #[derive(Debug, Args)]
 pub struct LoadArgs {
-    /// echo | connect | hold | subscribe.
+    /// echo | connect | hold | subscribe | publish.
     #[arg(value_enum)]
     mode: Mode,
     /// ws://HOST:PORT/PATH
@@ -82,12 +90,39 @@ pub struct LoadArgs {
     /// inflate what arrives compressed; what is sent stays uncompressed.
     #[arg(long)]
     deflate: bool,
+    /// Hub topics, comma-separated (at most 64): subscribe mode subscribes
+    /// to them on a `/hub` URL; publish mode publishes to them.
+    #[arg(long, value_delimiter = ',')]
+    topics: Vec<String>,
+    /// Reconnect whenever a connection closes (honouring a 1013's "retry
+    /// in N s" and a refused upgrade's Retry-After) and resubscribe with
+    /// `since` from the last positions seen (subscribe), or go on
+    /// publishing (publish).
+    #[arg(long)]
+    resume: bool,
+    /// After a 1001 or a lost connection, wait a random 0..this before
+    /// dialling again; failed dials back off from it, doubling up to 10 s.
+    #[arg(long, default_value_t = 1000)]
+    reconnect_delay_ms: u64,
+    /// A client-side storm (with --resume): this long after every client
+    /// is subscribed, each closes its socket at once...
+    #[arg(long)]
+    drop_after_ms: Option<u64>,
+    /// ...stays away this long, then all dial again together.
+    #[arg(long, default_value_t = 1000)]
+    drop_for_ms: u64,
+    /// Publish mode: messages per second to each topic, over all
+    /// connections together.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
 }
 
 /// Settings every load thread shares.
 #[derive(Debug)]
 pub(crate) struct Plan {
     mode: Mode,
+    /// Connections over all threads.
+    conns: usize,
     target: SocketAddr,
     host: String,
     path: String,
@@ -100,6 +135,22 @@ pub(crate) struct Plan {
     connect_timeout: Duration,
     close: CloseKind,
     deflate: bool,
+    /// Hub topics (subscribe and publish modes); empty: not a hub run.
+    topics: Vec<String>,
+    resume: bool,
+    reconnect_delay: Duration,
+    /// When the client-side storm starts, from the moment all are live.
+    drop_after: Option<Duration>,
+    drop_for: Duration,
+    /// Publishes per second to each topic, all connections together.
+    rate: f64,
+}
+
+impl Plan {
+    /// Connections speak the hub's JSON protocol.
+    fn hub(&self) -> bool {
+        !self.topics.is_empty()
+    }
 }
 
 fn parse_url(url: &str) -> Result<(SocketAddr, String, String), String> {
@@ -144,8 +195,10 @@ impl LoadArgs {
         if !(self.duration > 0.0 && self.duration <= 3600.0) {
             return Err("--duration must be in (0, 3600] seconds".into());
         }
+        self.check_hub()?;
         Ok(Plan {
             mode: self.mode,
+            conns: self.conns,
             target,
             host,
             path,
@@ -163,7 +216,36 @@ impl LoadArgs {
             connect_timeout: Duration::from_secs_f64(self.connect_timeout.max(0.1)),
             close: self.close,
             deflate: self.deflate,
+            topics: self.topics.clone(),
+            resume: self.resume,
+            reconnect_delay: Duration::from_millis(self.reconnect_delay_ms),
+            drop_after: self.drop_after_ms.map(Duration::from_millis),
+            drop_for: Duration::from_millis(self.drop_for_ms),
+            rate: self.rate,
         })
+    }
+
+    fn check_hub(&self) -> Result<(), String> {
+        let hub_mode = matches!(self.mode, Mode::Subscribe | Mode::Publish);
+        if !self.topics.is_empty() && !hub_mode {
+            return Err("--topics is for subscribe and publish modes".into());
+        }
+        if self.topics.len() > 64 || self.topics.iter().any(|t| t.is_empty() || t.len() > 128) {
+            return Err("--topics: 1 to 64 topics of 1-128 bytes each".into());
+        }
+        if self.mode == Mode::Publish && self.topics.is_empty() {
+            return Err("publish mode needs --topics".into());
+        }
+        if self.resume && self.topics.is_empty() {
+            return Err("--resume needs --topics".into());
+        }
+        if self.drop_after_ms.is_some() && !(self.resume && self.mode == Mode::Subscribe) {
+            return Err("--drop-after-ms is for subscribe --resume".into());
+        }
+        if self.mode == Mode::Publish && !(self.rate > 0.0 && self.rate <= 1e7) {
+            return Err("--rate must be in (0, 10000000] messages per second".into());
+        }
+        Ok(())
     }
 }
 
@@ -173,6 +255,7 @@ fn mode_name(mode: Mode) -> &'static str {
         Mode::Connect => "connect",
         Mode::Hold => "hold",
         Mode::Subscribe => "subscribe",
+        Mode::Publish => "publish",
     }
 }
 
@@ -192,7 +275,7 @@ pub fn run(args: &LoadArgs) -> ExitCode {
     let threads = args.threads.min(args.conns);
     let progress: Vec<Progress> = (0..threads).map(|_| Progress::default()).collect();
     let started = Instant::now();
-    let mut total = Report::new();
+    let mut total = Report::new(plan.hub());
     std::thread::scope(|scope| {
         let handles: Vec<_> = (0..threads)
             .map(|t| {
@@ -204,12 +287,11 @@ pub fn run(args: &LoadArgs) -> ExitCode {
         let mut last_messages = 0;
         let mut last = Instant::now();
         let mut all_open_reported = false;
+        let mut all_live_reported = false;
         while !handles.iter().all(|h| h.is_finished()) {
             std::thread::sleep(Duration::from_millis(50));
-            let open: u64 = progress
-                .iter()
-                .map(|p| p.open.load(Ordering::Relaxed))
-                .sum();
+            let sum = |f: fn(&Progress) -> u64| progress.iter().map(f).sum::<u64>();
+            let open = sum(|p| p.open.load(Ordering::Relaxed));
             if !all_open_reported && open as usize >= args.conns {
                 all_open_reported = true;
                 eprintln!(
@@ -217,14 +299,25 @@ pub fn run(args: &LoadArgs) -> ExitCode {
                     started.elapsed().as_secs_f64()
                 );
             }
+            let live = sum(|p| p.live.load(Ordering::Relaxed));
+            if plan.hub() && !all_live_reported && live as usize >= args.conns {
+                all_live_reported = true;
+                eprintln!(
+                    "all {live} clients live after {:.2} s",
+                    started.elapsed().as_secs_f64()
+                );
+            }
             if last.elapsed() >= Duration::from_secs(1) {
-                let sum = |f: fn(&Progress) -> u64| progress.iter().map(f).sum::<u64>();
                 let messages = sum(|p| p.messages.load(Ordering::Relaxed));
                 let rate = (messages - last_messages) as f64 / last.elapsed().as_secs_f64();
+                let live = if plan.hub() {
+                    format!(" live={live}")
+                } else {
+                    String::new()
+                };
                 eprintln!(
-                    "t={:.0}s open={} msgs={messages} ({rate:.0}/s) handshakes={} errors={}",
+                    "t={:.0}s open={open}{live} msgs={messages} ({rate:.0}/s) handshakes={} errors={}",
                     started.elapsed().as_secs_f64(),
-                    sum(|p| p.open.load(Ordering::Relaxed)),
                     sum(|p| p.handshakes.load(Ordering::Relaxed)),
                     sum(|p| p.errors.load(Ordering::Relaxed)),
                 );
