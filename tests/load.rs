@@ -407,3 +407,129 @@ fn subscribe_mode_counts_corrupt_compressed_frames_as_protocol_errors() {
     assert_eq!(num(&r, "errors"), 1, "{all}");
     assert!(all.contains("protocol=1"), "{all}");
 }
+
+/// `surge load publish` to `topic` on `server`'s `/hub` at 200 messages/s
+/// for `secs`, in the background.
+fn publisher(server: &Server, topic: &str, secs: f64) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args([
+            "load",
+            "publish",
+            "--url",
+            &server.url("/hub"),
+            "--topics",
+            topic,
+        ])
+        .args([
+            "--rate",
+            "200",
+            "--conns",
+            "1",
+            "--duration",
+            &secs.to_string(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run surge load publish")
+}
+
+fn publisher_result(child: std::process::Child) -> String {
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .unwrap_or_default()
+            .contains(" errors=0"),
+        "publisher: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// Resuming subscribers of `/hub`, dropped twice over: the server closes
+/// each idle one with 1001, and at 600 ms all reset their sockets, stay
+/// away 400 ms while publishing goes on, and come back together.
+fn resume_run(server: &Server) -> (std::collections::HashMap<String, String>, String) {
+    let publishing = publisher(server, "feed", 3.5);
+    // The publisher's first messages are out before anyone subscribes.
+    std::thread::sleep(Duration::from_millis(300));
+    let (r, all) = load(&[
+        "subscribe",
+        "--url",
+        &server.url("/hub"),
+        "--topics",
+        "feed",
+        "--resume",
+        "--conns",
+        "50",
+        "--sources",
+        "127.0.0.2-127.0.0.3",
+        "--duration",
+        "2",
+        "--drop-after-ms",
+        "600",
+        "--drop-for-ms",
+        "400",
+        "--reconnect-delay-ms",
+        "100",
+    ]);
+    publisher_result(publishing);
+    (r, all)
+}
+
+#[test]
+fn resuming_subscribers_miss_nothing_across_closes_with_history_on() {
+    let server = Server::start(&[
+        "serve",
+        "--history-size",
+        "1000",
+        "--idle-timeout-ms",
+        "800",
+    ]);
+    let (r, all) = resume_run(&server);
+    assert_eq!(num(&r, "errors"), 0, "{all}");
+    assert_eq!((num(&r, "gaps"), num(&r, "dups")), (0, 0), "{all}");
+    assert_eq!(num(&r, "not_recovered"), 0, "{all}");
+    // The storm alone is 50 reconnects; the idle closes add more.
+    assert!(num(&r, "reconnects") > 50, "{all}");
+    // Every client is live, or lost its connection and has not recovered
+    // yet (the run ended first).
+    assert_eq!(
+        num(&r, "live") + num(&r, "reconnects") - num(&r, "recovered"),
+        50,
+        "{all}"
+    );
+    assert!(r["recovery_max_ms"] != "0.0", "{all}");
+    // 50 subscribers x 200 messages/s for 2 s, the replays included.
+    assert!(num(&r, "msgs") > 15_000, "{all}");
+    let recovered = support::metric(server.addr, "surge_recoveries_total{result=\"recovered\"}");
+    assert!(recovered >= num(&r, "recovered"), "{recovered}: {all}");
+}
+
+#[test]
+fn resuming_without_history_reports_every_gap() {
+    let server = Server::start(&["serve", "--idle-timeout-ms", "800"]);
+    let (r, all) = resume_run(&server);
+    assert_eq!(num(&r, "errors"), 0, "{all}");
+    assert!(num(&r, "reconnects") >= 50, "{all}");
+    // Every resubscribe that missed something fails closed, and each is a
+    // gap: at least the storm's, 400 ms away at 200 messages/s. (One back
+    // before the next publish missed nothing and recovers even so.)
+    assert!(num(&r, "not_recovered") >= 50, "{all}");
+    assert_eq!(num(&r, "gaps"), num(&r, "not_recovered"), "{all}");
+    // No history, or (while every subscriber was away and the topic kept
+    // nothing) a new epoch: either way the server said so.
+    let refused: u64 = ["no_history", "epoch"]
+        .iter()
+        .map(|why| {
+            support::metric(
+                server.addr,
+                &format!("surge_recoveries_total{{result=\"{why}\"}}"),
+            )
+        })
+        .sum();
+    assert!(refused >= num(&r, "not_recovered"), "{refused}: {all}");
+}

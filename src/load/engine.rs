@@ -673,14 +673,22 @@ impl<'a> Engine<'a> {
             return;
         }
         self.dropped = true;
+        eprintln!(
+            "storm: dropping {} connections for {} ms",
+            self.conns.len(),
+            self.plan.drop_for.as_millis()
+        );
         let back = Instant::now() + self.plan.drop_for;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
-            let client = self.conns[key].client as usize;
-            self.forget(key);
-            let c = &mut self.clients[client];
-            c.away_since = Some(back);
-            self.report.reconnects += 1;
+            let Some((client, was_open)) = self.forget(key) else {
+                continue;
+            };
+            // A dial in progress was counted when its connection was lost.
+            if was_open {
+                self.report.reconnects += 1;
+            }
+            self.clients[client].away_since = Some(back);
             self.schedule.at(back, client);
         }
     }
