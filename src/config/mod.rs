@@ -204,6 +204,15 @@ impl Routes {
         }
     }
 
+    /// Bytes a ticker topic's snapshot may hold: the largest bound of a
+    /// ticker subscriber on any route, so that it reaches every one whole.
+    pub(crate) fn feed_bound(&self) -> usize {
+        (0..self.table.len())
+            .filter(|&i| self.table[i].kind == RouteKind::Ticker)
+            .map(|i| self.ticker_limit(i as u8).bound)
+            .fold(self.ticker_max_backpressure, usize::max)
+    }
+
     /// Peer silence allowed on route `index`.
     pub(crate) fn idle_timeout(&self, index: u8, default: Duration) -> Duration {
         self.spec(index)

@@ -413,6 +413,10 @@ impl Session {
                         usize::MAX,
                         0,
                     );
+                    // The latest tick of every key first, then live ones.
+                    if let Some(snapshot) = limits.pubsub.topics.latest(&topic) {
+                        self.push_shared(snapshot);
+                    }
                     if routes.ticker_send_buffer != 0 {
                         let socket = socket2::SockRef::from(&limits.socket);
                         if let Err(e) = socket.set_send_buffer_size(routes.ticker_send_buffer) {
