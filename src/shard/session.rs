@@ -24,6 +24,7 @@ use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
 use crate::pubsub::hub::SharedFrame;
 use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest, Subscribed};
+use crate::pubsub::streams::ReplayLimit;
 use crate::pubsub::topics::{Limit, SubscribeError};
 use crate::pubsub::{hub_topic, ticker};
 
@@ -918,11 +919,11 @@ fn hub_request(
                         let shard = limits.pubsub.shard();
                         // A replay never puts the subscriber past its own
                         // backpressure bound: over it, "too many".
-                        let joined =
-                            limits
-                                .pubsub
-                                .hub()
-                                .join(shard, &topic, seq, from, limit.bound);
+                        let replay = ReplayLimit {
+                            messages: routes.max_recovery(spec),
+                            bytes: limit.bound,
+                        };
+                        let joined = limits.pubsub.hub().join(shard, &topic, seq, from, replay);
                         answers.push(Subscribed {
                             topic: name,
                             position: Some(joined.position),
@@ -953,7 +954,7 @@ fn hub_request(
             )))
         }
         HubRequest::Publish { topic, data } => {
-            let rule = routes.history(spec);
+            let rule = routes.history(spec, &topic);
             limits.pubsub.hub().publish_positioned(&topic, data, rule);
             None
         }
