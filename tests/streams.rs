@@ -8,7 +8,7 @@ mod support;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::hub::{
@@ -635,6 +635,85 @@ fn a_latest_value_topic_gives_a_new_subscriber_its_last_message_first() {
             raced += usize::from(at.offset > 0 && at.offset < TOTAL);
         }
         assert!(raced >= SUBSCRIBERS / 3, "{backend}: only {raced} raced");
+    }
+}
+
+/// History flooded far past `--history-bytes` keeps memory bounded: 64 MiB
+/// (256 MiB in a release build) of 24 KiB messages through one hub
+/// connection, over 64 topics that would keep every one by count and that
+/// nobody subscribes to, against an 8 MiB budget. Evictions are counted,
+/// the histories hold at most the budget, and the server's peak RSS
+/// (VmHWM) ends at most the budget plus 12 MiB above its RSS before the
+/// flood: the shard's inbox, bounded here to 4 MiB (by default a flooding
+/// connection fills its 64 MiB within one turn), read buffers and
+/// allocator slack. The same flood under a budget it never reaches grows
+/// by far more than that: the measure does see a stream kept whole.
+#[test]
+fn a_history_flood_far_over_its_budget_keeps_memory_bounded() {
+    const BUDGET: u64 = 8 << 20;
+    const MARGIN: u64 = 12 << 20;
+    // A debug server checks and frames about 25 MB of publishes per second
+    // of CPU: the flood is sized for a few seconds either way.
+    const FLOOD: usize = if cfg!(debug_assertions) {
+        64 << 20
+    } else {
+        256 << 20
+    };
+    let payload = format!("\"{}\"", "f".repeat(24 << 10));
+    let messages = FLOOD / payload.len();
+    for budget in [BUDGET, 1 << 30] {
+        let server = Server::start(&[
+            "serve",
+            "--backend",
+            "epoll",
+            "--shards",
+            "1",
+            "--history-size",
+            "1000000",
+            "--history-bytes",
+            &budget.to_string(),
+            "--inbox-bytes",
+            "4194304",
+        ]);
+        let (addr, pid) = (server.addr, server.pid());
+        let mut publisher = client(ip(2), addr);
+        sync(&mut publisher);
+        let before = proc_status_kib(pid, "VmRSS") << 10;
+        let started = Instant::now();
+        for i in 0..messages {
+            publish(&mut publisher, &format!("f{}", i % 64), &payload);
+        }
+        sync(&mut publisher);
+        let took = started.elapsed();
+        let grown = (proc_status_kib(pid, "VmHWM") << 10).saturating_sub(before);
+        let kept = metric(addr, "surge_history_bytes");
+        let evicted = metric(addr, "surge_history_evicted_total");
+        eprintln!(
+            "budget {} MiB: {messages} messages ({} MiB) in {took:.2?}, {kept} bytes kept, \
+             {evicted} evicted, peak RSS {} MiB over {} MiB before",
+            budget >> 20,
+            (messages * payload.len()) >> 20,
+            grown >> 20,
+            before >> 20
+        );
+        assert!(took < Duration::from_secs(60), "{took:?}");
+        if budget == BUDGET {
+            assert!(
+                grown <= BUDGET + MARGIN,
+                "peak RSS grew {} MiB over an {} MiB budget",
+                grown >> 20,
+                BUDGET >> 20
+            );
+            assert!(kept <= BUDGET, "{kept} bytes kept");
+            assert!(evicted > 0, "nothing evicted");
+        } else {
+            assert_eq!(evicted, 0);
+            assert!(
+                grown > 2 * (BUDGET + MARGIN),
+                "a whole stream kept only grew RSS by {} MiB",
+                grown >> 20
+            );
+        }
     }
 }
 
