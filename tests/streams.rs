@@ -540,9 +540,10 @@ fn prefix_rules_decide_history_and_each_route_bounds_its_recoveries() {
 
 /// A latest-value topic (`latest` on its route or its `[[topics]]` rule)
 /// keeps its last message while nobody subscribes, and a subscriber that
-/// does not resume gets it right after its `subscribed` answer, at the
-/// position the answer reports, then every later message once, in order,
-/// whatever publishes race with the subscribe.
+/// does not resume gets it right after its `subscribed` answer (which
+/// reports the position just before it, since a subscription starts after
+/// its position), then every later message once, in order, whatever
+/// publishes race with the subscribe.
 #[test]
 fn a_latest_value_topic_gives_a_new_subscriber_its_last_message_first() {
     const TOTAL: u64 = 400;
@@ -577,13 +578,16 @@ fn a_latest_value_topic_gives_a_new_subscriber_its_last_message_first() {
             ("other", false),
         ] {
             let at = position(&subscribe(&mut ws, topic, None), topic);
+            let mut next = at.offset + 1;
             if kept {
-                assert_eq!(at.offset, 3, "{backend}: {topic}");
-                assert_eq!(next_message(&mut ws, topic, &at.epoch, "3"), 3);
+                // Told the position before the value, as it starts after it.
+                assert_eq!(at.offset, 2, "{backend}: {topic}");
+                assert_eq!(next_message(&mut ws, topic, &at.epoch, "3"), next);
+                next += 1;
             }
             // Then live, once.
             publish(&mut publisher, topic, "4");
-            assert_eq!(next_message(&mut ws, topic, &at.epoch, "4"), at.offset + 1);
+            assert_eq!(next_message(&mut ws, topic, &at.epoch, "4"), next);
             expect_nothing(&mut ws);
         }
         // Resuming is recovery, not the latest value.
@@ -591,7 +595,8 @@ fn a_latest_value_topic_gives_a_new_subscriber_its_last_message_first() {
         let at = position(&subscribe(&mut back, "price", None), "price");
         assert_eq!(next_message(&mut back, "price", &at.epoch, "4"), 4);
         let mut resumed = client(ip(6), addr);
-        let ack = subscribe(&mut resumed, "price", Some(&at));
+        let seen = Position { offset: 4, ..at };
+        let ack = subscribe(&mut resumed, "price", Some(&seen));
         assert_eq!(ack["recovered"]["price"], true, "{ack}");
         expect_nothing(&mut resumed);
         assert_eq!(metric(addr, "surge_latest_sent_total"), 3, "{backend}");
@@ -624,15 +629,16 @@ fn a_latest_value_topic_gives_a_new_subscriber_its_last_message_first() {
         let mut raced = 0;
         for s in subscribers {
             let (at, got) = s.join().unwrap();
-            // The latest first (if there was one), then each later offset.
-            let want: Vec<u64> = (at.offset.max(1)..=TOTAL).collect();
+            // The latest (if there was one) is the first after the
+            // position, then each later offset.
+            let want: Vec<u64> = (at.offset + 1..=TOTAL).collect();
             assert!(
                 got == want,
                 "{backend}: subscribed at {} and got {:?}..",
                 at.offset,
                 &got[..got.len().min(5)]
             );
-            raced += usize::from(at.offset > 0 && at.offset < TOTAL);
+            raced += usize::from(at.offset > 0 && at.offset + 1 < TOTAL);
         }
         assert!(raced >= SUBSCRIBERS / 3, "{backend}: only {raced} raced");
     }

@@ -408,7 +408,10 @@ impl Streams {
     /// (replaying at most `limit`), and calls `mark` with the position and
     /// the replay so that the caller's shard marks the point in its inbox
     /// where the subscription starts. Without `since`, a latest-value
-    /// topic's replay is its last message (at the position reported).
+    /// topic's replay is its last message, and the position reported the
+    /// one just before it: like any, the subscription starts exactly after
+    /// the position it is told, and a client that drops offsets it has
+    /// seen keeps the value.
     pub fn join(
         &self,
         topic: &str,
@@ -422,10 +425,11 @@ impl Streams {
         self.budget.give_back(stream.trim(now));
         stream.subscribers += 1;
         let recovered = since.map(|since| stream.recover(since, limit));
-        let position = stream.position();
+        let mut position = stream.position();
         let (replay, recovered) = match recovered {
             None => {
                 let latest: Vec<SharedFrame> = stream.latest().into_iter().collect();
+                position.offset -= latest.len() as u64;
                 self.stats
                     .latest
                     .fetch_add(latest.len() as u64, Ordering::Relaxed);
@@ -676,16 +680,20 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(30));
         let mut got = Vec::new();
         let j = streams.join("t", None, upto(100), |_, r| got = r);
-        assert_eq!(j.position.offset, 3);
+        assert_eq!(j.position.offset, 2, "the position just before the value");
         assert_eq!(got.iter().map(|f| f.to_vec()).collect::<Vec<_>>(), [b"3"]);
         assert_eq!(streams.stats.latest.load(Ordering::Relaxed), 1);
-        // Resuming is recovery as ever: the missed message, not the value.
+        // Resuming is recovery as ever: what was missed, not the value.
         let since = Position {
             offset: 3,
             ..j.position
         };
         let r = streams.join("t", Some(since), upto(100), |_, r| assert!(r.is_empty()));
         assert_eq!(r.recovered, Some(Ok(())));
+        let r = streams.join("t", Some(j.position), upto(100), |_, r| {
+            assert_eq!(r.len(), 1)
+        });
+        assert_eq!((r.recovered, r.position.offset), (Some(Ok(())), 3));
         let since = Position {
             offset: 1,
             ..j.position
