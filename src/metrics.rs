@@ -74,7 +74,8 @@ pub struct ShardStats {
     pub pubsub_delivered_total: AtomicU64,
     /// Messages conflated subscribers skipped.
     pub pubsub_conflated_total: AtomicU64,
-    /// Latest-value snapshots sent to conflated subscribers that caught up.
+    /// Latest-value snapshots sent to conflated subscribers that caught up
+    /// and to new subscribers of the ticker feed.
     pub pubsub_snapshots_total: AtomicU64,
     /// Subscribers closed (1013) for falling behind.
     pub pubsub_disconnected_total: AtomicU64,
@@ -252,7 +253,7 @@ impl Metrics {
             (
                 "surge_pubsub_snapshots_total",
                 "counter",
-                "Latest-value snapshots sent to conflated subscribers that caught up.",
+                "Latest-value snapshots sent to conflated subscribers that caught up and to new ticker subscribers.",
                 |s| get(&s.pubsub_snapshots_total),
             ),
             (
@@ -270,7 +271,7 @@ impl Metrics {
             (
                 "surge_pubsub_snapshot_bytes",
                 "gauge",
-                "Bytes of the latest frames kept for conflated subscribers' snapshots.",
+                "Bytes of the latest frames kept for snapshots (conflated subscribers, the ticker feed).",
                 |s| get(&s.pubsub_snapshot_bytes),
             ),
             (

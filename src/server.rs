@@ -79,7 +79,7 @@ impl Server {
         };
         let metrics = Arc::new(Metrics::new(shards, backend_name));
         let admission = Arc::new(Admission::new(config.admission.clone()));
-        let streams = Streams::new(config.history_bytes, config.routes.max_recovery);
+        let streams = Streams::new(config.history_bytes);
         let (hub, receivers) = Hub::with_streams(shards, config.inbox_bytes, streams)?;
         let mut receivers: Vec<Option<mpsc::Receiver<Inbound>>> =
             receivers.into_iter().map(Some).collect();

@@ -137,6 +137,76 @@ fn each_kind_of_error_names_file_line_and_key() {
             ":4: key `routes.max-message`: must be at least 1",
         ),
         (
+            "route-latest.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"echo\"\nlatest = true\n",
+            ":4: key `routes.latest`: only a hub route keeps history",
+        ),
+        (
+            "route-latest-bool.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"hub\"\nlatest = \"yes\"\n",
+            ":4: key `routes.latest`: must be true or false",
+        ),
+        (
+            "route-recovery.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"echo\"\nmax-recovery = 5\n",
+            ":4: key `routes.max-recovery`: only a hub route resumes subscriptions",
+        ),
+        (
+            "route-recovery-number.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"hub\"\nmax-recovery = -1\n",
+            ":4: key `routes.max-recovery`: invalid digit",
+        ),
+        (
+            "topics-not-tables.toml",
+            "topics = [1]\n",
+            ":1: key `topics`: must be [[topics]] tables",
+        ),
+        (
+            "topics-prefix-missing.toml",
+            "[[topics]]\nhistory-size = 5\n",
+            ":1: key `topics.prefix`: missing",
+        ),
+        (
+            "topics-prefix-empty.toml",
+            "[[topics]]\nprefix = \"\"\nlatest = true\n",
+            ":2: key `topics.prefix`: must not be empty",
+        ),
+        (
+            "topics-prefix-number.toml",
+            "[[topics]]\nprefix = 7\nlatest = true\n",
+            ":2: key `topics.prefix`: must be a string",
+        ),
+        (
+            "topics-twice.toml",
+            "[[topics]]\nprefix = \"a.\"\nlatest = true\n\n[[topics]]\nprefix = \"a.\"\nhistory-size = 1\n",
+            ":5: key `topics.prefix`: \"a.\" has a rule already",
+        ),
+        (
+            "topics-key.toml",
+            "[[topics]]\nprefix = \"a.\"\nhistory-sise = 1\n",
+            ":3: key `topics.history-sise`: unknown topics key",
+        ),
+        (
+            "topics-size.toml",
+            "[[topics]]\nprefix = \"a.\"\nhistory-size = \"lots\"\n",
+            ":3: key `topics.history-size`: invalid digit",
+        ),
+        (
+            "topics-ttl.toml",
+            "\n[[topics]]\nprefix = \"a.\"\nhistory-ttl-ms = 1.5\n",
+            ":4: key `topics.history-ttl-ms`: invalid digit",
+        ),
+        (
+            "topics-latest.toml",
+            "[[topics]]\nprefix = \"a.\"\nlatest = 1\n",
+            ":3: key `topics.latest`: must be true or false",
+        ),
+        (
+            "topics-nothing.toml",
+            "[[topics]]\nprefix = \"a.\"\n",
+            ":1: key `topics`: the rule for \"a.\" sets nothing",
+        ),
+        (
             "route-policy.toml",
             "[[routes]]\npath = \"/x\"\nkind = \"hub\"\nbackpressure = \"drop\"\n",
             ":4: key `routes.backpressure`: \"drop\" is not one of disconnect, conflate",
@@ -182,8 +252,11 @@ fn check_config_prints_a_config_that_reproduces_itself() {
          [ticker]\nmax-backpressure = 1000\n\
          [[routes]]\npath = \"/chat\"\nkind = \"hub\"\nmax-message = 512\nidle-timeout-ms = 3000\n\
          backpressure = \"conflate\"\ndeflate = \"off\"\nhistory-size = 50\nhistory-ttl-ms = 60000\n\
+         latest = true\nmax-recovery = 7\n\
          [[routes]]\npath = \"/feed\"\nkind = \"ticker\"\n\
-         [pubsub]\nhistory-bytes = 1048576\nmax-recovery = 20\n",
+         [pubsub]\nhistory-bytes = 1048576\nmax-recovery = 20\n\
+         [[topics]]\nprefix = \"scores.\"\nhistory-size = 100\nhistory-ttl-ms = 60000\nlatest = false\n\
+         [[topics]]\nprefix = \"scores.live.\"\nlatest = true\n",
     );
     let (code, first, stderr) = run(&[
         "serve",
@@ -202,7 +275,12 @@ fn check_config_prints_a_config_that_reproduces_itself() {
         "redis-url = \"redis://127.0.0.1:6390\"\n",
         "ticker-max-backpressure = 1000\n",
         "path = \"/chat\"\nkind = \"hub\"\nmax-message = 512\nidle-timeout-ms = 3000\n\
-         backpressure = \"conflate\"\ndeflate = \"off\"\nhistory-size = 50\nhistory-ttl-ms = 60000\n",
+         backpressure = \"conflate\"\ndeflate = \"off\"\nhistory-size = 50\nhistory-ttl-ms = 60000\n\
+         latest = true\nmax-recovery = 7\n",
+        "[[topics]]\nprefix = \"scores.\"\nhistory-size = 100\nhistory-ttl-ms = 60000\n\
+         latest = false\n",
+        "[[topics]]\nprefix = \"scores.live.\"\nlatest = true\n",
+        "latest = false\n",
         "history-bytes = 1048576\n",
         "max-recovery = 20\n",
         "history-size = 0\n",

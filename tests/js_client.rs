@@ -327,3 +327,26 @@ fn a_dropped_connection_resumes_without_a_gap() {
         1
     );
 }
+
+/// A latest-value topic's value reaches a new surge.js subscriber: the
+/// `subscribed` answer reports the position just before it, so the client
+/// takes it as the next message rather than one it has seen.
+#[test]
+fn a_latest_value_reaches_a_new_subscriber() {
+    let server = Server::start(&["serve", "--latest"]);
+    let mut ws = publisher(&server);
+    for n in 1..=3 {
+        publish(&mut ws, "value", &format!(r#"{{"n":{n}}}"#));
+    }
+    // Answered once the publishes before it were carried out.
+    ws.send(Message::text(r#"{"op":"subscribe","topics":["sync"]}"#))
+        .unwrap();
+    assert!(ws.read().unwrap().to_text().unwrap().contains("subscribed"));
+    let mut client = NodeClient::start(&server.url("/hub"), "value", "{}");
+    let value = client.wait("the value", 10 * SECOND, |e| e["ev"] == "message");
+    assert_eq!(value["data"]["n"], 3, "{value}");
+    assert_eq!(value["meta"]["offset"], 3, "{value}");
+    client.wait_ev("ready", 10 * SECOND);
+    let gaps: Vec<_> = client.seen.iter().filter(|e| e["ev"] == "gap").collect();
+    assert!(gaps.is_empty(), "{gaps:?}");
+}

@@ -156,6 +156,95 @@ fn ticker_subscribers_get_every_tick_in_order() {
     }
 }
 
+/// A tick's fields: symbol, sequence, the microsecond it was sent.
+fn tick(ws: &mut Ws) -> (String, u64, u64) {
+    let t = text(ws);
+    let f: Vec<&str> = t.split(' ').collect();
+    assert_eq!(f.len(), 4, "{t}");
+    (
+        f[0].to_owned(),
+        f[1].parse().unwrap(),
+        f[2].parse().unwrap(),
+    )
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as u64
+}
+
+/// A new ticker subscriber first gets the latest tick of every symbol,
+/// each sent before it connected, then live ticks: every symbol's sequence
+/// goes on from its snapshot by one, nothing twice, nothing skipped, on
+/// either shard, whether it joins between two rounds of ticks (5 Hz) or
+/// amid a fast feed.
+#[test]
+fn a_ticker_subscriber_gets_the_latest_tick_of_every_symbol_first() {
+    const SYMBOLS: usize = 6;
+    for backend in BACKENDS {
+        for rate in ["5", "1000"] {
+            let server = Server::start(&[
+                "ticker",
+                "--backend",
+                backend,
+                "--shards",
+                "2",
+                "--symbols",
+                &SYMBOLS.to_string(),
+                "--rate",
+                rate,
+            ]);
+            let addr = server.addr;
+            // The first round goes out as the feed starts.
+            std::thread::sleep(Duration::from_millis(100));
+            let slow = rate == "5";
+            for i in 0..4u8 {
+                let path = if i == 3 { "/ticker/MSFT" } else { "/ticker" };
+                let keys = if i == 3 { 1 } else { SYMBOLS };
+                let connected = now_us();
+                let mut ws = client(ip(2 + i), addr, path);
+                let mut last = std::collections::HashMap::new();
+                for _ in 0..keys {
+                    let (symbol, seq, sent) = tick(&mut ws);
+                    // Between two slow rounds, the snapshot can only
+                    // hold ticks sent before: a live one is sent after.
+                    assert!(
+                        !slow || sent < connected,
+                        "{backend}: {path} began with a live tick of {symbol}"
+                    );
+                    assert!(last.insert(symbol, seq).is_none(), "{backend}: twice");
+                }
+                for _ in 0..if slow { keys } else { 50 * keys } {
+                    let (symbol, seq, sent) = tick(&mut ws);
+                    let before = last.insert(symbol.clone(), seq);
+                    assert_eq!(before, Some(seq - 1), "{backend} at {rate} Hz: {symbol}");
+                    if slow {
+                        assert!(
+                            sent > connected,
+                            "{backend}: {symbol} {seq} is no live tick"
+                        );
+                    }
+                }
+                if slow {
+                    expect_quiet(&mut ws, Duration::from_millis(100));
+                }
+            }
+            assert!(metric(addr, "surge_pubsub_snapshots_total") >= 4);
+        }
+    }
+}
+
+/// Nothing arrives on `ws` for `quiet`.
+fn expect_quiet(ws: &mut Ws, quiet: Duration) {
+    ws.get_mut().set_read_timeout(Some(quiet)).unwrap();
+    assert!(ws.read().is_err(), "an unexpected message arrived");
+    ws.get_mut()
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+}
+
 #[test]
 fn churning_100k_subscriptions_leaves_nothing_behind() {
     let server = Server::start(&["serve", "--shards", "2"]);

@@ -209,6 +209,11 @@ struct PubSubFlags {
     /// Age in ms past which a kept message is dropped (0: no age limit).
     #[arg(long, default_value_t = 0)]
     history_ttl_ms: u64,
+    /// Every hub topic keeps its last message and gives it to a new
+    /// subscriber right after `subscribed` (a hub route's or a [[topics]]
+    /// rule's `latest` overrides it).
+    #[arg(long)]
+    latest: bool,
     /// Bytes the history of every topic may hold together; past it the
     /// oldest messages are evicted (counted).
     #[arg(long, default_value_t = DEFAULT_HISTORY_BYTES)]
@@ -402,6 +407,7 @@ impl RuntimeFlags {
                     size: self.pubsub.history_size,
                     ttl: (self.pubsub.history_ttl_ms > 0)
                         .then(|| Duration::from_millis(self.pubsub.history_ttl_ms)),
+                    latest: self.pubsub.latest,
                 },
                 max_recovery: self.pubsub.max_recovery,
                 ..Routes::default()

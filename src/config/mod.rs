@@ -67,6 +67,12 @@ pub struct RouteSpec {
     /// Age past which they are dropped (hub routes; default:
     /// `history-ttl-ms`; zero: no age limit).
     pub history_ttl: Option<Duration>,
+    /// Topics published to here are latest-value topics (hub routes;
+    /// default: `latest`).
+    pub latest: Option<bool>,
+    /// Messages one resuming subscription here may be replayed (hub
+    /// routes; default: `max-recovery`).
+    pub max_recovery: Option<usize>,
 }
 
 impl RouteSpec {
@@ -83,6 +89,36 @@ impl RouteSpec {
             deflate: None,
             history_size: None,
             history_ttl: None,
+            latest: None,
+            max_recovery: None,
+        }
+    }
+}
+
+/// One `[[topics]]` entry: what hub topics whose names start with
+/// `prefix` keep, whatever route they are published through. The longest
+/// matching prefix wins over the route's rule; what it leaves unset comes
+/// from the route, then from the flags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRule {
+    /// The start of the topic names it applies to (as clients write them).
+    pub prefix: String,
+    /// Messages each such topic keeps for resuming subscribers.
+    pub history_size: Option<usize>,
+    /// Age past which they are dropped (zero: no age limit).
+    pub history_ttl: Option<Duration>,
+    /// Whether they are latest-value topics.
+    pub latest: Option<bool>,
+}
+
+impl TopicRule {
+    /// A rule for `prefix` that sets nothing yet.
+    pub fn new(prefix: impl Into<String>) -> Self {
+        Self {
+            prefix: prefix.into(),
+            history_size: None,
+            history_ttl: None,
+            latest: None,
         }
     }
 }
@@ -159,11 +195,15 @@ pub struct Routes {
     /// would take it past the budget is closed with 1013.
     pub message_budget: usize,
     /// What hub topics keep for resuming subscribers (default: nothing);
-    /// a `[[routes]]` entry's `history-size` and `history-ttl-ms` override
-    /// it for the topics published through it.
+    /// a `[[routes]]` entry's `history-size`, `history-ttl-ms` and
+    /// `latest` override it for the topics published through it, and a
+    /// `[[topics]]` rule for the topics it names.
     pub history: HistoryRule,
-    /// Messages one resuming subscription may be replayed (default 1000);
-    /// a larger gap answers `recovered: false` ("too many").
+    /// Per topic prefix rules (`[[topics]]`), in file order.
+    pub topic_rules: Vec<TopicRule>,
+    /// Messages one resuming subscription may be replayed (default 1000;
+    /// a hub route's `max-recovery` overrides it); a larger gap answers
+    /// `recovered: false` ("too many").
     pub max_recovery: usize,
 }
 
@@ -204,6 +244,15 @@ impl Routes {
         }
     }
 
+    /// Bytes a ticker topic's snapshot may hold: the largest bound of a
+    /// ticker subscriber on any route, so that it reaches every one whole.
+    pub(crate) fn feed_bound(&self) -> usize {
+        (0..self.table.len())
+            .filter(|&i| self.table[i].kind == RouteKind::Ticker)
+            .map(|i| self.ticker_limit(i as u8).bound)
+            .fold(self.ticker_max_backpressure, usize::max)
+    }
+
     /// Peer silence allowed on route `index`.
     pub(crate) fn idle_timeout(&self, index: u8, default: Duration) -> Duration {
         self.spec(index)
@@ -224,18 +273,43 @@ impl Routes {
         self.max_message(index, self.hub_max_message)
     }
 
-    /// What a topic published through hub route `index` keeps.
-    pub(crate) fn history(&self, index: u8) -> HistoryRule {
+    /// What hub topic `topic` keeps when it is published through hub
+    /// route `index`: each setting from the longest `[[topics]]` prefix
+    /// that matches and sets it, else from the route, else the flags'.
+    pub(crate) fn history(&self, index: u8, topic: &str) -> HistoryRule {
         let spec = self.spec(index);
-        let ttl = spec
-            .and_then(|s| s.history_ttl)
+        let rule = self.topic_rule(topic);
+        let ttl = rule
+            .and_then(|r| r.history_ttl)
+            .or_else(|| spec.and_then(|s| s.history_ttl))
             .map_or(self.history.ttl, |t| (!t.is_zero()).then_some(t));
         HistoryRule {
-            size: spec
-                .and_then(|s| s.history_size)
+            size: rule
+                .and_then(|r| r.history_size)
+                .or_else(|| spec.and_then(|s| s.history_size))
                 .unwrap_or(self.history.size),
             ttl,
+            latest: rule
+                .and_then(|r| r.latest)
+                .or_else(|| spec.and_then(|s| s.latest))
+                .unwrap_or(self.history.latest),
         }
+    }
+
+    /// The `[[topics]]` rule with the longest prefix of `topic`.
+    fn topic_rule(&self, topic: &str) -> Option<&TopicRule> {
+        self.topic_rules
+            .iter()
+            .filter(|r| topic.starts_with(r.prefix.as_str()))
+            .max_by_key(|r| r.prefix.len())
+    }
+
+    /// Messages one resuming subscription on hub route `index` may be
+    /// replayed.
+    pub(crate) fn max_recovery(&self, index: u8) -> usize {
+        self.spec(index)
+            .and_then(|s| s.max_recovery)
+            .unwrap_or(self.max_recovery)
     }
 
     /// permessage-deflate policy on route `index`.
@@ -267,6 +341,7 @@ impl Default for Routes {
             hub_max_message: 64 << 10,
             message_budget: 64 << 20,
             history: HistoryRule::default(),
+            topic_rules: Vec::new(),
             max_recovery: DEFAULT_MAX_RECOVERY,
         }
     }
@@ -403,5 +478,41 @@ mod tests {
         assert_eq!(routes.max_message(0, 77), 77);
         assert_eq!(routes.max_hub_message(1), 64 << 10);
         assert_eq!(routes.deflate(0), routes.deflate);
+    }
+
+    #[test]
+    fn the_longest_topic_prefix_wins_over_the_route_setting_by_setting() {
+        let mut spec = RouteSpec::new("/hub", RouteKind::Hub);
+        spec.history_size = Some(10);
+        spec.history_ttl = Some(Duration::from_secs(9));
+        spec.max_recovery = Some(5);
+        let mut scores = TopicRule::new("scores.");
+        scores.history_size = Some(100);
+        let mut live = TopicRule::new("scores.live.");
+        live.latest = Some(true);
+        live.history_ttl = Some(Duration::ZERO);
+        let routes = Routes {
+            table: vec![spec],
+            topic_rules: vec![live, scores],
+            history: HistoryRule {
+                size: 1,
+                ttl: None,
+                latest: false,
+            },
+            ..Routes::default()
+        };
+        let nine = Some(Duration::from_secs(9));
+        let rule = |topic| {
+            let r = routes.history(0, topic);
+            (r.size, r.ttl, r.latest)
+        };
+        assert_eq!(rule("chat"), (10, nine, false));
+        assert_eq!(rule("scores.a"), (100, nine, false));
+        // Only the longest prefix applies; what it leaves out is the route's.
+        assert_eq!(rule("scores.live.a"), (10, None, true));
+        assert_eq!(routes.history(NO_SPEC, "scores.b").size, 100);
+        assert_eq!(routes.history(NO_SPEC, "other").size, 1);
+        assert_eq!(routes.max_recovery(0), 5);
+        assert_eq!(routes.max_recovery(NO_SPEC), DEFAULT_MAX_RECOVERY);
     }
 }

@@ -34,7 +34,8 @@ pub(crate) struct Limit {
 pub const DEFAULT_INBOX_BYTES: usize = 64 << 20;
 
 /// How much of a hub topic's stream is kept for subscribers that resume
-/// (`history-size`, `history-ttl-ms`): a topic keeps nothing by default.
+/// (`history-size`, `history-ttl-ms`) and whether it is a latest-value
+/// topic (`latest`): a topic keeps nothing by default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HistoryRule {
     /// Most messages kept per topic (0: no history).
@@ -42,12 +43,21 @@ pub struct HistoryRule {
     /// Age past which a kept message is dropped (`None`: kept until the
     /// count or the byte budget pushes it out).
     pub ttl: Option<std::time::Duration>,
+    /// A latest-value topic: it keeps at least its last message, however
+    /// old (only the byte budget evicts it), and a subscription without
+    /// `since` gets that message right after its `subscribed` answer.
+    pub latest: bool,
 }
 
 impl HistoryRule {
     /// Whether a topic under this rule keeps anything.
     pub fn keeps(&self) -> bool {
-        self.size > 0
+        self.most() > 0
+    }
+
+    /// Most messages a topic under this rule keeps.
+    pub fn most(&self) -> usize {
+        self.size.max(usize::from(self.latest))
     }
 }
 

@@ -875,21 +875,27 @@ impl<'a> Engine<'a> {
         let seq: u64 = seq.parse().map_err(|_| Some(Failure::Protocol))?;
         let ts: u64 = ts.parse().map_err(|_| Some(Failure::Protocol))?;
         let conn = &mut self.conns[key];
-        match conn.last_seq.get_mut(symbol) {
+        let first = match conn.last_seq.get_mut(symbol) {
             Some(last) => {
                 if seq > *last + 1 {
                     self.report.gaps += seq - *last - 1;
                 }
                 *last = (*last).max(seq);
+                false
             }
             None => {
                 conn.last_seq.insert(symbol.into(), seq);
+                true
             }
-        }
+        };
         self.report.received += 1;
         if measuring {
             self.report.messages += 1;
-            self.report.record_latency(now_us().saturating_sub(ts));
+            // A connection's first tick of a symbol is the feed's snapshot,
+            // sent before it subscribed: its age is no delivery latency.
+            if !first {
+                self.report.record_latency(now_us().saturating_sub(ts));
+            }
         }
         Ok(())
     }

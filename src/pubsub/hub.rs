@@ -15,8 +15,8 @@ use crate::buf::budget::Budget;
 
 use crate::protocol::frame::{encode_frame, OpCode};
 
-use super::streams::{HistoryRule, Joined, Position, Streams};
-use super::streams::{DEFAULT_HISTORY_BYTES, DEFAULT_MAX_RECOVERY};
+use super::streams::DEFAULT_HISTORY_BYTES;
+use super::streams::{HistoryRule, Joined, Position, ReplayLimit, Streams};
 
 pub use crate::config::pubsub::DEFAULT_INBOX_BYTES;
 
@@ -119,11 +119,7 @@ impl Hub {
         shards: usize,
         inbox_bytes: usize,
     ) -> std::io::Result<(Arc<Self>, Vec<Receiver<Inbound>>)> {
-        Self::with_streams(
-            shards,
-            inbox_bytes,
-            Streams::new(DEFAULT_HISTORY_BYTES, DEFAULT_MAX_RECOVERY),
-        )
+        Self::with_streams(shards, inbox_bytes, Streams::new(DEFAULT_HISTORY_BYTES))
     }
 
     /// The same, with these streams.
@@ -233,7 +229,7 @@ impl Hub {
 
     /// Starts subscription `seq` of shard `shard` to hub topic `topic`
     /// where its stream is now, resuming from `since` if it can (with at
-    /// most `max_bytes` of replay): the marker goes into the shard's own
+    /// most `limit` of replay): the marker goes into the shard's own
     /// inbox under the topic's lock, so it sits exactly between the
     /// messages at or before the position and the later ones.
     pub fn join(
@@ -242,9 +238,9 @@ impl Hub {
         topic: &str,
         seq: u64,
         since: Option<Position>,
-        max_bytes: usize,
+        limit: ReplayLimit,
     ) -> Joined {
-        self.streams.join(topic, since, max_bytes, |topic, replay| {
+        self.streams.join(topic, since, limit, |topic, replay| {
             // Not charged to the inbox's bound: a marker is never refused
             // (its subscription would wait forever), and it holds only
             // references to frames the history keeps anyway. The shard

@@ -13,7 +13,9 @@
 //! something; one that goes and comes back gets a new epoch, so a position
 //! from before is never taken for one in the new stream. History is bounded
 //! per topic by count and age ([`HistoryRule`]) and for the whole process
-//! by a byte budget, past which the oldest messages are evicted.
+//! by a byte budget, past which the oldest messages are evicted. A
+//! latest-value topic keeps at least its last message (within the same
+//! budget), and a subscription that does not resume gets it first.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -85,6 +87,18 @@ pub struct StreamStats {
     pub recoveries: [AtomicU64; 5],
     /// Messages replayed to resuming subscriptions.
     pub replayed: AtomicU64,
+    /// Latest values given to new subscriptions of latest-value topics.
+    pub latest: AtomicU64,
+}
+
+/// The most one recovery may replay: over either, `recovered: false`
+/// ("too many").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplayLimit {
+    /// Messages (`max-recovery`).
+    pub messages: usize,
+    /// Bytes (the subscriber's backpressure bound).
+    pub bytes: usize,
 }
 
 /// What a subscription learned from its stream.
@@ -140,14 +154,17 @@ impl Stream {
     }
 
     /// Drops what the count and age bounds no longer allow; the bytes freed.
+    /// A latest-value topic's last message is its value: no age drops it.
     fn trim(&mut self, now: Instant) -> usize {
         let mut freed = 0;
         while let Some(front) = self.history.front() {
-            let too_many = self.history.len() > self.rule.size;
-            let too_old = self
-                .rule
-                .ttl
-                .is_some_and(|ttl| now.saturating_duration_since(front.at) > ttl);
+            let too_many = self.history.len() > self.rule.most();
+            let value = self.rule.latest && self.history.len() == 1;
+            let too_old = !value
+                && self
+                    .rule
+                    .ttl
+                    .is_some_and(|ttl| now.saturating_duration_since(front.at) > ttl);
             if !too_many && !too_old {
                 break;
             }
@@ -166,8 +183,7 @@ impl Stream {
     fn recover(
         &self,
         since: Position,
-        max_count: usize,
-        max_bytes: usize,
+        limit: ReplayLimit,
     ) -> Result<Vec<SharedFrame>, NotRecovered> {
         if since.epoch != self.epoch || since.offset > self.offset {
             return Err(NotRecovered::EpochChanged);
@@ -183,7 +199,7 @@ impl Stream {
         if since.offset + 1 < oldest {
             return Err(NotRecovered::TooOld);
         }
-        if missed > max_count as u64 {
+        if missed > limit.messages as u64 {
             return Err(NotRecovered::TooMany);
         }
         let skip = (since.offset + 1 - oldest) as usize;
@@ -191,12 +207,18 @@ impl Stream {
         let mut replay = Vec::with_capacity(missed as usize);
         for e in self.history.iter().skip(skip) {
             bytes += e.frame.len();
-            if bytes > max_bytes {
+            if bytes > limit.bytes {
                 return Err(NotRecovered::TooMany);
             }
             replay.push(Arc::clone(&e.frame));
         }
         Ok(replay)
+    }
+
+    /// A latest-value topic's last message, if it still keeps it.
+    fn latest(&self) -> Option<SharedFrame> {
+        let last = self.history.back()?;
+        (self.rule.latest && last.offset == self.offset).then(|| Arc::clone(&last.frame))
     }
 }
 
@@ -243,21 +265,18 @@ pub struct Streams {
     budget: Budget,
     /// Where the next eviction for room starts, so no stripe always pays.
     cursor: AtomicUsize,
-    max_recovery: usize,
     /// Counters for `/metrics`.
     pub stats: StreamStats,
 }
 
 impl Streams {
-    /// Streams whose histories hold at most `history_bytes` together, and
-    /// whose recoveries replay at most `max_recovery` messages.
-    pub fn new(history_bytes: usize, max_recovery: usize) -> Self {
+    /// Streams whose histories hold at most `history_bytes` together.
+    pub fn new(history_bytes: usize) -> Self {
         Self {
             stripes: (0..STRIPES).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             budget: Budget::new(history_bytes),
             cursor: AtomicUsize::new(0),
-            max_recovery,
             stats: StreamStats::default(),
         }
     }
@@ -386,14 +405,18 @@ impl Streams {
 
     /// Starts a hub subscription to `topic`: under the topic's lock, reads
     /// its position, decides whether the subscription resumes from `since`
-    /// (replaying at most `max_bytes`), and calls `mark` with the position
-    /// and the replay so that the caller's shard marks the point in its
-    /// inbox where the subscription starts.
+    /// (replaying at most `limit`), and calls `mark` with the position and
+    /// the replay so that the caller's shard marks the point in its inbox
+    /// where the subscription starts. Without `since`, a latest-value
+    /// topic's replay is its last message, and the position reported the
+    /// one just before it: like any, the subscription starts exactly after
+    /// the position it is told, and a client that drops offsets it has
+    /// seen keeps the value.
     pub fn join(
         &self,
         topic: &str,
         since: Option<Position>,
-        max_bytes: usize,
+        limit: ReplayLimit,
         mark: impl FnOnce(&Arc<str>, Vec<SharedFrame>),
     ) -> Joined {
         let now = Instant::now();
@@ -401,10 +424,17 @@ impl Streams {
         let (name, stream) = stream_in(&mut stripe, topic);
         self.budget.give_back(stream.trim(now));
         stream.subscribers += 1;
-        let recovered = since.map(|since| stream.recover(since, self.max_recovery, max_bytes));
-        let position = stream.position();
+        let recovered = since.map(|since| stream.recover(since, limit));
+        let mut position = stream.position();
         let (replay, recovered) = match recovered {
-            None => (Vec::new(), None),
+            None => {
+                let latest: Vec<SharedFrame> = stream.latest().into_iter().collect();
+                position.offset -= latest.len() as u64;
+                self.stats
+                    .latest
+                    .fetch_add(latest.len() as u64, Ordering::Relaxed);
+                (latest, None)
+            }
             Some(Ok(replay)) => {
                 self.stats.recoveries[0].fetch_add(1, Ordering::Relaxed);
                 self.stats
@@ -450,11 +480,15 @@ impl Streams {
              # HELP surge_replayed_messages_total Messages replayed to resuming subscriptions.\n\
              # TYPE surge_replayed_messages_total counter\n\
              surge_replayed_messages_total {}\n\
+             # HELP surge_latest_sent_total Latest values sent to new subscribers of latest-value topics.\n\
+             # TYPE surge_latest_sent_total counter\n\
+             surge_latest_sent_total {}\n\
              # HELP surge_recoveries_total Subscriptions that asked to resume, by result.\n\
              # TYPE surge_recoveries_total counter",
             self.budget.held(),
             s.evicted.load(Ordering::Relaxed),
             s.replayed.load(Ordering::Relaxed),
+            s.latest.load(Ordering::Relaxed),
         );
         for (label, n) in RECOVERY_RESULTS.iter().zip(&s.recoveries) {
             let n = n.load(Ordering::Relaxed);
@@ -489,11 +523,23 @@ mod tests {
         )
     }
 
-    const KEEP: HistoryRule = HistoryRule { size: 3, ttl: None };
+    const KEEP: HistoryRule = HistoryRule {
+        size: 3,
+        ttl: None,
+        latest: false,
+    };
+
+    /// At most `messages` replayed, whatever their bytes.
+    const fn upto(messages: usize) -> ReplayLimit {
+        ReplayLimit {
+            messages,
+            bytes: usize::MAX,
+        }
+    }
 
     #[test]
     fn offsets_grow_per_topic_and_a_forgotten_stream_gets_a_new_epoch() {
-        let streams = Streams::new(1 << 20, 100);
+        let streams = Streams::new(1 << 20);
         let a1 = publish(&streams, "a", KEEP, b"1");
         let a2 = publish(&streams, "a", KEEP, b"2");
         let b1 = publish(&streams, "b", KEEP, b"x");
@@ -511,15 +557,15 @@ mod tests {
 
     #[test]
     fn a_subscriber_resumes_or_is_told_why_not() {
-        let streams = Streams::new(1 << 20, 2);
+        let streams = Streams::new(1 << 20);
         let join = |since| {
             streams
-                .join("t", since, usize::MAX, |_, replay| {
+                .join("t", since, upto(2), |_, replay| {
                     assert!(replay.iter().all(|f| f.len() == 1));
                 })
                 .recovered
         };
-        let p0 = streams.join("t", None, usize::MAX, |_, _| {}).position;
+        let p0 = streams.join("t", None, upto(2), |_, _| {}).position;
         for b in [b"1", b"2", b"3", b"4"] {
             publish(&streams, "t", KEEP, b);
         }
@@ -534,21 +580,29 @@ mod tests {
             offset: 2,
         };
         assert_eq!(join(Some(other)), Some(Err(NotRecovered::EpochChanged)));
-        let streams2 = Streams::new(1 << 20, 1);
-        streams2.join("t", None, usize::MAX, |_, _| {});
+        let streams2 = Streams::new(1 << 20);
+        streams2.join("t", None, upto(1), |_, _| {});
         let p = publish(&streams2, "t", KEEP, b"1");
         publish(&streams2, "t", KEEP, b"2");
         let since = Position { offset: 0, ..p };
-        let r = streams2.join("t", Some(since), usize::MAX, |_, _| {});
+        let r = streams2.join("t", Some(since), upto(1), |_, _| {});
         assert_eq!(r.recovered, Some(Err(NotRecovered::TooMany)));
         let since = Position { offset: 1, ..p };
-        let r = streams2.join("t", Some(since), 0, |_, _| {});
+        let r = streams2.join(
+            "t",
+            Some(since),
+            ReplayLimit {
+                bytes: 0,
+                ..upto(1)
+            },
+            |_, _| {},
+        );
         assert_eq!(
             r.recovered,
             Some(Err(NotRecovered::TooMany)),
             "over the bytes"
         );
-        let r = streams2.join("t", Some(since), usize::MAX, |_, replay| {
+        let r = streams2.join("t", Some(since), upto(1), |_, replay| {
             assert_eq!(&*replay[0], b"2");
         });
         assert_eq!(r.recovered, Some(Ok(())));
@@ -560,34 +614,36 @@ mod tests {
 
     #[test]
     fn kept_messages_older_than_the_ttl_are_too_old_to_replay() {
-        let streams = Streams::new(1 << 20, 100);
+        let streams = Streams::new(1 << 20);
         let rule = HistoryRule {
             size: 100,
             ttl: Some(std::time::Duration::from_millis(20)),
+            latest: false,
         };
         let p = publish(&streams, "t", rule, b"1");
         let since = Position { offset: 0, ..p };
-        let fresh = streams.join("t", Some(since), usize::MAX, |_, r| assert_eq!(r.len(), 1));
+        let fresh = streams.join("t", Some(since), upto(100), |_, r| assert_eq!(r.len(), 1));
         assert_eq!(fresh.recovered, Some(Ok(())));
         std::thread::sleep(std::time::Duration::from_millis(40));
-        let stale = streams.join("t", Some(since), usize::MAX, |_, _| {});
+        let stale = streams.join("t", Some(since), upto(100), |_, _| {});
         assert_eq!(stale.recovered, Some(Err(NotRecovered::TooOld)));
         assert_eq!(streams.history_bytes(), 0, "trimmed as it was found");
         // Nothing missed is still exact.
-        let current = streams.join("t", Some(p), usize::MAX, |_, _| {});
+        let current = streams.join("t", Some(p), upto(100), |_, _| {});
         assert_eq!(current.recovered, Some(Ok(())));
     }
 
     #[test]
     fn the_byte_budget_evicts_the_oldest_and_leaves_no_gap() {
         let cost = 100 + ENTRY_OVERHEAD;
-        let streams = Streams::new(5 * cost, 100);
+        let streams = Streams::new(5 * cost);
         let big = HistoryRule {
             size: 1000,
             ttl: None,
+            latest: false,
         };
         // A subscriber holds "a": its stream stays when its history goes.
-        streams.join("a", None, usize::MAX, |_, _| {});
+        streams.join("a", None, upto(100), |_, _| {});
         for _ in 0..20 {
             publish(&streams, "a", big, &[0; 100]);
         }
@@ -604,5 +660,56 @@ mod tests {
         for (i, e) in s.history.iter().enumerate() {
             assert_eq!(e.offset, s.offset + 1 - (s.history.len() - i) as u64);
         }
+    }
+
+    #[test]
+    fn a_latest_value_topic_gives_its_last_message_to_a_new_subscriber_only() {
+        let streams = Streams::new(1 << 20);
+        let latest = HistoryRule {
+            size: 0,
+            ttl: Some(std::time::Duration::from_millis(10)),
+            latest: true,
+        };
+        let nothing = streams.join("t", None, upto(100), |_, r| assert!(r.is_empty()));
+        streams.leave("t");
+        assert_eq!(nothing.position.offset, 0);
+        for b in [b"1", b"2", b"3"] {
+            publish(&streams, "t", latest, b);
+        }
+        // Older than the TTL, with nobody subscribed: still the value.
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        let mut got = Vec::new();
+        let j = streams.join("t", None, upto(100), |_, r| got = r);
+        assert_eq!(j.position.offset, 2, "the position just before the value");
+        assert_eq!(got.iter().map(|f| f.to_vec()).collect::<Vec<_>>(), [b"3"]);
+        assert_eq!(streams.stats.latest.load(Ordering::Relaxed), 1);
+        // Resuming is recovery as ever: what was missed, not the value.
+        let since = Position {
+            offset: 3,
+            ..j.position
+        };
+        let r = streams.join("t", Some(since), upto(100), |_, r| assert!(r.is_empty()));
+        assert_eq!(r.recovered, Some(Ok(())));
+        let r = streams.join("t", Some(j.position), upto(100), |_, r| {
+            assert_eq!(r.len(), 1)
+        });
+        assert_eq!((r.recovered, r.position.offset), (Some(Ok(())), 3));
+        let since = Position {
+            offset: 1,
+            ..j.position
+        };
+        let r = streams.join("t", Some(since), upto(100), |_, _| {});
+        assert_eq!(r.recovered, Some(Err(NotRecovered::TooOld)));
+        // Not a latest-value topic any more: a plain history gives nothing.
+        publish(&streams, "t", KEEP, b"4");
+        streams.join("t", None, upto(100), |_, r| assert!(r.is_empty()));
+        // The byte budget evicts a value as it does history.
+        let tight = Streams::new(100 + ENTRY_OVERHEAD);
+        publish(&tight, "a", latest, &[0; 100]);
+        publish(&tight, "b", latest, &[0; 100]);
+        assert!(tight.history_bytes() <= 100 + ENTRY_OVERHEAD);
+        assert_eq!(tight.stats.evicted.load(Ordering::Relaxed), 1);
+        tight.join("a", None, upto(100), |_, r| assert!(r.is_empty()));
+        tight.join("b", None, upto(100), |_, r| assert_eq!(r.len(), 1));
     }
 }

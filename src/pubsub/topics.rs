@@ -18,6 +18,12 @@
 //! one keep nothing, and a snapshot holds at most the largest bound of its
 //! topic's conflating subscribers (plus the newest frame, whatever its
 //! size): the oldest keys go first.
+//!
+//! A feed topic (the ticker's, [`Topics::keep_latest`]) keeps that snapshot
+//! always, subscribers or not, and a new subscriber gets it first
+//! ([`Topics::latest`]): subscriptions are made between pumps, when every
+//! message taken from the inbox is both in the snapshot and handed out,
+//! so the first live message is the first one after the snapshot.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -66,6 +72,11 @@ struct Topic {
     /// Newest frame per key, oldest key first, and their bytes.
     latest: VecDeque<(u32, SharedFrame)>,
     latest_bytes: usize,
+    /// `latest` joined, until it changes: subscribers that join or catch
+    /// up meanwhile share it.
+    joined: Option<SharedFrame>,
+    /// A feed: it keeps `latest` without subscribers and is never dropped.
+    feed: bool,
 }
 
 impl Topic {
@@ -85,12 +96,27 @@ impl Topic {
             return 0;
         }
         self.conflating -= 1;
-        if self.conflating > 0 {
+        if self.conflating > 0 || self.feed {
             return 0;
         }
         self.snapshot_bound = 0;
         self.latest.clear();
+        self.joined = None;
         std::mem::take(&mut self.latest_bytes)
+    }
+
+    /// Whether it keeps the newest frame per key now.
+    fn remembers(&self) -> bool {
+        self.conflating > 0 || self.feed
+    }
+
+    /// The newest value of every key, joined once per change.
+    fn snapshot(&mut self) -> SharedFrame {
+        let (latest, bytes) = (&self.latest, self.latest_bytes);
+        Arc::clone(
+            self.joined
+                .get_or_insert_with(|| joined_latest(latest, bytes)),
+        )
     }
 
     /// Adds a frame to this turn's batch (`batch_count` already counts it).
@@ -117,7 +143,14 @@ impl Topic {
     /// the change in bytes held.
     fn remember(&mut self, key: u32, frame: &SharedFrame) -> isize {
         let before = self.latest_bytes;
-        match self.latest.iter_mut().find(|(k, _)| *k == key) {
+        self.joined = None;
+        // The ticker's keys are its symbols' indexes, first seen in that
+        // order: a feed with every key finds each at once, not by a walk.
+        let at = match self.latest.get(key as usize) {
+            Some((k, _)) if *k == key => Some(key as usize),
+            _ => self.latest.iter().position(|(k, _)| *k == key),
+        };
+        match at.and_then(|i| self.latest.get_mut(i)) {
             Some(slot) => {
                 self.latest_bytes -= slot.1.len();
                 slot.1 = Arc::clone(frame);
@@ -198,7 +231,8 @@ pub(crate) struct TopicStats {
     pub(crate) delivered: u64,
     /// Messages a conflated subscriber skipped.
     pub(crate) conflated: u64,
-    /// Snapshots sent to conflated subscribers that caught up.
+    /// Snapshots sent to conflated subscribers that caught up and to new
+    /// subscribers of a feed.
     pub(crate) snapshots: u64,
     /// Subscribers closed for falling behind.
     pub(crate) disconnected: u64,
@@ -236,6 +270,8 @@ pub(crate) struct Topics {
     subscriptions: usize,
     /// Bytes of the frames topics keep for snapshots.
     snapshot_bytes: usize,
+    /// Topics with at least one subscriber (feeds are kept without).
+    occupied: usize,
     pub(crate) stats: TopicStats,
     /// Compress every deflate subscriber's delivery on its own instead of
     /// once per window size: the cost a server without shared compression
@@ -251,7 +287,58 @@ impl Topics {
 
     /// Topics with at least one subscriber on this shard.
     pub(crate) fn topic_count(&self) -> usize {
-        self.topics.len()
+        self.occupied
+    }
+
+    /// Makes `name` a feed: it keeps the newest frame of every key from
+    /// now on, within `bound` bytes (plus the newest frame), whether or
+    /// not anyone subscribes, for [`Topics::latest`].
+    pub(crate) fn keep_latest(&mut self, name: &str, bound: usize) {
+        let id = self.topic_id(name);
+        let topic = &mut self.topics[id as usize];
+        topic.feed = true;
+        topic.snapshot_bound = topic.snapshot_bound.max(bound);
+    }
+
+    /// What a new subscriber of feed `name` gets first: the newest frame of
+    /// every key, joined; `None` for other topics or before any message.
+    /// Called between pumps (a subscription is made while the driver's
+    /// events are handled), when no taken message waits in a batch: each
+    /// is in the snapshot and was handed out, none is both.
+    pub(crate) fn latest(&mut self, name: &str) -> Option<SharedFrame> {
+        let &id = self.by_name.get(name)?;
+        let topic = &mut self.topics[id as usize];
+        debug_assert_eq!(topic.batch_count, 0, "a subscription between pumps");
+        if !topic.feed || topic.latest.is_empty() {
+            return None;
+        }
+        self.stats.snapshots += 1;
+        Some(topic.snapshot())
+    }
+
+    /// The id of topic `name`, made if it has none.
+    fn topic_id(&mut self, name: &str) -> u32 {
+        if let Some(&id) = self.by_name.get(name) {
+            return id;
+        }
+        let name: Arc<str> = name.into();
+        let id = self.topics.insert(Topic {
+            name: Arc::clone(&name),
+            members: Slab::new(),
+            batch: Vec::new(),
+            first: None,
+            batch_count: 0,
+            messages: Vec::new(),
+            compressing: 0,
+            conflating: 0,
+            snapshot_bound: 0,
+            latest: VecDeque::new(),
+            latest_bytes: 0,
+            joined: None,
+            feed: false,
+        }) as u32;
+        self.by_name.insert(name, id);
+        id
     }
 
     /// Bytes of the frames kept for snapshots on this shard.
@@ -274,27 +361,7 @@ impl Topics {
         max: usize,
         waiting: u64,
     ) -> Result<(), SubscribeError> {
-        let id = match self.by_name.get(name) {
-            Some(&id) => id,
-            None => {
-                let name: Arc<str> = name.into();
-                let id = self.topics.insert(Topic {
-                    name: Arc::clone(&name),
-                    members: Slab::new(),
-                    batch: Vec::new(),
-                    first: None,
-                    batch_count: 0,
-                    messages: Vec::new(),
-                    compressing: 0,
-                    conflating: 0,
-                    snapshot_bound: 0,
-                    latest: VecDeque::new(),
-                    latest_bytes: 0,
-                }) as u32;
-                self.by_name.insert(name, id);
-                id
-            }
-        };
+        let id = self.topic_id(name);
         if subs.iter().any(|&(t, _)| t == id) {
             return Err(SubscribeError::Duplicate);
         }
@@ -311,6 +378,7 @@ impl Topics {
             behind: false,
             waiting,
         }) as u32;
+        self.occupied += usize::from(topic.members.len() == 1);
         subs.push((id, slot));
         self.subscriptions += 1;
         Ok(())
@@ -328,6 +396,7 @@ impl Topics {
         let topic = &mut self.topics[id as usize];
         let m = topic.members.remove(slot as usize);
         self.snapshot_bytes -= topic.leave(&m.limit);
+        self.occupied -= usize::from(topic.members.is_empty());
         self.subscriptions -= 1;
         self.drop_if_unused(id);
         true
@@ -340,6 +409,7 @@ impl Topics {
             if let Some(topic) = self.topics.get_mut(id as usize) {
                 if let Some(m) = topic.members.try_remove(slot as usize) {
                     self.snapshot_bytes -= topic.leave(&m.limit);
+                    self.occupied -= usize::from(topic.members.is_empty());
                     self.subscriptions -= 1;
                     left(&topic.name);
                 }
@@ -393,7 +463,8 @@ impl Topics {
     }
 
     fn drop_if_unused(&mut self, id: u32) {
-        if self.topics[id as usize].members.is_empty() {
+        let topic = &self.topics[id as usize];
+        if topic.members.is_empty() && !topic.feed {
             let topic = self.topics.remove(id as usize);
             self.by_name.remove(&topic.name);
             self.dirty.retain(|&t| t != id);
@@ -406,6 +477,14 @@ impl Topics {
             return;
         };
         let topic = &mut self.topics[id as usize];
+        if topic.remembers() {
+            let change = topic.remember(d.key, &d.frame);
+            self.snapshot_bytes = self.snapshot_bytes.saturating_add_signed(change);
+        }
+        if topic.members.is_empty() {
+            // A feed nobody on this shard subscribes to: only its snapshot.
+            return;
+        }
         if topic.batch_count == 0 {
             self.dirty.push(id);
         }
@@ -414,10 +493,6 @@ impl Topics {
             topic.messages.push(Arc::clone(&d.frame));
         }
         topic.add_to_batch(&d.frame);
-        if topic.conflating > 0 {
-            let change = topic.remember(d.key, &d.frame);
-            self.snapshot_bytes = self.snapshot_bytes.saturating_add_signed(change);
-        }
     }
 
     /// Hands this turn's batches to every subscriber, applying each one's
@@ -470,7 +545,10 @@ impl Topics {
                     // backlog has drained to half the bound.
                     if backlog <= bound / 2 {
                         let s = snapshot.get_or_insert_with(|| {
-                            joined_latest(&topic.latest, topic.latest_bytes)
+                            topic
+                                .joined
+                                .clone()
+                                .unwrap_or_else(|| joined_latest(&topic.latest, topic.latest_bytes))
                         });
                         conn.push(Arc::clone(s));
                         m.behind = false;
@@ -733,5 +811,37 @@ mod tests {
         assert_eq!(topics.snapshot_bytes(), 150);
         assert!(topics.unsubscribe("px", &mut subs));
         assert_eq!(topics.snapshot_bytes(), 0);
+    }
+
+    #[test]
+    fn a_feed_keeps_its_latest_frames_without_subscribers_and_hands_them_out_first() {
+        let mut topics = Topics::default();
+        let mut conns: Slab<Fake> = Slab::new();
+        topics.keep_latest("px", 100);
+        assert_eq!(topics.latest("px"), None, "nothing published yet");
+        for (key, byte) in [(0, b"a"), (1, b"b"), (0, b"c")] {
+            topics.accept(&delivery("px", key, byte));
+        }
+        // Nobody subscribes, so nothing is batched, and the topic stays.
+        let mut out = FanOut::default();
+        topics.fan_out(&mut conns, 0, &mut out);
+        assert_eq!((topics.topic_count(), topics.snapshot_bytes()), (0, 2));
+        let a = conns.insert(Fake::default());
+        let mut subs = Vec::new();
+        topics.subscribe(a, 0, "px", DROP, &mut subs, 8, 0).unwrap();
+        let first = topics.latest("px").unwrap();
+        assert_eq!(&*first, b"cb");
+        // Joined once until it changes.
+        assert!(Arc::ptr_eq(&first, &topics.latest("px").unwrap()));
+        conns[a].push(first);
+        topics.accept(&delivery("px", 1, b"d"));
+        topics.fan_out(&mut conns, 0, &mut out);
+        assert_eq!(conns[a].got, b"cbd", "the snapshot, then live, once");
+        assert_eq!(topics.topic_count(), 1);
+        assert!(topics.unsubscribe("px", &mut subs));
+        assert_eq!((topics.topic_count(), topics.snapshot_bytes()), (0, 2));
+        assert_eq!(&*topics.latest("px").unwrap(), b"cd");
+        assert_eq!(topics.latest("other"), None);
+        assert_eq!(topics.stats.snapshots, 3);
     }
 }

@@ -10,6 +10,7 @@ use super::session::{Route, Session};
 use super::{Conn, Transport};
 use crate::metrics::ShardStats;
 use crate::pubsub::hub::{Hub, Inbound, InboxReceiver, SharedFrame};
+use crate::pubsub::ticker;
 use crate::pubsub::topics::{FanOut, Subscriber, Topics};
 
 #[derive(Debug)]
@@ -45,6 +46,15 @@ impl PubSub {
         let mut topics = Topics::default();
         topics.compress_per_connection =
             routes.deflate_broadcast == DeflateBroadcast::PerConnection;
+        if !routes.ticker_symbols.is_empty() {
+            // Every shard takes every tick: each keeps the latest for its
+            // own new subscribers.
+            let bound = routes.feed_bound();
+            topics.keep_latest(ticker::ALL, bound);
+            for symbol in &routes.ticker_symbols {
+                topics.keep_latest(&ticker::topic(symbol), bound);
+            }
+        }
         Self {
             topics,
             inbox,

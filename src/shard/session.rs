@@ -24,6 +24,7 @@ use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
 use crate::pubsub::hub::SharedFrame;
 use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest, Subscribed};
+use crate::pubsub::streams::ReplayLimit;
 use crate::pubsub::topics::{Limit, SubscribeError};
 use crate::pubsub::{hub_topic, ticker};
 
@@ -413,6 +414,10 @@ impl Session {
                         usize::MAX,
                         0,
                     );
+                    // The latest tick of every key first, then live ones.
+                    if let Some(snapshot) = limits.pubsub.topics.latest(&topic) {
+                        self.push_shared(snapshot);
+                    }
                     if routes.ticker_send_buffer != 0 {
                         let socket = socket2::SockRef::from(&limits.socket);
                         if let Err(e) = socket.set_send_buffer_size(routes.ticker_send_buffer) {
@@ -914,11 +919,11 @@ fn hub_request(
                         let shard = limits.pubsub.shard();
                         // A replay never puts the subscriber past its own
                         // backpressure bound: over it, "too many".
-                        let joined =
-                            limits
-                                .pubsub
-                                .hub()
-                                .join(shard, &topic, seq, from, limit.bound);
+                        let replay = ReplayLimit {
+                            messages: routes.max_recovery(spec),
+                            bytes: limit.bound,
+                        };
+                        let joined = limits.pubsub.hub().join(shard, &topic, seq, from, replay);
                         answers.push(Subscribed {
                             topic: name,
                             position: Some(joined.position),
@@ -949,7 +954,7 @@ fn hub_request(
             )))
         }
         HubRequest::Publish { topic, data } => {
-            let rule = routes.history(spec);
+            let rule = routes.history(spec, &topic);
             limits.pubsub.hub().publish_positioned(&topic, data, rule);
             None
         }

@@ -5,13 +5,13 @@ use std::fmt::Write;
 
 use clap::ArgAction;
 
-use crate::config::{RouteSpec, Routes};
+use crate::config::{RouteSpec, Routes, TopicRule};
 
 /// Flags that are not settings.
 const SKIP: &[&str] = &["config", "check-config", "help", "version"];
 
 /// Every flag of `command` with its value in `matches` (defaults
-/// included), then the routes.
+/// included), then the routes and the topic rules.
 pub(crate) fn render(
     command: &clap::Command,
     matches: &clap::ArgMatches,
@@ -49,6 +49,25 @@ pub(crate) fn render(
         out.push('\n');
         out.push_str(&route_table(route));
     }
+    for rule in &routes.topic_rules {
+        out.push('\n');
+        out.push_str(&topic_table(rule));
+    }
+    out
+}
+
+fn topic_table(rule: &TopicRule) -> String {
+    let mut out = String::from("[[topics]]\n");
+    let _ = writeln!(out, "prefix = {}", literal_string(&rule.prefix));
+    if let Some(n) = rule.history_size {
+        let _ = writeln!(out, "history-size = {n}");
+    }
+    if let Some(d) = rule.history_ttl {
+        let _ = writeln!(out, "history-ttl-ms = {}", d.as_millis());
+    }
+    if let Some(b) = rule.latest {
+        let _ = writeln!(out, "latest = {b}");
+    }
     out
 }
 
@@ -79,6 +98,12 @@ fn route_table(route: &RouteSpec) -> String {
     }
     if let Some(d) = route.history_ttl {
         let _ = writeln!(out, "history-ttl-ms = {}", d.as_millis());
+    }
+    if let Some(b) = route.latest {
+        let _ = writeln!(out, "latest = {b}");
+    }
+    if let Some(n) = route.max_recovery {
+        let _ = writeln!(out, "max-recovery = {n}");
     }
     out
 }

@@ -90,6 +90,7 @@ pub(crate) fn resolve(
         apply_routes(&mut config.routes, from_file.routes)
             .map_err(|e| format!("{label}: routes: {e}"))?;
     }
+    config.routes.topic_rules = from_file.topics;
     let (_, final_matches) = matches.subcommand().unwrap_or((sub, given));
     let effective = effective::render(sub_command, final_matches, &config.routes);
     Ok(Resolved {

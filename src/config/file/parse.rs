@@ -1,7 +1,8 @@
 //! `--config FILE`: a TOML file whose keys are the command-line flags of the
 //! same name (`max-message = 65536`, or `max_message`), optionally grouped
 //! in sections (`[admission]`, `[tls] cert`, `[bridge.redis] url`), plus
-//! `[[routes]]` tables that map paths to what serves them.
+//! `[[routes]]` tables that map paths to what serves them and `[[topics]]`
+//! tables that set what hub topics keep by the start of their names.
 //!
 //! Keys become arguments for clap, so a key accepts exactly what its flag
 //! accepts and both share one validator; a flag given on the command line
@@ -15,7 +16,7 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use crate::config::pubsub::Backpressure;
-use crate::config::{RouteKind, RouteSpec};
+use crate::config::{RouteKind, RouteSpec, TopicRule};
 use crate::protocol::deflate::DeflatePolicy;
 
 /// Sections that only group keys: a key `k` in `[s]` is the flag `s-k` when
@@ -34,6 +35,8 @@ pub(crate) struct FileArgs {
     pub(crate) origins: Vec<Origin>,
     /// `[[routes]]`, in file order; empty when the file has none.
     pub(crate) routes: Vec<RouteSpec>,
+    /// `[[topics]]`, in file order.
+    pub(crate) topics: Vec<TopicRule>,
 }
 
 /// Where a flag's value came from in the file.
@@ -130,6 +133,22 @@ impl Reader<'_> {
                         self.out.routes.push(spec);
                     }
                 }
+                DeValue::Array(items) if section.is_empty() && name == "topics" => {
+                    for item in items.iter() {
+                        let DeValue::Table(table) = item.get_ref() else {
+                            return Err(self.error(at, &shown, "must be [[topics]] tables"));
+                        };
+                        let rule = self.topic(table, item.span().start)?;
+                        if self.out.topics.iter().any(|r| r.prefix == rule.prefix) {
+                            return Err(self.error(
+                                item.span().start,
+                                "topics.prefix",
+                                format_args!("{:?} has a rule already", rule.prefix),
+                            ));
+                        }
+                        self.out.topics.push(rule);
+                    }
+                }
                 DeValue::Table(inner) => {
                     let known = match section {
                         [] => SECTIONS.contains(&name),
@@ -141,7 +160,8 @@ impl Reader<'_> {
                             at,
                             &shown,
                             format_args!(
-                                "unknown section (sections: {}, bridge.redis, [[routes]])",
+                                "unknown section (sections: {}, bridge.redis, [[routes]], \
+                                 [[topics]])",
                                 SECTIONS.join(", ")
                             ),
                         ));
@@ -244,6 +264,7 @@ impl Reader<'_> {
         // Where a history key was written, to point at it if the kind
         // turns out to keep none.
         let mut history_key = None;
+        let mut recovery_key = None;
         for (key, value) in table {
             let name = key.get_ref().replace('_', "-");
             let shown = format!("routes.{name}");
@@ -296,6 +317,15 @@ impl Reader<'_> {
                     spec.history_ttl = Some(Duration::from_millis(ms));
                     history_key.get_or_insert((at, shown.clone()));
                 }
+                "latest" => {
+                    spec.latest =
+                        Some(boolean(value).ok_or_else(|| bad(&"must be true or false"))?);
+                    history_key.get_or_insert((at, shown.clone()));
+                }
+                "max-recovery" => {
+                    spec.max_recovery = Some(text.parse::<usize>().map_err(|e| bad(&e))?);
+                    recovery_key.get_or_insert((at, shown.clone()));
+                }
                 "deflate" => {
                     spec.deflate = Some(DeflatePolicy::from_str(&text, true).map_err(|_| {
                         bad(&format_args!(
@@ -307,7 +337,7 @@ impl Reader<'_> {
                     return Err(bad(
                         &"unknown route key (path, kind, handler, max-message, \
                          idle-timeout-ms, backpressure, max-backpressure, deflate, \
-                         history-size, history-ttl-ms)",
+                         history-size, history-ttl-ms, latest, max-recovery)",
                     ))
                 }
             }
@@ -316,6 +346,9 @@ impl Reader<'_> {
         spec.kind = kind.ok_or_else(|| self.error(at, "routes.kind", "missing"))?;
         if let (Some((key_at, shown)), false) = (history_key, spec.kind == RouteKind::Hub) {
             return Err(self.error(key_at, &shown, "only a hub route keeps history"));
+        }
+        if let (Some((key_at, shown)), false) = (recovery_key, spec.kind == RouteKind::Hub) {
+            return Err(self.error(key_at, &shown, "only a hub route resumes subscriptions"));
         }
         match (spec.kind, &spec.handler) {
             (RouteKind::App, None) => {
@@ -327,6 +360,69 @@ impl Reader<'_> {
             }
         }
         Ok(spec)
+    }
+
+    /// One `[[topics]]` table.
+    fn topic(&self, table: &DeTable<'_>, at: usize) -> Result<TopicRule, String> {
+        let mut rule = TopicRule::new(String::new());
+        let mut prefix = None;
+        for (key, value) in table {
+            let name = key.get_ref().replace('_', "-");
+            let shown = format!("topics.{name}");
+            let at = key.span().start;
+            let text = self.scalar(value, &shown)?;
+            let bad = |e: &dyn std::fmt::Display| self.error(at, &shown, e);
+            match name.as_str() {
+                "prefix" => {
+                    if !matches!(value.get_ref(), DeValue::String(_)) {
+                        return Err(bad(&"must be a string"));
+                    }
+                    if text.is_empty() {
+                        return Err(bad(
+                            &"must not be empty (history-size, history-ttl-ms and latest \
+                             set every topic's rule)",
+                        ));
+                    }
+                    prefix = Some(text);
+                }
+                "history-size" => {
+                    rule.history_size = Some(text.parse::<usize>().map_err(|e| bad(&e))?);
+                }
+                "history-ttl-ms" => {
+                    let ms = text.parse::<u64>().map_err(|e| bad(&e))?;
+                    rule.history_ttl = Some(Duration::from_millis(ms));
+                }
+                "latest" => {
+                    rule.latest =
+                        Some(boolean(value).ok_or_else(|| bad(&"must be true or false"))?);
+                }
+                _ => {
+                    return Err(bad(
+                        &"unknown topics key (prefix, history-size, history-ttl-ms, latest)",
+                    ))
+                }
+            }
+        }
+        rule.prefix = prefix.ok_or_else(|| self.error(at, "topics.prefix", "missing"))?;
+        if rule == TopicRule::new(rule.prefix.clone()) {
+            return Err(self.error(
+                at,
+                "topics",
+                format_args!(
+                    "the rule for {:?} sets nothing (history-size, history-ttl-ms, latest)",
+                    rule.prefix
+                ),
+            ));
+        }
+        Ok(rule)
+    }
+}
+
+/// A TOML boolean's value; `None` for anything else.
+fn boolean(value: &Spanned<DeValue<'_>>) -> Option<bool> {
+    match value.get_ref() {
+        DeValue::Boolean(b) => Some(*b),
+        _ => None,
     }
 }
 
