@@ -189,7 +189,11 @@ fn a_stream_delivers_hub_messages_and_resumes_from_its_last_event_id() {
             seen.push((message["data"]["n"].as_u64().unwrap(), event.data()));
             by_ws.push(next_text(&mut ws));
             let topic = message["topic"].as_str().unwrap();
-            let part = format!("{}:{}", message["epoch"].as_str().unwrap(), message["offset"]);
+            let part = format!(
+                "{}:{}",
+                message["epoch"].as_str().unwrap(),
+                message["offset"]
+            );
             match topic {
                 "ev-a" => a = format!("ev-a:{part}"),
                 _ => b = format!("b%20c:{part}"),
@@ -197,7 +201,11 @@ fn a_stream_delivers_hub_messages_and_resumes_from_its_last_event_id() {
             last_id = format!("{a},{b}");
             assert_eq!(event.id.as_deref(), Some(last_id.as_str()), "{backend}");
         }
-        let ev_a: Vec<u64> = seen.iter().map(|(n, _)| *n).filter(|n| n % 2 == 1).collect();
+        let ev_a: Vec<u64> = seen
+            .iter()
+            .map(|(n, _)| *n)
+            .filter(|n| n % 2 == 1)
+            .collect();
         assert_eq!(ev_a, [1, 3], "{backend}: {seen:?}");
         let mut texts: Vec<String> = seen.into_iter().map(|(_, t)| t).collect();
         texts.sort();
