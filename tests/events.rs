@@ -217,6 +217,9 @@ fn a_stream_delivers_hub_messages_and_resumes_from_its_last_event_id() {
 
         publish(&mut publisher, "ev-a", r#"{"n":4}"#);
         publish(&mut publisher, "b c", r#"{"n":5}"#);
+        // Both are in their streams once a subscriber has them.
+        next_text(&mut ws);
+        next_text(&mut ws);
         // The browser reconnects to the URL it was given, whose since= is
         // older than the id it last saw: the id wins.
         let old = format!("{query}&since={}", urlencode(&first.id.unwrap()));
@@ -485,4 +488,84 @@ fn a_stream_over_its_backpressure_bound_is_ended() {
         );
         drop(sse);
     }
+}
+
+/// On a route that conflates, a stream that falls behind is not ended: it
+/// skips what it cannot take and, once it reads again, gets the latest
+/// message as an event, then live ones.
+#[test]
+fn a_conflating_route_sends_a_late_stream_the_latest_message() {
+    let server = Server::start(&[
+        "serve",
+        "--hub-backpressure",
+        "conflate",
+        "--max-backpressure",
+        "16384",
+    ]);
+    let addr = server.addr;
+    let (status, mut sse) = Stream::open_on(
+        small_window(addr),
+        "/hub/events?topics=px",
+        "Accept: text/event-stream\r\n",
+    );
+    assert_eq!(status, 200);
+    assert_eq!(sse.next_event().event.as_deref(), Some("subscribed"));
+    let mut publisher = hub_client(ip(1), addr);
+    let pad = "x".repeat(1000);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut n = 0;
+    while metric(addr, "surge_pubsub_conflated_total") == 0 {
+        assert!(
+            n < 50_000 && Instant::now() < deadline,
+            "not conflated after {n}"
+        );
+        for _ in 0..200 {
+            n += 1;
+            publish(
+                &mut publisher,
+                "px",
+                &format!(r#"{{"n":{n},"pad":"{pad}"}}"#),
+            );
+        }
+    }
+    // Live messages go on while the stream catches up: it reads to the
+    // last of them, in order, without the ones it skipped.
+    let last_n = n + 40;
+    let trickle = std::thread::spawn(move || {
+        for n in n + 1..=last_n {
+            std::thread::sleep(Duration::from_millis(50));
+            publish(&mut publisher, "px", &format!(r#"{{"n":{n}}}"#));
+        }
+        publisher
+    });
+    let mut got = 0;
+    let mut last = 0;
+    while last < last_n {
+        let event = sse.next_event();
+        let at = event.json()["data"]["n"].as_u64().unwrap();
+        assert!(at > last, "in order: {at} after {last}");
+        last = at;
+        got += 1;
+    }
+    let _publisher = trickle.join().unwrap();
+    assert!(got < last_n, "some were skipped: {got} of {last_n}");
+    assert_eq!(
+        metric(addr, "surge_sse_ended_total"),
+        0,
+        "the stream goes on"
+    );
+    assert_eq!(metric(addr, "surge_sse_streams"), 1);
+}
+
+/// A connection to `addr` with a small receive window, so that the
+/// server's backlog for it grows soon.
+fn small_window(addr: SocketAddr) -> TcpStream {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    stream
 }
