@@ -98,7 +98,16 @@ pub struct ShardStats {
     /// Connections closed with 1013 because their message would have
     /// taken the shard past `--message-budget`.
     pub message_budget_closes_total: AtomicU64,
+    /// Event streams (`GET /hub/events`) open.
+    pub sse_streams: AtomicU64,
+    /// Events written to event streams.
+    pub sse_events_total: AtomicU64,
+    /// Event streams ended, by [`SSE_ENDED_LABELS`].
+    pub sse_ended_total: [AtomicU64; 4],
 }
+
+/// The `reason` labels of `surge_sse_ended_total`.
+pub const SSE_ENDED_LABELS: [&str; 4] = ["client", "drain", "slow_consumer", "server"];
 
 impl ShardStats {
     /// Adds `n` to a counter owned by this shard.
@@ -176,7 +185,7 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 21] = [
+        let families: [Family; 23] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -304,6 +313,18 @@ impl Metrics {
                 "Connections closed with 1013 because their message did not fit in the shard's message budget.",
                 |s| get(&s.message_budget_closes_total),
             ),
+            (
+                "surge_sse_streams",
+                "gauge",
+                "Server-sent event streams (GET /hub/events) open.",
+                |s| get(&s.sse_streams),
+            ),
+            (
+                "surge_sse_events_total",
+                "counter",
+                "Events written to server-sent event streams.",
+                |s| get(&s.sse_events_total),
+            ),
         ];
         for (name, kind, help, field) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -327,6 +348,20 @@ impl Metrics {
             if total != 0 || *label != "other" {
                 let _ = writeln!(out, "surge_closes_total{{code=\"{label}\"}} {total}");
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP surge_sse_ended_total Server-sent event streams ended, by why: the \
+             client went, the drain, a slow consumer over its backpressure bound, another \
+             close the server started.\n# TYPE surge_sse_ended_total counter"
+        );
+        for (slot, label) in SSE_ENDED_LABELS.iter().enumerate() {
+            let total: u64 = self
+                .shards
+                .iter()
+                .map(|s| s.sse_ended_total[slot].load(Ordering::Relaxed))
+                .sum();
+            let _ = writeln!(out, "surge_sse_ended_total{{reason=\"{label}\"}} {total}");
         }
         let registry = &admission.registry;
         registry

@@ -1,13 +1,17 @@
 //! Headless Chromium (Debian's `chromium`, installed by scripts/test.sh)
 //! opens a page that echoes messages through `surge serve` with the
 //! permessage-deflate Chromium always offers, then publishes the outcome to
-//! a hub topic this test subscribes to; and a page with clients/js/surge.js
-//! that rides out a killed and restarted server.
+//! a hub topic this test subscribes to; a page with clients/js/surge.js
+//! that rides out a killed and restarted server; and the same client behind
+//! a proxy that refuses WebSocket, on server-sent events.
 
 mod support;
 
-use std::net::TcpStream;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::*;
@@ -93,14 +97,14 @@ fn the_js_client_resubscribes_after_the_server_is_killed() {
         .spawn()
         .expect("chromium is not installed: run `bash scripts/test.sh`, which installs it");
     let outcome = std::panic::catch_unwind(|| {
-        let mut page = PageProbe::connect(&first);
+        let mut page = PageProbe::connect(&first, "js");
         page.ask_until(|s| s["opens"] == 1);
         page.publish(r#"{"n":1}"#);
         page.publish(r#"{"n":2}"#);
         page.ask_until(|s| s["got"] == serde_json::json!([1, 2]));
         drop(first); // SIGKILL
         let second = Server::start_at(&["serve"], addr);
-        let mut page = PageProbe::connect(&second);
+        let mut page = PageProbe::connect(&second, "js");
         page.ask_until(|s| s["opens"] == 2);
         page.publish(r#"{"n":3}"#);
         page.publish(r#"{"n":4}"#);
@@ -120,21 +124,22 @@ fn the_js_client_resubscribes_after_the_server_is_killed() {
     );
 }
 
-/// The test's side of the page's topics: publishes to "js-feed" and reads
-/// the page's answers on "js-result".
+/// The test's side of a page's topics: publishes to "NAME-feed" and reads
+/// the page's answers on "NAME-result".
 struct PageProbe {
     ws: tungstenite::WebSocket<Patient>,
+    name: &'static str,
 }
 
 impl PageProbe {
-    fn connect(server: &Server) -> Self {
+    fn connect(server: &Server, name: &'static str) -> Self {
         let mut ws = Self::upgrade(server);
-        ws.send(Message::text(
-            r#"{"op":"subscribe","topics":["js-result"]}"#,
-        ))
+        ws.send(Message::text(format!(
+            r#"{{"op":"subscribe","topics":["{name}-result"]}}"#
+        )))
         .unwrap();
         let _ack = ws.read().unwrap();
-        Self { ws }
+        Self { ws, name }
     }
 
     /// A hub connection to `server`. Right after a restart on the same
@@ -161,7 +166,8 @@ impl PageProbe {
     }
 
     fn publish(&mut self, data: &str) {
-        let request = format!(r#"{{"op":"publish","topic":"js-feed","data":{data}}}"#);
+        let name = self.name;
+        let request = format!(r#"{{"op":"publish","topic":"{name}-feed","data":{data}}}"#);
         self.ws.send(Message::text(request)).unwrap();
     }
 
@@ -197,4 +203,210 @@ impl PageProbe {
         }
         panic!("the page never reached the state; last: {last}");
     }
+}
+
+/// With WebSocket refused by a proxy in front of the server, a page using
+/// clients/js/surge.js falls back to server-sent events and receives over
+/// them; a stream cut while messages are published resumes from its
+/// Last-Event-ID with every one of them, once, in order and with no gap;
+/// and after a server restart (which loses in-memory history) it comes back
+/// on its own and says plainly that the epoch changed.
+#[test]
+fn the_js_client_falls_back_to_server_sent_events_and_resumes() {
+    let first = Server::start(&["serve", "--history-size", "100"]);
+    let addr = first.addr;
+    let proxy = RefusingProxy::start(addr);
+    let page = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/page/sse_client.html");
+    let profile = std::env::temp_dir().join(format!("surge-chromium-sse-{}", std::process::id()));
+    let mut chromium = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+            "--allow-file-access-from-files",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg(format!(
+            "file://{page}?base=ws://{}&report=ws://{addr}",
+            proxy.addr
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium is not installed: run `bash scripts/test.sh`, which installs it");
+    let outcome = std::panic::catch_unwind(|| {
+        let mut page = PageProbe::connect(&first, "sse");
+        page.ask_until(|s| s["opens"] == 1 && s["transport"] == "sse");
+        page.publish(r#"{"n":1}"#);
+        page.publish(r#"{"n":2}"#);
+        page.ask_until(|s| s["got"] == serde_json::json!([1, 2]));
+        page.ws
+            .send(Message::text(
+                r#"{"op":"publish","topic":"sse-quiet","data":0}"#,
+            ))
+            .unwrap();
+        // The network breaks: what is published meanwhile is replayed once
+        // the browser's own reconnect gets through.
+        proxy.cut_and_block(true);
+        page.publish(r#"{"n":3}"#);
+        page.publish(r#"{"n":4}"#);
+        std::thread::sleep(Duration::from_millis(500));
+        proxy.cut_and_block(false);
+        let resumed = page.ask_until(|s| s["got"] == serde_json::json!([1, 2, 3, 4]));
+        assert_eq!(resumed["gaps"], serde_json::json!([]), "{resumed}");
+        assert!(
+            metric(addr, "surge_recoveries_total{result=\"recovered\"}") >= 1,
+            "the stream resumed through recovery"
+        );
+        drop(first); // SIGKILL
+        let second = Server::start_at(&["serve", "--history-size", "100"], addr);
+        let mut page = PageProbe::connect(&second, "sse");
+        page.ask_until(|s| s["opens"].as_u64() >= Some(3));
+        page.publish(r#"{"n":5}"#);
+        page.ask_until(|s| s["got"] == serde_json::json!([1, 2, 3, 4, 5]))
+    });
+    let _ = chromium.kill();
+    let _ = chromium.wait();
+    let _ = std::fs::remove_dir_all(&profile);
+    let state = outcome.unwrap_or_else(|e| std::panic::resume_unwind(e));
+    println!("page: {state}");
+    assert_eq!(state["transport"], "sse", "{state}");
+    assert!(
+        proxy.refused.load(Ordering::Relaxed) >= 1,
+        "the page tried WebSocket first"
+    );
+    let mut gaps: Vec<&str> = state["gaps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g.as_str().unwrap())
+        .collect();
+    gaps.sort_unstable();
+    assert_eq!(
+        gaps,
+        ["sse-feed: epoch changed", "sse-quiet: epoch changed"],
+        "only the restart's lost history is a gap, each topic's said once, the quiet \
+         one's by the stream's subscribed event: {state}"
+    );
+}
+
+/// A loopback proxy that answers every `Upgrade: websocket` request with
+/// 403 and forwards anything else both ways, as some corporate proxies and
+/// networks do. It can cut every forwarded connection and refuse new ones
+/// for a while, as a broken network would.
+struct RefusingProxy {
+    addr: SocketAddr,
+    /// Upgrades refused.
+    refused: Arc<AtomicUsize>,
+    /// New connections are dropped at once while set.
+    blocked: Arc<AtomicBool>,
+    /// Both sides of every forwarded connection, to cut.
+    open: Arc<Mutex<Vec<TcpStream>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl RefusingProxy {
+    fn start(upstream: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let proxy = Self {
+            addr: listener.local_addr().unwrap(),
+            refused: Arc::default(),
+            blocked: Arc::default(),
+            open: Arc::default(),
+            stop: Arc::default(),
+        };
+        let (refused, blocked, open, stop) = (
+            Arc::clone(&proxy.refused),
+            Arc::clone(&proxy.blocked),
+            Arc::clone(&proxy.open),
+            Arc::clone(&proxy.stop),
+        );
+        // Ends when the proxy is dropped.
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((client, _)) if !blocked.load(Ordering::Relaxed) => {
+                        let (refused, open) = (Arc::clone(&refused), Arc::clone(&open));
+                        std::thread::spawn(move || forward(client, upstream, &refused, &open));
+                    }
+                    Ok(_) => {}
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        proxy
+    }
+
+    /// Cuts every forwarded connection; `block`: refuse new ones until
+    /// called again with false.
+    fn cut_and_block(&self, block: bool) {
+        self.blocked.store(block, Ordering::Relaxed);
+        for s in self.open.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+}
+
+impl Drop for RefusingProxy {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cut_and_block(true);
+    }
+}
+
+/// One client connection: its request head read, an upgrade refused,
+/// anything else sent on to `upstream` with everything after it, both ways,
+/// until either side ends.
+fn forward(
+    mut client: TcpStream,
+    upstream: SocketAddr,
+    refused: &AtomicUsize,
+    open: &Mutex<Vec<TcpStream>>,
+) {
+    client.set_nonblocking(false).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match client.read(&mut buf) {
+            Ok(n) if n > 0 && head.len() < 16 << 10 => head.extend_from_slice(&buf[..n]),
+            _ => return,
+        }
+    }
+    let lower = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    if lower
+        .lines()
+        .any(|l| l.starts_with("upgrade:") && l.contains("websocket"))
+    {
+        refused.fetch_add(1, Ordering::Relaxed);
+        let _ = client
+            .write_all(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        return;
+    }
+    let Ok(mut server) = TcpStream::connect(upstream) else {
+        return; // the server is down: the client sees the connection drop
+    };
+    if server.write_all(&head).is_err() {
+        return;
+    }
+    client.set_read_timeout(None).unwrap();
+    {
+        let mut open = open.lock().unwrap();
+        open.push(client.try_clone().unwrap());
+        open.push(server.try_clone().unwrap());
+    }
+    let (mut from_client, mut to_server) =
+        (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let up = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_client, &mut to_server);
+        let _ = to_server.shutdown(Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut server, &mut client);
+    let _ = client.shutdown(Shutdown::Both);
+    let _ = server.shutdown(Shutdown::Both);
+    let _ = up.join();
 }

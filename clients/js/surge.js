@@ -24,16 +24,18 @@
 // - Queues publishes made while disconnected, up to `maxQueuedBytes`, and
 //   sends them in order once resubscribed; past the bound publish() throws.
 //   A publish handed to a socket that then drops may be lost (at most once).
-// - Falls back to server-sent events after `sseAfterFailures` WebSocket
-//   failures in a row (a connection that never opened, or dropped within
-//   5 s). WAITING FOR THE SERVER: surge does not serve `GET /hub/events`
-//   yet, so this path is written to the design as far as it goes (events
-//   carry the hub's message JSON; the event id is "TOPIC:EPOCH:OFFSET,...",
-//   which the browser sends back as Last-Event-ID on its own reconnects) plus
-//   one assumption of its own: a fresh EventSource, which cannot set
-//   headers, sends its positions as `since=` in the same form. It is off by
-//   default (0) and untested. Publishes stay queued while on SSE; a stream
-//   the browser gives up on sends the client back to WebSocket.
+// - Falls back to server-sent events (`GET /hub/events`, for networks that
+//   break WebSocket) after `sseAfterFailures` WebSocket failures in a row (a
+//   connection that never opened, or dropped within 5 s); off by default
+//   (0). Each event carries the hub's message JSON and, as its id, the
+//   position in every topic ("TOPIC:EPOCH:OFFSET,...", topic names
+//   encodeURIComponent'd), which the browser sends back as Last-Event-ID
+//   when it reconnects by itself; a fresh EventSource, which cannot set
+//   headers, sends the same list as `since=`. Every stream opens with a
+//   `subscribed` event, the WebSocket answer's JSON: a topic it could not
+//   resume is reported as a `gap`. Publishes stay queued while on SSE (the
+//   stream is one-way); a stream the browser gives up on (a refusal, a
+//   wrong type) sends the client back to WebSocket.
 //
 // Events (hub.on(name, fn) returns a function that removes fn):
 //   open ()             a connection is open (and resubscribing)
@@ -365,17 +367,17 @@ export class Hub {
     for (const handler of entry.handlers) safely(handler, msg.data, meta);
   }
 
-  // ---- server-sent events (waiting for the server's route) ----
+  // ---- server-sent events ----
 
   #openSse(EventSource = this.#opts.EventSource ?? globalThis.EventSource) {
     this.#sse?.close();
     const url = new URL(this.#opts.sseUrl ?? sseUrlOf(this.#url));
-    const topics = [...this.#topics.keys()];
+    // Topic names encoded, as the server and parseEventId decode them: a
+    // name may hold the lists' own ',' and ':'.
+    const topics = [...this.#topics.keys()].map(encodeURIComponent);
     url.searchParams.set("topics", topics.join(","));
     // A fresh EventSource cannot send Last-Event-ID: the same list goes in
     // the query (the browser's own reconnects send the header).
-    // Topic names encoded, as parseEventId decodes them: a name may hold
-    // the list's own ',' and ':'.
     const since = [];
     for (const [topic, { position }] of this.#topics) {
       if (position) since.push(`${encodeURIComponent(topic)}:${position.epoch}:${position.offset}`);
@@ -389,6 +391,16 @@ export class Hub {
       this.#setState("open", { transport: "sse" });
       this.#emit("open");
     };
+    // Every (re)connection's answer: where each topic starts, and which
+    // could not be resumed.
+    sse.addEventListener("subscribed", (event) => {
+      if (this.#sse !== sse) return;
+      try {
+        this.#subscribed(JSON.parse(event.data));
+      } catch {
+        // Not JSON: nothing to learn from it.
+      }
+    });
     sse.onmessage = (event) => {
       if (this.#sse !== sse) return;
       let msg;

@@ -222,6 +222,10 @@ struct PubSubFlags {
     /// answers recovered:false ("too many").
     #[arg(long, default_value_t = DEFAULT_MAX_RECOVERY)]
     max_recovery: usize,
+    /// Milliseconds between the comment lines that keep an idle event
+    /// stream (`GET /hub/events`) open through proxies.
+    #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
+    sse_heartbeat_ms: u64,
     /// Relay hub publishes to and from other nodes through this Redis
     /// (redis://HOST:PORT[/DB]).
     #[arg(long, value_name = "URL")]
@@ -410,6 +414,7 @@ impl RuntimeFlags {
                     latest: self.pubsub.latest,
                 },
                 max_recovery: self.pubsub.max_recovery,
+                sse_heartbeat: Duration::from_millis(self.pubsub.sse_heartbeat_ms),
                 ..Routes::default()
             },
             tls,

@@ -205,6 +205,11 @@ pub struct Routes {
     /// a hub route's `max-recovery` overrides it); a larger gap answers
     /// `recovered: false` ("too many").
     pub max_recovery: usize,
+    /// How often an idle event stream (`GET /hub/events`) gets a comment
+    /// line (default 15 s): proxies and balancers close connections that
+    /// stay silent for 30 to 60 s, and a peer that vanished is found by
+    /// the write that fails.
+    pub sse_heartbeat: Duration,
 }
 
 /// A connection whose route has no `[[routes]]` entry.
@@ -343,6 +348,7 @@ impl Default for Routes {
             history: HistoryRule::default(),
             topic_rules: Vec::new(),
             max_recovery: DEFAULT_MAX_RECOVERY,
+            sse_heartbeat: Duration::from_secs(15),
         }
     }
 }

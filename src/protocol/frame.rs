@@ -174,9 +174,16 @@ pub fn encode_frame(out: &mut Vec<u8>, fin: bool, opcode: OpCode, payload: &[u8]
 
 /// The opcode and payload of one whole, unmasked frame this side encoded.
 pub fn decode_server_frame(frame: &[u8]) -> Option<(OpCode, &[u8])> {
-    let (header, head_len) = FrameHeader::decode(frame).ok()??;
+    next_server_frame(frame).map(|(opcode, payload, _)| (opcode, payload))
+}
+
+/// The first of server frames laid one after another (a turn's batch):
+/// its opcode, its payload and the bytes it takes; `None` at the end or at
+/// a frame cut short.
+pub fn next_server_frame(frames: &[u8]) -> Option<(OpCode, &[u8], usize)> {
+    let (header, head_len) = FrameHeader::decode(frames).ok()??;
     let end = head_len.checked_add(usize::try_from(header.payload_len).ok()?)?;
-    Some((header.opcode, frame.get(head_len..end)?))
+    Some((header.opcode, frames.get(head_len..end)?, end))
 }
 
 /// Appends one final server frame with RSV1 set: a message compressed by

@@ -10,8 +10,9 @@
 //! one vectored write per turn. No byte is copied per subscriber in user
 //! space. A hub route's publish goes through its topic's stream first
 //! (`streams`), which gives it its position and keeps it for subscribers
-//! that resume.
+//! that resume. `events` writes the same messages as server-sent events.
 
+pub mod events;
 pub mod hub;
 pub mod protocol;
 pub mod streams;

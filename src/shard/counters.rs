@@ -1,6 +1,7 @@
 //! A shard's event counts: plain integers on the hot path, copied into
 //! the shard's published metrics slot once per loop turn.
 
+use super::events::{self, Ended};
 use super::session::{message_bytes, message_bytes_moved, Phase, Session};
 use crate::metrics::{close_slot, ShardStats, CLOSE_SLOTS};
 use crate::protocol::CloseCode;
@@ -37,6 +38,12 @@ impl Counters {
         ShardStats::set(&stats.deflate_connections, self.deflate_conns);
         ShardStats::set(&stats.message_bytes_held, message_bytes() as u64);
         ShardStats::set(&stats.message_budget_closes_total, self.budget_closes);
+        let streams = events::counts();
+        ShardStats::set(&stats.sse_streams, streams.open);
+        ShardStats::set(&stats.sse_events_total, streams.events);
+        for (slot, &n) in stats.sse_ended_total.iter().zip(&streams.ended) {
+            ShardStats::set(slot, n);
+        }
     }
 
     /// Counts the close that ends a WebSocket connection: call once, when
@@ -56,6 +63,7 @@ impl Counters {
     /// A connection's slot is being freed.
     pub(crate) fn forget(&mut self, session: &Session) {
         self.dropped(session);
+        session.stream_ended(Ended::Client);
         if let Phase::Open(ws) = &session.phase {
             message_bytes_moved(ws.held(), 0);
         }

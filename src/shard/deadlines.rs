@@ -83,8 +83,11 @@ pub(crate) enum Expired {
     /// A message took longer than `message_timeout` to arrive: close with
     /// [`MESSAGE_TIMEOUT`].
     MessageTimeout,
-    /// Its turn in the shutdown drain came: close it with 1001.
+    /// Its turn in the shutdown drain came: close it with 1001 (an event
+    /// stream just ends).
     Drain,
+    /// An event stream's heartbeat is due.
+    Heartbeat,
     /// A parked client's delay passed, or the tarpit is full: answer it.
     Answer,
     /// A peer that never finished closing, a handshake that took too long,
@@ -212,6 +215,9 @@ impl Deadlines {
             // that completes now is closed at once.
             Next::Continue if self.draining => return,
             Next::Upgraded if self.draining => now + 1,
+            // A stream's client says nothing: its deadline is the next
+            // heartbeat.
+            Next::Upgraded if session.is_streaming() => self.heartbeat_due(now, config),
             // Activity on an open connection pushes the idle deadline out,
             // never past the end of the message in progress; while
             // closing, the peer cannot buy time by talking.
@@ -278,7 +284,12 @@ impl Deadlines {
         now: u64,
         config: &Config,
     ) -> bool {
-        if !matches!(&session.phase, Phase::Open(ws) if ws.state() == State::Open) {
+        let open = match &session.phase {
+            Phase::Open(ws) => ws.state() == State::Open,
+            Phase::Events(_) => true,
+            _ => false,
+        };
+        if !open {
             return false;
         }
         let window = Clock::ticks(config.drain);
@@ -323,6 +334,8 @@ impl Deadlines {
                             Expired::CloseIdle
                         }
                     }
+                    Phase::Events(_) if self.draining => Expired::Drain,
+                    Phase::Events(_) => Expired::Heartbeat,
                     Phase::Tarpit(_) => Expired::Answer,
                     Phase::Handshake(_) => {
                         AdmissionStats::bump(&stats.handshake_timeouts);
@@ -335,6 +348,11 @@ impl Deadlines {
         }
         self.due = due;
         fired
+    }
+
+    /// The tick of an event stream's next heartbeat.
+    pub(crate) fn heartbeat_due(&self, now: u64, config: &Config) -> u64 {
+        now + Clock::ticks(config.routes.sse_heartbeat).max(1)
     }
 
     /// Starts a server-side close and gives the peer `close_timeout` to answer.

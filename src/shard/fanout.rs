@@ -31,7 +31,7 @@ impl<T: Transport> Subscriber for Conn<T> {
         self.session.generation
     }
     fn open(&self) -> bool {
-        self.session.is_open()
+        self.session.is_open() || self.session.is_streaming()
     }
     fn backlog(&self) -> usize {
         Self::backlog(self)

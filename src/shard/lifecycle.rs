@@ -175,6 +175,20 @@ impl<T: Transport> Shard<T> {
         driver.send(self, key);
     }
 
+    /// An event stream's heartbeat: a comment line, and the next one armed.
+    fn heartbeat<D: Driver<Io = T>>(&mut self, driver: &mut D, key: usize) {
+        let Some(conn) = self.conns.get_mut(key).filter(|c| !c.io.dying()) else {
+            return;
+        };
+        if conn.session.heartbeat() {
+            let due = self
+                .deadlines
+                .heartbeat_due(self.clock.now_tick, &self.shared.config);
+            self.deadlines.set(key, &mut conn.session, due);
+            driver.send(self, key);
+        }
+    }
+
     /// Hands this turn's published messages to subscribers.
     pub(super) fn fan_out<D: Driver<Io = T>>(&mut self, driver: &mut D) {
         let threshold = self.shared.config.routes.deflate_threshold;
@@ -223,6 +237,7 @@ impl<T: Transport> Shard<T> {
                 Expired::Drain => {
                     self.close(driver, key, CloseCode::GOING_AWAY, "server shutting down");
                 }
+                Expired::Heartbeat => self.heartbeat(driver, key),
                 Expired::Answer => self.answer(driver, key),
                 Expired::Drop => driver.drop_conn(self, key),
             }

@@ -6,6 +6,7 @@
 
 pub(crate) mod counters;
 pub(crate) mod deadlines;
+pub(crate) mod events;
 pub(crate) mod fanout;
 pub(crate) mod gate;
 pub(crate) mod handler;

@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
 use super::counters::Counters;
+use super::events::Ended;
 use super::fanout::PubSub;
 use super::handler::{self, AppRoutes, Call, Ctx, Message};
 use super::spill::Spill;
@@ -22,9 +23,10 @@ use crate::protocol::deflate::{self, DeflatePolicy, Params as DeflateParams, Per
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
+use crate::pubsub::events::{self as event_stream, EventCursor, EventsRequest};
 use crate::pubsub::hub::SharedFrame;
 use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest, Subscribed};
-use crate::pubsub::streams::ReplayLimit;
+use crate::pubsub::streams::{Joined, Position, ReplayLimit};
 use crate::pubsub::topics::{Limit, SubscribeError};
 use crate::pubsub::{hub_topic, ticker};
 
@@ -106,6 +108,9 @@ pub(crate) enum Phase {
     Handshake(Handshaking),
     /// Upgraded: WebSocket frames flow.
     Open(ServerConn),
+    /// Streaming server-sent events (`GET /hub/events`): deliveries are
+    /// written as events; what the client sends is ignored.
+    Events(Box<EventCursor>),
     /// Refused by a cap or rate; parked until the tarpit delay passes, then
     /// answered.
     Tarpit(Refusal),
@@ -269,6 +274,7 @@ impl Session {
 
     /// Queues a shared frame behind everything produced so far.
     pub(crate) fn push_shared(&mut self, frame: SharedFrame) {
+        let frame = self.as_events(frame);
         let spill = self.spill.get_or_insert_with(Box::default);
         spill.push_shared(&mut self.out, frame);
     }
@@ -314,7 +320,7 @@ impl Session {
         match self.phase {
             Phase::Handshake(hs) => self.process_handshake(hs, input, limits),
             Phase::Open(_) => self.process_frames(input, limits),
-            Phase::Tarpit(_) | Phase::Lingering => (input.len(), Next::Continue),
+            Phase::Events(_) | Phase::Tarpit(_) | Phase::Lingering => (input.len(), Next::Continue),
         }
     }
 
@@ -357,6 +363,18 @@ impl Session {
         };
         match outcome {
             Ok(Upgraded {
+                ticket,
+                events: Some(request),
+                spec,
+                ..
+            }) => {
+                self.ticket = Some(ticket);
+                self.route = Route::Hub;
+                self.spec = spec;
+                self.start_events(&request, limits);
+                (start + input.len(), Next::Upgraded)
+            }
+            Ok(Upgraded {
                 head_len,
                 ticket,
                 route,
@@ -364,6 +382,7 @@ impl Session {
                 deflate,
                 app,
                 spec,
+                events: None,
             }) => {
                 self.ticket = Some(ticket);
                 let app_route = match route {
@@ -627,13 +646,19 @@ impl Session {
                 Next::AwaitClose
             }
             Phase::Open(ws) if ws.state() == State::CloseSent => Next::AwaitClose,
-            _ => self.linger(),
+            // A stream ends with the connection: the client reconnects
+            // after the `retry:` it was given.
+            _ => {
+                self.stream_closed(code);
+                self.linger()
+            }
         }
     }
 
     /// The peer sent its FIN: whatever is owed is flushed, then the
     /// transport closes; nothing more is read.
     pub(crate) fn peer_finished(&mut self) -> Next {
+        self.stream_ended(Ended::Client);
         self.linger()
     }
 
@@ -675,6 +700,8 @@ struct Upgraded {
     app: Option<Box<handler::AppConn>>,
     /// The `[[routes]]` entry (`NO_SPEC`: none).
     spec: u8,
+    /// What an event stream asks for (its 200 head is in `out`).
+    events: Option<EventsRequest>,
 }
 
 /// A route, the feed topic to subscribe to (ticker routes) and the
@@ -690,6 +717,9 @@ fn answer_request(
     out: &mut Vec<u8>,
 ) -> Result<Upgraded, Answered> {
     if !req.wants_websocket() {
+        if let Some(spec) = events_route(req.path(), limits.routes) {
+            return answer_events(req, hs, spec, limits, out);
+        }
         return Err(match (req.method, req.path()) {
             // A balancer must see the drain to stop sending clients here.
             ("GET", "/healthz") if limits.metrics.is_draining() => {
@@ -711,6 +741,8 @@ fn answer_request(
                 handshake::encode_response(out, 200, format, "", &body);
                 Answered::Plain
             }
+            // An event stream asked for where no hub serves one.
+            ("GET", _) if wants_event_stream(req) => Answered::Refused(HandshakeError::NotFound),
             ("GET", _) => Answered::Refused(HandshakeError::UpgradeRequired),
             _ => Answered::Refused(HandshakeError::MethodNotAllowed),
         });
@@ -724,34 +756,9 @@ fn answer_request(
         return Err(Answered::Plain);
     }
     let mut subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
+    let (ticket, request) = admit(req, hs, route, subprotocol, limits)?;
     let admission = limits.admission;
-    // io_uring's multishot accept reports no address, and asking the socket
-    // costs a system call per upgrade: ask only when a decision needs it.
-    let peer = match hs.peer {
-        Some(peer) => peer,
-        None if admission.needs_client_ip() || matches!(route, Route::App(_)) => limits.peer_ip(),
-        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-    };
-    let client = admission.client_ip(peer, req);
-    let request = UpgradeRequest::new(req.target, req.headers, client, subprotocol);
-    if let Err(denied) = admission.config.policy.check(&request) {
-        admission.registry.stats.rejected(denied.reason);
-        return Err(Answered::Denied(denied.status, denied.reason));
-    }
     let registry = &admission.registry;
-    let ticket = registry
-        .admit(admission.key(client), registry.now_ns())
-        .map_err(|refused| {
-            tracing::debug!(%client, reason = refused.reason.label(), "upgrade refused");
-            crate::admission::stats::AdmissionStats::bump(&registry.stats.tarpitted);
-            Answered::Parked(Refusal {
-                reason: refused.reason,
-                wait_secs: refused
-                    .wait_ns
-                    .div_ceil(1_000_000_000)
-                    .min(u64::from(u32::MAX)) as u32,
-            })
-        })?;
     let mut app = None;
     let chosen;
     if let Route::App(i) = route {
@@ -802,7 +809,165 @@ fn answer_request(
         deflate,
         app,
         spec,
+        events: None,
     })
+}
+
+/// Admission, the same for an upgrade and an event stream: the client's
+/// address (PROXY header, trusted X-Forwarded-For), the policy (Origin,
+/// tokens, subprotocol, hook) and the caps and rates, whose refusal parks
+/// the client in the tarpit.
+fn admit<'r>(
+    req: &'r handshake::Request<'_, 'r>,
+    hs: Handshaking,
+    route: Route,
+    subprotocol: Option<&'r str>,
+    limits: &ConnLimits<'_>,
+) -> Result<(Ticket, UpgradeRequest<'r>), Answered> {
+    let admission = limits.admission;
+    // io_uring's multishot accept reports no address, and asking the socket
+    // costs a system call per upgrade: ask only when a decision needs it.
+    let peer = match hs.peer {
+        Some(peer) => peer,
+        None if admission.needs_client_ip() || matches!(route, Route::App(_)) => limits.peer_ip(),
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
+    let client = admission.client_ip(peer, req);
+    let request = UpgradeRequest::new(req.target, req.headers, client, subprotocol);
+    if let Err(denied) = admission.config.policy.check(&request) {
+        admission.registry.stats.rejected(denied.reason);
+        return Err(Answered::Denied(denied.status, denied.reason));
+    }
+    let registry = &admission.registry;
+    let ticket = registry
+        .admit(admission.key(client), registry.now_ns())
+        .map_err(|refused| {
+            tracing::debug!(%client, reason = refused.reason.label(), "upgrade refused");
+            crate::admission::stats::AdmissionStats::bump(&registry.stats.tarpitted);
+            Answered::Parked(Refusal {
+                reason: refused.reason,
+                wait_secs: refused
+                    .wait_ns
+                    .div_ceil(1_000_000_000)
+                    .min(u64::from(u32::MAX)) as u32,
+            })
+        })?;
+    Ok((ticket, request))
+}
+
+/// The hub route whose event stream `path` is (the route's path followed
+/// by `/events`), as its `[[routes]]` entry.
+fn events_route(path: &str, routes: &Routes) -> Option<u8> {
+    let of = |hub: &str| path.strip_prefix(hub.trim_end_matches('/')) == Some("/events");
+    if !routes.table.is_empty() {
+        return routes
+            .table
+            .iter()
+            .position(|spec| spec.kind == RouteKind::Hub && of(&spec.path))
+            .map(|i| i as u8);
+    }
+    (routes.hub && of("/hub")).then_some(NO_SPEC)
+}
+
+/// Whether `Accept` names `text/event-stream` (with any parameters).
+fn wants_event_stream(req: &handshake::Request<'_, '_>) -> bool {
+    req.header_tokens("accept").any(|t| {
+        let media = t.split(|&b| b == b';').next().unwrap_or_default();
+        media
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"text/event-stream")
+    })
+}
+
+/// Answers a request for an event stream: refused with the status that
+/// says why, or admitted with its 200 head in `out`.
+fn answer_events(
+    req: &handshake::Request<'_, '_>,
+    hs: Handshaking,
+    spec: u8,
+    limits: &ConnLimits<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Upgraded, Answered> {
+    if req.method != "GET" {
+        return Err(Answered::Refused(HandshakeError::MethodNotAllowed));
+    }
+    let refuse = |out: &mut Vec<u8>, status, extra, why: &str| {
+        handshake::encode_plain_response(out, status, extra, &format!("{why}\n"));
+        Err(Answered::Plain)
+    };
+    if !wants_event_stream(req) {
+        return refuse(
+            out,
+            406,
+            "",
+            "this resource is an event stream: send Accept: text/event-stream",
+        );
+    }
+    if limits.metrics.is_draining() {
+        return refuse(out, 503, "Retry-After: 1\r\n", "server shutting down");
+    }
+    let request = match event_stream::parse_request(req.target, req.header("last-event-id")) {
+        Ok(request) => request,
+        Err(why) => return refuse(out, 400, "", &why),
+    };
+    let max = limits.routes.max_topics_per_conn;
+    if request.topics.len() > max {
+        return refuse(
+            out,
+            400,
+            "",
+            &format!("at most {max} topics per connection"),
+        );
+    }
+    // An event stream has no subprotocol: a policy that requires one
+    // refuses it, as it would such an upgrade.
+    let (ticket, _) = admit(req, hs, Route::Hub, None, limits)?;
+    super::events::encode_head(req, out);
+    Ok(Upgraded {
+        head_len: req.head_len,
+        ticket,
+        route: Route::Hub,
+        feed: None,
+        deflate: None,
+        app: None,
+        spec,
+        events: Some(request),
+    })
+}
+
+/// Subscribes connection `limits.key` to hub topic `name` and starts it
+/// where the topic's stream is now, or resumes it after `from` with at
+/// most route `spec`'s `max-recovery` messages and its backpressure bound
+/// of replay (over either, "too many").
+pub(super) fn hub_join(
+    name: &str,
+    from: Option<Position>,
+    (limit, spec): (Limit, u8),
+    generation: u32,
+    subs: &mut Vec<(u32, u32)>,
+    limits: &mut ConnLimits<'_>,
+) -> Result<Joined, SubscribeError> {
+    let topic = hub_topic(name);
+    let seq = limits.pubsub.next_join();
+    limits.pubsub.topics.subscribe(
+        limits.key,
+        generation,
+        &topic,
+        limit,
+        subs,
+        limits.routes.max_topics_per_conn,
+        seq,
+    )?;
+    let shard = limits.pubsub.shard();
+    let replay = ReplayLimit {
+        messages: limits.routes.max_recovery(spec),
+        bytes: limit.bound,
+    };
+    let joined = limits.pubsub.hub().join(shard, &topic, seq, from, replay);
+    // The marker is in this shard's own inbox: take it in this turn,
+    // wake-up or not.
+    limits.pubsub.woken = true;
+    Ok(joined)
 }
 
 /// Which route serves `path`, for a feed the topic it subscribes to, and
@@ -890,18 +1055,8 @@ fn hub_request(
             };
             let mut answers = Vec::with_capacity(names.len());
             for name in &names {
-                let topic = hub_topic(name);
-                let seq = limits.pubsub.next_join();
-                let result = limits.pubsub.topics.subscribe(
-                    limits.key,
-                    generation,
-                    &topic,
-                    limit,
-                    subs,
-                    routes.max_topics_per_conn,
-                    seq,
-                );
-                match result {
+                let from = since.iter().find(|(t, _)| t == name).map(|(_, p)| *p);
+                match hub_join(name, from, (limit, spec), generation, subs, limits) {
                     Err(SubscribeError::TooManyTopics) => {
                         return Some(pubsub_protocol::error(&format!(
                             "at most {} topics per connection",
@@ -914,25 +1069,11 @@ fn hub_request(
                         position: None,
                         recovered: None,
                     }),
-                    Ok(()) => {
-                        let from = since.iter().find(|(t, _)| t == name).map(|(_, p)| *p);
-                        let shard = limits.pubsub.shard();
-                        // A replay never puts the subscriber past its own
-                        // backpressure bound: over it, "too many".
-                        let replay = ReplayLimit {
-                            messages: routes.max_recovery(spec),
-                            bytes: limit.bound,
-                        };
-                        let joined = limits.pubsub.hub().join(shard, &topic, seq, from, replay);
-                        answers.push(Subscribed {
-                            topic: name,
-                            position: Some(joined.position),
-                            recovered: joined.recovered,
-                        });
-                        // The marker is in this shard's own inbox: take it
-                        // in this turn, wake-up or not.
-                        limits.pubsub.woken = true;
-                    }
+                    Ok(joined) => answers.push(Subscribed {
+                        topic: name,
+                        position: Some(joined.position),
+                        recovered: joined.recovered,
+                    }),
                 }
             }
             Some(pubsub_protocol::subscribed(&names, &answers))

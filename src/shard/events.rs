@@ -1,0 +1,180 @@
+//! A connection that streams server-sent events (`GET /hub/events`): once
+//! admitted it subscribes to its topics like a WebSocket hub connection,
+//! in the same table and through the same fan-out, and each delivery (the
+//! shared WebSocket frames every subscriber gets) is written again as
+//! events for it alone. What the request may ask is `pubsub::events`'s;
+//! this is the phase of a connection's life, whatever its driver.
+
+use std::cell::Cell;
+use std::sync::Arc;
+
+use super::session::{hub_join, ConnLimits, Phase, Session};
+use crate::metrics::SSE_ENDED_LABELS;
+use crate::protocol::handshake::Request;
+use crate::protocol::CloseCode;
+use crate::pubsub::events::{EventCursor, EventsRequest, HEARTBEAT, RESPONSE_HEAD};
+use crate::pubsub::hub::SharedFrame;
+use crate::pubsub::protocol::{self as pubsub_protocol, Subscribed};
+
+/// The reconnect delay a stream asks browsers for, in ms. A drain already
+/// spreads its closes over the drain window; 2 s lets a balancer see the
+/// node go before the client comes back.
+pub(crate) const RETRY_MS: u64 = 2000;
+
+/// Why one event stream ended, by its slot in
+/// `metrics::SSE_ENDED_LABELS`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Ended {
+    /// The client went away (FIN, reset, a failed write).
+    Client,
+    /// The server is shutting down.
+    Drain,
+    /// Its backlog passed the route's `max-backpressure`.
+    SlowConsumer,
+    /// Any other close the shard started.
+    Server,
+}
+
+impl Ended {
+    /// The reason a server-side close with `code` gives a stream.
+    fn of_close(code: CloseCode) -> Self {
+        match code {
+            CloseCode::GOING_AWAY => Self::Drain,
+            CloseCode::TRY_AGAIN_LATER => Self::SlowConsumer,
+            _ => Self::Server,
+        }
+    }
+}
+
+/// A shard's event-stream counts.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct StreamCounts {
+    /// Streams open now.
+    pub(crate) open: u64,
+    /// Events written (heartbeats not counted).
+    pub(crate) events: u64,
+    /// Streams ended, by `SSE_ENDED_LABELS`.
+    pub(crate) ended: [u64; SSE_ENDED_LABELS.len()],
+}
+
+thread_local! {
+    /// This shard's counts. A shard is one thread; they live here rather
+    /// than in `Counters` because deliveries reach a stream through the
+    /// fan-out's `Subscriber::push`, where no `Counters` is at hand.
+    static COUNTS: Cell<StreamCounts> = Cell::new(StreamCounts::default());
+}
+
+/// This shard's event-stream counts.
+pub(crate) fn counts() -> StreamCounts {
+    COUNTS.with(Cell::get)
+}
+
+fn count(change: impl FnOnce(&mut StreamCounts)) {
+    COUNTS.with(|c| {
+        let mut counts = c.get();
+        change(&mut counts);
+        c.set(counts);
+    });
+}
+
+/// The response head of an admitted stream. `Origin` comes back as
+/// `Access-Control-Allow-Origin`: admission's allow-list (if any) has
+/// already let it through, and without credentials (EventSource sends none
+/// by default) a page reads only what a WebSocket of its own could.
+pub(crate) fn encode_head(req: &Request<'_, '_>, out: &mut Vec<u8>) {
+    out.extend_from_slice(RESPONSE_HEAD.as_bytes());
+    if let Some(origin) = req.header("origin") {
+        out.extend_from_slice(b"Access-Control-Allow-Origin: ");
+        out.extend_from_slice(origin);
+        out.extend_from_slice(b"\r\nVary: Origin\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+impl Session {
+    /// An admitted stream (its head is in `out`) subscribes to its topics,
+    /// resuming those it has positions for, and opens with the `subscribed`
+    /// event; deliveries follow as events.
+    pub(super) fn start_events(&mut self, request: &EventsRequest, limits: &mut ConnLimits<'_>) {
+        let limit = limits.routes.hub_limit(self.spec);
+        let generation = self.generation;
+        let mut answers = Vec::with_capacity(request.topics.len());
+        let mut start = Vec::with_capacity(request.topics.len());
+        let subs = &mut self.spill_mut().subs;
+        for name in &request.topics {
+            let from = request
+                .since
+                .iter()
+                .find(|(t, _)| t == name)
+                .map(|(_, p)| *p);
+            // Distinct names, as many as the connection may hold: checked
+            // before admission.
+            let Ok(joined) = hub_join(name, from, (limit, self.spec), generation, subs, limits) else {
+                continue;
+            };
+            // A resumed topic's client is where it said it was: the replay
+            // moves it on.
+            let at = match joined.recovered {
+                Some(Ok(())) => from,
+                _ => Some(joined.position),
+            };
+            start.push((name.clone(), at));
+            answers.push(Subscribed {
+                topic: name,
+                position: Some(joined.position),
+                recovered: joined.recovered,
+            });
+        }
+        let answer = pubsub_protocol::subscribed(&request.topics, &answers);
+        let cursor = EventCursor::new(start);
+        cursor.subscribed(&answer, RETRY_MS, &mut self.out);
+        self.phase = Phase::Events(Box::new(cursor));
+        count(|c| c.open += 1);
+    }
+
+    /// A delivery for a stream: its frames written again as events, queued
+    /// as this connection's own shared segment so that a slow consumer's
+    /// backlog is dropped as a WebSocket one's is. Anything else passes.
+    pub(super) fn as_events(&mut self, frame: SharedFrame) -> SharedFrame {
+        let Phase::Events(cursor) = &mut self.phase else {
+            return frame;
+        };
+        // An event adds its id and field names to the message: a quarter
+        // more covers the common case without a second allocation.
+        let mut events = Vec::with_capacity(frame.len() + frame.len() / 4 + 128);
+        let n = cursor.encode_frames(&frame, &mut events);
+        count(|c| c.events += n);
+        events.into()
+    }
+
+    /// A stream's heartbeat is due: a comment line goes out. False if the
+    /// connection is no stream.
+    pub(crate) fn heartbeat(&mut self) -> bool {
+        if !matches!(self.phase, Phase::Events(_)) {
+            return false;
+        }
+        let spill = self.spill.get_or_insert_with(Box::default);
+        spill.push_shared(&mut self.out, Arc::from(HEARTBEAT));
+        true
+    }
+
+    /// Whether this connection is an event stream still being written.
+    pub(crate) fn is_streaming(&self) -> bool {
+        matches!(self.phase, Phase::Events(_))
+    }
+
+    /// Counts a stream's end: call as it leaves its phase.
+    pub(super) fn stream_ended(&self, why: Ended) {
+        if self.is_streaming() {
+            count(|c| {
+                c.open -= 1;
+                c.ended[why as usize] += 1;
+            });
+        }
+    }
+
+    /// Counts the end of a stream the shard closes with `code`.
+    pub(super) fn stream_closed(&self, code: CloseCode) {
+        self.stream_ended(Ended::of_close(code));
+    }
+}
