@@ -1,8 +1,8 @@
 //! Two `surge serve` nodes bridged through a real redis-server (started
 //! here on a free loopback port): a publish on either reaches subscribers on
-//! both, exactly once; killing redis-server leaves each node serving its
-//! own subscribers, counts what could not be relayed, and both nodes
-//! reconnect when it comes back.
+//! both, exactly once, at the same position; killing redis-server leaves
+//! each node serving its own subscribers, counts what could not be
+//! relayed, and both nodes reconnect when it comes back.
 
 mod support;
 
@@ -102,15 +102,9 @@ fn publish(ws: &mut Ws, data: &str) {
     .unwrap();
 }
 
-/// The next message is `data` on "news" as it comes over the bridge:
-/// without a position (offsets are per node until they live in Redis).
-fn expect(ws: &mut Ws, data: &str) {
-    assert_eq!(text(ws), format!(r#"{{"topic":"news","data":"{data}"}}"#));
-}
-
-/// The next message is `data` on "news" as a publish on the same node
-/// delivers it: with the position its stream gave it.
-fn expect_local(ws: &mut Ws, data: &str) {
+/// The next message is `data` on "news", with the position Redis gave it
+/// (the same on every node); returns it.
+fn expect(ws: &mut Ws, data: &str) -> (String, u64) {
     let got = text(ws);
     let v: serde_json::Value = serde_json::from_str(&got).expect("JSON");
     let epoch = v["epoch"].as_str().expect("an epoch");
@@ -120,6 +114,12 @@ fn expect_local(ws: &mut Ws, data: &str) {
         got,
         format!(r#"{{"topic":"news","epoch":"{epoch}","offset":{offset},"data":"{data}"}}"#)
     );
+    (epoch.to_owned(), offset)
+}
+
+/// The same, on the node that published it.
+fn expect_local(ws: &mut Ws, data: &str) -> (String, u64) {
+    expect(ws, data)
 }
 
 fn expect_nothing(ws: &mut Ws) {
@@ -144,11 +144,12 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     }
     let (mut on_a, mut on_b) = (hub(a.addr), hub(b.addr));
     publish(&mut on_a, "one");
-    expect_local(&mut on_a, "one");
-    expect(&mut on_b, "one");
+    let one = expect_local(&mut on_a, "one");
+    assert_eq!(expect(&mut on_b, "one"), one, "one position on every node");
     publish(&mut on_b, "two");
-    expect(&mut on_a, "two");
-    expect_local(&mut on_b, "two");
+    let two = expect(&mut on_a, "two");
+    assert_eq!(expect_local(&mut on_b, "two"), two);
+    assert_eq!(two, (one.0.clone(), one.1 + 1), "one order per topic");
     // Exactly once: nothing echoes back through Redis.
     expect_nothing(&mut on_a);
     expect_nothing(&mut on_b);
@@ -156,9 +157,13 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     redis.kill();
     wait_metric(a.addr, "surge_bridge_connected", |v| v == 0);
     publish(&mut on_a, "alone");
-    expect_local(&mut on_a, "alone");
+    let alone = expect_local(&mut on_a, "alone");
+    assert_ne!(
+        alone.0, two.0,
+        "delivered here alone, in an epoch of its own"
+    );
     expect_nothing(&mut on_b);
-    wait_metric(a.addr, "surge_bridge_lost_total", |v| v >= 1);
+    wait_metric(a.addr, "surge_bridge_alone_total", |v| v >= 1);
 
     let _redis = Redis::start(port);
     for node in [a.addr, b.addr] {
@@ -177,9 +182,12 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         if let Ok(Message::Text(t)) = on_b.read() {
-            assert_eq!(
-                t.to_string(),
-                format!(r#"{{"topic":"news","data":"back{n}"}}"#)
+            let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+            assert_eq!(v["data"], format!("back{n}"), "{t}");
+            assert_ne!(
+                v["epoch"],
+                two.0.as_str(),
+                "Redis lost its data: a new epoch"
             );
             break;
         }
@@ -195,10 +203,10 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     expect(&mut on_a, "three");
     expect_local(&mut on_b, "three");
     eprintln!(
-        "BRIDGE node a: sent={} received={} lost={} reconnects={}",
+        "BRIDGE node a: sent={} received={} alone={} reconnects={}",
         metric(a.addr, "surge_bridge_sent_total"),
         metric(a.addr, "surge_bridge_received_total"),
-        metric(a.addr, "surge_bridge_lost_total"),
+        metric(a.addr, "surge_bridge_alone_total"),
         metric(a.addr, "surge_bridge_reconnects_total")
     );
 }

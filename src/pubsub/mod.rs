@@ -14,6 +14,7 @@
 
 pub mod hub;
 pub mod protocol;
+pub mod relay;
 pub mod streams;
 pub mod ticker;
 pub(crate) mod topics;
