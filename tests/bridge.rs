@@ -6,74 +6,15 @@
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::redis::{free_port, Redis};
 use support::{metric, proc_status_kib, wait_metric, Patient, Server};
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<Patient>;
-
-struct Redis {
-    child: Child,
-}
-
-impl Redis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed: run `bash scripts/test.sh`, which installs it");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut child = child;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Whoever answered must be this redis-server, not one that already
-        // held the port (this one would then have exited).
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("redis-server on port {port} exited ({status}): is the port taken?");
-        }
-        Self { child }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port for a redis-server, never one handed to another test in
-/// this process: the kernel may give a just-closed port out again, and two
-/// tests must not end up sharing (and killing) one redis-server.
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
 
 fn hub(addr: SocketAddr) -> Ws {
     let stream = TcpStream::connect(addr).unwrap();

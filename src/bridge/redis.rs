@@ -51,6 +51,9 @@ const RELAY_QUEUE: usize = 64 * 1024;
 const RELAY_BYTES: usize = 64 << 20;
 /// Most messages one pipelined round trip carries.
 const PIPELINE: usize = 1024;
+/// A link silent for longer is asked whether it is alive before a batch
+/// goes out on it.
+const IDLE_CHECK: Duration = Duration::from_millis(250);
 /// How long a topic's position and history stay in Redis after its last
 /// publish; a resume from a position older than that gets "epoch changed".
 const KEEP_FOR_MS: u64 = 24 * 3600 * 1000;
@@ -272,6 +275,9 @@ fn relay(
 ) {
     let mut backoff = Backoff::new();
     let mut failed_before = false;
+    // A batch taken from the queue whose link turned out dead before it
+    // was sent: it goes first on the next link.
+    let mut carried: Vec<Outgoing> = Vec::new();
     loop {
         let connected = client
             .get_connection_with_timeout(Duration::from_secs(2))
@@ -287,6 +293,9 @@ fn relay(
             Err(e) => {
                 tracing::warn!("redis bridge (publish): cannot connect: {e}; retrying");
                 failed_before = true;
+                hand_back(&carried, hub, stats);
+                queue.done(&carried);
+                carried.clear();
                 hand_back_pending(queue, hub, stats);
                 backoff.wait();
                 continue;
@@ -298,24 +307,40 @@ fn relay(
         }
         stats.relaying.store(1, Ordering::Relaxed);
         backoff.reset();
+        let mut last_answer = Instant::now();
         loop {
-            let first = match queue.rx.recv_timeout(Duration::from_secs(1)) {
-                Ok(m) => m,
-                Err(RecvTimeoutError::Timeout) => {
-                    // An idle link: check it is still there.
-                    if redis::cmd("PING").query::<String>(&mut conn).is_err() {
-                        break;
+            let batch = if carried.is_empty() {
+                let first = match queue.rx.recv_timeout(Duration::from_secs(1)) {
+                    Ok(m) => m,
+                    Err(RecvTimeoutError::Timeout) => {
+                        // An idle link: check it is still there.
+                        if redis::cmd("PING").query::<String>(&mut conn).is_err() {
+                            break;
+                        }
+                        last_answer = Instant::now();
+                        continue;
                     }
-                    continue;
+                    Err(RecvTimeoutError::Disconnected) => return,
+                };
+                let mut batch = vec![first];
+                while batch.len() < PIPELINE {
+                    match queue.rx.try_recv() {
+                        Ok(m) => batch.push(m),
+                        Err(_) => break,
+                    }
                 }
-                Err(RecvTimeoutError::Disconnected) => return,
+                batch
+            } else {
+                std::mem::take(&mut carried)
             };
-            let mut batch = vec![first];
-            while batch.len() < PIPELINE {
-                match queue.rx.try_recv() {
-                    Ok(m) => batch.push(m),
-                    Err(_) => break,
-                }
+            // A link that said nothing for a while may be dead (a Redis
+            // restarted meanwhile): asked first, so the batch is not sent
+            // into it and lost, but carried to a fresh one.
+            if last_answer.elapsed() > IDLE_CHECK
+                && redis::cmd("PING").query::<String>(&mut conn).is_err()
+            {
+                carried = batch;
+                break;
             }
             let mut pipe = redis::pipe();
             for m in &batch {
@@ -347,12 +372,15 @@ fn relay(
             // now, so a slow Redis cannot let more pile up behind them.
             drop(pipe);
             if let Err(e) = sent {
+                // Part of it may have been carried out: sent again, that
+                // part would be published twice.
                 stats.relaying.store(0, Ordering::Relaxed);
                 tracing::warn!("redis bridge (publish): {e}; {n} message(s) delivered here alone");
                 hand_back(&batch, hub, stats);
                 queue.done(&batch);
                 break;
             }
+            last_answer = Instant::now();
             queue.done(&batch);
             stats.sent.fetch_add(n, Ordering::Relaxed);
         }
@@ -503,6 +531,7 @@ fn load_all(
     stats: &BridgeStats,
 ) -> redis::RedisResult<()> {
     use redis::Commands;
+    hub.streams.unshare_all();
     let meta_prefix = keys.meta("");
     let metas: Vec<String> = conn
         .scan_match::<_, String>(format!("{}m:*", keys.glob()))?

@@ -465,6 +465,27 @@ impl Streams {
         }
     }
 
+    /// Every stream whose position came from the shared store starts over
+    /// in an epoch of this node's own, its history dropped: called before
+    /// the store's streams are loaded again, so a topic the store lost (a
+    /// restart without its data) is never replayed from what this node
+    /// still had of it.
+    pub fn unshare_all(&self) {
+        for stripe in &*self.stripes {
+            let mut stripe = lock(stripe);
+            stripe.retain(|_, stream| {
+                if stream.shared {
+                    let fresh = Position {
+                        epoch: new_epoch(),
+                        offset: 0,
+                    };
+                    self.budget.give_back(stream.restart_at(fresh, false));
+                }
+                !stream.unused()
+            });
+        }
+    }
+
     /// Shared by every way a message enters a stream: `next` decides its
     /// position (`None`: skip it), then it is framed, kept and delivered
     /// under the topic's lock.
