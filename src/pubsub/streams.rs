@@ -193,6 +193,11 @@ impl Stream {
         max_count: usize,
         max_bytes: usize,
     ) -> Result<Vec<SharedFrame>, NotRecovered> {
+        if since.epoch == self.epoch && since.offset > self.offset && self.shared {
+            // Another node gave that position and this one has not heard
+            // of it yet: it cannot tell what comes after.
+            return Err(NotRecovered::Unavailable);
+        }
         if since.epoch != self.epoch || since.offset > self.offset {
             return Err(NotRecovered::EpochChanged);
         }
