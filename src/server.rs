@@ -23,6 +23,10 @@ use crate::shard::{ShardParts, Shared};
 use crate::sys;
 use crate::tls::Certs;
 
+/// How long a stopping server waits for the Redis bridge to send what it
+/// was handed.
+pub(crate) const RELAY_FLUSH: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Running shards and the addresses they listen on.
 #[derive(Debug)]
 pub struct Server {
@@ -134,13 +138,9 @@ impl Server {
             }
         }
         if let Some(redis) = &config.redis {
-            let relay = crate::bridge::redis::start(
-                redis.clone(),
-                Arc::clone(&hub),
-                Arc::clone(&hub.bridge),
-            )
-            .map_err(io::Error::other)?;
-            hub.set_relay(relay);
+            let relay = crate::bridge::redis::start(redis, &hub, Arc::clone(&hub.bridge))
+                .map_err(io::Error::other)?;
+            hub.set_relay(Box::new(relay));
         }
         if !config.routes.ticker_symbols.is_empty() {
             crate::pubsub::ticker::spawn(
@@ -170,11 +170,16 @@ impl Server {
     }
 
     /// Waits for every shard to finish (after SIGTERM/SIGINT).
+    /// Last, what the Redis bridge still holds goes out (for at most
+    /// [`RELAY_FLUSH`]), so a rolling restart loses no publish a client made.
     pub fn join(self) -> io::Result<()> {
         for handle in self.handles {
             handle
                 .join()
                 .map_err(|_| io::Error::other("a shard panicked"))??;
+        }
+        if !self.hub.flush_relay(RELAY_FLUSH) {
+            tracing::warn!("redis bridge: publishes still queued at exit were not sent");
         }
         Ok(())
     }

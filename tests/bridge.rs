@@ -1,79 +1,20 @@
 //! Two `surge serve` nodes bridged through a real redis-server (started
 //! here on a free loopback port): a publish on either reaches subscribers on
-//! both, exactly once; killing redis-server leaves each node serving its
-//! own subscribers, counts what could not be relayed, and both nodes
-//! reconnect when it comes back.
+//! both, exactly once, at the same position; killing redis-server leaves
+//! each node serving its own subscribers, counts what could not be
+//! relayed, and both nodes reconnect when it comes back.
 
 mod support;
 
-use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+use std::net::{SocketAddr, TcpStream};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use support::redis::{free_port, Redis};
 use support::{metric, proc_status_kib, wait_metric, Patient, Server};
 use tungstenite::{Message, WebSocket};
 
 type Ws = WebSocket<Patient>;
-
-struct Redis {
-    child: Child,
-}
-
-impl Redis {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is not installed: run `bash scripts/test.sh`, which installs it");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let mut child = child;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        // Whoever answered must be this redis-server, not one that already
-        // held the port (this one would then have exited).
-        std::thread::sleep(Duration::from_millis(50));
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("redis-server on port {port} exited ({status}): is the port taken?");
-        }
-        Self { child }
-    }
-
-    fn kill(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A free port for a redis-server, never one handed to another test in
-/// this process: the kernel may give a just-closed port out again, and two
-/// tests must not end up sharing (and killing) one redis-server.
-fn free_port() -> u16 {
-    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
-    let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
-}
 
 fn hub(addr: SocketAddr) -> Ws {
     let stream = TcpStream::connect(addr).unwrap();
@@ -102,15 +43,9 @@ fn publish(ws: &mut Ws, data: &str) {
     .unwrap();
 }
 
-/// The next message is `data` on "news" as it comes over the bridge:
-/// without a position (offsets are per node until they live in Redis).
-fn expect(ws: &mut Ws, data: &str) {
-    assert_eq!(text(ws), format!(r#"{{"topic":"news","data":"{data}"}}"#));
-}
-
-/// The next message is `data` on "news" as a publish on the same node
-/// delivers it: with the position its stream gave it.
-fn expect_local(ws: &mut Ws, data: &str) {
+/// The next message is `data` on "news", with the position Redis gave it
+/// (the same on every node); returns it.
+fn expect(ws: &mut Ws, data: &str) -> (String, u64) {
     let got = text(ws);
     let v: serde_json::Value = serde_json::from_str(&got).expect("JSON");
     let epoch = v["epoch"].as_str().expect("an epoch");
@@ -120,6 +55,12 @@ fn expect_local(ws: &mut Ws, data: &str) {
         got,
         format!(r#"{{"topic":"news","epoch":"{epoch}","offset":{offset},"data":"{data}"}}"#)
     );
+    (epoch.to_owned(), offset)
+}
+
+/// The same, on the node that published it.
+fn expect_local(ws: &mut Ws, data: &str) -> (String, u64) {
+    expect(ws, data)
 }
 
 fn expect_nothing(ws: &mut Ws) {
@@ -144,11 +85,12 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     }
     let (mut on_a, mut on_b) = (hub(a.addr), hub(b.addr));
     publish(&mut on_a, "one");
-    expect_local(&mut on_a, "one");
-    expect(&mut on_b, "one");
+    let one = expect_local(&mut on_a, "one");
+    assert_eq!(expect(&mut on_b, "one"), one, "one position on every node");
     publish(&mut on_b, "two");
-    expect(&mut on_a, "two");
-    expect_local(&mut on_b, "two");
+    let two = expect(&mut on_a, "two");
+    assert_eq!(expect_local(&mut on_b, "two"), two);
+    assert_eq!(two, (one.0.clone(), one.1 + 1), "one order per topic");
     // Exactly once: nothing echoes back through Redis.
     expect_nothing(&mut on_a);
     expect_nothing(&mut on_b);
@@ -156,9 +98,13 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     redis.kill();
     wait_metric(a.addr, "surge_bridge_connected", |v| v == 0);
     publish(&mut on_a, "alone");
-    expect_local(&mut on_a, "alone");
+    let alone = expect_local(&mut on_a, "alone");
+    assert_ne!(
+        alone.0, two.0,
+        "delivered here alone, in an epoch of its own"
+    );
     expect_nothing(&mut on_b);
-    wait_metric(a.addr, "surge_bridge_lost_total", |v| v >= 1);
+    wait_metric(a.addr, "surge_bridge_alone_total", |v| v >= 1);
 
     let _redis = Redis::start(port);
     for node in [a.addr, b.addr] {
@@ -177,9 +123,12 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
         if let Ok(Message::Text(t)) = on_b.read() {
-            assert_eq!(
-                t.to_string(),
-                format!(r#"{{"topic":"news","data":"back{n}"}}"#)
+            let v: serde_json::Value = serde_json::from_str(&t).expect("JSON");
+            assert_eq!(v["data"], format!("back{n}"), "{t}");
+            assert_ne!(
+                v["epoch"],
+                two.0.as_str(),
+                "Redis lost its data: a new epoch"
             );
             break;
         }
@@ -195,10 +144,10 @@ fn two_nodes_share_publishes_through_redis_and_survive_its_restart() {
     expect(&mut on_a, "three");
     expect_local(&mut on_b, "three");
     eprintln!(
-        "BRIDGE node a: sent={} received={} lost={} reconnects={}",
+        "BRIDGE node a: sent={} received={} alone={} reconnects={}",
         metric(a.addr, "surge_bridge_sent_total"),
         metric(a.addr, "surge_bridge_received_total"),
-        metric(a.addr, "surge_bridge_lost_total"),
+        metric(a.addr, "surge_bridge_alone_total"),
         metric(a.addr, "surge_bridge_reconnects_total")
     );
 }

@@ -1,6 +1,8 @@
 //! Bridges between surge nodes. With several nodes behind a load balancer,
-//! a message published on one must reach subscribers on all of them; the
-//! Redis bridge relays hub publishes through Redis pub/sub.
+//! a message published on one must reach subscribers on all of them, and a
+//! client that was on one must be able to resume on another: the Redis
+//! bridge positions hub publishes in Redis, keeps their history there and
+//! relays them through Redis pub/sub.
 
 pub mod redis;
 
@@ -19,9 +21,14 @@ pub struct BridgeStats {
     pub sent: AtomicU64,
     /// Messages from other nodes delivered here.
     pub received: AtomicU64,
-    /// Local publishes that could not be relayed (Redis down, or the relay
-    /// queue full): other nodes never saw them.
+    /// Embedder publishes that could not be relayed (Redis down, or the
+    /// relay queue full): other nodes never saw them.
     pub lost: AtomicU64,
+    /// Hub-route publishes Redis could not position (down, or the relay
+    /// queue full), delivered on this node alone in an epoch of its own.
+    pub alone: AtomicU64,
+    /// Topics whose position and history were loaded from Redis.
+    pub loaded: AtomicU64,
 }
 
 impl BridgeStats {
@@ -62,8 +69,20 @@ impl BridgeStats {
             (
                 "surge_bridge_lost_total",
                 "counter",
-                "Local publishes other nodes never saw.",
+                "Embedder publishes other nodes never saw.",
                 get(&self.lost),
+            ),
+            (
+                "surge_bridge_alone_total",
+                "counter",
+                "Hub publishes delivered on this node alone, Redis being away.",
+                get(&self.alone),
+            ),
+            (
+                "surge_bridge_loaded_topics_total",
+                "counter",
+                "Topics whose position and history were loaded from Redis.",
+                get(&self.loaded),
             ),
         ] {
             let _ = writeln!(

@@ -9,12 +9,12 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 
-use crate::bridge::redis::{Outgoing, Relay};
 use crate::bridge::BridgeStats;
 use crate::buf::budget::Budget;
 
 use crate::protocol::frame::{encode_frame, OpCode};
 
+use super::relay::{Outgoing, Relay};
 use super::streams::DEFAULT_HISTORY_BYTES;
 use super::streams::{HistoryRule, Joined, Position, ReplayLimit, Streams};
 
@@ -96,7 +96,7 @@ pub struct Hub {
     /// Publishing counters.
     pub stats: HubStats,
     /// Relays hub publishes to other nodes, when a bridge is configured.
-    relay: OnceLock<Relay>,
+    relay: OnceLock<Box<dyn Relay>>,
     /// The bridge's counters (zero without one).
     pub bridge: Arc<BridgeStats>,
     /// Every hub topic's position and history.
@@ -174,8 +174,10 @@ impl Hub {
         out.into()
     }
 
-    /// Routes hub publishes to other nodes from now on.
-    pub fn set_relay(&self, relay: Relay) {
+    /// Routes hub publishes to other nodes from now on; their positions
+    /// and history live in the shared store the relay writes to.
+    pub fn set_relay(&self, relay: Box<dyn Relay>) {
+        self.streams.set_shared(false);
         let _ = self.relay.set(relay);
     }
 
@@ -184,47 +186,126 @@ impl Hub {
         self.relay.get().is_some()
     }
 
-    /// Publishes `payload` to hub topic `name` on this node and, through
-    /// the bridge if there is one, on every other node.
-    pub fn publish_to_hub(&self, name: &str, payload: &[u8]) {
-        self.publish_local(&super::hub_topic(name), OpCode::Text, payload);
+    /// Waits at most `within` for the bridge to send what it was handed
+    /// (a drain calls it last, so no publish is lost by a restart).
+    pub fn flush_relay(&self, within: std::time::Duration) -> bool {
+        self.relay.get().is_none_or(|r| r.flush(within))
+    }
+
+    /// Publishes `payload` (an embedder's text, delivered as it is) to hub
+    /// topic `name` on this node and, through the bridge if there is one,
+    /// on every other node.
+    pub fn publish_to_hub(&self, name: &str, payload: &str) {
+        self.publish_local(&super::hub_topic(name), OpCode::Text, payload.as_bytes());
         if let Some(relay) = self.relay.get() {
-            relay.forward(Outgoing {
+            // Counted as lost by the relay when it cannot go.
+            let _ = relay.forward(Outgoing {
                 topic: name.to_owned(),
-                payload: payload.to_vec(),
+                rule: None,
+                text: payload.to_owned(),
             });
         }
     }
 
     /// Publishes a hub route's message: `data` (JSON text) to hub topic
     /// `name`, framed with the position its stream gives it and kept under
-    /// `rule`, on this node's shards (in offset order, see `streams`) and,
-    /// through the bridge if there is one, without a position on every
-    /// other node.
+    /// `rule`. With a bridge the shared store positions it and every node
+    /// (this one too) delivers it as it comes back from there, so all of
+    /// them see one order; without one, or when the bridge cannot take it,
+    /// this node positions it itself (in offset order, see `streams`).
     pub fn publish_positioned(&self, name: &str, data: &str, rule: HistoryRule) {
-        let topic = super::hub_topic(name);
-        self.streams.publish(
-            &topic,
-            rule,
-            data.len() + name.len() + 64,
-            |_, position| {
-                let text = super::protocol::message_at(name, position, data);
-                Self::frame(OpCode::Text, text.as_bytes())
-            },
-            |topic, frame| {
-                self.publish_batch(&[Delivery {
-                    topic: Arc::clone(topic),
-                    key: 0,
-                    frame,
-                }]);
-            },
-        );
-        if let Some(relay) = self.relay.get() {
-            relay.forward(Outgoing {
-                topic: name.to_owned(),
-                payload: super::protocol::message(name, data).into_bytes(),
-            });
+        let Some(relay) = self.relay.get() else {
+            let topic = super::hub_topic(name);
+            self.streams.publish(
+                &topic,
+                rule,
+                Self::keep_size(name, data),
+                |_, position| Self::positioned(name, position, data),
+                |topic, frame| self.deliver(topic, frame),
+            );
+            return;
+        };
+        let publish = Outgoing {
+            topic: name.to_owned(),
+            rule: Some(rule),
+            text: data.to_owned(),
+        };
+        if let Err(back) = relay.forward(publish) {
+            self.publish_alone(&back.topic, &back.text, rule);
         }
+    }
+
+    /// Delivers a hub route's message on this node only, in an epoch of
+    /// its own: what the bridge could not send.
+    pub fn publish_alone(&self, name: &str, data: &str, rule: HistoryRule) {
+        self.bridge.alone.fetch_add(1, Ordering::Relaxed);
+        self.streams.publish_alone(
+            &super::hub_topic(name),
+            rule,
+            Self::keep_size(name, data),
+            |_, position| Self::positioned(name, position, data),
+            |topic, frame| self.deliver(topic, frame),
+        );
+    }
+
+    /// Delivers a hub route's message the shared store positioned (see
+    /// `Streams::apply`); whether it was new here.
+    pub fn publish_shared(
+        &self,
+        name: &str,
+        position: Position,
+        rule: HistoryRule,
+        data: &str,
+    ) -> bool {
+        self.streams
+            .apply(
+                &super::hub_topic(name),
+                position,
+                rule,
+                Self::keep_size(name, data),
+                |_, position| Self::positioned(name, position, data),
+                |topic, frame| self.deliver(topic, frame),
+            )
+            .is_some()
+    }
+
+    /// Sets hub topic `name`'s stream to what the shared store holds: its
+    /// position and its kept messages (`(offset, age, data)`, oldest first).
+    pub fn load_shared(
+        &self,
+        name: &str,
+        position: Position,
+        rule: HistoryRule,
+        kept: Vec<(u64, std::time::Duration, String)>,
+    ) {
+        let frames = kept
+            .into_iter()
+            .map(|(offset, age, data)| {
+                let at = Position { offset, ..position };
+                (offset, age, Self::positioned(name, at, &data))
+            })
+            .collect();
+        self.streams
+            .load(&super::hub_topic(name), position, rule, frames);
+    }
+
+    /// About what a positioned message costs to keep.
+    fn keep_size(name: &str, data: &str) -> usize {
+        data.len() + name.len() + 64
+    }
+
+    /// A hub route's message framed with its position.
+    fn positioned(name: &str, position: Position, data: &str) -> SharedFrame {
+        let text = super::protocol::message_at(name, position, data);
+        Self::frame(OpCode::Text, text.as_bytes())
+    }
+
+    fn deliver(&self, topic: &Arc<str>, frame: SharedFrame) {
+        self.publish_batch(&[Delivery {
+            topic: Arc::clone(topic),
+            key: 0,
+            frame,
+        }]);
     }
 
     /// Starts subscription `seq` of shard `shard` to hub topic `topic`

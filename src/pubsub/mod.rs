@@ -15,6 +15,7 @@
 pub mod events;
 pub mod hub;
 pub mod protocol;
+pub mod relay;
 pub mod streams;
 pub mod ticker;
 pub(crate) mod topics;

@@ -20,7 +20,7 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Instant, SystemTime};
 
@@ -57,6 +57,9 @@ pub enum NotRecovered {
     TooMany,
     /// The topic keeps no history.
     NoHistory,
+    /// Positions live in a shared store (Redis) this node cannot reach, or
+    /// has not caught up with yet: nothing can be proven.
+    Unavailable,
 }
 
 impl NotRecovered {
@@ -67,6 +70,7 @@ impl NotRecovered {
             Self::TooOld => "too old",
             Self::TooMany => "too many",
             Self::NoHistory => "no history",
+            Self::Unavailable => "unavailable",
         }
     }
 
@@ -76,7 +80,14 @@ impl NotRecovered {
 }
 
 /// The `result` labels of `surge_recoveries_total`, by slot.
-pub const RECOVERY_RESULTS: [&str; 5] = ["recovered", "epoch", "too_old", "too_many", "no_history"];
+pub const RECOVERY_RESULTS: [&str; 6] = [
+    "recovered",
+    "epoch",
+    "too_old",
+    "too_many",
+    "no_history",
+    "unavailable",
+];
 
 /// Counters of the streams, for `/metrics`.
 #[derive(Debug, Default)]
@@ -84,7 +95,7 @@ pub struct StreamStats {
     /// Kept messages dropped by the byte budget.
     pub evicted: AtomicU64,
     /// Subscriptions that asked to resume, by [`RECOVERY_RESULTS`].
-    pub recoveries: [AtomicU64; 5],
+    pub recoveries: [AtomicU64; 6],
     /// Messages replayed to resuming subscriptions.
     pub replayed: AtomicU64,
     /// Latest values given to new subscriptions of latest-value topics.
@@ -133,6 +144,8 @@ struct Stream {
     history: VecDeque<Entry>,
     /// Hub subscriptions on every shard that hold it.
     subscribers: usize,
+    /// Its position comes from the shared store (Redis), not this node.
+    shared: bool,
 }
 
 impl Stream {
@@ -143,7 +156,18 @@ impl Stream {
             rule: HistoryRule::default(),
             history: VecDeque::new(),
             subscribers: 0,
+            shared: false,
         }
+    }
+
+    /// Starts the stream over at `position` (epoch and last offset) with
+    /// an empty history; the bytes freed.
+    fn restart_at(&mut self, position: Position, shared: bool) -> usize {
+        let freed = self.history.drain(..).map(|e| e.cost()).sum();
+        self.epoch = position.epoch;
+        self.offset = position.offset;
+        self.shared = shared;
+        freed
     }
 
     fn position(&self) -> Position {
@@ -185,6 +209,11 @@ impl Stream {
         since: Position,
         limit: ReplayLimit,
     ) -> Result<Vec<SharedFrame>, NotRecovered> {
+        if since.epoch == self.epoch && since.offset > self.offset && self.shared {
+            // Another node gave that position and this one has not heard
+            // of it yet: it cannot tell what comes after.
+            return Err(NotRecovered::Unavailable);
+        }
         if since.epoch != self.epoch || since.offset > self.offset {
             return Err(NotRecovered::EpochChanged);
         }
@@ -225,7 +254,7 @@ impl Stream {
 /// A random epoch: std's randomly keyed hasher over a process-wide
 /// counter and the time, so two streams (or two runs) never share one in
 /// practice.
-fn new_epoch() -> u64 {
+pub fn new_epoch() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
@@ -265,9 +294,21 @@ pub struct Streams {
     budget: Budget,
     /// Where the next eviction for room starts, so no stripe always pays.
     cursor: AtomicUsize,
+    /// Where positions come from: [`LOCAL`], or a shared store this node
+    /// is in step with ([`SHARED_IN_STEP`]) or not ([`SHARED_BEHIND`]).
+    store: AtomicU8,
     /// Counters for `/metrics`.
     pub stats: StreamStats,
 }
+
+/// Positions are this node's own.
+const LOCAL: u8 = 0;
+/// Positions live in a shared store, and every message it positioned since
+/// this node last loaded its streams from it has reached this node.
+const SHARED_IN_STEP: u8 = 1;
+/// Positions live in a shared store this node is not in step with (cannot
+/// reach it, or has not loaded its streams yet): no resume can be proven.
+const SHARED_BEHIND: u8 = 2;
 
 impl Streams {
     /// Streams whose histories hold at most `history_bytes` together.
@@ -277,8 +318,25 @@ impl Streams {
             hasher: RandomState::new(),
             budget: Budget::new(history_bytes),
             cursor: AtomicUsize::new(0),
+            store: AtomicU8::new(LOCAL),
             stats: StreamStats::default(),
         }
+    }
+
+    /// Positions live in a shared store from now on; `in_step` says whether
+    /// this node holds everything it positioned (see [`SHARED_IN_STEP`]).
+    pub fn set_shared(&self, in_step: bool) {
+        let state = if in_step {
+            SHARED_IN_STEP
+        } else {
+            SHARED_BEHIND
+        };
+        self.store.store(state, Ordering::SeqCst);
+    }
+
+    /// Whether a resume can be answered here now.
+    fn can_recover(&self) -> bool {
+        self.store.load(Ordering::SeqCst) != SHARED_BEHIND
     }
 
     /// Bytes kept in every history now.
@@ -304,6 +362,166 @@ impl Streams {
         frame: impl FnOnce(&Arc<str>, Position) -> SharedFrame,
         deliver: impl FnOnce(&Arc<str>, SharedFrame),
     ) -> Position {
+        self.put(
+            topic,
+            rule,
+            size,
+            |stream, _| {
+                stream.offset += 1;
+                Some(stream.position())
+            },
+            frame,
+            deliver,
+        )
+        .expect("a local publish always takes the next offset")
+    }
+
+    /// Publishes like [`Streams::publish`] while the shared store cannot
+    /// be reached: a stream whose position came from there starts over in
+    /// an epoch of this node's own, so no position handed out now can be
+    /// taken for one of the store's.
+    pub fn publish_alone(
+        &self,
+        topic: &str,
+        rule: HistoryRule,
+        size: usize,
+        frame: impl FnOnce(&Arc<str>, Position) -> SharedFrame,
+        deliver: impl FnOnce(&Arc<str>, SharedFrame),
+    ) -> Position {
+        self.put(
+            topic,
+            rule,
+            size,
+            |stream, budget| {
+                if stream.shared {
+                    let fresh = Position {
+                        epoch: new_epoch(),
+                        offset: 0,
+                    };
+                    budget.give_back(stream.restart_at(fresh, false));
+                }
+                stream.offset += 1;
+                Some(stream.position())
+            },
+            frame,
+            deliver,
+        )
+        .expect("a local publish always takes the next offset")
+    }
+
+    /// Takes a message the shared store positioned at `position`: the next
+    /// one of the stream is kept and delivered like a local publish; one
+    /// already taken is skipped (`None`); any other means messages were
+    /// missed here, and the stream starts over from it (subscribers see
+    /// the jump in its position).
+    pub fn apply(
+        &self,
+        topic: &str,
+        position: Position,
+        rule: HistoryRule,
+        size: usize,
+        frame: impl FnOnce(&Arc<str>, Position) -> SharedFrame,
+        deliver: impl FnOnce(&Arc<str>, SharedFrame),
+    ) -> Option<Position> {
+        self.put(
+            topic,
+            rule,
+            size,
+            |stream, budget| {
+                let same = stream.shared && stream.epoch == position.epoch;
+                if same && position.offset <= stream.offset {
+                    return None;
+                }
+                if !same || position.offset != stream.offset + 1 {
+                    let before = Position {
+                        offset: position.offset.saturating_sub(1),
+                        ..position
+                    };
+                    budget.give_back(stream.restart_at(before, true));
+                }
+                stream.offset = position.offset;
+                Some(position)
+            },
+            frame,
+            deliver,
+        )
+    }
+
+    /// Sets `topic`'s stream to what the shared store holds: its position
+    /// and its kept messages (`(offset, age, frame)`, oldest first). Only
+    /// a run without gap that ends at the position is kept.
+    pub fn load(
+        &self,
+        topic: &str,
+        position: Position,
+        rule: HistoryRule,
+        kept: Vec<(u64, std::time::Duration, SharedFrame)>,
+    ) {
+        let now = Instant::now();
+        let mut stripe = self.stripe(topic);
+        let (name, stream) = stream_in(&mut stripe, topic);
+        stream.rule = rule;
+        let mut expect = position.offset;
+        let run = kept
+            .iter()
+            .rev()
+            .take_while(|(offset, _, _)| {
+                let next = *offset == expect;
+                expect = expect.wrapping_sub(1);
+                next
+            })
+            .count();
+        let first = position.offset + 1 - run as u64;
+        let start = Position {
+            offset: first - 1,
+            ..position
+        };
+        self.budget.give_back(stream.restart_at(start, true));
+        let older = kept.len() - run;
+        for (offset, age, frame) in kept.into_iter().skip(older) {
+            stream.offset = offset;
+            let at = now.checked_sub(age).unwrap_or(now);
+            self.keep(stream, Entry { offset, at, frame }, now);
+        }
+        stream.offset = position.offset;
+        if stream.unused() {
+            stripe.remove(&name);
+        }
+    }
+
+    /// Every stream whose position came from the shared store starts over
+    /// in an epoch of this node's own, its history dropped: called before
+    /// the store's streams are loaded again, so a topic the store lost (a
+    /// restart without its data) is never replayed from what this node
+    /// still had of it.
+    pub fn unshare_all(&self) {
+        for stripe in &*self.stripes {
+            let mut stripe = lock(stripe);
+            stripe.retain(|_, stream| {
+                if stream.shared {
+                    let fresh = Position {
+                        epoch: new_epoch(),
+                        offset: 0,
+                    };
+                    self.budget.give_back(stream.restart_at(fresh, false));
+                }
+                !stream.unused()
+            });
+        }
+    }
+
+    /// Shared by every way a message enters a stream: `next` decides its
+    /// position (`None`: skip it), then it is framed, kept and delivered
+    /// under the topic's lock.
+    fn put(
+        &self,
+        topic: &str,
+        rule: HistoryRule,
+        size: usize,
+        next: impl FnOnce(&mut Stream, &Budget) -> Option<Position>,
+        frame: impl FnOnce(&Arc<str>, Position) -> SharedFrame,
+        deliver: impl FnOnce(&Arc<str>, SharedFrame),
+    ) -> Option<Position> {
         let now = Instant::now();
         let room = self.budget.limit().saturating_sub(size + ENTRY_OVERHEAD);
         if rule.keeps() && self.budget.held() > room {
@@ -313,9 +531,8 @@ impl Streams {
         }
         let mut stripe = self.stripe(topic);
         let (name, stream) = stream_in(&mut stripe, topic);
-        stream.offset += 1;
+        let position = next(stream, &self.budget)?;
         stream.rule = rule;
-        let position = stream.position();
         let encoded = frame(&name, position);
         if rule.keeps() {
             let entry = Entry {
@@ -331,7 +548,7 @@ impl Streams {
         if stream.unused() {
             stripe.remove(&name);
         }
-        position
+        Some(position)
     }
 
     /// Appends `entry` to `stream`'s history within its rule and the byte
@@ -424,7 +641,13 @@ impl Streams {
         let (name, stream) = stream_in(&mut stripe, topic);
         self.budget.give_back(stream.trim(now));
         stream.subscribers += 1;
-        let recovered = since.map(|since| stream.recover(since, limit));
+        let recovered = since.map(|since| {
+            if self.can_recover() {
+                stream.recover(since, limit)
+            } else {
+                Err(NotRecovered::Unavailable)
+            }
+        });
         let mut position = stream.position();
         let (replay, recovered) = match recovered {
             None => {
@@ -494,6 +717,17 @@ impl Streams {
             let n = n.load(Ordering::Relaxed);
             let _ = writeln!(out, "surge_recoveries_total{{result=\"{label}\"}} {n}");
         }
+        let store = self.store.load(Ordering::SeqCst);
+        if store != LOCAL {
+            let _ = writeln!(
+                out,
+                "# HELP surge_shared_history_available 1 while positions and history in Redis \
+                 can serve resumes here.\n\
+                 # TYPE surge_shared_history_available gauge\n\
+                 surge_shared_history_available {}",
+                u8::from(store == SHARED_IN_STEP)
+            );
+        }
     }
 
     /// Streams alive now (tests).
@@ -512,6 +746,7 @@ fn lock(m: &Mutex<Stripe>) -> MutexGuard<'_, Stripe> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     fn publish(streams: &Streams, topic: &str, rule: HistoryRule, body: &[u8]) -> Position {
         streams.publish(
@@ -711,5 +946,85 @@ mod tests {
         assert_eq!(tight.stats.evicted.load(Ordering::Relaxed), 1);
         tight.join("a", None, upto(100), |_, r| assert!(r.is_empty()));
         tight.join("b", None, upto(100), |_, r| assert_eq!(r.len(), 1));
+    }
+
+    fn apply(streams: &Streams, epoch: u64, offset: u64, body: &[u8]) -> Option<Position> {
+        let at = Position { epoch, offset };
+        streams.apply(
+            "t",
+            at,
+            KEEP,
+            body.len(),
+            |_, _| body.to_vec().into(),
+            |_, _| {},
+        )
+    }
+
+    #[test]
+    fn a_shared_stream_takes_positions_in_order_and_starts_over_on_a_gap() {
+        let streams = Streams::new(1 << 20);
+        streams.set_shared(true);
+        let p0 = streams.join("t", None, upto(100), |_, _| {}).position;
+        assert!(
+            apply(&streams, 7, 4, b"4").is_some(),
+            "a new epoch is taken"
+        );
+        assert!(apply(&streams, 7, 5, b"5").is_some());
+        assert!(apply(&streams, 7, 5, b"5").is_none(), "already taken");
+        let since = Position {
+            epoch: 7,
+            offset: 4,
+        };
+        let r = streams.join("t", Some(since), upto(100), |_, replay| {
+            assert_eq!(replay.len(), 1);
+        });
+        assert_eq!((r.recovered, r.position.offset), (Some(Ok(())), 5));
+        // A gap: what came before it cannot be replayed from here.
+        assert!(apply(&streams, 7, 9, b"9").is_some());
+        let r = streams.join("t", Some(since), upto(100), |_, _| {});
+        assert_eq!(r.recovered, Some(Err(NotRecovered::TooOld)));
+        let r = streams.join("t", Some(p0), upto(100), |_, _| {});
+        assert_eq!(r.recovered, Some(Err(NotRecovered::EpochChanged)));
+        // Out of step with the store: nothing is proven.
+        streams.set_shared(false);
+        let since = Position {
+            epoch: 7,
+            offset: 9,
+        };
+        let r = streams.join("t", Some(since), upto(100), |_, _| {});
+        assert_eq!(r.recovered, Some(Err(NotRecovered::Unavailable)));
+        // Published here alone: a new epoch of this node's own.
+        let alone = streams.publish_alone("t", KEEP, 1, |_, _| b"x".to_vec().into(), |_, _| {});
+        assert_ne!(alone.epoch, 7);
+        assert_eq!(alone.offset, 1);
+    }
+
+    #[test]
+    fn a_loaded_stream_keeps_only_the_run_that_ends_at_its_position() {
+        let streams = Streams::new(1 << 20);
+        streams.set_shared(true);
+        let frame = |b: &[u8]| -> SharedFrame { b.to_vec().into() };
+        let kept = vec![
+            (2, Duration::ZERO, frame(b"2")),
+            (4, Duration::ZERO, frame(b"4")),
+            (5, Duration::ZERO, frame(b"5")),
+        ];
+        let at = Position {
+            epoch: 3,
+            offset: 5,
+        };
+        streams.load("t", at, KEEP, kept);
+        let since = |offset| Some(Position { epoch: 3, offset });
+        let r = streams.join("t", since(3), upto(100), |_, replay| {
+            let got: Vec<&[u8]> = replay.iter().map(|f| &f[..]).collect();
+            assert_eq!(got, [b"4", b"5"]);
+        });
+        assert_eq!((r.recovered, r.position), (Some(Ok(())), at));
+        let r = streams.join("t", since(1), upto(100), |_, _| {});
+        assert_eq!(r.recovered, Some(Err(NotRecovered::TooOld)));
+        // Live messages continue the loaded stream.
+        assert!(apply(&streams, 3, 5, b"5").is_none());
+        assert!(apply(&streams, 3, 6, b"6").is_some());
+        assert_eq!(streams.history_bytes(), 3 * (1 + ENTRY_OVERHEAD));
     }
 }

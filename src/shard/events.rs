@@ -98,6 +98,7 @@ impl Session {
     pub(super) fn start_events(&mut self, request: &EventsRequest, limits: &mut ConnLimits<'_>) {
         let limit = limits.routes.hub_limit(self.spec);
         let generation = self.generation;
+        let spec = self.spec;
         let mut answers = Vec::with_capacity(request.topics.len());
         let mut start = Vec::with_capacity(request.topics.len());
         let subs = &mut self.spill_mut().subs;
@@ -109,7 +110,7 @@ impl Session {
                 .map(|(_, p)| *p);
             // Distinct names, as many as the connection may hold: checked
             // before admission.
-            let Ok(joined) = hub_join(name, from, (limit, self.spec), generation, subs, limits) else {
+            let Ok(joined) = hub_join(name, from, (limit, spec), generation, subs, limits) else {
                 continue;
             };
             // A resumed topic's client is where it said it was: the replay

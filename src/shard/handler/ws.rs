@@ -210,7 +210,7 @@ impl Publisher {
 
 fn publish(hub: &Hub, topic: &str, msg: Message<'_>) {
     match msg {
-        Message::Text(t) => hub.publish_to_hub(topic, t.as_bytes()),
+        Message::Text(t) => hub.publish_to_hub(topic, t),
         Message::Binary(b) => hub.publish_local(&hub_topic(topic), OpCode::Binary, b),
     }
 }

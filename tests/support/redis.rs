@@ -1,0 +1,67 @@
+//! A real redis-server for the tests, started on a free loopback port
+//! without persistence, killed on drop.
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running redis-server.
+pub(crate) struct Redis {
+    child: Child,
+}
+
+impl Redis {
+    pub(crate) fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed: run `bash scripts/test.sh`, which installs it");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut child = child;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Whoever answered must be this redis-server, not one that already
+        // held the port (this one would then have exited).
+        std::thread::sleep(Duration::from_millis(50));
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("redis-server on port {port} exited ({status}): is the port taken?");
+        }
+        Self { child }
+    }
+
+    pub(crate) fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free port for a redis-server, never one handed to another test in
+/// this process: the kernel may give a just-closed port out again, and two
+/// tests must not end up sharing (and killing) one redis-server.
+pub(crate) fn free_port() -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap();
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+}
