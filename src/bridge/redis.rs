@@ -140,6 +140,7 @@ impl RedisRelay {
     /// an embedder's text is lost for the other nodes.
     fn refuse(&self, message: Outgoing) -> Result<(), Outgoing> {
         if message.rule.is_some() {
+            self.stats.alone.fetch_add(1, Ordering::Relaxed);
             return Err(message);
         }
         self.stats.lost.fetch_add(1, Ordering::Relaxed);
@@ -152,6 +153,7 @@ impl Relay for RedisRelay {
         if message.rule.is_some() && self.stats.relaying.load(Ordering::Relaxed) == 0 {
             // Redis is away: waiting for it would hold the message back
             // from local subscribers for as long as the outage lasts.
+            self.stats.alone.fetch_add(1, Ordering::Relaxed);
             return Err(message);
         }
         let cost = message.cost();
@@ -177,6 +179,10 @@ impl Relay for RedisRelay {
         }
         true
     }
+
+    fn render(&self, out: &mut String) {
+        self.stats.render(out);
+    }
 }
 
 /// The relay thread's end of the queue.
@@ -194,11 +200,8 @@ impl Pending {
 }
 
 /// Starts both threads; returns the relay handle.
-pub fn start(
-    config: &RedisConfig,
-    hub: &Arc<Hub>,
-    stats: Arc<BridgeStats>,
-) -> Result<RedisRelay, String> {
+pub fn start(config: &RedisConfig, hub: &Arc<Hub>) -> Result<RedisRelay, String> {
+    let stats = Arc::new(BridgeStats::default());
     let client = redis::Client::open(config.url.as_str())
         .map_err(|e| format!("--redis-url {}: {e}", config.url))?;
     let node = format!(
@@ -397,7 +400,10 @@ fn relay(
 fn hand_back(batch: &[Outgoing], hub: &Hub, stats: &BridgeStats) {
     for m in batch {
         match m.rule {
-            Some(rule) => hub.publish_alone(&m.topic, &m.text, rule),
+            Some(rule) => {
+                stats.alone.fetch_add(1, Ordering::Relaxed);
+                hub.publish_alone(&m.topic, &m.text, rule);
+            }
             None => {
                 stats.lost.fetch_add(1, Ordering::Relaxed);
             }

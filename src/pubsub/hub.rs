@@ -9,7 +9,6 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 
-use crate::bridge::BridgeStats;
 use crate::buf::budget::Budget;
 
 use crate::protocol::frame::{encode_frame, OpCode};
@@ -97,8 +96,6 @@ pub struct Hub {
     pub stats: HubStats,
     /// Relays hub publishes to other nodes, when a bridge is configured.
     relay: OnceLock<Box<dyn Relay>>,
-    /// The bridge's counters (zero without one).
-    pub bridge: Arc<BridgeStats>,
     /// Every hub topic's position and history.
     pub streams: Streams,
 }
@@ -155,7 +152,6 @@ impl Hub {
                 shards: inboxes.into_boxed_slice(),
                 stats: HubStats::default(),
                 relay: OnceLock::new(),
-                bridge: Arc::default(),
                 streams,
             }),
             receivers,
@@ -188,6 +184,13 @@ impl Hub {
     /// Whether a bridge relays publishes to other nodes.
     pub fn bridged(&self) -> bool {
         self.relay.get().is_some()
+    }
+
+    /// Writes the bridge's metrics, if there is one.
+    pub fn render_relay(&self, out: &mut String) {
+        if let Some(relay) = self.relay.get() {
+            relay.render(out);
+        }
     }
 
     /// Waits at most `within` for the bridge to send what it was handed
@@ -242,7 +245,6 @@ impl Hub {
     /// Delivers a hub route's message on this node only, in an epoch of
     /// its own: what the bridge could not send.
     pub fn publish_alone(&self, name: &str, data: &str, rule: HistoryRule) {
-        self.bridge.alone.fetch_add(1, Ordering::Relaxed);
         self.streams.publish_alone(
             &super::hub_topic(name),
             rule,

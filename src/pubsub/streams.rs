@@ -305,7 +305,8 @@ impl Streams {
     }
 
     /// Positions live in a shared store from now on; `in_step` says whether
-    /// this node holds everything it positioned (see [`SHARED_IN_STEP`]).
+    /// every message it positioned since this node last loaded its streams
+    /// from it has reached this node.
     pub fn set_shared(&self, in_step: bool) {
         let state = if in_step {
             SHARED_IN_STEP
