@@ -2,7 +2,8 @@
 //! redis-server started here: a client resumes on another node from the
 //! position the first one gave it, a Redis restarted without its data makes
 //! a new epoch (never a wrong replay), and with Redis down a node keeps
-//! serving its own subscribers and answers resumes "unavailable" at once.
+//! serving its own subscribers and answers resumes "unavailable" at once;
+//! a drained node sends what its relay still holds before it exits.
 
 mod support;
 
@@ -246,4 +247,51 @@ fn expect_epoch_of(s: &Server) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+#[test]
+fn a_drained_node_sends_what_its_relay_holds_before_it_exits() {
+    const MESSAGES: usize = 50;
+    let port = free_port();
+    let redis = Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let b = node(&url);
+    let a = Server::start(&[
+        "serve",
+        "--redis-url",
+        &url,
+        "--history-size",
+        "100",
+        "--drain-ms",
+        "100",
+    ]);
+    wait_metric(a.addr, "surge_bridge_connected", |v| v == 1);
+    let mut on_b = client(b.addr);
+    subscribe(&mut on_b, None);
+    let mut on_a = client(a.addr);
+    publish(&mut on_a, "first");
+    expect(&mut on_b, "first");
+    // Redis stops answering: A's publishes wait in its relay (which asks
+    // a link idle for a while whether it is alive before it sends).
+    redis.signal("-STOP");
+    std::thread::sleep(Duration::from_millis(400));
+    for i in 0..MESSAGES {
+        publish(&mut on_a, &format!("m{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Gone, so the drain need not wait for its close.
+    drop(on_a);
+    let cont = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        redis.signal("-CONT");
+        redis
+    });
+    // A drains and its shards end while Redis is still stopped.
+    let t = Instant::now();
+    assert!(a.terminate().success());
+    eprintln!("TERM took {:?}", t.elapsed());
+    let _redis = cont.join().unwrap();
+    for i in 0..MESSAGES {
+        expect(&mut on_b, &format!("m{i}"));
+    }
 }

@@ -34,6 +34,15 @@ impl Redis {
         Self { child }
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`) to the redis-server.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
