@@ -51,6 +51,8 @@ const RELAY_QUEUE: usize = 64 * 1024;
 const RELAY_BYTES: usize = 64 << 20;
 /// Most messages one pipelined round trip carries.
 const PIPELINE: usize = 1024;
+/// How long the relay waits for Redis to take or answer a batch.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A link silent for longer is asked whether it is alive before a batch
 /// goes out on it.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
@@ -285,6 +287,10 @@ fn relay(
         let connected = client
             .get_connection_with_timeout(Duration::from_secs(2))
             .and_then(|mut conn| {
+                // A Redis that hangs: its batch is delivered here alone
+                // rather than held from local subscribers without end.
+                conn.set_read_timeout(Some(RELAY_TIMEOUT))?;
+                conn.set_write_timeout(Some(RELAY_TIMEOUT))?;
                 let sha: String = redis::cmd("SCRIPT")
                     .arg("LOAD")
                     .arg(PUBLISH_SCRIPT)

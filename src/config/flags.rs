@@ -217,11 +217,12 @@ struct PubSubFlags {
     /// answers recovered:false ("too many").
     #[arg(long, default_value_t = DEFAULT_MAX_RECOVERY)]
     max_recovery: usize,
-    /// Relay hub publishes to and from other nodes through this Redis
-    /// (redis://HOST:PORT[/DB]).
+    /// Share hub topics with other nodes through this Redis
+    /// (redis://HOST:PORT[/DB]): publishes, positions and history.
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
-    /// Prefix of the Redis channels: hub topic T is channel PREFIX T.
+    /// Prefix of the Redis names: hub topic T is channel PREFIX T, its
+    /// position hash PREFIX m:T and its history list PREFIX h:T.
     #[arg(long, default_value = "surge:")]
     redis_prefix: String,
 }
