@@ -14,6 +14,14 @@
 //! from before is never taken for one in the new stream. History is bounded
 //! per topic by count and age ([`HistoryRule`]) and for the whole process
 //! by a byte budget, past which the oldest messages are evicted.
+//!
+//! With a shared store (the Redis bridge) the store positions every
+//! publish and these streams are this node's copy of its streams: loaded
+//! from it at each connect ([`Streams::load`]), then kept in step by every
+//! message it positions ([`Streams::apply`], under the same lock and with
+//! the same delivery as a local publish). A resume is answered only while
+//! the copy is known to be in step; what cannot reach the store is
+//! published in an epoch of this node's own ([`Streams::publish_alone`]).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
