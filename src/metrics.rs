@@ -379,9 +379,7 @@ impl Metrics {
             hub.stats.inbox_dropped.load(Ordering::Relaxed)
         );
         hub.streams.render(&mut out);
-        if hub.bridged() {
-            hub.bridge.render(&mut out);
-        }
+        hub.render_relay(&mut out);
         let _ = writeln!(
             out,
             "# HELP surge_draining 1 once shutdown has begun.\n# TYPE surge_draining gauge\n\

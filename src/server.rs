@@ -138,8 +138,7 @@ impl Server {
             }
         }
         if let Some(redis) = &config.redis {
-            let relay = crate::bridge::redis::start(redis, &hub, Arc::clone(&hub.bridge))
-                .map_err(io::Error::other)?;
+            let relay = crate::bridge::redis::start(redis, &hub).map_err(io::Error::other)?;
             hub.set_relay(Box::new(relay));
         }
         if !config.routes.ticker_symbols.is_empty() {
@@ -171,7 +170,7 @@ impl Server {
 
     /// Waits for every shard to finish (after SIGTERM/SIGINT).
     /// Last, what the Redis bridge still holds goes out (for at most
-    /// [`RELAY_FLUSH`]), so a rolling restart loses no publish a client made.
+    /// 5 s), so a rolling restart loses no publish a client made.
     pub fn join(self) -> io::Result<()> {
         for handle in self.handles {
             handle

@@ -350,3 +350,30 @@ fn a_latest_value_reaches_a_new_subscriber() {
     let gaps: Vec<_> = client.seen.iter().filter(|e| e["ev"] == "gap").collect();
     assert!(gaps.is_empty(), "{gaps:?}");
 }
+
+/// With positions in Redis a topic gets its epoch from its first publish,
+/// after the subscription that answered with a position of this node's
+/// own at offset 0: the client takes the first message of the new epoch
+/// as the start of its stream, not as a gap, and hears what another node
+/// publishes at the next offset.
+#[test]
+fn a_fresh_topic_on_redis_starts_without_a_gap() {
+    let port = support::redis::free_port();
+    let _redis = support::redis::Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let node = |url: &str| {
+        let server = Server::start(&["serve", "--redis-url", url, "--history-size", "10"]);
+        wait_metric(server.addr, "surge_shared_history_available", |v| v == 1);
+        wait_metric(server.addr, "surge_bridge_connected", |v| v == 1);
+        server
+    };
+    let (a, b) = (node(&url), node(&url));
+    let mut client = NodeClient::start(&a.url("/hub"), "fresh", r#"{"random":0.5}"#);
+    client.wait_ev("ready", 10 * SECOND);
+    let mut ws = publisher(&b);
+    publish(&mut ws, "fresh", r#"{"n":1}"#);
+    let got = client.wait("n 1", 5 * SECOND, |e| e["data"]["n"] == 1);
+    assert_eq!(got["meta"]["offset"], 2, "{got}");
+    let gaps: Vec<_> = client.seen.iter().filter(|e| e["ev"] == "gap").collect();
+    assert!(gaps.is_empty(), "{gaps:?}");
+}

@@ -2,7 +2,8 @@
 //! redis-server started here: a client resumes on another node from the
 //! position the first one gave it, a Redis restarted without its data makes
 //! a new epoch (never a wrong replay), and with Redis down a node keeps
-//! serving its own subscribers and answers resumes "unavailable" at once.
+//! serving its own subscribers and answers resumes "unavailable" at once;
+//! a drained node sends what its relay still holds before it exits.
 
 mod support;
 
@@ -145,13 +146,14 @@ fn a_redis_restarted_without_its_data_makes_a_new_epoch_never_a_wrong_replay() {
         assert_ne!(answer["positions"]["news"]["epoch"], old_epoch.as_str());
     }
     // Publishes reach Redis again (the first may go out while the relay
-    // still learns of the restart: delivered on A alone, in A's epoch).
+    // still learns of the restart: delivered on A alone, in A's epoch; or
+    // reach Redis before a node's listener is back, reaching nobody there,
+    // as Redis pub/sub does).
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut n = 0;
     let new_epoch = loop {
         n += 1;
         publish(&mut on_a, &format!("after{n}"));
-        expect(&mut on_a, &format!("after{n}"));
         on_b.get_mut()
             .set_read_timeout(Some(Duration::from_millis(500)))
             .unwrap();
@@ -169,6 +171,8 @@ fn a_redis_restarted_without_its_data_makes_a_new_epoch_never_a_wrong_replay() {
         .set_read_timeout(Some(Duration::from_secs(5)))
         .unwrap();
     assert_ne!(new_epoch, old_epoch, "a new history, a new epoch");
+    // A hears the publish B heard, after whatever reached it before.
+    while next(&mut on_a).0 != format!("after{n}") {}
     // A client with a position from before: told, then live messages only.
     for addr in [a.addr, b.addr] {
         let mut resumed = client(addr);
@@ -246,4 +250,89 @@ fn expect_epoch_of(s: &Server) -> String {
         .as_str()
         .unwrap()
         .to_owned()
+}
+
+#[test]
+fn a_drained_node_sends_what_its_relay_holds_before_it_exits() {
+    const MESSAGES: usize = 50;
+    let port = free_port();
+    let redis = Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let b = node(&url);
+    let a = Server::start(&[
+        "serve",
+        "--redis-url",
+        &url,
+        "--history-size",
+        "100",
+        "--drain-ms",
+        "100",
+    ]);
+    wait_metric(a.addr, "surge_bridge_connected", |v| v == 1);
+    let mut on_b = client(b.addr);
+    subscribe(&mut on_b, None);
+    let mut on_a = client(a.addr);
+    publish(&mut on_a, "first");
+    expect(&mut on_b, "first");
+    // Redis stops answering: A's publishes wait in its relay (which asks
+    // a link idle for a while whether it is alive before it sends).
+    redis.signal("-STOP");
+    std::thread::sleep(Duration::from_millis(400));
+    for i in 0..MESSAGES {
+        publish(&mut on_a, &format!("m{i}"));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // Gone, so the drain need not wait for its close.
+    drop(on_a);
+    let cont = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        redis.signal("-CONT");
+        redis
+    });
+    // A drains and its shards end while Redis is still stopped.
+    let t = Instant::now();
+    assert!(a.terminate().success());
+    eprintln!("TERM took {:?}", t.elapsed());
+    let _redis = cont.join().unwrap();
+    for i in 0..MESSAGES {
+        expect(&mut on_b, &format!("m{i}"));
+    }
+}
+
+/// A latest-value topic is one on every node: a node started after the
+/// publishes loads the value from Redis and gives it to a new subscriber
+/// first, right after the position just before it.
+#[test]
+fn a_latest_value_published_on_one_node_reaches_a_new_subscriber_on_another() {
+    let port = free_port();
+    let _redis = Redis::start(port);
+    let url = format!("redis://127.0.0.1:{port}");
+    let latest = |url: &str| {
+        let server = Server::start(&["serve", "--redis-url", url, "--latest"]);
+        wait_metric(server.addr, "surge_shared_history_available", |v| v == 1);
+        server
+    };
+    let a = latest(&url);
+    let mut on_a = client(a.addr);
+    subscribe(&mut on_a, None);
+    for data in ["1", "2", "3"] {
+        publish(&mut on_a, data);
+    }
+    expect(&mut on_a, "1");
+    expect(&mut on_a, "2");
+    let (epoch, offset) = expect(&mut on_a, "3");
+    let b = latest(&url);
+    let mut on_b = client(b.addr);
+    let answer = subscribe(&mut on_b, None);
+    assert_eq!(
+        answer["positions"]["news"]["epoch"],
+        epoch.as_str(),
+        "{answer}"
+    );
+    assert_eq!(
+        answer["positions"]["news"]["offset"],
+        offset - 1,
+        "{answer}"
+    );
+    assert_eq!(expect(&mut on_b, "3"), (epoch, offset));
 }

@@ -358,7 +358,10 @@ export class Hub {
           const missed = position.offset - last.offset - 1;
           this.#emit("gap", msg.topic, `missed ${missed} (after offset ${last.offset})`);
         }
-      } else if (last) {
+      } else if (last && !(last.offset === 0 && position.offset === 1)) {
+        // From an empty stream to the first message of another one nothing
+        // was missed: a topic nobody published to yet gets its epoch with
+        // its first publish when its positions live in Redis.
         this.#emit("gap", msg.topic, "epoch changed");
       }
       entry.position = position;

@@ -51,6 +51,8 @@ const RELAY_QUEUE: usize = 64 * 1024;
 const RELAY_BYTES: usize = 64 << 20;
 /// Most messages one pipelined round trip carries.
 const PIPELINE: usize = 1024;
+/// How long the relay waits for Redis to take or answer a batch.
+const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A link silent for longer is asked whether it is alive before a batch
 /// goes out on it.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
@@ -60,15 +62,19 @@ const KEEP_FOR_MS: u64 = 24 * 3600 * 1000;
 
 /// Positions and keeps one hub publish and PUBLISHes it with its position.
 /// KEYS: the topic's hash and list; ARGV: a candidate epoch, the history
-/// size and age (ms, 0: none), the data, the channel, the keys' expiry.
-/// The message is `p EPOCH OFFSET SIZE AGE\nDATA`; a kept entry is
+/// size and age (ms, 0: none), the data, the channel, the keys' expiry,
+/// and 1 for a latest-value topic (which keeps at least its last message).
+/// The message is `p EPOCH OFFSET SIZE AGE LATEST\nDATA`; a kept entry is
 /// `OFFSET MS DATA`, with the time Redis kept it.
 pub const PUBLISH_SCRIPT: &str = r"
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
-redis.call('HSET', KEYS[1], 'size', ARGV[2], 'ttl', ARGV[3])
+redis.call('HSET', KEYS[1], 'size', ARGV[2], 'ttl', ARGV[3], 'latest', ARGV[7])
 local size = tonumber(ARGV[2])
+if ARGV[7] == '1' and size < 1 then
+  size = 1
+end
 if size > 0 then
   local now = redis.call('TIME')
   local ms = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)
@@ -80,15 +86,15 @@ else
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', ARGV[5],
-  string.format('p %s %d %s %s\n', epoch, offset, ARGV[2], ARGV[3]) .. ARGV[4])
+  string.format('p %s %d %s %s %s\n', epoch, offset, ARGV[2], ARGV[3], ARGV[7]) .. ARGV[4])
 ";
 
 /// Reads one topic's position, rule and history, and Redis's clock, in
 /// one atomic step. KEYS: the topic's hash and list.
 pub const LOAD_SCRIPT: &str = r"
-local m = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'size', 'ttl')
+local m = redis.call('HMGET', KEYS[1], 'epoch', 'offset', 'size', 'ttl', 'latest')
 local t = redis.call('TIME')
-return {m[1] or '', m[2] or '0', m[3] or '0', m[4] or '0', t[1], t[2],
+return {m[1] or '', m[2] or '0', m[3] or '0', m[4] or '0', m[5] or '0', t[1], t[2],
   redis.call('LRANGE', KEYS[2], 0, -1)}
 ";
 
@@ -140,6 +146,7 @@ impl RedisRelay {
     /// an embedder's text is lost for the other nodes.
     fn refuse(&self, message: Outgoing) -> Result<(), Outgoing> {
         if message.rule.is_some() {
+            self.stats.alone.fetch_add(1, Ordering::Relaxed);
             return Err(message);
         }
         self.stats.lost.fetch_add(1, Ordering::Relaxed);
@@ -152,6 +159,7 @@ impl Relay for RedisRelay {
         if message.rule.is_some() && self.stats.relaying.load(Ordering::Relaxed) == 0 {
             // Redis is away: waiting for it would hold the message back
             // from local subscribers for as long as the outage lasts.
+            self.stats.alone.fetch_add(1, Ordering::Relaxed);
             return Err(message);
         }
         let cost = message.cost();
@@ -177,6 +185,10 @@ impl Relay for RedisRelay {
         }
         true
     }
+
+    fn render(&self, out: &mut String) {
+        self.stats.render(out);
+    }
 }
 
 /// The relay thread's end of the queue.
@@ -194,11 +206,8 @@ impl Pending {
 }
 
 /// Starts both threads; returns the relay handle.
-pub fn start(
-    config: &RedisConfig,
-    hub: &Arc<Hub>,
-    stats: Arc<BridgeStats>,
-) -> Result<RedisRelay, String> {
+pub fn start(config: &RedisConfig, hub: &Arc<Hub>) -> Result<RedisRelay, String> {
+    let stats = Arc::new(BridgeStats::default());
     let client = redis::Client::open(config.url.as_str())
         .map_err(|e| format!("--redis-url {}: {e}", config.url))?;
     let node = format!(
@@ -208,6 +217,9 @@ pub fn start(
     let keys = Keys {
         prefix: config.prefix.clone(),
     };
+    // Behind the store until the listener has loaded it: set before the
+    // listener starts, which may get there first.
+    hub.streams.set_shared(false);
     let (tx, rx) = mpsc::sync_channel(RELAY_QUEUE);
     let queued = Arc::new(Budget::new(RELAY_BYTES));
     let pending = Pending {
@@ -282,6 +294,10 @@ fn relay(
         let connected = client
             .get_connection_with_timeout(Duration::from_secs(2))
             .and_then(|mut conn| {
+                // A Redis that hangs: its batch is delivered here alone
+                // rather than held from local subscribers without end.
+                conn.set_read_timeout(Some(RELAY_TIMEOUT))?;
+                conn.set_write_timeout(Some(RELAY_TIMEOUT))?;
                 let sha: String = redis::cmd("SCRIPT")
                     .arg("LOAD")
                     .arg(PUBLISH_SCRIPT)
@@ -357,6 +373,7 @@ fn relay(
                         .arg(&m.text)
                         .arg(channel)
                         .arg(KEEP_FOR_MS)
+                        .arg(u8::from(rule.latest))
                         .ignore();
                 } else {
                     let mut body = Vec::with_capacity(node.len() + 1 + m.text.len());
@@ -397,7 +414,10 @@ fn relay(
 fn hand_back(batch: &[Outgoing], hub: &Hub, stats: &BridgeStats) {
     for m in batch {
         match m.rule {
-            Some(rule) => hub.publish_alone(&m.topic, &m.text, rule),
+            Some(rule) => {
+                stats.alone.fetch_add(1, Ordering::Relaxed);
+                hub.publish_alone(&m.topic, &m.text, rule);
+            }
             None => {
                 stats.lost.fetch_add(1, Ordering::Relaxed);
             }
@@ -501,28 +521,33 @@ fn deliver(topic: &str, body: &[u8], node: &str, hub: &Hub, stats: &BridgeStats)
     hub.publish_local(&crate::pubsub::hub_topic(topic), OpCode::Text, rest);
 }
 
-/// `EPOCH OFFSET SIZE AGE` of a positioned message.
+/// `EPOCH OFFSET SIZE AGE LATEST` of a positioned message.
 fn parse_header(header: &[u8]) -> Option<(Position, HistoryRule)> {
     let text = std::str::from_utf8(header).ok()?;
     let mut fields = text.split(' ');
     let epoch = u64::from_str_radix(fields.next()?, 16).ok()?;
     let offset = fields.next()?.parse().ok()?;
-    let rule = parse_rule(fields.next()?, fields.next()?)?;
+    let rule = parse_rule(fields.next()?, fields.next()?, fields.next()?)?;
     Some((Position { epoch, offset }, rule))
 }
 
-fn parse_rule(size: &str, ttl_ms: &str) -> Option<HistoryRule> {
+fn parse_rule(size: &str, ttl_ms: &str, latest: &str) -> Option<HistoryRule> {
     let size = size.parse().ok()?;
     let ttl_ms: u64 = ttl_ms.parse().ok()?;
+    let latest = match latest {
+        "0" => false,
+        "1" => true,
+        _ => return None,
+    };
     Some(HistoryRule {
         size,
         ttl: (ttl_ms > 0).then(|| Duration::from_millis(ttl_ms)),
-        latest: false,
+        latest,
     })
 }
 
 /// What [`LOAD_SCRIPT`] answers.
-type Loaded = (String, u64, String, String, u64, u64, Vec<Vec<u8>>);
+type Loaded = (String, u64, String, String, String, u64, u64, Vec<Vec<u8>>);
 
 /// Loads every topic's position and history from Redis into the hub.
 fn load_all(
@@ -542,7 +567,7 @@ fn load_all(
             continue;
         };
         // Rare (once per topic per connect): EVAL rather than a SHA to keep.
-        let (epoch, offset, size, ttl, secs, micros, kept): Loaded = redis::cmd("EVAL")
+        let (epoch, offset, size, ttl, latest, secs, micros, kept): Loaded = redis::cmd("EVAL")
             .arg(LOAD_SCRIPT)
             .arg(2)
             .arg(meta)
@@ -552,7 +577,7 @@ fn load_all(
         let Ok(epoch) = u64::from_str_radix(&epoch, 16) else {
             continue;
         };
-        let Some(rule) = parse_rule(&size, &ttl) else {
+        let Some(rule) = parse_rule(&size, &ttl, &latest) else {
             continue;
         };
         let now_ms = secs * 1000 + micros / 1000;
@@ -582,11 +607,14 @@ mod tests {
 
     #[test]
     fn headers_entries_and_globs_parse_as_written() {
-        let (p, rule) = parse_header(b"00000000000000ab 57 100 2500").unwrap();
+        let (p, rule) = parse_header(b"00000000000000ab 57 100 2500 0").unwrap();
         assert_eq!((p.epoch, p.offset, rule.size), (0xab, 57, 100));
         assert_eq!(rule.ttl, Some(Duration::from_millis(2500)));
-        assert!(parse_header(b"zz 1 0 0").is_none());
-        assert_eq!(parse_rule("3", "0").unwrap().ttl, None);
+        assert!(parse_header(b"zz 1 0 0 0").is_none());
+        assert_eq!(parse_rule("3", "0", "0").unwrap().ttl, None);
+        let (_, latest) = parse_header(b"00000000000000ab 57 0 0 1").unwrap();
+        assert!(latest.latest && !rule.latest);
+        assert!(parse_rule("3", "0", "yes").is_none());
         let (offset, age, data) = parse_entry(b"7 1000 {\"a\": 1}", 1500).unwrap();
         assert_eq!(
             (offset, age, data.as_str()),

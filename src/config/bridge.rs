@@ -6,6 +6,6 @@
 pub struct RedisConfig {
     /// `redis://HOST:PORT[/DB]`.
     pub url: String,
-    /// Channel prefix (default `surge:`).
+    /// Prefix of the Redis channels and keys (default `surge:`).
     pub prefix: String,
 }

@@ -226,11 +226,12 @@ struct PubSubFlags {
     /// stream (`GET /hub/events`) open through proxies.
     #[arg(long, default_value_t = 15_000, value_parser = clap::value_parser!(u64).range(1..))]
     sse_heartbeat_ms: u64,
-    /// Relay hub publishes to and from other nodes through this Redis
-    /// (redis://HOST:PORT[/DB]).
+    /// Share hub topics with other nodes through this Redis
+    /// (redis://HOST:PORT[/DB]): publishes, positions and history.
     #[arg(long, value_name = "URL")]
     redis_url: Option<String>,
-    /// Prefix of the Redis channels: hub topic T is channel PREFIX T.
+    /// Prefix of the Redis names: hub topic T is channel PREFIX T, its
+    /// position hash PREFIX m:T and its history list PREFIX h:T.
     #[arg(long, default_value = "surge:")]
     redis_prefix: String,
 }

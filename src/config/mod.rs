@@ -410,7 +410,7 @@ pub struct Config {
     pub routes: Routes,
     /// Ticks per second per symbol of the ticker feed, when it runs.
     pub ticker_rate: f64,
-    /// Relay hub publishes to other nodes through Redis.
+    /// Share hub topics (publishes, positions, history) with other nodes through Redis.
     pub redis: Option<RedisConfig>,
     /// Bytes of published messages a shard's hub inbox may hold (default
     /// 64 MiB, [`DEFAULT_INBOX_BYTES`]); past it a

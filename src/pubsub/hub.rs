@@ -9,7 +9,6 @@ use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, OnceLock};
 
-use crate::bridge::BridgeStats;
 use crate::buf::budget::Budget;
 
 use crate::protocol::frame::{encode_frame, OpCode};
@@ -97,8 +96,6 @@ pub struct Hub {
     pub stats: HubStats,
     /// Relays hub publishes to other nodes, when a bridge is configured.
     relay: OnceLock<Box<dyn Relay>>,
-    /// The bridge's counters (zero without one).
-    pub bridge: Arc<BridgeStats>,
     /// Every hub topic's position and history.
     pub streams: Streams,
 }
@@ -151,7 +148,6 @@ impl Hub {
                 shards: inboxes.into_boxed_slice(),
                 stats: HubStats::default(),
                 relay: OnceLock::new(),
-                bridge: Arc::default(),
                 streams,
             }),
             receivers,
@@ -175,15 +171,22 @@ impl Hub {
     }
 
     /// Routes hub publishes to other nodes from now on; their positions
-    /// and history live in the shared store the relay writes to.
+    /// and history live in the shared store the relay writes to (whose
+    /// listener says when the streams are in step with it).
     pub fn set_relay(&self, relay: Box<dyn Relay>) {
-        self.streams.set_shared(false);
         let _ = self.relay.set(relay);
     }
 
     /// Whether a bridge relays publishes to other nodes.
     pub fn bridged(&self) -> bool {
         self.relay.get().is_some()
+    }
+
+    /// Writes the bridge's metrics, if there is one.
+    pub fn render_relay(&self, out: &mut String) {
+        if let Some(relay) = self.relay.get() {
+            relay.render(out);
+        }
     }
 
     /// Waits at most `within` for the bridge to send what it was handed
@@ -238,7 +241,6 @@ impl Hub {
     /// Delivers a hub route's message on this node only, in an epoch of
     /// its own: what the bridge could not send.
     pub fn publish_alone(&self, name: &str, data: &str, rule: HistoryRule) {
-        self.bridge.alone.fetch_add(1, Ordering::Relaxed);
         self.streams.publish_alone(
             &super::hub_topic(name),
             rule,

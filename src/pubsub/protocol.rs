@@ -563,18 +563,6 @@ pub fn message_at(topic: &str, position: Position, data: &str) -> String {
     out
 }
 
-/// A message without a position, `{"topic":...,"data":...}`: what the
-/// bridge carries to other nodes (which deliver it as it is, for now).
-pub fn message(topic: &str, data: &str) -> String {
-    let mut out = String::with_capacity(topic.len() + data.len() + 20);
-    out.push_str("{\"topic\":");
-    out.push_str(&Value::String(topic.into()).to_string());
-    out.push_str(",\"data\":");
-    out.push_str(data);
-    out.push('}');
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -734,7 +722,11 @@ mod tests {
 
     #[test]
     fn replies_are_json() {
-        let v: Value = serde_json::from_str(&message("a\"b", "[1,2]")).unwrap();
+        let at = Position {
+            epoch: 1,
+            offset: 2,
+        };
+        let v: Value = serde_json::from_str(&message_at("a\"b", at, "[1,2]")).unwrap();
         assert_eq!(v["topic"], "a\"b");
         assert_eq!(v["data"][1], 2);
         let v: Value = serde_json::from_str(&error("no \"way\"")).unwrap();

@@ -36,4 +36,7 @@ pub trait Relay: Send + Sync + std::fmt::Debug {
     /// Waits at most `within` until everything taken so far is sent (or
     /// handed back); whether it all was.
     fn flush(&self, within: Duration) -> bool;
+
+    /// Writes its metrics in Prometheus text.
+    fn render(&self, out: &mut String);
 }

@@ -16,6 +16,14 @@
 //! by a byte budget, past which the oldest messages are evicted. A
 //! latest-value topic keeps at least its last message (within the same
 //! budget), and a subscription that does not resume gets it first.
+//!
+//! With a shared store (the Redis bridge) the store positions every
+//! publish and these streams are this node's copy of its streams: loaded
+//! from it at each connect ([`Streams::load`]), then kept in step by every
+//! message it positions ([`Streams::apply`], under the same lock and with
+//! the same delivery as a local publish). A resume is answered only while
+//! the copy is known to be in step; what cannot reach the store is
+//! published in an epoch of this node's own ([`Streams::publish_alone`]).
 
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
@@ -324,7 +332,8 @@ impl Streams {
     }
 
     /// Positions live in a shared store from now on; `in_step` says whether
-    /// this node holds everything it positioned (see [`SHARED_IN_STEP`]).
+    /// every message it positioned since this node last loaded its streams
+    /// from it has reached this node.
     pub fn set_shared(&self, in_step: bool) {
         let state = if in_step {
             SHARED_IN_STEP

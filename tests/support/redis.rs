@@ -34,6 +34,15 @@ impl Redis {
         Self { child }
     }
 
+    /// Sends `signal` (`-STOP`, `-CONT`) to the redis-server.
+    pub(crate) fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     pub(crate) fn kill(mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -48,20 +57,18 @@ impl Drop for Redis {
 }
 
 /// A free port for a redis-server, never one handed to another test in
-/// this process: the kernel may give a just-closed port out again, and two
-/// tests must not end up sharing (and killing) one redis-server.
+/// this process, and below the kernel's ephemeral range (32768 and up by
+/// default): every surge server in the tests listens on port 0, and one
+/// given the port a redis-server is about to bind would pass for it.
 pub(crate) fn free_port() -> u16 {
     static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
     let mut given = GIVEN.lock().unwrap();
-    loop {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        if !given.contains(&port) {
-            given.push(port);
-            return port;
-        }
-    }
+    // Spread by process so that test binaries run one after another do
+    // not all start at the same port.
+    let start = 20_000 + (std::process::id() % 1000) as u16 * 10;
+    (start..32_000)
+        .chain(20_000..start)
+        .find(|&port| !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok())
+        .inspect(|&port| given.push(port))
+        .expect("a free port under 32000 for redis-server")
 }
