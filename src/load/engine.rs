@@ -648,21 +648,30 @@ impl<'a> Engine<'a> {
     /// and the time it took to be live again after a lost connection.
     fn on_subscribed(&mut self, client: usize, answers: &[hub::Answer]) {
         let c = &mut self.clients[client];
-        let mut all_recovered = true;
+        let mut all_recovered = !answers.is_empty();
         for answer in answers {
+            let last = &mut c.positions[answer.topic];
             match answer.recovered {
                 // The replay that follows moves the position on.
                 Some(true) => self.report.recovered += 1,
                 Some(false) => {
-                    all_recovered = false;
                     self.report.not_recovered += 1;
                     self.report.gaps += 1;
                 }
-                None => {}
+                // Not resumed: a stream that moved on (or changed epoch)
+                // since the last message seen lost what lies between.
+                None => {
+                    if let (Some(seen), Some(now)) = (*last, answer.position) {
+                        if now.epoch != seen.epoch || now.offset > seen.offset {
+                            self.report.gaps += 1;
+                        }
+                    }
+                }
             }
+            all_recovered &= answer.recovered == Some(true);
             if answer.recovered != Some(true) {
                 if let Some(p) = answer.position {
-                    c.positions[answer.topic] = Some(p);
+                    *last = Some(p);
                 }
             }
         }
