@@ -19,6 +19,11 @@ fn load(args: &[&str]) -> (std::collections::HashMap<String, String>, String) {
         .args(args)
         .output()
         .expect("run surge load");
+    result_of(&out)
+}
+
+/// The RESULT fields and everything printed of a finished `surge load`.
+fn result_of(out: &std::process::Output) -> (std::collections::HashMap<String, String>, String) {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let all = format!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     let last = stdout.lines().last().unwrap_or_default();
@@ -532,4 +537,79 @@ fn resuming_without_history_reports_every_gap() {
         })
         .sum();
     assert!(refused >= num(&r, "not_recovered"), "{refused}: {all}");
+}
+
+/// A drained node's subscribers get 1001, find the node refusing and then
+/// gone, and come back to its restart: without a shared store the restart
+/// has a new epoch, so every resume fails closed and each is a gap.
+#[test]
+fn resuming_across_a_restart_fails_closed() {
+    let args = ["serve", "--history-size", "1000", "--drain-ms", "200"];
+    let server = Server::start(&args);
+    let addr = server.addr;
+    let url = server.url("/hub");
+    let subscribers = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args([
+            "load",
+            "subscribe",
+            "--url",
+            &url,
+            "--topics",
+            "feed",
+            "--resume",
+        ])
+        .args([
+            "--conns",
+            "20",
+            "--duration",
+            "4",
+            "--reconnect-delay-ms",
+            "100",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run surge load subscribe");
+    let publishing = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args([
+            "load", "publish", "--url", &url, "--topics", "feed", "--resume",
+        ])
+        .args([
+            "--rate",
+            "200",
+            "--duration",
+            "5",
+            "--reconnect-delay-ms",
+            "100",
+        ])
+        .args(["--conns", "1"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run surge load publish");
+    std::thread::sleep(Duration::from_millis(800));
+    assert!(server.terminate().success());
+    std::thread::sleep(Duration::from_millis(300));
+    let restarted = Server::start_at(&args, addr);
+    let (r, all) = result_of(&subscribers.wait_with_output().unwrap());
+    publisher_result(publishing);
+    assert_eq!((num(&r, "errors"), num(&r, "dups")), (0, 0), "{all}");
+    assert_eq!((num(&r, "live"), num(&r, "reconnects")), (20, 20), "{all}");
+    // Refused while it drained (503, Retry-After: 1) or was gone, then
+    // back well before the run ends.
+    assert!(num(&r, "retries") > 0, "{all}");
+    assert_eq!(
+        (
+            num(&r, "recovered"),
+            num(&r, "not_recovered"),
+            num(&r, "gaps")
+        ),
+        (0, 20, 20),
+        "{all}"
+    );
+    assert_eq!(
+        support::metric(restarted.addr, "surge_recoveries_total{result=\"epoch\"}"),
+        20,
+        "{all}"
+    );
 }

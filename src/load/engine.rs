@@ -126,8 +126,10 @@ pub(crate) struct Engine<'a> {
     live: usize,
     /// The run is over: connections that end now are not redialled.
     ending: bool,
-    /// The client-side storm has happened.
+    /// The client-side storm has happened; the clients it dropped and when
+    /// they all dial again.
     dropped: bool,
+    storm_back: Option<(Instant, Vec<u32>)>,
     /// Publish mode: rounds (a message to every topic) sent since the window
     /// began, the next connection to send one, and the sequence number.
     rounds: u64,
@@ -175,6 +177,7 @@ impl<'a> Engine<'a> {
             live: 0,
             ending: false,
             dropped: false,
+            storm_back: None,
             rounds: 0,
             next_publisher: 0,
             seq: 0,
@@ -209,9 +212,13 @@ impl<'a> Engine<'a> {
             if self.stop.load(Ordering::Relaxed) {
                 break;
             }
+            let storm = self.storm_back.as_ref().map(|(at, _)| *at);
             let wait = self
                 .schedule
                 .until_next(now)
+                .into_iter()
+                .chain(storm.map(|at| at.saturating_duration_since(now)))
+                .min()
                 .map_or(Duration::from_millis(10), |d| {
                     d.clamp(Duration::from_millis(1), Duration::from_millis(10))
                 });
@@ -279,6 +286,15 @@ impl<'a> Engine<'a> {
     /// wait is over, within the same in-flight bound.
     fn dial_due(&mut self) {
         let now = Instant::now();
+        // A storm's redial is all at once: --conns-in-flight paces the
+        // ramp-up and ordinary reconnects, not this.
+        if self.storm_back.as_ref().is_some_and(|(at, _)| *at <= now) {
+            let (_, clients) = self.storm_back.take().expect("checked");
+            for client in clients {
+                self.attempts += 1;
+                self.open_one(client as usize);
+            }
+        }
         while self.pending < self.plan.in_flight && !self.ending {
             let client = if self.fresh < self.target {
                 self.fresh += 1;
@@ -632,21 +648,30 @@ impl<'a> Engine<'a> {
     /// and the time it took to be live again after a lost connection.
     fn on_subscribed(&mut self, client: usize, answers: &[hub::Answer]) {
         let c = &mut self.clients[client];
-        let mut all_recovered = true;
+        let mut all_recovered = !answers.is_empty();
         for answer in answers {
+            let last = &mut c.positions[answer.topic];
             match answer.recovered {
                 // The replay that follows moves the position on.
                 Some(true) => self.report.recovered += 1,
                 Some(false) => {
-                    all_recovered = false;
                     self.report.not_recovered += 1;
                     self.report.gaps += 1;
                 }
-                None => {}
+                // Not resumed: a stream that moved on (or changed epoch)
+                // since the last message seen lost what lies between.
+                None => {
+                    if let (Some(seen), Some(now)) = (*last, answer.position) {
+                        if now.epoch != seen.epoch || now.offset > seen.offset {
+                            self.report.gaps += 1;
+                        }
+                    }
+                }
             }
+            all_recovered &= answer.recovered == Some(true);
             if answer.recovered != Some(true) {
                 if let Some(p) = answer.position {
-                    c.positions[answer.topic] = Some(p);
+                    *last = Some(p);
                 }
             }
         }
@@ -680,6 +705,7 @@ impl<'a> Engine<'a> {
         );
         let back = Instant::now() + self.plan.drop_for;
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        let mut dropped = Vec::with_capacity(keys.len());
         for key in keys {
             let Some((client, was_open)) = self.forget(key) else {
                 continue;
@@ -689,8 +715,9 @@ impl<'a> Engine<'a> {
                 self.report.reconnects += 1;
             }
             self.clients[client].away_since = Some(back);
-            self.schedule.at(back, client);
+            dropped.push(client as u32);
         }
+        self.storm_back = Some((back, dropped));
     }
 
     /// Publish mode: sends every round due by now, each round from the next
