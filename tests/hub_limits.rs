@@ -206,10 +206,27 @@ fn fill_topics(addr: SocketAddr, payload: &str) -> Vec<Ws> {
     subscribers
 }
 
+/// A config that serves the hub alone: the ticker's topics, which keep
+/// their latest ticks for every new subscriber, stay out of the count.
+fn hub_only_config() -> String {
+    let path = std::env::temp_dir().join(format!("surge-hub-only-{}.toml", std::process::id()));
+    std::fs::write(&path, "[[routes]]\npath = \"/hub\"\nkind = \"hub\"\n").unwrap();
+    path.to_string_lossy().into_owned()
+}
+
 #[test]
 fn topics_without_a_conflating_subscriber_keep_no_latest_frames() {
     let payload = "p".repeat(60_000);
-    let server = Server::start(&["serve", "--shards", "1", "--max-publish", "65536"]);
+    let config = hub_only_config();
+    let server = Server::start(&[
+        "serve",
+        "--config",
+        &config,
+        "--shards",
+        "1",
+        "--max-publish",
+        "65536",
+    ]);
     let pid = server.pid();
     let before = proc_status_kib(pid, "VmRSS");
     let subscribers = fill_topics(server.addr, &payload);
@@ -224,6 +241,8 @@ fn topics_without_a_conflating_subscriber_keep_no_latest_frames() {
     // until they go.
     let server = Server::start(&[
         "serve",
+        "--config",
+        &config,
         "--shards",
         "1",
         "--max-publish",

@@ -72,11 +72,17 @@ struct Topic {
     /// Newest frame per key, oldest key first, and their bytes.
     latest: VecDeque<(u32, SharedFrame)>,
     latest_bytes: usize,
-    /// `latest` joined, until it changes: subscribers that join or catch
-    /// up meanwhile share it.
-    joined: Option<SharedFrame>,
-    /// A feed: it keeps `latest` without subscribers and is never dropped.
-    feed: bool,
+    /// A feed keeps `latest` without subscribers and is never dropped.
+    feed: Option<Box<Feed>>,
+}
+
+/// A feed's snapshot as new subscribers get it, plain and compressed per
+/// window size (bits - 9), until `latest` changes: subscribers that join
+/// meanwhile share it.
+#[derive(Debug, Default)]
+struct Feed {
+    plain: Option<SharedFrame>,
+    packed: [Option<SharedFrame>; 7],
 }
 
 impl Topic {
@@ -96,27 +102,17 @@ impl Topic {
             return 0;
         }
         self.conflating -= 1;
-        if self.conflating > 0 || self.feed {
+        if self.conflating > 0 || self.feed.is_some() {
             return 0;
         }
         self.snapshot_bound = 0;
         self.latest.clear();
-        self.joined = None;
         std::mem::take(&mut self.latest_bytes)
     }
 
     /// Whether it keeps the newest frame per key now.
     fn remembers(&self) -> bool {
-        self.conflating > 0 || self.feed
-    }
-
-    /// The newest value of every key, joined once per change.
-    fn snapshot(&mut self) -> SharedFrame {
-        let (latest, bytes) = (&self.latest, self.latest_bytes);
-        Arc::clone(
-            self.joined
-                .get_or_insert_with(|| joined_latest(latest, bytes)),
-        )
+        self.conflating > 0 || self.feed.is_some()
     }
 
     /// Adds a frame to this turn's batch (`batch_count` already counts it).
@@ -143,7 +139,9 @@ impl Topic {
     /// the change in bytes held.
     fn remember(&mut self, key: u32, frame: &SharedFrame) -> isize {
         let before = self.latest_bytes;
-        self.joined = None;
+        if let Some(feed) = self.feed.as_deref_mut() {
+            *feed = Feed::default();
+        }
         // The ticker's keys are its symbols' indexes, first seen in that
         // order: a feed with every key finds each at once, not by a walk.
         let at = match self.latest.get(key as usize) {
@@ -296,24 +294,57 @@ impl Topics {
     pub(crate) fn keep_latest(&mut self, name: &str, bound: usize) {
         let id = self.topic_id(name);
         let topic = &mut self.topics[id as usize];
-        topic.feed = true;
+        topic.feed.get_or_insert_with(Box::default);
         topic.snapshot_bound = topic.snapshot_bound.max(bound);
     }
 
     /// What a new subscriber of feed `name` gets first: the newest frame of
-    /// every key, joined; `None` for other topics or before any message.
-    /// Called between pumps (a subscription is made while the driver's
-    /// events are handled), when no taken message waits in a batch: each
-    /// is in the snapshot and was handed out, none is both.
-    pub(crate) fn latest(&mut self, name: &str) -> Option<SharedFrame> {
+    /// every key, joined, and compressed as its batches are when it
+    /// negotiated deflate (`compress`); `None` for other topics or before
+    /// any message. Called between pumps (a subscription is made while the
+    /// driver's events are handled), when no taken message waits in a
+    /// batch: each is in the snapshot and was handed out, none is both.
+    pub(crate) fn latest(
+        &mut self,
+        name: &str,
+        compress: Option<u8>,
+        threshold: usize,
+    ) -> Option<SharedFrame> {
         let &id = self.by_name.get(name)?;
         let topic = &mut self.topics[id as usize];
         debug_assert_eq!(topic.batch_count, 0, "a subscription between pumps");
-        if !topic.feed || topic.latest.is_empty() {
+        let feed = topic.feed.as_deref_mut()?;
+        if topic.latest.is_empty() {
             return None;
         }
+        let count = topic.latest.len() as u64;
         self.stats.snapshots += 1;
-        Some(topic.snapshot())
+        self.stats.delivered += count;
+        let latest = &topic.latest;
+        let frames = || {
+            latest
+                .iter()
+                .map(|(_, f)| Arc::clone(f))
+                .collect::<Vec<_>>()
+        };
+        let snapshot = match compress {
+            None => Arc::clone(
+                feed.plain
+                    .get_or_insert_with(|| joined_latest(latest, topic.latest_bytes)),
+            ),
+            Some(bits) if self.compress_per_connection => {
+                self.stats.compressed += count;
+                compress_batch(&frames(), bits, threshold)
+            }
+            Some(bits) => {
+                let slot = usize::from(bits.clamp(9, 15) - 9);
+                Arc::clone(feed.packed[slot].get_or_insert_with(|| {
+                    self.stats.compressed += count;
+                    compress_batch(&frames(), bits, threshold)
+                }))
+            }
+        };
+        Some(snapshot)
     }
 
     /// The id of topic `name`, made if it has none.
@@ -334,8 +365,7 @@ impl Topics {
             snapshot_bound: 0,
             latest: VecDeque::new(),
             latest_bytes: 0,
-            joined: None,
-            feed: false,
+            feed: None,
         }) as u32;
         self.by_name.insert(name, id);
         id
@@ -464,7 +494,7 @@ impl Topics {
 
     fn drop_if_unused(&mut self, id: u32) {
         let topic = &self.topics[id as usize];
-        if topic.members.is_empty() && !topic.feed {
+        if topic.members.is_empty() && topic.feed.is_none() {
             let topic = self.topics.remove(id as usize);
             self.by_name.remove(&topic.name);
             self.dirty.retain(|&t| t != id);
@@ -545,10 +575,7 @@ impl Topics {
                     // backlog has drained to half the bound.
                     if backlog <= bound / 2 {
                         let s = snapshot.get_or_insert_with(|| {
-                            topic
-                                .joined
-                                .clone()
-                                .unwrap_or_else(|| joined_latest(&topic.latest, topic.latest_bytes))
+                            joined_latest(&topic.latest, topic.latest_bytes)
                         });
                         conn.push(Arc::clone(s));
                         m.behind = false;
@@ -818,7 +845,7 @@ mod tests {
         let mut topics = Topics::default();
         let mut conns: Slab<Fake> = Slab::new();
         topics.keep_latest("px", 100);
-        assert_eq!(topics.latest("px"), None, "nothing published yet");
+        assert_eq!(topics.latest("px", None, 0), None, "nothing published yet");
         for (key, byte) in [(0, b"a"), (1, b"b"), (0, b"c")] {
             topics.accept(&delivery("px", key, byte));
         }
@@ -829,10 +856,10 @@ mod tests {
         let a = conns.insert(Fake::default());
         let mut subs = Vec::new();
         topics.subscribe(a, 0, "px", DROP, &mut subs, 8, 0).unwrap();
-        let first = topics.latest("px").unwrap();
+        let first = topics.latest("px", None, 0).unwrap();
         assert_eq!(&*first, b"cb");
         // Joined once until it changes.
-        assert!(Arc::ptr_eq(&first, &topics.latest("px").unwrap()));
+        assert!(Arc::ptr_eq(&first, &topics.latest("px", None, 0).unwrap()));
         conns[a].push(first);
         topics.accept(&delivery("px", 1, b"d"));
         topics.fan_out(&mut conns, 0, &mut out);
@@ -840,8 +867,23 @@ mod tests {
         assert_eq!(topics.topic_count(), 1);
         assert!(topics.unsubscribe("px", &mut subs));
         assert_eq!((topics.topic_count(), topics.snapshot_bytes()), (0, 2));
-        assert_eq!(&*topics.latest("px").unwrap(), b"cd");
-        assert_eq!(topics.latest("other"), None);
+        assert_eq!(&*topics.latest("px", None, 0).unwrap(), b"cd");
+        assert_eq!(topics.latest("other", None, 0), None);
         assert_eq!(topics.stats.snapshots, 3);
+        assert_eq!(topics.stats.delivered, 2 + 2 + 1 + 2, "snapshots, live");
+        // Compressed once per window size for deflate subscribers.
+        let tick = crate::pubsub::hub::Hub::frame(crate::protocol::frame::OpCode::Text, b"tick");
+        topics.accept(&Delivery {
+            topic: "px".into(),
+            key: 0,
+            frame: tick,
+        });
+        let packed = topics.latest("px", Some(15), 0).unwrap();
+        assert!(Arc::ptr_eq(
+            &packed,
+            &topics.latest("px", Some(15), 0).unwrap()
+        ));
+        assert_eq!(packed[0], 0xC1, "a compressed text frame");
+        assert_eq!(topics.stats.compressed, 2);
     }
 }

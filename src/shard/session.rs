@@ -434,7 +434,9 @@ impl Session {
                         0,
                     );
                     // The latest tick of every key first, then live ones.
-                    if let Some(snapshot) = limits.pubsub.topics.latest(&topic) {
+                    let threshold = routes.deflate_threshold;
+                    if let Some(snapshot) = limits.pubsub.topics.latest(&topic, compress, threshold)
+                    {
                         self.push_shared(snapshot);
                     }
                     if routes.ticker_send_buffer != 0 {
