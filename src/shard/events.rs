@@ -16,10 +16,11 @@ use crate::pubsub::events::{EventCursor, EventsRequest, HEARTBEAT, RESPONSE_HEAD
 use crate::pubsub::hub::SharedFrame;
 use crate::pubsub::protocol::{self as pubsub_protocol, Subscribed};
 
-/// The reconnect delay a stream asks browsers for, in ms. A drain already
-/// spreads its closes over the drain window; 2 s lets a balancer see the
-/// node go before the client comes back.
-pub(crate) const RETRY_MS: u64 = 2000;
+/// The reconnect delay a stream asks browsers for, in ms: each stream's is
+/// drawn from 1 to 3 s, so that streams a crash ended together do not come
+/// back together (a drain spreads its closes over its window already), and
+/// a balancer has time to see a node go before its clients come back.
+const RETRY_MS: std::ops::Range<u64> = 1000..3000;
 
 /// Why one event stream ended, by its slot in
 /// `metrics::SSE_ENDED_LABELS`.
@@ -127,7 +128,8 @@ impl Session {
         }
         let answer = pubsub_protocol::subscribed(&request.topics, &answers);
         let cursor = EventCursor::new(start);
-        cursor.subscribed(&answer, RETRY_MS, &mut self.out);
+        let retry = RETRY_MS.start + limits.jitter.below(RETRY_MS.end - RETRY_MS.start);
+        cursor.subscribed(&answer, retry, &mut self.out);
         self.phase = Phase::Events(Box::new(cursor));
         count(|c| c.open += 1);
     }
@@ -176,5 +178,54 @@ impl Session {
     /// Counts the end of a stream the shard closes with `code`.
     pub(super) fn stream_closed(&self, code: CloseCode) {
         self.stream_ended(Ended::of_close(code));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streaming() -> Session {
+        let mut session = Session::new(1, false, None);
+        session.phase = Phase::Events(Box::new(EventCursor::new([])));
+        count(|c| c.open += 1);
+        session
+    }
+
+    #[test]
+    fn a_stream_ends_once_counted_by_why() {
+        let before = counts();
+        let mut drained = streaming();
+        drained.close(CloseCode::GOING_AWAY, "server shutting down");
+        assert!(!drained.is_streaming());
+        // A second close, or the peer's FIN after it, counts nothing more.
+        drained.close(CloseCode::GOING_AWAY, "server shutting down");
+        drained.peer_finished();
+        let mut slow = streaming();
+        slow.close(CloseCode::TRY_AGAIN_LATER, "slow consumer; retry in 5 s");
+        let mut gone = streaming();
+        gone.peer_finished();
+        assert!(!gone.heartbeat(), "a stream that ended beats no more");
+        let after = counts();
+        assert_eq!(after.open, before.open);
+        let ended: Vec<u64> = (0..SSE_ENDED_LABELS.len())
+            .map(|i| after.ended[i] - before.ended[i])
+            .collect();
+        assert_eq!(ended, [1, 1, 1, 0], "client, drain, slow_consumer, server");
+    }
+
+    #[test]
+    fn a_heartbeat_is_a_comment_queued_behind_what_is_owed() {
+        let mut session = streaming();
+        session.out.extend_from_slice(b"id: x\ndata: 1\n\n");
+        assert!(session.heartbeat());
+        let spill = session.spill.as_deref().unwrap();
+        let queued: Vec<u8> = spill
+            .queue
+            .iter()
+            .flat_map(|s| s.bytes().iter().copied())
+            .collect();
+        assert_eq!(queued, b"id: x\ndata: 1\n\n:\n\n");
+        session.stream_ended(Ended::Server);
     }
 }

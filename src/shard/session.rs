@@ -11,6 +11,7 @@ use super::events::Ended;
 use super::fanout::PubSub;
 use super::handler::{self, AppRoutes, Call, Ctx, Message};
 use super::spill::Spill;
+use crate::admission::jitter::Jitter;
 use crate::admission::policy::UpgradeRequest;
 use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
@@ -57,6 +58,8 @@ pub(crate) struct ConnLimits<'a> {
     /// Output bytes the driver holds beyond the session's queue and `out`
     /// (`Session::held`), so a handler can see its whole backlog.
     pub(crate) held: isize,
+    /// The shard's randomness, to spread event streams' reconnects.
+    pub(crate) jitter: &'a mut Jitter,
 }
 
 impl ConnLimits<'_> {
