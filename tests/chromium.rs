@@ -246,6 +246,7 @@ fn the_js_client_falls_back_to_server_sent_events_and_resumes() {
                 r#"{"op":"publish","topic":"sse-quiet","data":0}"#,
             ))
             .unwrap();
+        page.ask_until(|s| s["quiet"] == 1);
         // The network breaks: what is published meanwhile is replayed once
         // the browser's own reconnect gets through.
         proxy.cut_and_block(true);
