@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub(crate) mod hub;
+pub(crate) mod refusing_proxy;
 
 /// A running `surge` process, killed on drop.
 pub(crate) struct Server {
