@@ -478,3 +478,78 @@ pub fn hub_request(data: &[u8]) {
         }
     }
 }
+
+/// An event stream's request and events: the query and `Last-Event-ID`
+/// parse or are refused with a reason, never a panic; what is accepted
+/// keeps the limits; the id a stream writes for those positions parses
+/// back to them; and whatever frames a delivery holds, the events written
+/// for it are whole fields, one per line.
+pub fn event_stream(data: &[u8]) {
+    use crate::pubsub::events::{parse_request, EventCursor};
+    use crate::pubsub::protocol::{MAX_TOPICS_PER_REQUEST, MAX_TOPIC_LEN};
+    let (split, rest) = read_sizes(data);
+    let (head, frames) = rest.split_at(rest.len().min(split * 8));
+    let (target, id) = head.split_at(head.len() / 2);
+    let target = format!("/hub/events?{}", String::from_utf8_lossy(target));
+    let request = match parse_request(&target, Some(id)) {
+        Ok(request) => request,
+        Err(reason) => {
+            assert!(!reason.is_empty(), "every refusal has a reason");
+            return;
+        }
+    };
+    let topics = &request.topics;
+    assert!((1..=MAX_TOPICS_PER_REQUEST).contains(&topics.len()));
+    for (i, t) in topics.iter().enumerate() {
+        assert!((1..=MAX_TOPIC_LEN).contains(&t.len()), "{t:?}");
+        assert!(!topics[..i].contains(t), "{t:?} twice");
+    }
+    for (i, (t, _)) in request.since.iter().enumerate() {
+        assert!(topics.contains(t), "{t:?} resumed but not asked for");
+        assert!(
+            !request.since[..i].iter().any(|(u, _)| u == t),
+            "{t:?} twice"
+        );
+    }
+    let at = |t: &String| request.since.iter().find(|(u, _)| u == t).map(|(_, p)| *p);
+    let cursor = EventCursor::new(topics.iter().map(|t| (t.clone(), at(t))));
+    let mut out = Vec::new();
+    cursor.subscribed("{}", 1000, &mut out);
+    let text = String::from_utf8(out).expect("events are UTF-8");
+    let written = text
+        .lines()
+        .find_map(|l| l.strip_prefix("id: "))
+        .expect("an id");
+    // The id comes back on its own as Last-Event-ID, with the topics.
+    let list: Vec<String> = topics.iter().map(|t| percent_encode_twice(t)).collect();
+    let again = parse_request(
+        &format!("/hub/events?topics={}", list.join(",")),
+        Some(written.as_bytes()),
+    )
+    .expect("a written id parses");
+    assert_eq!(&again.topics, topics);
+    let mut resumed = again.since.clone();
+    let mut asked = request.since.clone();
+    resumed.sort_by(|a, b| a.0.cmp(&b.0));
+    asked.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(resumed, asked, "the id says where the client is");
+    let mut cursor = cursor;
+    let mut out = Vec::new();
+    cursor.encode_frames(frames, &mut out);
+    for line in out.split(|&b| b == b'\n') {
+        assert!(!line.contains(&b'\r'), "a CR inside a field: {line:?}");
+        assert!(
+            line.is_empty() || line.starts_with(b"id: ") || line.starts_with(b"data: "),
+            "not a field: {:?}",
+            String::from_utf8_lossy(line)
+        );
+    }
+}
+
+/// A topic name as a query's `topics=` list holds it: encoded for the
+/// list, then for the query.
+fn percent_encode_twice(name: &str) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    let once = utf8_percent_encode(name, NON_ALPHANUMERIC).to_string();
+    utf8_percent_encode(&once, NON_ALPHANUMERIC).to_string()
+}

@@ -42,7 +42,8 @@
 //!   subscriber; per turn, a shard joins a topic's messages into one batch
 //!   and each subscriber gets one write. Slow subscribers are disconnected
 //!   (1013) or conflated (latest value per key) by route policy. Also the
-//!   hub route's JSON protocol and the ticker feed.
+//!   hub route's JSON protocol, the same topics as server-sent events
+//!   (`GET /hub/events`) and the ticker feed.
 //! - [`tls`]: wss/https through rustls (feature `tls`): PEM loading, the
 //!   certificate swapped on SIGHUP and read once per accept, and the record
 //!   layer both drivers put between socket bytes and a `Session`.

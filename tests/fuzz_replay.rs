@@ -64,3 +64,8 @@ fn frame_decoder_limits_corpus() {
 fn hub_request_corpus() {
     replay("hub_request", surge::fuzzing::hub_request);
 }
+
+#[test]
+fn event_stream_corpus() {
+    replay("event_stream", surge::fuzzing::event_stream);
+}

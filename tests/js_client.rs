@@ -1,5 +1,6 @@
 //! clients/js/surge.js in Node against the real server: the reconnect
-//! rules that follow the server's hints. Each test runs
+//! rules that follow the server's hints, and the fallback to server-sent
+//! events behind a proxy that refuses WebSocket. Each test runs
 //! clients/js/test/drive.mjs (one client, its events as JSON lines) with the
 //! npm `ws` package, both installed by scripts/test.sh.
 
@@ -12,6 +13,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use support::refusing_proxy::RefusingProxy;
 use support::*;
 use tungstenite::Message;
 
@@ -36,11 +38,17 @@ impl NodeClient {
 
     /// Like `start`, with the driver's further arguments.
     fn start_with(url: &str, topic: &str, options: &str, more: &[&str]) -> Self {
+        Self::start_node(&[], url, topic, options, more)
+    }
+
+    /// Like `start_with`, with flags for node itself.
+    fn start_node(flags: &[&str], url: &str, topic: &str, options: &str, more: &[&str]) -> Self {
         assert!(
             std::path::Path::new(WS_PACKAGE).exists(),
             "the npm ws package is missing: run `bash scripts/test.sh`, which installs it"
         );
         let mut child = Command::new("node")
+            .args(flags)
             .args([DRIVER, url, topic, options])
             .args(more)
             .stdin(Stdio::piped())
@@ -376,4 +384,52 @@ fn a_fresh_topic_on_redis_starts_without_a_gap() {
     assert_eq!(got["meta"]["offset"], 2, "{got}");
     let gaps: Vec<_> = client.seen.iter().filter(|e| e["ev"] == "gap").collect();
     assert!(gaps.is_empty(), "{gaps:?}");
+}
+
+/// With WebSocket refused by a proxy in front of the server, the client
+/// falls back to server-sent events (Node 20 has EventSource behind
+/// `--experimental-eventsource`) and receives over them; a stream cut while
+/// messages are published resumes from its Last-Event-ID with every one of
+/// them, once, in order, and no gap.
+#[test]
+fn the_sse_fallback_receives_and_resumes() {
+    let server = Server::start(&["serve", "--history-size", "100"]);
+    let proxy = RefusingProxy::start(server.addr);
+    let mut client = NodeClient::start_node(
+        &["--experimental-eventsource"],
+        &format!("ws://{}/hub", proxy.addr),
+        "sse-node",
+        r#"{"sseAfterFailures":1,"backoffBaseMs":50,"backoffCapMs":100,"random":0.5}"#,
+        &[],
+    );
+    client.wait("open over SSE", 10 * SECOND, |e| {
+        e["state"] == "open" && e["info"]["transport"] == "sse"
+    });
+    assert!(proxy.refused.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    wait_metric(server.addr, "surge_sse_streams", |n| n == 1);
+    let mut ws = publisher(&server);
+    publish(&mut ws, "sse-node", r#"{"n":1}"#);
+    client.wait("n 1", 5 * SECOND, |e| e["data"]["n"] == 1);
+    proxy.cut_and_block(true);
+    for n in 2..=3 {
+        publish(&mut ws, "sse-node", &format!(r#"{{"n":{n}}}"#));
+    }
+    ws.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.cut_and_block(false);
+    client.wait("n 3", 15 * SECOND, |e| e["data"]["n"] == 3);
+    let got: Vec<u64> = client
+        .seen
+        .iter()
+        .filter(|e| e["ev"] == "message")
+        .filter_map(|e| e["data"]["n"].as_u64())
+        .collect();
+    assert_eq!(got, [1, 2, 3], "{:#?}", client.seen);
+    let gaps: Vec<_> = client.seen.iter().filter(|e| e["ev"] == "gap").collect();
+    assert!(gaps.is_empty(), "{gaps:?}");
+    assert_eq!(
+        metric(server.addr, "surge_recoveries_total{result=\"recovered\"}"),
+        1,
+        "the stream resumed through recovery"
+    );
 }

@@ -48,6 +48,8 @@
 //
 // In Node without a global WebSocket (before 22), pass one:
 //   import WebSocket from "ws"; surge.connect(url, { WebSocket });
+// Node's EventSource, for the fallback, is behind --experimental-eventsource
+// (or pass one as options.EventSource).
 
 const DEFAULTS = {
   WebSocket: undefined, // a constructor; default: globalThis.WebSocket

@@ -3,23 +3,29 @@
 //! in the same table and through the same fan-out, and each delivery (the
 //! shared WebSocket frames every subscriber gets) is written again as
 //! events for it alone. What the request may ask is `pubsub::events`'s;
-//! this is the phase of a connection's life, whatever its driver.
+//! this is how the shard answers it (the same admission as an upgrade)
+//! and the phase of the connection's life that follows, whatever its
+//! driver.
 
 use std::cell::Cell;
 use std::sync::Arc;
 
-use super::session::{hub_join, ConnLimits, Phase, Session};
+use super::session::{
+    admit, hub_join, Answered, ConnLimits, Handshaking, Phase, Route, Session, Upgraded,
+};
+use crate::config::{RouteKind, Routes, NO_SPEC};
 use crate::metrics::SSE_ENDED_LABELS;
-use crate::protocol::handshake::Request;
+use crate::protocol::handshake::{self, HandshakeError, Request};
 use crate::protocol::CloseCode;
-use crate::pubsub::events::{EventCursor, EventsRequest, HEARTBEAT, RESPONSE_HEAD};
+use crate::pubsub::events::{parse_request, EventCursor, EventsRequest, HEARTBEAT, RESPONSE_HEAD};
 use crate::pubsub::hub::SharedFrame;
 use crate::pubsub::protocol::{self as pubsub_protocol, Subscribed};
 
-/// The reconnect delay a stream asks browsers for, in ms. A drain already
-/// spreads its closes over the drain window; 2 s lets a balancer see the
-/// node go before the client comes back.
-pub(crate) const RETRY_MS: u64 = 2000;
+/// The reconnect delay a stream asks browsers for, in ms: each stream's is
+/// drawn from 1 to 3 s, so that streams a crash ended together do not come
+/// back together (a drain spreads its closes over its window already), and
+/// a balancer has time to see a node go before its clients come back.
+const RETRY_MS: std::ops::Range<u64> = 1000..3000;
 
 /// Why one event stream ended, by its slot in
 /// `metrics::SSE_ENDED_LABELS`.
@@ -77,11 +83,91 @@ fn count(change: impl FnOnce(&mut StreamCounts)) {
     });
 }
 
+/// The hub route whose event stream `path` is (the route's path followed
+/// by `/events`), as its `[[routes]]` entry.
+pub(super) fn route_of(path: &str, routes: &Routes) -> Option<u8> {
+    let of = |hub: &str| path.strip_prefix(hub.trim_end_matches('/')) == Some("/events");
+    if !routes.table.is_empty() {
+        return routes
+            .table
+            .iter()
+            .position(|spec| spec.kind == RouteKind::Hub && of(&spec.path))
+            .map(|i| i as u8);
+    }
+    (routes.hub && of("/hub")).then_some(NO_SPEC)
+}
+
+/// Whether `Accept` names `text/event-stream` (with any parameters).
+pub(super) fn wanted(req: &Request<'_, '_>) -> bool {
+    req.header_tokens("accept").any(|t| {
+        let media = t.split(|&b| b == b';').next().unwrap_or_default();
+        media
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"text/event-stream")
+    })
+}
+
+/// Answers a request for an event stream: refused with the status that
+/// says why, or admitted with its 200 head in `out`.
+pub(super) fn answer(
+    req: &Request<'_, '_>,
+    hs: Handshaking,
+    spec: u8,
+    limits: &ConnLimits<'_>,
+    out: &mut Vec<u8>,
+) -> Result<Upgraded, Answered> {
+    if req.method != "GET" {
+        return Err(Answered::Refused(HandshakeError::MethodNotAllowed));
+    }
+    let refuse = |out: &mut Vec<u8>, status, extra, why: &str| {
+        handshake::encode_plain_response(out, status, extra, &format!("{why}\n"));
+        Err(Answered::Plain)
+    };
+    if !wanted(req) {
+        return refuse(
+            out,
+            406,
+            "",
+            "this resource is an event stream: send Accept: text/event-stream",
+        );
+    }
+    if limits.metrics.is_draining() {
+        return refuse(out, 503, "Retry-After: 1\r\n", "server shutting down");
+    }
+    let request = match parse_request(req.target, req.header("last-event-id")) {
+        Ok(request) => request,
+        Err(why) => return refuse(out, 400, "", &why),
+    };
+    let max = limits.routes.max_topics_per_conn;
+    if request.topics.len() > max {
+        return refuse(
+            out,
+            400,
+            "",
+            &format!("at most {max} topics per connection"),
+        );
+    }
+    // An event stream has no subprotocol: a policy that requires one
+    // refuses it, as it would such an upgrade.
+    let (ticket, _) = admit(req, hs, Route::Hub, None, limits)?;
+    encode_head(req, out);
+    Ok(Upgraded {
+        head_len: req.head_len,
+        ticket,
+        route: Route::Hub,
+        feed: None,
+        deflate: None,
+        app: None,
+        spec,
+        events: Some(request),
+    })
+}
+
 /// The response head of an admitted stream. `Origin` comes back as
 /// `Access-Control-Allow-Origin`: admission's allow-list (if any) has
 /// already let it through, and without credentials (EventSource sends none
 /// by default) a page reads only what a WebSocket of its own could.
-pub(crate) fn encode_head(req: &Request<'_, '_>, out: &mut Vec<u8>) {
+fn encode_head(req: &Request<'_, '_>, out: &mut Vec<u8>) {
     out.extend_from_slice(RESPONSE_HEAD.as_bytes());
     if let Some(origin) = req.header("origin") {
         out.extend_from_slice(b"Access-Control-Allow-Origin: ");
@@ -128,7 +214,8 @@ impl Session {
         }
         let answer = pubsub_protocol::subscribed(&request.topics, &answers);
         let cursor = EventCursor::new(start);
-        cursor.subscribed(&answer, RETRY_MS, &mut self.out);
+        let retry = RETRY_MS.start + limits.jitter.below(RETRY_MS.end - RETRY_MS.start);
+        cursor.subscribed(&answer, retry, &mut self.out);
         self.phase = Phase::Events(Box::new(cursor));
         count(|c| c.open += 1);
     }
@@ -177,5 +264,54 @@ impl Session {
     /// Counts the end of a stream the shard closes with `code`.
     pub(super) fn stream_closed(&self, code: CloseCode) {
         self.stream_ended(Ended::of_close(code));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn streaming() -> Session {
+        let mut session = Session::new(1, false, None);
+        session.phase = Phase::Events(Box::new(EventCursor::new([])));
+        count(|c| c.open += 1);
+        session
+    }
+
+    #[test]
+    fn a_stream_ends_once_counted_by_why() {
+        let before = counts();
+        let mut drained = streaming();
+        drained.close(CloseCode::GOING_AWAY, "server shutting down");
+        assert!(!drained.is_streaming());
+        // A second close, or the peer's FIN after it, counts nothing more.
+        drained.close(CloseCode::GOING_AWAY, "server shutting down");
+        drained.peer_finished();
+        let mut slow = streaming();
+        slow.close(CloseCode::TRY_AGAIN_LATER, "slow consumer; retry in 5 s");
+        let mut gone = streaming();
+        gone.peer_finished();
+        assert!(!gone.heartbeat(), "a stream that ended beats no more");
+        let after = counts();
+        assert_eq!(after.open, before.open);
+        let ended: Vec<u64> = (0..SSE_ENDED_LABELS.len())
+            .map(|i| after.ended[i] - before.ended[i])
+            .collect();
+        assert_eq!(ended, [1, 1, 1, 0], "client, drain, slow_consumer, server");
+    }
+
+    #[test]
+    fn a_heartbeat_is_a_comment_queued_behind_what_is_owed() {
+        let mut session = streaming();
+        session.out.extend_from_slice(b"id: x\ndata: 1\n\n");
+        assert!(session.heartbeat());
+        let spill = session.spill.as_deref().unwrap();
+        let queued: Vec<u8> = spill
+            .queue
+            .iter()
+            .flat_map(|s| s.bytes().iter().copied())
+            .collect();
+        assert_eq!(queued, b"id: x\ndata: 1\n\n:\n\n");
+        session.stream_ended(Ended::Server);
     }
 }

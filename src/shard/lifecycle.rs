@@ -63,6 +63,7 @@ impl<T: Transport> Shard<T> {
                 routes: &config.routes,
                 apps: &self.shared.apps,
                 held,
+                jitter: &mut self.deadlines.gate.jitter,
             };
             conn.session.feed(input, &mut limits)
         };

@@ -7,10 +7,11 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
 use super::counters::Counters;
-use super::events::Ended;
+use super::events::{self, Ended};
 use super::fanout::PubSub;
 use super::handler::{self, AppRoutes, Call, Ctx, Message};
 use super::spill::Spill;
+use crate::admission::jitter::Jitter;
 use crate::admission::policy::UpgradeRequest;
 use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
@@ -23,7 +24,7 @@ use crate::protocol::deflate::{self, DeflatePolicy, Params as DeflateParams, Per
 use crate::protocol::frame::OpCode;
 use crate::protocol::handshake::{self, HandshakeError};
 use crate::protocol::{CloseCode, Event, ProtocolError, ServerConn, State};
-use crate::pubsub::events::{self as event_stream, EventCursor, EventsRequest};
+use crate::pubsub::events::{EventCursor, EventsRequest};
 use crate::pubsub::hub::SharedFrame;
 use crate::pubsub::protocol::{self as pubsub_protocol, Request as HubRequest, Subscribed};
 use crate::pubsub::streams::{Joined, Position, ReplayLimit};
@@ -57,6 +58,8 @@ pub(crate) struct ConnLimits<'a> {
     /// Output bytes the driver holds beyond the session's queue and `out`
     /// (`Session::held`), so a handler can see its whole backlog.
     pub(crate) held: isize,
+    /// The shard's randomness, to spread event streams' reconnects.
+    pub(crate) jitter: &'a mut Jitter,
 }
 
 impl ConnLimits<'_> {
@@ -678,7 +681,7 @@ impl Session {
 }
 
 /// How a request head was answered when it did not upgrade.
-enum Answered {
+pub(super) enum Answered {
     /// A plain HTTP response was written.
     Plain,
     /// A malformed or unacceptable request.
@@ -689,21 +692,21 @@ enum Answered {
     Parked(Refusal),
 }
 
-/// A request head that upgraded.
-struct Upgraded {
-    head_len: usize,
-    ticket: Ticket,
-    route: Route,
+/// A request head that upgraded (or opened an event stream).
+pub(super) struct Upgraded {
+    pub(super) head_len: usize,
+    pub(super) ticket: Ticket,
+    pub(super) route: Route,
     /// The feed topic to subscribe to (ticker routes).
-    feed: Option<String>,
+    pub(super) feed: Option<String>,
     /// The permessage-deflate agreement.
-    deflate: Option<DeflateParams>,
+    pub(super) deflate: Option<DeflateParams>,
     /// Handler state (App routes).
-    app: Option<Box<handler::AppConn>>,
+    pub(super) app: Option<Box<handler::AppConn>>,
     /// The `[[routes]]` entry (`NO_SPEC`: none).
-    spec: u8,
+    pub(super) spec: u8,
     /// What an event stream asks for (its 200 head is in `out`).
-    events: Option<EventsRequest>,
+    pub(super) events: Option<EventsRequest>,
 }
 
 /// A route, the feed topic to subscribe to (ticker routes) and the
@@ -719,8 +722,8 @@ fn answer_request(
     out: &mut Vec<u8>,
 ) -> Result<Upgraded, Answered> {
     if !req.wants_websocket() {
-        if let Some(spec) = events_route(req.path(), limits.routes) {
-            return answer_events(req, hs, spec, limits, out);
+        if let Some(spec) = events::route_of(req.path(), limits.routes) {
+            return events::answer(req, hs, spec, limits, out);
         }
         return Err(match (req.method, req.path()) {
             // A balancer must see the drain to stop sending clients here.
@@ -744,7 +747,7 @@ fn answer_request(
                 Answered::Plain
             }
             // An event stream asked for where no hub serves one.
-            ("GET", _) if wants_event_stream(req) => Answered::Refused(HandshakeError::NotFound),
+            ("GET", _) if events::wanted(req) => Answered::Refused(HandshakeError::NotFound),
             ("GET", _) => Answered::Refused(HandshakeError::UpgradeRequired),
             _ => Answered::Refused(HandshakeError::MethodNotAllowed),
         });
@@ -819,7 +822,7 @@ fn answer_request(
 /// address (PROXY header, trusted X-Forwarded-For), the policy (Origin,
 /// tokens, subprotocol, hook) and the caps and rates, whose refusal parks
 /// the client in the tarpit.
-fn admit<'r>(
+pub(super) fn admit<'r>(
     req: &'r handshake::Request<'_, 'r>,
     hs: Handshaking,
     route: Route,
@@ -855,86 +858,6 @@ fn admit<'r>(
             })
         })?;
     Ok((ticket, request))
-}
-
-/// The hub route whose event stream `path` is (the route's path followed
-/// by `/events`), as its `[[routes]]` entry.
-fn events_route(path: &str, routes: &Routes) -> Option<u8> {
-    let of = |hub: &str| path.strip_prefix(hub.trim_end_matches('/')) == Some("/events");
-    if !routes.table.is_empty() {
-        return routes
-            .table
-            .iter()
-            .position(|spec| spec.kind == RouteKind::Hub && of(&spec.path))
-            .map(|i| i as u8);
-    }
-    (routes.hub && of("/hub")).then_some(NO_SPEC)
-}
-
-/// Whether `Accept` names `text/event-stream` (with any parameters).
-fn wants_event_stream(req: &handshake::Request<'_, '_>) -> bool {
-    req.header_tokens("accept").any(|t| {
-        let media = t.split(|&b| b == b';').next().unwrap_or_default();
-        media
-            .trim_ascii()
-            .eq_ignore_ascii_case(b"text/event-stream")
-    })
-}
-
-/// Answers a request for an event stream: refused with the status that
-/// says why, or admitted with its 200 head in `out`.
-fn answer_events(
-    req: &handshake::Request<'_, '_>,
-    hs: Handshaking,
-    spec: u8,
-    limits: &ConnLimits<'_>,
-    out: &mut Vec<u8>,
-) -> Result<Upgraded, Answered> {
-    if req.method != "GET" {
-        return Err(Answered::Refused(HandshakeError::MethodNotAllowed));
-    }
-    let refuse = |out: &mut Vec<u8>, status, extra, why: &str| {
-        handshake::encode_plain_response(out, status, extra, &format!("{why}\n"));
-        Err(Answered::Plain)
-    };
-    if !wants_event_stream(req) {
-        return refuse(
-            out,
-            406,
-            "",
-            "this resource is an event stream: send Accept: text/event-stream",
-        );
-    }
-    if limits.metrics.is_draining() {
-        return refuse(out, 503, "Retry-After: 1\r\n", "server shutting down");
-    }
-    let request = match event_stream::parse_request(req.target, req.header("last-event-id")) {
-        Ok(request) => request,
-        Err(why) => return refuse(out, 400, "", &why),
-    };
-    let max = limits.routes.max_topics_per_conn;
-    if request.topics.len() > max {
-        return refuse(
-            out,
-            400,
-            "",
-            &format!("at most {max} topics per connection"),
-        );
-    }
-    // An event stream has no subprotocol: a policy that requires one
-    // refuses it, as it would such an upgrade.
-    let (ticket, _) = admit(req, hs, Route::Hub, None, limits)?;
-    super::events::encode_head(req, out);
-    Ok(Upgraded {
-        head_len: req.head_len,
-        ticket,
-        route: Route::Hub,
-        feed: None,
-        deflate: None,
-        app: None,
-        spec,
-        events: Some(request),
-    })
 }
 
 /// Subscribes connection `limits.key` to hub topic `name` and starts it

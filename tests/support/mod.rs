@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 pub(crate) mod hub;
 pub(crate) mod redis;
+pub(crate) mod refusing_proxy;
 
 /// A running `surge` process, killed on drop.
 pub(crate) struct Server {
