@@ -75,7 +75,7 @@ for backend in epoll uring; do
         echo "==> integration suite: backend=$backend shards=$shards"
         SURGE_TEST_BACKEND=$backend SURGE_TEST_SHARDS=$shards \
             cargo test --release --test handshake --test framing --test python_websockets --test load \
-                --test admission --test deflate --test config --test metrics
+                --test admission --test deflate --test config --test metrics --test events
     done
 done
 echo "==> all tests passed"
