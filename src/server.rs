@@ -87,6 +87,11 @@ impl Server {
         let (hub, receivers) = Hub::with_streams(shards, config.inbox_bytes, streams)?;
         let mut receivers: Vec<Option<mpsc::Receiver<Inbound>>> =
             receivers.into_iter().map(Some).collect();
+        // Before any shard accepts: see `bridge::redis::start`.
+        if let Some(redis) = &config.redis {
+            let relay = crate::bridge::redis::start(redis, &hub).map_err(io::Error::other)?;
+            hub.set_relay(Box::new(relay));
+        }
         let config = Arc::new(config);
         let mut handles = Vec::with_capacity(shards);
         let mut stop = Vec::with_capacity(shards);
@@ -136,10 +141,6 @@ impl Server {
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(io::Error::other("a shard died while starting")),
             }
-        }
-        if let Some(redis) = &config.redis {
-            let relay = crate::bridge::redis::start(redis, &hub).map_err(io::Error::other)?;
-            hub.set_relay(Box::new(relay));
         }
         if !config.routes.ticker_symbols.is_empty() {
             crate::pubsub::ticker::spawn(

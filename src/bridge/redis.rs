@@ -56,6 +56,8 @@ const RELAY_TIMEOUT: Duration = Duration::from_secs(5);
 /// A link silent for longer is asked whether it is alive before a batch
 /// goes out on it.
 const IDLE_CHECK: Duration = Duration::from_millis(250);
+/// The longest start-up waits for the listener's first load from Redis.
+const FIRST_LOAD: Duration = Duration::from_secs(5);
 /// How long a topic's position and history stay in Redis after its last
 /// publish; a resume from a position older than that gets "epoch changed".
 const KEEP_FOR_MS: u64 = 24 * 3600 * 1000;
@@ -205,7 +207,8 @@ impl Pending {
     }
 }
 
-/// Starts both threads; returns the relay handle.
+/// Starts both threads and waits (at most 5 s) for the listener to have
+/// loaded every stream from Redis or failed to; returns the relay handle.
 pub fn start(config: &RedisConfig, hub: &Arc<Hub>) -> Result<RedisRelay, String> {
     let stats = Arc::new(BridgeStats::default());
     let client = redis::Client::open(config.url.as_str())
@@ -239,12 +242,23 @@ pub fn start(config: &RedisConfig, hub: &Arc<Hub>) -> Result<RedisRelay, String>
             .spawn(move || relay(&client, &keys, &node, &pending, &hub, &stats))
             .map_err(|e| e.to_string())?;
     }
+    let (first_tx, first_rx) = mpsc::sync_channel(1);
     {
         let (hub, stats) = (Arc::clone(hub), Arc::clone(&stats));
         std::thread::Builder::new()
             .name("surge-bridge-in".into())
-            .spawn(move || listen(&client, &keys, &node, &hub, &stats))
+            .spawn(move || listen(&client, &keys, &node, &hub, &stats, first_tx))
             .map_err(|e| e.to_string())?;
+    }
+    // A node that took connections before it had loaded its streams would
+    // answer every resume in them "unavailable": the first attempt is
+    // waited for (bounded, for a Redis that hangs), while clients that
+    // connect meanwhile wait in the listen backlog.
+    if first_rx.recv_timeout(FIRST_LOAD).is_err() {
+        tracing::warn!(
+            "redis bridge: not loaded within {} s; serving, and resuming once it is",
+            FIRST_LOAD.as_secs()
+        );
     }
     Ok(RedisRelay { tx, queued, stats })
 }
@@ -440,7 +454,17 @@ fn interrupted(e: &redis::RedisError) -> bool {
         .is_some_and(|io| io.kind() == std::io::ErrorKind::Interrupted)
 }
 
-fn listen(client: &redis::Client, keys: &Keys, node: &str, hub: &Hub, stats: &BridgeStats) {
+/// Delivers what Redis positions, loading every stream at each connect;
+/// `first` hears when the first attempt has loaded or failed.
+fn listen(
+    client: &redis::Client,
+    keys: &Keys,
+    node: &str,
+    hub: &Hub,
+    stats: &BridgeStats,
+    first: SyncSender<()>,
+) {
+    let mut first = Some(first);
     let mut backoff = Backoff::new();
     let mut failed_before = false;
     let pattern = format!("{}*", keys.glob());
@@ -458,6 +482,9 @@ fn listen(client: &redis::Client, keys: &Keys, node: &str, hub: &Hub, stats: &Br
             load_all(&mut loader, keys, hub, stats)?;
             drop(loader);
             hub.streams.set_shared(true);
+            if let Some(first) = first.take() {
+                let _ = first.try_send(());
+            }
             if failed_before {
                 stats.reconnects.fetch_add(1, Ordering::Relaxed);
                 tracing::info!("redis bridge (subscribe): reconnected");
@@ -485,6 +512,9 @@ fn listen(client: &redis::Client, keys: &Keys, node: &str, hub: &Hub, stats: &Br
         hub.streams.set_shared(false);
         if let Err(e) = result {
             tracing::warn!("redis bridge (subscribe): {e}; reconnecting");
+        }
+        if let Some(first) = first.take() {
+            let _ = first.try_send(());
         }
         stats.listening.store(0, Ordering::Relaxed);
         failed_before = true;
