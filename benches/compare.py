@@ -152,6 +152,47 @@ def ticker_case(secs, conns=1000):
     return run
 
 
+def hub_argv(history):
+    """`surge serve` (its /hub route) on the same build and driver as
+    `name`'s echo server, keeping `history` messages per topic; peers have
+    none."""
+    def argv_of(name):
+        if not name.startswith("surge-"):
+            return None
+        argv = SERVERS[name]
+        return [argv[0], "serve", "--history-size", str(history)] + argv[2:]
+    return argv_of
+
+
+def hub_case(secs, conns=1000, rate=1000):
+    """Hub fan-out: `conns` subscribers of one topic, one publisher at
+    `rate` messages/s; server CPU per message delivered, from the first
+    publish until the subscribers are done."""
+    def run(server):
+        pid = server.proc.pid
+        url = server.url + "hub"
+        sub = load(["subscribe", "--url", url, "--topics", "bench", "--conns", str(conns),
+                    "--sources", "127.0.0.2-127.0.0.5", "--duration", str(secs + 1)], background=True)
+        for line in sub.stderr:
+            if "connections open after" in line:
+                break
+        else:
+            return None
+        before = cpu_seconds(pid)
+        pub = load(["publish", "--url", url, "--topics", "bench", "--rate", str(rate), "--conns", "1",
+                    "--duration", str(secs)], background=True)
+        pub.communicate(timeout=600)
+        out, err = sub.communicate(timeout=600)
+        after = cpu_seconds(pid)
+        r = parse_result(out, err)
+        delivered = r.get("msgs", 0)
+        if not delivered or r.get("gaps", 0) or r.get("dups", 0):
+            return None
+        return {"deliveries/s": r["msgs_per_s"], "cpu_us/delivery": (after - before) * 1e6 / delivered,
+                "p99_us": r["p99_us"]}
+    return run
+
+
 def hold_case():
     """RSS with 10,000 and then 15,000 idle connections held: per connection
     at each, and the marginal cost of the last 5,000 (which excludes fixed
@@ -219,6 +260,8 @@ def main():
         ("connect (64 in flight)", connect_case(a.secs)),
         ("hold idle", hold_case()),
         ("ticker 1 x 1000 Hz to 1000", ticker_case(a.secs), ticker_argv),
+        ("hub 1000/s to 1000", hub_case(a.secs), hub_argv(0)),
+        ("hub 1000/s to 1000, history 1000", hub_case(a.secs), hub_argv(1000)),
     ]
     if a.only:
         wanted = a.only.split(",")
