@@ -375,7 +375,16 @@ impl Streams {
             topic,
             rule,
             size,
-            |stream, _| {
+            |stream, budget| {
+                // Only a node that could not reach the shared store
+                // publishes a shared stream itself: see `publish_alone`.
+                if stream.shared {
+                    let fresh = Position {
+                        epoch: new_epoch(),
+                        offset: 0,
+                    };
+                    budget.give_back(stream.restart_at(fresh, false));
+                }
                 stream.offset += 1;
                 Some(stream.position())
             },
@@ -397,25 +406,7 @@ impl Streams {
         frame: impl FnOnce(&Arc<str>, Position) -> SharedFrame,
         deliver: impl FnOnce(&Arc<str>, SharedFrame),
     ) -> Position {
-        self.put(
-            topic,
-            rule,
-            size,
-            |stream, budget| {
-                if stream.shared {
-                    let fresh = Position {
-                        epoch: new_epoch(),
-                        offset: 0,
-                    };
-                    budget.give_back(stream.restart_at(fresh, false));
-                }
-                stream.offset += 1;
-                Some(stream.position())
-            },
-            frame,
-            deliver,
-        )
-        .expect("a local publish always takes the next offset")
+        self.publish(topic, rule, size, frame, deliver)
     }
 
     /// Takes a message the shared store positioned at `position`: the next
