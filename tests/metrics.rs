@@ -208,6 +208,9 @@ fn healthz_answers_503_while_draining_and_the_listener_stays_up() {
             (200, "text/plain; charset=utf-8".into(), "ok\n".into())
         );
         let clients: Vec<TcpStream> = (0..3).map(|_| open_ws(addr)).collect();
+        // A request caught half-sent by the signal is still answered.
+        let mut half_sent = connect(addr);
+        std::io::Write::write_all(&mut half_sent, b"GET /healthz HTTP/1.1\r\nHost: x\r\n").unwrap();
         let status = Command::new("kill")
             .args(["-TERM", &server.pid().to_string()])
             .status()
@@ -228,6 +231,9 @@ fn healthz_answers_503_while_draining_and_the_listener_stays_up() {
             assert_eq!(get(addr, "/healthz").0, 503, "{backend}");
         }
         assert_eq!(Scrape::take(addr).get("surge_draining"), 1, "{backend}");
+        std::io::Write::write_all(&mut half_sent, b"\r\n").unwrap();
+        let (status, head) = read_response_head(&mut half_sent);
+        assert_eq!(status, 503, "{backend}: {head}");
         // New upgrades are turned away with a status a client can act on.
         let mut s = connect(addr);
         std::io::Write::write_all(&mut s, upgrade_request("/echo", "").as_bytes()).unwrap();

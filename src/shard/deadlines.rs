@@ -276,7 +276,7 @@ impl Deadlines {
 
     /// Gives an open connection its turn to be closed, at a random point of
     /// the drain window so that clients do not all reconnect at once.
-    /// Returns false when the connection is not open: close it now.
+    /// Returns false when the connection should be closed now.
     pub(crate) fn schedule_drain(
         &mut self,
         key: usize,
@@ -287,7 +287,12 @@ impl Deadlines {
         let open = match &session.phase {
             Phase::Open(ws) => ws.state() == State::Open,
             Phase::Events(_) => true,
-            _ => false,
+            // A request the signal caught half-read is still answered (a
+            // health check hears 503, an upgrade 503 with Retry-After)
+            // within the handshake and tarpit deadlines it already has;
+            // cutting it would look like a crash to the client.
+            Phase::Handshake(_) | Phase::Tarpit(_) => return true,
+            Phase::Lingering => false,
         };
         if !open {
             return false;
