@@ -191,7 +191,8 @@ class WebSocket:
             head += bytes([0x80 | 126]) + struct.pack(">H", n)
         else:
             head += bytes([0x80 | 127]) + struct.pack(">Q", n)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+        key = (mask * (n // 4 + 1))[:n]
+        masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
         self.conn.sock.sendall(head + mask + masked)
 
     def recv(self, timeout=TIMEOUT):
@@ -590,6 +591,30 @@ def post_at_max_payload(c, server):
     res = server.poll(sid)
     c.saw("GET", {"status": res.status, "body_bytes": len(res.body)})
     c.expect("echo", (res.status, len(res.body)), (200, limit))
+
+
+@case
+def websocket_over_max_payload(c, server):
+    """a WebSocket frame one byte over maxPayload: close 1009 and the session is closed"""
+    conn = server.websocket("?EIO=4&transport=websocket")
+    try:
+        status, _, _ = conn.read_head()
+        c.expect("upgrade status", status, 101)
+        ws = WebSocket(conn)
+        opened = json.loads(ws.recv()[1][1:])
+        limit = opened["maxPayload"]
+        ws.send("4" + "z" * (limit - 1))
+        echo = ws.recv()
+        c.saw("frame of maxPayload bytes", {"opcode": echo[0], "bytes": len(echo[1])} if echo else None)
+        c.expect("frame of maxPayload bytes echoed", (echo[0], len(echo[1])) if echo else None, (0x1, limit))
+        ws.send("4" + "z" * limit)
+        frames, code, eof = ws.recv_until_close(2)
+        c.saw("frame of maxPayload+1 bytes", {"frames": frames, "close_code": code, "tcp_closed_by_server": eof})
+        c.expect("close code", code, 1009)
+        c.expect("TCP closed", eof, True)
+    finally:
+        conn.close()
+    c.session_gone(server, opened["sid"])
 
 
 @case

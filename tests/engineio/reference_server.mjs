@@ -13,8 +13,11 @@ import { attach } from "engine.io";
 function parseArgs(argv) {
   const usage =
     "usage: reference_server.mjs PORT [--ping-interval MS] [--ping-timeout MS] [--max-payload N] [--no-cors]";
-  const options = { pingInterval: 300, pingTimeout: 200, maxPayload: 1e6, cors: { origin: "*" } };
-  const numeric = { "--ping-interval": "pingInterval", "--ping-timeout": "pingTimeout", "--max-payload": "maxPayload" };
+  // The test suite's configuration names `maxPayload: 1e6`, which engine.io
+  // ignores: the open packet's maxPayload, the POST body limit (413) and the
+  // WebSocket message limit all come from maxHttpBufferSize (default 1e6).
+  const options = { pingInterval: 300, pingTimeout: 200, maxHttpBufferSize: 1e6, cors: { origin: "*" } };
+  const numeric = { "--ping-interval": "pingInterval", "--ping-timeout": "pingTimeout", "--max-payload": "maxHttpBufferSize" };
   const port = Number(argv[0]);
   if (!Number.isInteger(port) || port <= 0 || port > 65535) throw new Error(usage);
   for (let i = 1; i < argv.length; i++) {
