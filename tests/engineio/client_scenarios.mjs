@@ -280,6 +280,8 @@ function http(url, { method = "GET", body = null, headers = {}, ms = 5000 } = {}
         res.on("error", reject);
       });
       req.on("error", reject);
+      // Past the deadline the request is abandoned: free its socket too.
+      req.setTimeout(ms, () => req.destroy(new ScenarioError(`no answer within ${ms} ms on ${method} ${url}`)));
       req.end(body);
     }),
   );

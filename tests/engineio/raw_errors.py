@@ -132,7 +132,10 @@ class Connection:
         """Reads one whole response; `closed` says whether the server then closed."""
         deadline = time.monotonic() + timeout
         status, reason, headers = self.read_head(timeout)
-        left = lambda: max(0.05, deadline - time.monotonic())  # noqa: E731
+
+        def left():
+            return max(0.05, deadline - time.monotonic())
+
         body = b""
         if method != "HEAD" and status not in (101, 204, 304):
             if headers.get("Transfer-Encoding", "").lower() == "chunked":
