@@ -307,15 +307,11 @@ impl Session {
     /// body, 400 for one that is not a payload or holds a ping). Nothing
     /// of a refused body is delivered.
     pub fn post<'a>(&mut self, body: &'a [u8], now: u64) -> Result<Messages<'a>, Refusal> {
-        if !std::mem::take(&mut self.post_open) {
-            return Err(if self.closed.is_some() {
-                Refusal::UnknownSid
-            } else {
-                Refusal::BadRequest
-            });
-        }
         if self.closed.is_some() {
             return Err(Refusal::UnknownSid);
+        }
+        if !std::mem::take(&mut self.post_open) {
+            return Err(Refusal::BadRequest);
         }
         let payload = match Payload::parse(body, self.config.max_payload as usize) {
             Ok(payload) => payload,
