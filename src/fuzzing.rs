@@ -553,3 +553,138 @@ fn percent_encode_twice(name: &str) -> String {
     let once = utf8_percent_encode(name, NON_ALPHANUMERIC).to_string();
     utf8_percent_encode(&once, NON_ALPHANUMERIC).to_string()
 }
+
+/// An Engine.IO packet as one WebSocket message, a session id and a
+/// request's query, all from the same bytes: as a binary message the
+/// bytes are a message written back as they are; as text, a packet
+/// written back byte for byte or refused for its first byte alone; an id
+/// parses only from its own spelling; a query parses or is refused with
+/// a 400 or 403, and what parses says `EIO=` and spells the id it names.
+pub fn engineio_packet(data: &[u8]) {
+    use crate::engineio::{request, Frame, FrameKind, Packet, PacketError, PacketType, Sid};
+    let binary = Packet::decode_frame(Frame::Binary(data)).expect("binary is always a message");
+    assert_eq!(binary.kind(), PacketType::Message);
+    let mut out = Vec::new();
+    assert_eq!(binary.encode_frame(&mut out), FrameKind::Binary);
+    assert_eq!(out, data);
+    if let Ok(text) = std::str::from_utf8(data) {
+        match Packet::decode_frame(Frame::Text(text)) {
+            Ok(packet) => {
+                out.clear();
+                assert_eq!(packet.encode_frame(&mut out), FrameKind::Text);
+                assert_eq!(out, data);
+            }
+            Err(PacketError::Empty) => assert!(data.is_empty()),
+            Err(PacketError::UnknownType(b)) => {
+                assert_eq!(data.first(), Some(&b));
+                assert!(!(b'0'..=b'6').contains(&b));
+            }
+        }
+    }
+    if let Some(sid) = Sid::parse(data) {
+        let text = sid.encode();
+        assert_eq!(text.as_str().as_bytes(), data);
+    }
+    let query = String::from_utf8_lossy(data);
+    for method in ["GET", "POST", "PUT"] {
+        for upgrade in [false, true] {
+            match request::parse(method, &query, upgrade) {
+                Ok(request) => {
+                    assert!(query.contains("EIO="), "{query:?}");
+                    if let Some(sid) = request.sid() {
+                        let text = sid.encode();
+                        let decoded = percent_encoding::percent_decode_str(&query);
+                        assert!(
+                            decoded.decode_utf8_lossy().contains(text.as_str()),
+                            "{query:?}"
+                        );
+                    }
+                }
+                Err(refusal) => assert!(matches!(refusal.status(), 400 | 403)),
+            }
+        }
+    }
+}
+
+/// An Engine.IO long-polling body, with `maxPayload` from its first byte
+/// (8 bytes a step): it parses only within the bound, into one packet per
+/// separator and binary data no larger than the body; the packets written
+/// back parse to the same packets, and text packets come back byte for
+/// byte. POSTed to a polling session, it yields messages or a refusal
+/// that ends the session with the matching reason, and a held poll is
+/// then answered.
+pub fn engineio_payload(data: &[u8]) {
+    use crate::engineio::payload::{encode, SEPARATOR};
+    use crate::engineio::{CloseReason, Config, Data, PacketType, Payload, PayloadError};
+    use crate::engineio::{Refusal, Session, Sid, Transmit, Transport};
+    use std::borrow::Cow;
+    let Some((&step, body)) = data.split_first() else {
+        return;
+    };
+    let max = usize::from(step) * 8;
+    let mut packets = Vec::new();
+    match Payload::parse(body, max) {
+        Ok(payload) => {
+            assert!(body.len() <= max);
+            packets = payload.packets().collect();
+            let separators = body.iter().filter(|&&b| b == SEPARATOR).count();
+            assert_eq!(packets.len(), separators + 1);
+            assert!(payload.kinds().eq(packets.iter().map(|p| p.kind())));
+            for packet in &packets {
+                if let Data::Binary(Cow::Owned(bytes)) = packet.data() {
+                    assert!(bytes.capacity() <= body.len());
+                }
+            }
+            let mut again = Vec::new();
+            encode(&packets, &mut again);
+            let reparsed: Vec<_> = Payload::parse(&again, again.len())
+                .expect("what is written parses")
+                .packets()
+                .collect();
+            assert_eq!(reparsed, packets);
+            let segments = |b: &[u8]| {
+                b.split(|&c| c == SEPARATOR)
+                    .filter(|s| s.first() != Some(&b'b'))
+                    .map(<[u8]>::to_vec)
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(segments(&again), segments(body));
+        }
+        Err(PayloadError::TooLarge { len, max: bound }) => {
+            assert_eq!((len, bound), (body.len(), max));
+            assert!(len > max);
+        }
+        Err(_) => {}
+    }
+    let config = Config {
+        max_payload: u32::from(step) * 8,
+        ..Config::default()
+    };
+    let mut session = Session::new(
+        Sid::from_parts(0, 0, 0, [0; 14]),
+        config,
+        Transport::Polling,
+        0,
+    );
+    session.poll().expect("the handshake poll");
+    while session.transmit().is_some() {}
+    session.poll().expect("a second poll, held");
+    session.begin_post().expect("one POST");
+    match session.post(body, 1) {
+        Ok(messages) => {
+            let wanted = packets.iter().filter(|p| p.kind() == PacketType::Message);
+            assert!(messages.count() <= wanted.count());
+        }
+        Err(refusal) => {
+            let reason = session.closed().expect("a refused body ends the session");
+            assert_eq!(
+                refusal == Refusal::PayloadTooLarge,
+                reason == CloseReason::PayloadTooLarge
+            );
+            assert_eq!(refusal.status(), if body.len() > max { 413 } else { 400 });
+        }
+    }
+    if session.closed().is_some() {
+        assert!(matches!(session.transmit(), Some(Transmit::Poll(_))));
+    }
+}

@@ -52,6 +52,11 @@
 //!   them, `Publisher` to publish from any thread. **Invariant:** handler
 //!   state lives behind the connection's spill pointer, so built-in routes
 //!   pay nothing for it.
+//! - [`engineio`]: the sans-IO Engine.IO v4 core: request parsing and its
+//!   refusals, session ids that name their shard and slot, packets,
+//!   long-polling payloads, and each session's state machine (polls,
+//!   posts, heartbeat, upgrade to WebSocket, close). **Invariant:** like
+//!   `protocol`, no socket, clock or thread: time comes in as `now`.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `status`: the live status page served at `GET /` beside a ticker feed.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
@@ -64,6 +69,7 @@ mod buf;
 pub mod cli;
 pub mod config;
 mod driver;
+pub mod engineio;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod load;

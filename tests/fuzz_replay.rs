@@ -69,3 +69,13 @@ fn hub_request_corpus() {
 fn event_stream_corpus() {
     replay("event_stream", surge::fuzzing::event_stream);
 }
+
+#[test]
+fn engineio_packet_corpus() {
+    replay("engineio_packet", surge::fuzzing::engineio_packet);
+}
+
+#[test]
+fn engineio_payload_corpus() {
+    replay("engineio_payload", surge::fuzzing::engineio_payload);
+}
