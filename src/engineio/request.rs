@@ -7,9 +7,7 @@
 //! then the protocol version. Unlike the reference, `EIO=4` is required
 //! on every request, not only on the handshake, as the v4 spec says.
 
-use std::borrow::Cow;
-
-use percent_encoding::percent_decode_str;
+use crate::protocol::handshake::form_decode;
 
 use super::refusal::Refusal;
 use super::sid::Sid;
@@ -68,7 +66,7 @@ pub fn parse(method: &str, query: &str, upgrade: bool) -> Result<Request, Refusa
             "sid" => &mut sid,
             _ => continue,
         };
-        if slot.replace(decode(value)).is_some() {
+        if slot.replace(form_decode(value)).is_some() {
             return Err(Refusal::BadRequest);
         }
     }
@@ -103,18 +101,6 @@ pub fn parse(method: &str, query: &str, upgrade: bool) -> Result<Request, Refusa
         Some("4") => Ok(request),
         _ => Err(Refusal::UnsupportedProtocolVersion),
     }
-}
-
-/// A query value, percent-decoded (`+` is a space, as a form writes it);
-/// `None` when the decoded bytes are not UTF-8.
-fn decode(value: &str) -> Option<String> {
-    let value: Cow<'_, str> = if value.contains('+') {
-        Cow::Owned(value.replace('+', " "))
-    } else {
-        Cow::Borrowed(value)
-    };
-    let decoded = percent_decode_str(&value).decode_utf8().ok()?;
-    Some(decoded.into_owned())
 }
 
 #[cfg(test)]

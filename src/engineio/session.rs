@@ -246,16 +246,7 @@ impl Session {
     /// session (the held one is answered `1`); after an upgrade a poll is
     /// refused, the session untouched.
     pub fn poll(&mut self) -> Result<(), Refusal> {
-        if self.closed.is_some() {
-            return Err(Refusal::UnknownSid);
-        }
-        if self.transport == Transport::WebSocket {
-            return Err(Refusal::BadRequest);
-        }
-        if self.get_held {
-            self.close(CloseReason::TransportError);
-            return Err(Refusal::BadRequest);
-        }
+        self.may_poll(self.get_held)?;
         self.get_held = true;
         if self.upgrade == Upgrade::Probed {
             // The client is pausing polling: let it go at once.
@@ -279,17 +270,25 @@ impl Session {
     /// `POST` is refused and ends the session; after an upgrade a `POST`
     /// is refused, the session untouched.
     pub fn begin_post(&mut self) -> Result<(), Refusal> {
+        self.may_poll(self.post_open)?;
+        self.post_open = true;
+        Ok(())
+    }
+
+    /// Whether a polling request may go on, given whether one of its kind
+    /// is already in flight (which ends the session: the client broke the
+    /// one-at-a-time rule that keeps packets in order).
+    fn may_poll(&mut self, one_in_flight: bool) -> Result<(), Refusal> {
         if self.closed.is_some() {
             return Err(Refusal::UnknownSid);
         }
         if self.transport == Transport::WebSocket {
             return Err(Refusal::BadRequest);
         }
-        if self.post_open {
+        if one_in_flight {
             self.close(CloseReason::TransportError);
             return Err(Refusal::BadRequest);
         }
-        self.post_open = true;
         Ok(())
     }
 

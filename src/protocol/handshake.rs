@@ -265,6 +265,20 @@ impl Upgrade<'_, '_, '_> {
     }
 }
 
+/// A query value as a form writes it, decoded: `+` is a space, the rest
+/// percent-encoded UTF-8; `None` when the bytes are not UTF-8.
+pub fn form_decode(value: &str) -> Option<String> {
+    let value: std::borrow::Cow<'_, str> = if value.contains('+') {
+        value.replace('+', " ").into()
+    } else {
+        value.into()
+    };
+    let decoded = percent_encoding::percent_decode_str(&value)
+        .decode_utf8()
+        .ok()?;
+    Some(decoded.into_owned())
+}
+
 /// Writes a complete non-upgrade response that closes the connection.
 pub fn encode_plain_response(out: &mut Vec<u8>, status: u16, extra_headers: &str, body: &str) {
     encode_response(

@@ -17,6 +17,7 @@
 
 use std::borrow::Cow;
 
+use crate::protocol::handshake::form_decode;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde::Deserialize;
 
@@ -73,11 +74,8 @@ pub fn parse_request(target: &str, last_event_id: Option<&[u8]>) -> Result<Event
             "since" => &mut since,
             _ => continue,
         };
-        // As a form encodes it: '+' for a space, the rest percent-encoded.
-        let value = percent_decode_str(&value.replace('+', " "))
-            .decode_utf8()
-            .map_err(|_| format!("\"{key}\" is not UTF-8 once percent-decoded"))?
-            .into_owned();
+        let value = form_decode(value)
+            .ok_or_else(|| format!("\"{key}\" is not UTF-8 once percent-decoded"))?;
         if slot.replace(value).is_some() {
             return Err(format!("\"{key}\" is given twice"));
         }
