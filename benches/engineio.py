@@ -50,6 +50,7 @@ REFERENCE = os.path.join(ROOT, "tests/engineio/reference_server.mjs")
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 PING_INTERVAL, PING_TIMEOUT = 25000, 20000
+DRIVER_LIMIT_SECS = 120
 
 SURGE_CONFIG = f"""\
 [[routes]]
@@ -101,8 +102,13 @@ class Server:
 
 
 def driver(mode, port, *args):
-    return subprocess.Popen(["taskset", "-c", "1", "node", DRIVER, mode, "--port", str(port), *args],
+    proc = subprocess.Popen(["taskset", "-c", "1", "node", DRIVER, mode, "--port", str(port), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=fd_limit)
+    # The driver stops by itself; this bounds the bench should it not.
+    watchdog = threading.Timer(DRIVER_LIMIT_SECS, proc.kill)
+    watchdog.daemon = True
+    watchdog.start()
+    return proc
 
 
 def wait_open(load):
@@ -179,6 +185,8 @@ def main():
     a = ap.parse_args()
     if not os.path.isdir(os.path.join(ROOT, "tests/engineio/node_modules/engine.io")):
         raise SystemExit("run `npm ci --prefix tests/engineio --no-audit --no-fund` first")
+    if a.secs > DRIVER_LIMIT_SECS - 30:
+        raise SystemExit(f"--secs at most {DRIVER_LIMIT_SECS - 30}")
     if a.idle > 19000:
         raise SystemExit("--idle at most 19000: one descriptor per session, 20000 per process")
 

@@ -49,13 +49,15 @@ function addresses(spec) {
 
 // Just enough HTTP/1.1 response parsing for a keep-alive connection:
 // Content-Length or chunked bodies, responses split or joined across reads.
-// Calls onResponse(status, body) for each; returns the unparsed rest.
+// Calls onResponse(status, body) for each; returns the unparsed rest;
+// throws on what it cannot parse.
 function parseResponses(buf, onResponse) {
   for (;;) {
     const end = buf.indexOf("\r\n\r\n");
     if (end < 0) return buf;
     const head = buf.toString("latin1", 0, end).toLowerCase();
     const status = Number(head.slice(9, 12));
+    if (!head.startsWith("http/1.1 ") || !(status >= 100)) throw new Error(`not an HTTP response: ${head.slice(0, 40)}`);
     let body, rest;
     if (head.includes("transfer-encoding: chunked")) {
       const parts = [];
@@ -64,6 +66,7 @@ function parseResponses(buf, onResponse) {
         const eol = buf.indexOf("\r\n", pos);
         if (eol < 0) return buf;
         const size = parseInt(buf.toString("latin1", pos, eol), 16);
+        if (!(size >= 0)) throw new Error(`bad chunk size in ${head.split("\r\n")[0]}`);
         if (buf.length < eol + 2 + size + 2) return buf;
         parts.push(buf.subarray(eol + 2, eol + 2 + size));
         pos = eol + 2 + size + 2;
@@ -157,7 +160,11 @@ function pollSession(sock, host, message, idle, ready) {
   };
   sock.on("connect", () => sock.write(`GET ${PATH}polling HTTP/1.1\r\nHost: ${host}\r\n\r\n`));
   sock.on("data", (d) => {
-    buf = parseResponses(buf.length ? Buffer.concat([buf, d]) : d, onResponse);
+    try {
+      buf = parseResponses(buf.length ? Buffer.concat([buf, d]) : d, onResponse);
+    } catch (e) {
+      fail(`${state}: ${e.message}`);
+    }
   });
   sock.on("error", (e) => fail(`${state}: ${e.message}`));
   sock.on("close", () => fail(`${state}: connection closed`));
