@@ -9,7 +9,8 @@ table reports medians over rounds:
 
   msgs/s, requests/s   SESSIONS polling sessions, each a loop of POST one
                        message, GET its echo (two requests per message),
-                       over one keep-alive connection per session
+                       over one keep-alive connection per session; SECS
+                       counted after 1 s of warm-up
   cpu_us/msg           server utime+stime (/proc/PID/stat) per echoed
                        message: independent of how fast the driver is
   B/session            server RSS growth over IDLE sessions, divided by
