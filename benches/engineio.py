@@ -12,18 +12,23 @@ table reports medians over rounds:
                        over one keep-alive connection per session; SECS
                        counted after 1 s of warm-up
   cpu_us/msg           server utime+stime (/proc/PID/stat) per echoed
-                       message: independent of how fast the driver is
+                       message: independent of how fast the driver is;
+                       `of it kernel` the stime part (on loopback it also
+                       carries the driver's TCP receive path)
+  server/driver busy   CPU seconds per second of each: the one near 1.0
+                       sets the pace (a core shared with other work keeps
+                       both under it)
   B/session            server RSS growth over IDLE sessions, divided by
                        IDLE: polling (a handshake, then one held GET) and
                        WebSocket (transport=websocket, open packet read),
                        from 40 client addresses (surge admits 256
                        connections per address by default)
-  B/s 2nd half         the same over the second IDLE/2 sessions alone
+  B/sess 2nd half      the same over the second IDLE/2 sessions alone
 
 Both servers get ping settings long enough (25000/20000 ms) that no
-heartbeat falls in a measurement. The driver tops out near 40,000
-requests/s on one core (`driver busy` near 1.0): past that, msgs/s
-measures the driver and only cpu_us/msg compares the servers.
+heartbeat falls in a measurement. The driver tops out near 70,000
+requests/s on an otherwise idle core: past that, msgs/s measures the
+driver and only cpu_us/msg compares the servers.
 
 Usage: npm ci --prefix tests/engineio --no-audit --no-fund   # once
        python3 benches/engineio.py [--surge target/release/surge]
@@ -60,6 +65,7 @@ kind = "engineio-echo"
 ping-interval-ms = {PING_INTERVAL}
 ping-timeout-ms = {PING_TIMEOUT}
 max-payload = 1000000
+cors-origin = "*"   # as the reference server runs
 """
 
 
@@ -71,9 +77,10 @@ def fd_limit():
 
 
 def cpu_seconds(pid):
+    """(user, kernel) CPU seconds of every thread of pid so far."""
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK  # utime, stime
+    return int(fields[11]) / TICK, int(fields[12]) / TICK  # utime, stime
 
 
 def rss_bytes(pid):
@@ -136,13 +143,14 @@ def load_case(server, port, a):
             return None
         before = cpu_seconds(server.pid)
         r = result(load)
-        cpu = cpu_seconds(server.pid) - before
+        after = cpu_seconds(server.pid)
     finally:
         load.wait(timeout=60)
     if not r or r["errors"] or not r["msgs"]:
         return None
+    cpu, kernel = sum(after) - sum(before), after[1] - before[1]
     return {"msgs/s": r["msgs_per_s"], "requests/s": r["requests_per_s"], "cpu_us/msg": cpu * 1e6 / r["msgs"],
-            "server busy": cpu / r["secs"], "driver busy": r["driver_busy"]}
+            "of it kernel": kernel * 1e6 / r["msgs"], "server busy": cpu / r["secs"], "driver busy": r["driver_busy"]}
 
 
 def idle_case(mode):
@@ -170,7 +178,7 @@ def idle_case(mode):
                 load.wait(timeout=60)
         if any(not r or r["errors"] for r in results):
             return None
-        return {"B/session": (rss[2] - rss[0]) / (2 * half), "B/s 2nd half": (rss[2] - rss[1]) / half}
+        return {"B/session": (rss[2] - rss[0]) / (2 * half), "B/sess 2nd half": (rss[2] - rss[1]) / half}
     return run
 
 
@@ -227,14 +235,14 @@ def main():
     print(f"machine: {os.uname().release}, {os.cpu_count()} cores, "
           + open("/proc/cpuinfo").read().split("model name")[1].split("\n")[0].strip(": \t"))
     ratio = len(names) == 2
-    header = f"| {'case':16} | {'metric':12} | " + " | ".join(f"{s:>15}" for s in names) \
+    header = f"| {'case':16} | {'metric':15} | " + " | ".join(f"{s:>15}" for s in names) \
         + (" | surge/node |" if ratio else " |")
     print(header)
     print("|" + "|".join("-" * len(c) for c in header.split("|")[1:-1]) + "|")
     for (case, metric), by_server in results.items():
         med = {s: statistics.median(v) for s, v in by_server.items()}
         cells = " | ".join(f"{med[s]:>15.{2 if med[s] < 10 else 1}f}" if s in med else f"{'-':>15}" for s in names)
-        line = f"| {case:16} | {metric:12} | {cells} |"
+        line = f"| {case:16} | {metric:15} | {cells} |"
         if ratio:
             x = f"{med[names[0]] / med[names[1]]:.2f}x" if len(med) == 2 and med[names[1]] else "-"
             line += f" {x:>10} |"
