@@ -95,6 +95,9 @@ pub enum Answer {
     Frames(Vec<u8>),
     /// Close the WebSocket: the session ended, or the probe failed.
     CloseWebSocket,
+    /// Close the WebSocket with 1013: what it carried could not reach
+    /// its session (the owner's inbox was full).
+    Overloaded,
 }
 
 /// An answer for the connection `to`.
@@ -102,6 +105,8 @@ pub enum Answer {
 pub struct ToConn {
     /// The connection.
     pub to: ConnRef,
+    /// The session the answer is about, told if it cannot be delivered.
+    pub sid: Sid,
     /// What to do with it.
     pub answer: Answer,
 }

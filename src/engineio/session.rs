@@ -438,6 +438,13 @@ impl Session {
         self.push(Packet::message(message.into_owned()))
     }
 
+    /// What the session sent could not be delivered to its connection:
+    /// it ends as a full buffer does, since its client would otherwise
+    /// miss packets without knowing.
+    pub fn undeliverable(&mut self) {
+        self.close(CloseReason::BufferFull);
+    }
+
     /// The server ends the session. What is queued still goes out: in the
     /// held poll's answer before a `1`, or as WebSocket messages (then
     /// the shard closes the WebSocket).

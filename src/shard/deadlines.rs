@@ -299,6 +299,13 @@ impl Deadlines {
             // health check hears 503, an upgrade 503 with Retry-After)
             // within the handshake and tarpit deadlines it already has;
             // cutting it would look like a crash to the client.
+            // An idle kept-alive Engine.IO connection has no request to
+            // answer: it goes now, so the drain ends without waiting on it.
+            Phase::Handshake(_)
+                if session.route == session::Route::EngineIo && session.carried().is_empty() =>
+            {
+                false
+            }
             Phase::Handshake(_) | Phase::Tarpit(_) => return true,
             // Answered as their sessions end, which the drain starts.
             Phase::EngineIo(_) => return true,

@@ -205,7 +205,7 @@ impl<T: Transport> Shard<T> {
 
     /// Closes a subscriber that fell too far behind: 1013 with a jittered
     /// retry hint, its unsent backlog dropped.
-    fn close_overloaded<D: Driver<Io = T>>(&mut self, driver: &mut D, key: usize) {
+    pub(super) fn close_overloaded<D: Driver<Io = T>>(&mut self, driver: &mut D, key: usize) {
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };

@@ -67,13 +67,6 @@ impl EngineIo {
     }
 }
 
-impl Ask {
-    /// Whether the connection that asked waits for an answer.
-    pub(crate) fn wants_answer(&self) -> bool {
-        !matches!(self, Self::Frame { .. } | Self::Ended)
-    }
-}
-
 /// Whether the client lets the connection carry its next request.
 fn keeps_alive(req: &Request<'_, '_>) -> bool {
     req.minor_version >= 1

@@ -57,8 +57,10 @@ pub(crate) fn encode(
 pub(crate) fn cors_headers(out: &mut Vec<u8>, manner: &Manner) {
     if let Some(origin) = &manner.cors {
         let _ = write!(out, "Access-Control-Allow-Origin: {origin}\r\n");
+        // One named origin may send its cookies (a balancer's sticky
+        // cookie among them); `*` never may, by the CORS rules.
         if &**origin != "*" {
-            out.extend_from_slice(b"Vary: Origin\r\n");
+            out.extend_from_slice(b"Access-Control-Allow-Credentials: true\r\nVary: Origin\r\n");
         }
     }
 }

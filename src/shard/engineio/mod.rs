@@ -26,13 +26,13 @@ mod owner;
 pub(crate) use conn::Pending;
 pub(crate) use counts::counts;
 
-use crate::engineio::handoff::{Answer, Handoff, ToConn};
+use crate::engineio::handoff::{Answer, Ask, Handoff, ToConn};
 use crate::protocol::CloseCode;
 use owner::{Out, Owner};
 
 use super::session::Phase;
 use super::timer::TICK_MS;
-use super::{Driver, Shard, Transport};
+use super::{Driver, Shard, Transport, MAX_PENDING_OUT};
 use counts::count;
 
 /// A shard's Engine.IO state: the sessions it owns and the handoffs
@@ -142,18 +142,34 @@ impl<T: Transport> Shard<T> {
         };
         count(|c| c.handoffs_refused += 1);
         tracing::debug!("an Engine.IO handoff found its shard's inbox full");
-        if let Handoff::ToOwner(m) = handoff {
-            if m.ask.wants_answer() {
-                let busy = Answer::Http {
-                    status: 503,
-                    content_type: "text/plain; charset=utf-8",
-                    body: b"server busy; try again\n".to_vec(),
-                    close: true,
+        match handoff {
+            Handoff::ToOwner(m) => {
+                let answer = match m.ask {
+                    Ask::Ended => return,
+                    // A message that cannot reach its session must not
+                    // vanish: the WebSocket ends and the client reconnects.
+                    Ask::Frame { .. } => Answer::Overloaded,
+                    _ => Answer::Http {
+                        status: 503,
+                        content_type: "text/plain; charset=utf-8",
+                        body: b"server busy; try again\n".to_vec(),
+                        close: true,
+                    },
                 };
-                let to = m.from;
+                let (to, sid) = (m.from, m.sid);
                 self.engineio
                     .outbox
-                    .push(Handoff::ToConn(ToConn { to, answer: busy }));
+                    .push(Handoff::ToConn(ToConn { to, sid, answer }));
+            }
+            Handoff::ToConn(m) => {
+                let eio = &mut self.engineio;
+                eio.owner.abandon(
+                    m.sid,
+                    &mut Out {
+                        outbox: &mut eio.outbox,
+                        registry: &self.shared.admission.registry,
+                    },
+                );
             }
         }
     }
@@ -180,10 +196,22 @@ impl<T: Transport> Shard<T> {
                 self.close(driver, key, CloseCode::NORMAL, "");
                 return;
             }
+            Answer::Overloaded => {
+                self.close(driver, key, CloseCode::TRY_AGAIN_LATER, "server busy");
+                return;
+            }
             Answer::Frames(frames) => {
                 if !session.is_open() {
                     return;
                 }
+                // A client that does not read cannot make the server hold
+                // its packets without bound: it goes as a slow hub
+                // subscriber goes.
+                if conn.backlog() + frames.len() > MAX_PENDING_OUT {
+                    self.close_overloaded(driver, key);
+                    return;
+                }
+                let session = &mut self.conns[key].session;
                 session.write(&frames, &mut self.pool);
                 driver.send(self, key);
                 return;

@@ -112,7 +112,7 @@ impl Owner {
             .get(key)
             .is_some_and(|o| o.session.sid() == sid);
         if !live {
-            unknown(from, &ask, outbox);
+            unknown(sid, from, &ask, outbox);
             return;
         }
         let owned = &mut self.sessions[key];
@@ -123,16 +123,16 @@ impl Owner {
                     owned.get = Some(from);
                     count(|c| c.polls += 1);
                 }
-                Err(r) => refuse(from, r, outbox),
+                Err(r) => refuse(sid, from, r, outbox),
             },
             Ask::BeginPost => match session.begin_post() {
                 Ok(()) => owned.post = Some(from),
                 Err(r) => {
-                    refuse(from, r, outbox);
+                    refuse(sid, from, r, outbox);
                     if session.closed().is_some() {
                         // The one in flight ends unanswered, as the reference's.
                         if let Some(first) = owned.post.take() {
-                            reply(first, Answer::Drop, outbox);
+                            reply(sid, first, Answer::Drop, outbox);
                         }
                     }
                 }
@@ -141,7 +141,7 @@ impl Owner {
                 if begun {
                     owned.post = None;
                 } else if let Err(r) = session.begin_post() {
-                    refuse(from, r, outbox);
+                    refuse(sid, from, r, outbox);
                     self.flush(key, out);
                     return;
                 }
@@ -160,9 +160,9 @@ impl Owner {
                             body: b"ok".to_vec(),
                             close: false,
                         };
-                        reply(from, ok, outbox);
+                        reply(sid, from, ok, outbox);
                     }
-                    Err(r) => refuse(from, r, outbox),
+                    Err(r) => refuse(sid, from, r, outbox),
                 }
             }
             Ask::PostRefused { too_large } => {
@@ -170,18 +170,18 @@ impl Owner {
                     owned.post = None;
                 }
                 let r = session.post_refused(too_large);
-                refuse(from, r, outbox);
+                refuse(sid, from, r, outbox);
             }
             Ask::Upgrade => match session.begin_upgrade(now) {
                 Ok(()) => {
                     owned.probe = Some(from);
-                    reply(from, Answer::Accept, outbox);
+                    reply(sid, from, Answer::Accept, outbox);
                 }
                 Err(r) => {
                     count(|c| c.refused(r));
                     let mut body = Vec::new();
                     http::refused_upgrade(&mut body, r);
-                    reply(from, Answer::Refused(body), outbox);
+                    reply(sid, from, Answer::Refused(body), outbox);
                 }
             },
             Ask::Frame { text, data } => {
@@ -250,6 +250,17 @@ impl Owner {
         }
     }
 
+    /// An answer for session `sid` could not reach its connection (that
+    /// shard's inbox was full): the session ends rather than go on with
+    /// a gap in what its client received.
+    pub(crate) fn abandon(&mut self, sid: Sid, out: &mut Out<'_>) {
+        let key = sid.slot() as usize;
+        if self.sessions.get(key).is_some_and(|o| o.session.sid() == sid) {
+            self.sessions[key].session.undeliverable();
+            self.flush(key, out);
+        }
+    }
+
     /// The server is shutting down: every session ends, its held poll
     /// answered `1` and its WebSocket sent the close packet.
     pub(crate) fn close_all(&mut self, out: &mut Out<'_>) {
@@ -265,6 +276,7 @@ impl Owner {
     fn flush(&mut self, key: usize, out: &mut Out<'_>) {
         let outbox = &mut *out.outbox;
         let owned = &mut self.sessions[key];
+        let sid = owned.session.sid();
         let mut frames: Vec<u8> = Vec::new();
         let mut frames_to: Option<ConnRef> = None;
         let mut payload = Vec::new();
@@ -282,7 +294,7 @@ impl Owner {
                             body,
                             close: false,
                         };
-                        reply(to, answer, outbox);
+                        reply(sid, to, answer, outbox);
                     }
                 }
                 Transmit::Frame(packet) => {
@@ -292,7 +304,7 @@ impl Owner {
                     };
                     let Some(to) = to else { continue };
                     if frames_to != Some(to) {
-                        flush_frames(&mut frames_to, &mut frames, outbox);
+                        flush_frames(sid, &mut frames_to, &mut frames, outbox);
                         frames_to = Some(to);
                     }
                     payload.clear();
@@ -304,20 +316,20 @@ impl Owner {
                     count(|c| c.packets_out += 1);
                 }
                 Transmit::EndProbe => {
-                    flush_frames(&mut frames_to, &mut frames, outbox);
+                    flush_frames(sid, &mut frames_to, &mut frames, outbox);
                     if let Some(to) = owned.probe.take() {
-                        reply(to, Answer::CloseWebSocket, outbox);
+                        reply(sid, to, Answer::CloseWebSocket, outbox);
                     }
                 }
             }
         }
-        flush_frames(&mut frames_to, &mut frames, outbox);
+        flush_frames(sid, &mut frames_to, &mut frames, outbox);
         if let Some(reason) = owned.session.closed() {
             for to in [owned.ws.take(), owned.probe.take()].into_iter().flatten() {
-                reply(to, Answer::CloseWebSocket, outbox);
+                reply(sid, to, Answer::CloseWebSocket, outbox);
             }
             if let Some(to) = owned.post.take() {
-                reply(to, Answer::Drop, outbox);
+                reply(sid, to, Answer::Drop, outbox);
             }
             let transport = owned.session.transport();
             let owned = self.sessions.remove(key);
@@ -344,20 +356,25 @@ pub(crate) struct Out<'a> {
     pub(crate) registry: &'a Registry,
 }
 
-fn flush_frames(to: &mut Option<ConnRef>, frames: &mut Vec<u8>, outbox: &mut Vec<Handoff>) {
+fn flush_frames(
+    sid: Sid,
+    to: &mut Option<ConnRef>,
+    frames: &mut Vec<u8>,
+    outbox: &mut Vec<Handoff>,
+) {
     if let Some(to) = to.take() {
         if !frames.is_empty() {
-            reply(to, Answer::Frames(std::mem::take(frames)), outbox);
+            reply(sid, to, Answer::Frames(std::mem::take(frames)), outbox);
         }
     }
 }
 
-fn reply(to: ConnRef, answer: Answer, outbox: &mut Vec<Handoff>) {
-    outbox.push(Handoff::ToConn(ToConn { to, answer }));
+fn reply(sid: Sid, to: ConnRef, answer: Answer, outbox: &mut Vec<Handoff>) {
+    outbox.push(Handoff::ToConn(ToConn { to, sid, answer }));
 }
 
 /// Answers a refused polling request (a 413 ends its connection).
-fn refuse(to: ConnRef, refusal: Refusal, outbox: &mut Vec<Handoff>) {
+fn refuse(sid: Sid, to: ConnRef, refusal: Refusal, outbox: &mut Vec<Handoff>) {
     count(|c| c.refused(refusal));
     let (status, content_type, body) = http::refusal(refusal);
     let answer = Answer::Http {
@@ -366,23 +383,23 @@ fn refuse(to: ConnRef, refusal: Refusal, outbox: &mut Vec<Handoff>) {
         body: body.to_vec(),
         close: refusal == Refusal::PayloadTooLarge,
     };
-    reply(to, answer, outbox);
+    reply(sid, to, answer, outbox);
 }
 
 /// A request named a session that does not live here (any more).
-fn unknown(from: ConnRef, ask: &Ask, outbox: &mut Vec<Handoff>) {
+fn unknown(sid: Sid, from: ConnRef, ask: &Ask, outbox: &mut Vec<Handoff>) {
     match ask {
         Ask::Poll | Ask::BeginPost | Ask::Post { .. } | Ask::PostRefused { .. } => {
-            refuse(from, Refusal::UnknownSid, outbox);
+            refuse(sid, from, Refusal::UnknownSid, outbox);
         }
         Ask::Upgrade => {
             count(|c| c.refused(Refusal::UnknownSid));
             let mut body = Vec::new();
             http::refused_upgrade(&mut body, Refusal::UnknownSid);
-            reply(from, Answer::Refused(body), outbox);
+            reply(sid, from, Answer::Refused(body), outbox);
         }
         // The session ended while they were on their way.
-        Ask::Frame { .. } => reply(from, Answer::CloseWebSocket, outbox),
+        Ask::Frame { .. } => reply(sid, from, Answer::CloseWebSocket, outbox),
         Ask::Ended => {}
     }
 }
