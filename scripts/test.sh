@@ -25,6 +25,9 @@ if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
     apt-get install -y -qq python3-venv
 fi
 need_apt redis-server redis-server
+# A real HAProxy balances Engine.IO sessions over two nodes in
+# tests/engineio_haproxy.rs, running tuning/haproxy-engineio.cfg.
+need_apt haproxy haproxy
 need_apt chromium chromium
 # Node runs clients/js/surge.js in tests/js_client.rs; Debian's nodejs
 # ships npm separately.
@@ -56,6 +59,14 @@ if [[ "$(node -p 'require(process.argv[1]).version' "$JS_TEST/node_modules/ws/pa
     npm install --prefix "$JS_TEST" --no-package-lock --no-audit --no-fund --silent
 fi
 
+# The stock engine.io-client (and the reference server), pinned by
+# tests/engineio/package-lock.json.
+EIO_TEST="$ROOT/tests/engineio"
+if [[ "$(node -p 'require(process.argv[1]).version' "$EIO_TEST/node_modules/engine.io-client/package.json" 2>/dev/null)" \
+    != "$(node -p 'require(process.argv[1]).dependencies["engine.io-client"]' "$EIO_TEST/package.json")" ]]; then
+    echo "==> installing engine.io-client and engine.io into $EIO_TEST"
+    npm ci --prefix "$EIO_TEST" --no-audit --no-fund --silent
+fi
 
 echo "==> cargo fmt --check"
 cargo fmt --check
@@ -67,7 +78,7 @@ echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
 cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood \
-    --test chromium
+    --test chromium --test engineio_haproxy
 # The real-socket suite once more on every driver x shard combination;
 # tests that pin a driver or shard count themselves keep it.
 for backend in epoll uring; do
