@@ -22,10 +22,12 @@ use support::{output_within, Server};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
-/// Short heartbeats (the protocol suite's 300/200 ms), so each polling
-/// session answers several pings, each one more request to keep on its node.
+/// Pings every 300 ms (the protocol suite's setting), so each polling
+/// session answers several, each one more request to keep on its node. The
+/// ping timeout is long: on a loaded machine a pong may be late, and a
+/// session lost to that would look like one sent to the wrong node.
 const ROUTE: &str = "[[routes]]\npath = \"/engine.io/\"\nkind = \"engineio-echo\"\n\
-                     ping-interval-ms = 300\nping-timeout-ms = 200\n";
+                     ping-interval-ms = 300\nping-timeout-ms = 2000\n";
 
 /// A running haproxy, killed on drop, with what it printed.
 struct Haproxy {
@@ -49,6 +51,8 @@ impl Haproxy {
             .env("SURGE_NODE2", nodes[1].to_string())
             // Two descriptors a connection, within the test's fd budget.
             .env("SURGE_LB_MAXCONN", "1000")
+            // The request log, shown when a session fails.
+            .env("SURGE_LB_LOG", "stderr")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
