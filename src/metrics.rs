@@ -104,7 +104,56 @@ pub struct ShardStats {
     pub sse_events_total: AtomicU64,
     /// Event streams ended, by [`SSE_ENDED_LABELS`].
     pub sse_ended_total: [AtomicU64; 4],
+    /// Engine.IO sessions this shard owns, by [`EIO_TRANSPORT_LABELS`].
+    pub eio_sessions: [AtomicU64; 2],
+    /// Engine.IO polling sessions upgraded to a WebSocket.
+    pub eio_upgrades_total: AtomicU64,
+    /// Engine.IO polls (GETs) held, waiting for packets.
+    pub eio_polls_held: AtomicU64,
+    /// Engine.IO message packets received from clients.
+    pub eio_packets_received_total: AtomicU64,
+    /// Engine.IO answers to polls and WebSocket packets sent.
+    pub eio_packets_sent_total: AtomicU64,
+    /// Engine.IO requests refused, by [`EIO_REFUSED_LABELS`].
+    pub eio_refused_total: [AtomicU64; 7],
+    /// Engine.IO sessions ended, by [`EIO_CLOSED_LABELS`].
+    pub eio_closed_total: [AtomicU64; 8],
+    /// Engine.IO requests and answers passed between shards.
+    pub eio_handoffs_total: AtomicU64,
+    /// Those a full shard inbox refused (answered 503).
+    pub eio_handoffs_refused_total: AtomicU64,
 }
+
+/// The `transport` labels of `surge_engineio_sessions`.
+pub const EIO_TRANSPORT_LABELS: [&str; 2] = ["polling", "websocket"];
+
+/// The `reason` labels of `surge_engineio_refused_total`, in
+/// `engineio::Refusal`'s order.
+pub const EIO_REFUSED_LABELS: [&str; 7] = [
+    "transport_unknown",
+    "unknown_sid",
+    "bad_handshake_method",
+    "bad_request",
+    "forbidden",
+    "unsupported_protocol_version",
+    "payload_too_large",
+];
+
+/// The `reason` labels of `surge_engineio_closed_total`, in
+/// `engineio::CloseReason`'s order.
+pub const EIO_CLOSED_LABELS: [&str; 8] = [
+    "client_close",
+    "transport_close",
+    "transport_error",
+    "parse_error",
+    "payload_too_large",
+    "ping_timeout",
+    "buffer_full",
+    "server_close",
+];
+
+/// How a labelled family reads one shard's value for its `i`th label.
+type LabelledField = fn(&ShardStats, usize) -> u64;
 
 /// The `reason` labels of `surge_sse_ended_total`.
 pub const SSE_ENDED_LABELS: [&str; 4] = ["client", "drain", "slow_consumer", "server"];
@@ -185,7 +234,7 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 23] = [
+        let families: [Family; 29] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -325,6 +374,42 @@ impl Metrics {
                 "Events written to server-sent event streams.",
                 |s| get(&s.sse_events_total),
             ),
+            (
+                "surge_engineio_upgrades_total",
+                "counter",
+                "Engine.IO polling sessions upgraded to a WebSocket.",
+                |s| get(&s.eio_upgrades_total),
+            ),
+            (
+                "surge_engineio_polls_held",
+                "gauge",
+                "Engine.IO polls (GET) held open, waiting for packets.",
+                |s| get(&s.eio_polls_held),
+            ),
+            (
+                "surge_engineio_packets_received_total",
+                "counter",
+                "Engine.IO message packets received from clients.",
+                |s| get(&s.eio_packets_received_total),
+            ),
+            (
+                "surge_engineio_packets_sent_total",
+                "counter",
+                "Engine.IO poll answers and WebSocket packets sent to clients.",
+                |s| get(&s.eio_packets_sent_total),
+            ),
+            (
+                "surge_engineio_handoffs_total",
+                "counter",
+                "Engine.IO requests and answers passed to the shard that owns the session or the connection.",
+                |s| get(&s.eio_handoffs_total),
+            ),
+            (
+                "surge_engineio_handoffs_refused_total",
+                "counter",
+                "Engine.IO handoffs a full shard inbox refused (the request is answered 503).",
+                |s| get(&s.eio_handoffs_refused_total),
+            ),
         ];
         for (name, kind, help, field) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -362,6 +447,41 @@ impl Metrics {
                 .map(|s| s.sse_ended_total[slot].load(Ordering::Relaxed))
                 .sum();
             let _ = writeln!(out, "surge_sse_ended_total{{reason=\"{label}\"}} {total}");
+        }
+        let labelled: [(&str, &str, &str, &[&str], LabelledField); 3] = [
+            (
+                "surge_engineio_sessions",
+                "gauge",
+                "Engine.IO sessions, by the transport they are on now.",
+                &EIO_TRANSPORT_LABELS,
+                |s, i| get(&s.eio_sessions[i]),
+            ),
+            (
+                "surge_engineio_refused_total",
+                "counter",
+                "Engine.IO requests refused, by the protocol's error.",
+                &EIO_REFUSED_LABELS,
+                |s, i| get(&s.eio_refused_total[i]),
+            ),
+            (
+                "surge_engineio_closed_total",
+                "counter",
+                "Engine.IO sessions ended, by why.",
+                &EIO_CLOSED_LABELS,
+                |s, i| get(&s.eio_closed_total[i]),
+            ),
+        ];
+        for (name, kind, help, labels, field) in labelled {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            let label = if kind == "gauge" {
+                "transport"
+            } else {
+                "reason"
+            };
+            for (i, value) in labels.iter().enumerate() {
+                let total: u64 = self.shards.iter().map(|s| field(s, i)).sum();
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {total}");
+            }
         }
         let registry = &admission.registry;
         registry

@@ -38,6 +38,19 @@ pub enum RouteKind {
     /// A handler an embedding program registered under `handler`
     /// (`App::handler`); the `surge` binary has none.
     App,
+    /// Engine.IO v4 sessions (long-polling, WebSocket and the upgrade
+    /// between them) whose every message comes back: to Engine.IO what
+    /// `echo` is to WebSocket. The path is the prefix of every request's
+    /// (`/engine.io` serves `/engine.io/?EIO=4&...`).
+    #[value(name = "engineio-echo")]
+    EngineIoEcho,
+}
+
+impl RouteKind {
+    /// Whether the route serves Engine.IO sessions.
+    pub fn is_engineio(self) -> bool {
+        matches!(self, Self::EngineIoEcho)
+    }
 }
 
 /// One `[[routes]]` entry: a path, what serves it, and the limits that
@@ -73,6 +86,19 @@ pub struct RouteSpec {
     /// Messages one resuming subscription here may be replayed (hub
     /// routes; default: `max-recovery`).
     pub max_recovery: Option<usize>,
+    /// Milliseconds between an Engine.IO session's pings (Engine.IO
+    /// routes; default 25,000, the protocol's).
+    pub ping_interval_ms: Option<u32>,
+    /// Milliseconds a ping waits for its pong (Engine.IO routes; default
+    /// 20,000).
+    pub ping_timeout_ms: Option<u32>,
+    /// The longest POST body and WebSocket message, told to clients as
+    /// `maxPayload` (Engine.IO routes; default 1,000,000).
+    pub max_payload: Option<u32>,
+    /// `Access-Control-Allow-Origin` for polling from pages of another
+    /// origin: `*`, or the one origin allowed (Engine.IO routes; default
+    /// none: no CORS headers, as the reference without its `cors` option).
+    pub cors_origin: Option<String>,
 }
 
 impl RouteSpec {
@@ -91,6 +117,10 @@ impl RouteSpec {
             history_ttl: None,
             latest: None,
             max_recovery: None,
+            ping_interval_ms: None,
+            ping_timeout_ms: None,
+            max_payload: None,
+            cors_origin: None,
         }
     }
 }
@@ -315,6 +345,31 @@ impl Routes {
         self.spec(index)
             .and_then(|s| s.max_recovery)
             .unwrap_or(self.max_recovery)
+    }
+
+    /// The Engine.IO route serving `path`: its path is the prefix of every
+    /// request's (`/engine.io` serves `/engine.io/` and what follows).
+    pub(crate) fn engineio_route(&self, path: &str) -> Option<u8> {
+        self.table
+            .iter()
+            .position(|spec| {
+                spec.kind.is_engineio()
+                    && path
+                        .strip_prefix(spec.path.trim_end_matches('/'))
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+            .map(|i| i as u8)
+    }
+
+    /// Engine.IO route `index`'s ping interval and ping timeout (ms) and
+    /// its `maxPayload`, with the protocol's defaults.
+    pub(crate) fn engineio(&self, index: u8) -> (u32, u32, u32) {
+        let spec = self.spec(index);
+        (
+            spec.and_then(|s| s.ping_interval_ms).unwrap_or(25_000),
+            spec.and_then(|s| s.ping_timeout_ms).unwrap_or(20_000),
+            spec.and_then(|s| s.max_payload).unwrap_or(1_000_000),
+        )
     }
 
     /// permessage-deflate policy on route `index`.

@@ -18,9 +18,12 @@
 //! - [`request`]: what an HTTP request asks for (`EIO`, `transport`,
 //!   `sid`), or the reference server's refusal ([`refusal`]).
 //! - [`sid`]: session ids that name their shard and slot, with a secret.
+//! - [`handoff`]: what the shard a request arrived on and the shard that
+//!   owns its session tell each other.
 //! - [`session`]: a session's life: handshake, polls, posts, heartbeat,
 //!   upgrade, close.
 
+pub mod handoff;
 pub mod packet;
 pub mod payload;
 pub mod refusal;

@@ -53,6 +53,20 @@ impl Refusal {
         }
     }
 
+    /// The error's message, as the JSON body names it (and the body of a
+    /// refused WebSocket upgrade).
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::TransportUnknown => "Transport unknown",
+            Self::UnknownSid => "Session ID unknown",
+            Self::BadHandshakeMethod => "Bad handshake method",
+            Self::BadRequest => "Bad request",
+            Self::Forbidden => "Forbidden",
+            Self::UnsupportedProtocolVersion => "Unsupported protocol version",
+            Self::PayloadTooLarge => "Payload Too Large",
+        }
+    }
+
     /// The response body.
     pub const fn body(self) -> &'static str {
         match self {
@@ -90,6 +104,7 @@ mod tests {
         for (i, (refusal, status, message)) in all.into_iter().enumerate() {
             assert_eq!(refusal.status(), status);
             assert_eq!(refusal.code(), Some(i as u8));
+            assert_eq!(refusal.message(), message);
             let body: serde_json::Value = serde_json::from_str(refusal.body()).unwrap();
             assert_eq!(body, serde_json::json!({ "code": i, "message": message }));
         }

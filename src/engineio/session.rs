@@ -343,6 +343,27 @@ impl Session {
         })
     }
 
+    /// A `POST` was refused before its body was read: over `maxPayload`
+    /// (`too_large`, 413) or not a text payload (400). Like a refused
+    /// body, that ends the session; returns the refusal to answer. On a
+    /// WebSocket session a `POST` is only a bad request.
+    pub fn post_refused(&mut self, too_large: bool) -> Refusal {
+        if self.closed.is_some() {
+            return Refusal::UnknownSid;
+        }
+        if self.transport == Transport::WebSocket {
+            return Refusal::BadRequest;
+        }
+        self.post_open = false;
+        if too_large {
+            self.close(CloseReason::PayloadTooLarge);
+            Refusal::PayloadTooLarge
+        } else {
+            self.close(CloseReason::ParseError);
+            Refusal::BadRequest
+        }
+    }
+
     /// A WebSocket message arrived on the session's WebSocket (or, during
     /// an upgrade, on the probing one). Returns the application's
     /// message, if it was one. A packet that does not decode ends the

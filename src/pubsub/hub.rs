@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::buf::budget::Budget;
 
+use crate::engineio::handoff::Handoff;
 use crate::protocol::frame::{encode_frame, OpCode};
 
 use super::relay::{Outgoing, Relay};
@@ -66,6 +67,21 @@ pub enum Inbound {
     Message(Delivery),
     /// A subscription of this shard starts here.
     Marker(Marker),
+    /// An Engine.IO request or answer between the shard a connection is
+    /// on and the shard that owns its session.
+    EngineIo(Handoff),
+}
+
+impl Inbound {
+    /// What it costs an inbox that holds it (a marker is never refused:
+    /// it costs nothing).
+    fn cost(&self) -> usize {
+        match self {
+            Self::Message(d) => d.cost(),
+            Self::Marker(_) => 0,
+            Self::EngineIo(h) => h.len() + DELIVERY_OVERHEAD,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -382,6 +398,29 @@ impl Hub {
         }
     }
 
+    /// Hands an Engine.IO request or answer to the shard it is for, within
+    /// that inbox's byte bound; given back when the inbox is full (or the
+    /// shard does not exist).
+    pub fn hand_off(&self, handoff: Handoff) -> Result<(), Handoff> {
+        let Some(inbox) = self.shards.get(usize::from(handoff.shard())) else {
+            return Err(handoff);
+        };
+        let item = Inbound::EngineIo(handoff);
+        if !inbox.bytes.charge(item.cost()) {
+            let Inbound::EngineIo(handoff) = item else {
+                unreachable!("built above")
+            };
+            return Err(handoff);
+        }
+        // The receiver lives as long as its shard.
+        let _ = inbox.tx.send(item);
+        fence(Ordering::SeqCst);
+        if !inbox.armed.swap(true, Ordering::AcqRel) {
+            Self::wake(inbox);
+        }
+        Ok(())
+    }
+
     fn wake(inbox: &ShardInbox) {
         let one: u64 = 1;
         // SAFETY: writes 8 bytes from a live u64 to our eventfd.
@@ -442,10 +481,8 @@ impl InboxReceiver {
     pub fn drain(&self, mut each: impl FnMut(Inbound)) {
         let inbox = &self.hub.shards[self.index];
         while let Ok(item) = self.rx.try_recv() {
-            if let Inbound::Message(d) = &item {
-                // Given back as each is taken, so publishers see room at once.
-                inbox.bytes.give_back(d.cost());
-            }
+            // Given back as each is taken, so publishers see room at once.
+            inbox.bytes.give_back(item.cost());
             each(item);
         }
     }
@@ -499,7 +536,7 @@ mod tests {
     fn message(item: Inbound) -> Delivery {
         match item {
             Inbound::Message(d) => d,
-            Inbound::Marker(m) => panic!("unexpected marker {m:?}"),
+            other => panic!("unexpected {other:?}"),
         }
     }
 

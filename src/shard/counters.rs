@@ -2,7 +2,7 @@
 //! the shard's published metrics slot once per loop turn.
 
 use super::events::{self, Ended};
-use super::session::{message_bytes, message_bytes_moved, Phase, Session};
+use super::session::{message_bytes, Session};
 use crate::metrics::{close_slot, ShardStats, CLOSE_SLOTS};
 use crate::protocol::CloseCode;
 
@@ -44,6 +44,22 @@ impl Counters {
         for (slot, &n) in stats.sse_ended_total.iter().zip(&streams.ended) {
             ShardStats::set(slot, n);
         }
+        let eio = super::engineio::counts();
+        for (slot, &n) in stats.eio_sessions.iter().zip(&eio.sessions) {
+            ShardStats::set(slot, n);
+        }
+        ShardStats::set(&stats.eio_upgrades_total, eio.upgrades);
+        ShardStats::set(&stats.eio_polls_held, eio.polls - eio.polls_done);
+        ShardStats::set(&stats.eio_packets_received_total, eio.packets_in);
+        ShardStats::set(&stats.eio_packets_sent_total, eio.packets_out);
+        for (slot, &n) in stats.eio_refused_total.iter().zip(&eio.refused) {
+            ShardStats::set(slot, n);
+        }
+        for (slot, &n) in stats.eio_closed_total.iter().zip(&eio.closed) {
+            ShardStats::set(slot, n);
+        }
+        ShardStats::set(&stats.eio_handoffs_total, eio.handoffs);
+        ShardStats::set(&stats.eio_handoffs_refused_total, eio.handoffs_refused);
     }
 
     /// Counts the close that ends a WebSocket connection: call once, when
@@ -64,9 +80,7 @@ impl Counters {
     pub(crate) fn forget(&mut self, session: &Session) {
         self.dropped(session);
         session.stream_ended(Ended::Client);
-        if let Phase::Open(ws) = &session.phase {
-            message_bytes_moved(ws.held(), 0);
-        }
+        session.let_message_go();
         if session
             .spill
             .as_deref()

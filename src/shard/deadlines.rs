@@ -205,6 +205,8 @@ impl Deadlines {
         }
         let idle = match session.route {
             session::Route::App(i) => self.apps.get(i).limits.idle_timeout,
+            // The session's heartbeat finds a dead peer.
+            session::Route::EngineIo => Duration::ZERO,
             _ => config
                 .routes
                 .idle_timeout(session.spec, config.idle_timeout),
@@ -235,6 +237,12 @@ impl Deadlines {
                 let delay = self.gate.jitter.around(config.admission.tarpit);
                 now + Clock::ticks(delay)
             }
+            Next::EngineIo => {
+                let (interval, timeout, _) = config.routes.engineio(session.spec);
+                let heartbeat = Duration::from_millis(u64::from(interval) + u64::from(timeout));
+                now + Clock::ticks(heartbeat + config.close_timeout)
+            }
+            Next::KeepAlive => now + Clock::ticks(config.handshake_timeout),
         };
         self.set(key, session, tick);
     }
@@ -292,6 +300,8 @@ impl Deadlines {
             // within the handshake and tarpit deadlines it already has;
             // cutting it would look like a crash to the client.
             Phase::Handshake(_) | Phase::Tarpit(_) => return true,
+            // Answered as their sessions end, which the drain starts.
+            Phase::EngineIo(_) => return true,
             Phase::Lingering => false,
         };
         if !open {

@@ -8,6 +8,7 @@ use slab::Slab;
 
 use super::session::{Route, Session};
 use super::{Conn, Transport};
+use crate::engineio::handoff::Handoff;
 use crate::metrics::ShardStats;
 use crate::pubsub::hub::{Hub, Inbound, InboxReceiver, SharedFrame};
 use crate::pubsub::ticker;
@@ -23,6 +24,9 @@ pub(crate) struct PubSub {
     /// The last hub subscription started here: each waits for the marker
     /// with its number.
     last_join: u64,
+    /// Engine.IO requests and answers other shards handed over, for the
+    /// shard to act on this turn.
+    pub(crate) handoffs: Vec<Handoff>,
 }
 
 /// A connection seen as a subscriber.
@@ -61,6 +65,7 @@ impl PubSub {
             woken: true,
             fan_out: FanOut::default(),
             last_join: 0,
+            handoffs: Vec::new(),
         }
     }
 
@@ -97,11 +102,13 @@ impl PubSub {
             self.woken = false;
             self.inbox.rearm();
             let (topics, out) = (&mut self.topics, &mut self.fan_out);
+            let handoffs = &mut self.handoffs;
             self.inbox.drain(|item| match item {
                 Inbound::Message(d) => topics.accept(&d),
                 Inbound::Marker(m) => {
                     topics.activate(conns, &m.topic, m.seq, &m.replay, threshold, out);
                 }
+                Inbound::EngineIo(h) => handoffs.push(h),
             });
             self.topics.fan_out(conns, threshold, &mut self.fan_out);
         }

@@ -64,6 +64,7 @@ impl<T: Transport> Shard<T> {
                 apps: &self.shared.apps,
                 held,
                 jitter: &mut self.deadlines.gate.jitter,
+                engineio: &mut self.engineio,
             };
             conn.session.feed(input, &mut limits)
         };
@@ -256,6 +257,7 @@ impl<T: Transport> Shard<T> {
         // Listeners stay open through the drain so that load balancers
         // see /healthz answer 503; upgrades are refused from now on.
         self.shared.metrics.begin_draining();
+        self.engineio_shutdown();
         let now = self.clock.now_tick;
         let config = std::sync::Arc::clone(&self.shared.config);
         self.draining_until = Some(self.deadlines.begin_drain(now, &config));
@@ -304,6 +306,7 @@ impl<T: Transport> Shard<T> {
         let Conn { mut session, io } = self.conns.remove(key);
         self.deadlines
             .released(key, &mut session, &self.shared.admission);
+        self.engineio.released(key, &session);
         if matches!(session.route, Route::App(_)) {
             let held = session.held(io.backlog(&session));
             let ctx = Ctx::new(&mut self.pubsub, &mut self.counters, key, held);

@@ -6,6 +6,7 @@
 
 pub(crate) mod counters;
 pub(crate) mod deadlines;
+pub(crate) mod engineio;
 pub(crate) mod events;
 pub(crate) mod fanout;
 pub(crate) mod gate;
@@ -61,6 +62,7 @@ impl<T: Transport> Conn<T> {
 pub(crate) struct Shard<T> {
     pub(crate) conns: Slab<Conn<T>>,
     pub(crate) pubsub: PubSub,
+    pub(crate) engineio: engineio::EngineIo,
     pub(crate) shared: Shared,
     pub(crate) counters: Counters,
     pub(crate) pool: BufPool,
@@ -80,6 +82,7 @@ impl<T: Transport> Shard<T> {
         Self {
             conns: Slab::new(),
             pubsub: PubSub::new(inbox, &shared.config.routes),
+            engineio: engineio::EngineIo::new(shard_id),
             deadlines: Deadlines::new(&shared.config, &shared.apps, shard_id),
             shared,
             counters: Counters::default(),
@@ -105,8 +108,10 @@ impl<T: Transport> Shard<T> {
     /// the driver start its writes, publish the counters.
     fn turns<D: Driver<Io = T>>(&mut self, driver: &mut D) -> std::io::Result<()> {
         loop {
-            let ticking =
-                !self.deadlines.is_empty() || self.draining_until.is_some() || driver.ticking();
+            let ticking = !self.deadlines.is_empty()
+                || self.draining_until.is_some()
+                || self.engineio.busy()
+                || driver.ticking();
             driver.wait(ticking.then(Clock::tick_interval))?;
             self.clock.update();
             // Messages published before this turn go out before anything
@@ -117,6 +122,7 @@ impl<T: Transport> Shard<T> {
             self.fan_out(driver);
             driver.dispatch(self);
             self.fan_out(driver);
+            self.engineio_turn(driver);
             self.expire_deadlines(driver);
             driver.end_turn(self);
             self.publish_stats(driver);

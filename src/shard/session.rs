@@ -7,6 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::BorrowedFd;
 
 use super::counters::Counters;
+use super::engineio::{EngineIo, Pending};
 use super::events::{self, Ended};
 use super::fanout::PubSub;
 use super::handler::{self, AppRoutes, Call, Ctx, Message};
@@ -19,6 +20,7 @@ use crate::admission::stats::Reason;
 use crate::admission::Admission;
 use crate::buf::pool::BufPool;
 use crate::config::{RouteKind, Routes, NO_SPEC};
+use crate::engineio::handoff::Ask;
 use crate::metrics::Metrics;
 use crate::protocol::deflate::{self, DeflatePolicy, Params as DeflateParams, PerMessageDeflate};
 use crate::protocol::frame::OpCode;
@@ -60,6 +62,8 @@ pub(crate) struct ConnLimits<'a> {
     pub(crate) held: isize,
     /// The shard's randomness, to spread event streams' reconnects.
     pub(crate) jitter: &'a mut Jitter,
+    /// The shard's Engine.IO sessions and the handoffs of this turn.
+    pub(crate) engineio: &'a mut EngineIo,
 }
 
 impl ConnLimits<'_> {
@@ -96,7 +100,7 @@ pub(super) fn message_bytes_moved(before: usize, after: usize) {
 
 /// What a connection holding `own` bytes may hold for its message under
 /// the shard's `budget` (0: no budget), given what the others hold.
-fn message_allowance(budget: usize, own: usize) -> usize {
+pub(super) fn message_allowance(budget: usize, own: usize) -> usize {
     if budget == 0 {
         return usize::MAX;
     }
@@ -114,6 +118,9 @@ pub(crate) enum Phase {
     /// Streaming server-sent events (`GET /hub/events`): deliveries are
     /// written as events; what the client sends is ignored.
     Events(Box<EventCursor>),
+    /// An Engine.IO request waits for its session's owner to answer it
+    /// (a held poll, say), or for the rest of its `POST` body.
+    EngineIo(Box<Pending>),
     /// Refused by a cap or rate; parked until the tarpit delay passes, then
     /// answered.
     Tarpit(Refusal),
@@ -133,6 +140,8 @@ pub(crate) enum Route {
     Ticker,
     /// An embedder's handler: the index of its route in `Shared::apps`.
     App(u16),
+    /// Engine.IO: requests for a session, or the WebSocket carrying one.
+    EngineIo,
 }
 
 /// Handshake state kept between reads.
@@ -144,6 +153,21 @@ pub(crate) struct Handshaking {
     /// header named, or what the socket said when a full handshake set
     /// asked it; otherwise the socket is asked when it matters.
     peer: Option<IpAddr>,
+}
+
+impl Handshaking {
+    /// A kept-alive connection waiting for its next request, from `peer`.
+    pub(crate) fn kept_alive(peer: Option<IpAddr>) -> Self {
+        Self {
+            expect_proxy: false,
+            peer,
+        }
+    }
+
+    /// The client, if known yet.
+    pub(crate) fn peer(&self) -> Option<IpAddr> {
+        self.peer
+    }
 }
 
 /// Why a parked client was refused, for its eventual answer.
@@ -175,6 +199,12 @@ pub(crate) enum Next {
     Linger,
     /// Refused: park until the tarpit delay passes, then answer.
     Tarpit,
+    /// An Engine.IO request waits for its session's owner: the route's
+    /// heartbeat bounds the wait.
+    EngineIo,
+    /// Answered and kept alive: the next request is due within the
+    /// handshake deadline.
+    KeepAlive,
 }
 
 #[derive(Debug)]
@@ -323,6 +353,7 @@ impl Session {
         match self.phase {
             Phase::Handshake(hs) => self.process_handshake(hs, input, limits),
             Phase::Open(_) => self.process_frames(input, limits),
+            Phase::EngineIo(_) => self.engineio_input(input, limits),
             Phase::Events(_) | Phase::Tarpit(_) | Phase::Lingering => (input.len(), Next::Continue),
         }
     }
@@ -361,7 +392,13 @@ impl Session {
         let mut headers = handshake::header_buf();
         let outcome = match handshake::parse_request(input, &mut headers) {
             Ok(None) => return (start, Next::Continue),
-            Ok(Some(req)) => answer_request(&req, hs, limits, &mut self.out),
+            Ok(Some(req)) => match limits.routes.engineio_route(req.path()) {
+                Some(spec) => {
+                    let (used, next) = self.engineio_request(&req, hs, spec, input, limits);
+                    return (start + used, next);
+                }
+                None => answer_request(&req, hs, limits, &mut self.out),
+            },
             Err(e) => Err(Answered::Refused(e)),
         };
         match outcome {
@@ -553,6 +590,17 @@ impl Session {
                                 }
                                 // A feed is one-way; what clients say is ignored.
                                 Route::Ticker => false,
+                                Route::EngineIo => {
+                                    let sid = self.spill.as_deref().and_then(|s| s.engineio);
+                                    if let Some(sid) = sid {
+                                        let eio = &mut *limits.engineio;
+                                        let from = eio.conn_ref(limits.key, self.generation);
+                                        let text = opcode == OpCode::Text;
+                                        let data = payload.to_vec();
+                                        eio.ask(sid, from, Ask::Frame { text, data });
+                                    }
+                                    false
+                                }
                                 Route::App(i) => {
                                     let route = limits.apps.get(i);
                                     let msg = match opcode {
@@ -667,16 +715,36 @@ impl Session {
         self.linger()
     }
 
-    fn linger(&mut self) -> Next {
-        if let Phase::Open(ws) = &self.phase {
-            message_bytes_moved(ws.held(), 0);
-        }
+    pub(in crate::shard) fn linger(&mut self) -> Next {
+        self.let_message_go();
         self.phase = Phase::Lingering;
         if let Some(spill) = self.spill.as_deref_mut() {
             spill.carry.clear();
         }
         self.shutdown_after_flush = true;
         Next::Linger
+    }
+}
+
+impl Session {
+    /// Gives the shard's message budget back what this connection's
+    /// message in progress (or Engine.IO body) holds; call as the
+    /// connection leaves its phase.
+    pub(crate) fn let_message_go(&self) {
+        match &self.phase {
+            Phase::Open(ws) => message_bytes_moved(ws.held(), 0),
+            Phase::EngineIo(pending) => message_bytes_moved(pending.held(), 0),
+            _ => {}
+        }
+    }
+
+    /// Appends whole frames to the output, from a pooled buffer when the
+    /// connection holds none.
+    pub(crate) fn write(&mut self, bytes: &[u8], pool: &mut BufPool) {
+        if self.out.capacity() == 0 {
+            self.out = pool.take();
+        }
+        self.out.extend_from_slice(bytes);
     }
 }
 
@@ -930,6 +998,8 @@ fn route_for(path: &str, routes: &Routes, apps: &AppRoutes) -> Option<Routed> {
                 }
                 // Served through `apps`, found above when registered.
                 RouteKind::App => None,
+                // Plain HTTP first: found before any upgrade is read.
+                RouteKind::EngineIoEcho => None,
             }
         });
     }

@@ -105,6 +105,18 @@ fn route_table(route: &RouteSpec) -> String {
     if let Some(n) = route.max_recovery {
         let _ = writeln!(out, "max-recovery = {n}");
     }
+    if let Some(n) = route.ping_interval_ms {
+        let _ = writeln!(out, "ping-interval-ms = {n}");
+    }
+    if let Some(n) = route.ping_timeout_ms {
+        let _ = writeln!(out, "ping-timeout-ms = {n}");
+    }
+    if let Some(n) = route.max_payload {
+        let _ = writeln!(out, "max-payload = {n}");
+    }
+    if let Some(origin) = &route.cors_origin {
+        let _ = writeln!(out, "cors-origin = {}", literal_string(origin));
+    }
     out
 }
 

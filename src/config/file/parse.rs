@@ -265,6 +265,7 @@ impl Reader<'_> {
         // turns out to keep none.
         let mut history_key = None;
         let mut recovery_key = None;
+        let mut engineio_key = None;
         for (key, value) in table {
             let name = key.get_ref().replace('_', "-");
             let shown = format!("routes.{name}");
@@ -283,7 +284,7 @@ impl Reader<'_> {
                 "kind" => {
                     kind = Some(RouteKind::from_str(&text, true).map_err(|_| {
                         bad(&format_args!(
-                            "{text:?} is not one of echo, hub, ticker, app"
+                            "{text:?} is not one of echo, hub, ticker, app, engineio-echo"
                         ))
                     })?)
                 }
@@ -326,6 +327,30 @@ impl Reader<'_> {
                     spec.max_recovery = Some(text.parse::<usize>().map_err(|e| bad(&e))?);
                     recovery_key.get_or_insert((at, shown.clone()));
                 }
+                "ping-interval-ms" | "ping-timeout-ms" | "max-payload" => {
+                    let n = text.parse::<u32>().map_err(|e| bad(&e))?;
+                    if n == 0 {
+                        return Err(bad(&"must be at least 1"));
+                    }
+                    *match name.as_str() {
+                        "ping-interval-ms" => &mut spec.ping_interval_ms,
+                        "ping-timeout-ms" => &mut spec.ping_timeout_ms,
+                        _ => &mut spec.max_payload,
+                    } = Some(n);
+                    engineio_key.get_or_insert((at, shown.clone()));
+                }
+                "cors-origin" => {
+                    let origin_like = text == "*"
+                        || (text.starts_with("http://") || text.starts_with("https://"))
+                            && !text.contains([' ', ',', '\r', '\n']);
+                    if !origin_like {
+                        return Err(bad(&format_args!(
+                            "{text:?} is neither \"*\" nor one origin (scheme://host[:port])"
+                        )));
+                    }
+                    spec.cors_origin = Some(text);
+                    engineio_key.get_or_insert((at, shown.clone()));
+                }
                 "deflate" => {
                     spec.deflate = Some(DeflatePolicy::from_str(&text, true).map_err(|_| {
                         bad(&format_args!(
@@ -337,7 +362,8 @@ impl Reader<'_> {
                     return Err(bad(
                         &"unknown route key (path, kind, handler, max-message, \
                          idle-timeout-ms, backpressure, max-backpressure, deflate, \
-                         history-size, history-ttl-ms, latest, max-recovery)",
+                         history-size, history-ttl-ms, latest, max-recovery, \
+                         ping-interval-ms, ping-timeout-ms, max-payload, cors-origin)",
                     ))
                 }
             }
@@ -349,6 +375,9 @@ impl Reader<'_> {
         }
         if let (Some((key_at, shown)), false) = (recovery_key, spec.kind == RouteKind::Hub) {
             return Err(self.error(key_at, &shown, "only a hub route resumes subscriptions"));
+        }
+        if let (Some((key_at, shown)), false) = (engineio_key, spec.kind.is_engineio()) {
+            return Err(self.error(key_at, &shown, "only an Engine.IO route has it"));
         }
         match (spec.kind, &spec.handler) {
             (RouteKind::App, None) => {

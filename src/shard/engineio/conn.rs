@@ -1,0 +1,456 @@
+//! The connection side of Engine.IO: a request head on an Engine.IO route
+//! is answered at once where it can be (refusals, CORS preflights, a new
+//! session's handshake) and otherwise handed to the session's owner; the
+//! connection then waits in [`Phase::EngineIo`], holding no buffer, for
+//! the owner's answer, which [`Session::answer_engineio`] writes.
+
+use std::net::IpAddr;
+
+use super::http::{self, Manner};
+use super::EngineIo;
+use crate::buf::pool::BufPool;
+use crate::config::Routes;
+use crate::engineio::handoff::{Answer, Ask, ConnRef, Handoff, ToOwner};
+use crate::engineio::{request, Config, Refusal, Request as EioRequest, Sid, Transport};
+use crate::protocol::handshake::{Request, MAX_REQUEST_BYTES};
+use crate::protocol::ServerConn;
+use crate::shard::counters::Counters;
+use crate::shard::session::{
+    admit, message_allowance, message_bytes_moved, Answered, ConnLimits, Handshaking, Next, Phase,
+    Route, Session,
+};
+
+/// A connection whose Engine.IO request waits for its session's owner.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    sid: Sid,
+    waiting: Waiting,
+    manner: Manner,
+    /// The client, for the next request on a kept-alive connection.
+    peer: Option<IpAddr>,
+}
+
+#[derive(Debug)]
+enum Waiting {
+    /// The owner's answer to a poll or a whole `POST`.
+    Answer,
+    /// A `POST`'s body, `length` bytes, as much as has arrived (counted
+    /// in the shard's message budget). Kept here, not in the carry, which
+    /// holds at most a request head.
+    Body { length: usize, body: Vec<u8> },
+    /// Whether the upgrade may go ahead; its 101 is ready.
+    Upgrade(Vec<u8>),
+}
+
+impl Pending {
+    /// Message-budget bytes a body in progress holds.
+    pub(crate) fn held(&self) -> usize {
+        match &self.waiting {
+            Waiting::Body { body, .. } => body.len(),
+            _ => 0,
+        }
+    }
+}
+
+impl EngineIo {
+    pub(crate) fn conn_ref(&self, key: usize, generation: u32) -> ConnRef {
+        ConnRef {
+            shard: self.shard,
+            key: key as u32,
+            generation,
+        }
+    }
+
+    pub(crate) fn ask(&mut self, sid: Sid, from: ConnRef, ask: Ask) {
+        self.outbox
+            .push(Handoff::ToOwner(ToOwner { sid, from, ask }));
+    }
+}
+
+impl Ask {
+    /// Whether the connection that asked waits for an answer.
+    pub(crate) fn wants_answer(&self) -> bool {
+        !matches!(self, Self::Frame { .. } | Self::Ended)
+    }
+}
+
+/// Whether the client lets the connection carry its next request.
+fn keeps_alive(req: &Request<'_, '_>) -> bool {
+    req.minor_version >= 1
+        && !req
+            .header_tokens("connection")
+            .any(|t| t.eq_ignore_ascii_case(b"close"))
+}
+
+/// `Access-Control-Allow-Origin` for this request on route `spec`: the
+/// route's `cors-origin` (`*`, or the one origin it names when the
+/// request comes from it); none where the route sets none.
+fn cors(req: &Request<'_, '_>, routes: &Routes, spec: u8) -> Option<Box<str>> {
+    let allowed = routes.spec(spec)?.cors_origin.as_deref()?;
+    if allowed == "*" || req.header("origin") == Some(allowed.as_bytes()) {
+        Some(allowed.into())
+    } else {
+        None
+    }
+}
+
+/// A `Content-Type` that is not text: binary goes over polling as base64.
+fn binary_body(req: &Request<'_, '_>) -> bool {
+    req.header("content-type").is_some_and(|t| {
+        let media = t.split(|&b| b == b';').next().unwrap_or_default();
+        media
+            .trim_ascii()
+            .eq_ignore_ascii_case(b"application/octet-stream")
+    })
+}
+
+impl Session {
+    /// A complete request head on Engine.IO route `spec`; `wire` is the
+    /// input from the head's first byte. Returns the bytes consumed.
+    pub(in crate::shard) fn engineio_request(
+        &mut self,
+        req: &Request<'_, '_>,
+        hs: Handshaking,
+        spec: u8,
+        wire: &[u8],
+        limits: &mut ConnLimits<'_>,
+    ) -> (usize, Next) {
+        let head = req.head_len;
+        let routes = limits.routes;
+        let manner = Manner {
+            keep_alive: keeps_alive(req),
+            cors: cors(req, routes, spec),
+        };
+        self.route = Route::EngineIo;
+        self.spec = spec;
+        let upgrade = req.wants_websocket();
+        if req.method == "OPTIONS" && manner.cors.is_some() && !upgrade {
+            let asked = req.header("access-control-request-headers");
+            http::encode_preflight(&mut self.out, asked, &manner);
+            return (head, self.answered(&manner, hs.peer()));
+        }
+        let query = req.target.split_once('?').map_or("", |(_, q)| q);
+        let request = match request::parse(req.method, query, upgrade) {
+            Ok(request) => request,
+            Err(refusal) => {
+                super::count(|c| c.refused(refusal));
+                return (wire.len(), self.refuse(refusal, upgrade, &manner, hs));
+            }
+        };
+        let (ping_interval_ms, ping_timeout_ms, max_payload) = routes.engineio(spec);
+        let from = limits.engineio.conn_ref(limits.key, self.generation);
+        let pending = |sid, waiting, manner| {
+            Phase::EngineIo(Box::new(Pending {
+                sid,
+                waiting,
+                manner,
+                peer: hs.peer(),
+            }))
+        };
+        match request {
+            EioRequest::OpenPolling | EioRequest::OpenWebSocket => {
+                let transport = match request {
+                    EioRequest::OpenPolling => Transport::Polling,
+                    _ => Transport::WebSocket,
+                };
+                let accept = if transport == Transport::WebSocket {
+                    match req.validate_upgrade() {
+                        Ok(upgrade) => {
+                            let mut accept = Vec::new();
+                            upgrade.encode_accept(&mut accept, None, None);
+                            http::cors_headers_into_101(&mut accept, &manner);
+                            Some(accept)
+                        }
+                        Err(e) => {
+                            e.encode_response(&mut self.out);
+                            return (wire.len(), self.linger());
+                        }
+                    }
+                } else {
+                    None
+                };
+                if limits.metrics.is_draining() {
+                    let busy = Manner {
+                        keep_alive: false,
+                        ..manner
+                    };
+                    http::encode(
+                        &mut self.out,
+                        503,
+                        "text/plain; charset=utf-8",
+                        b"server shutting down\n",
+                        &busy,
+                    );
+                    return (wire.len(), self.linger());
+                }
+                let ticket = match admit(req, hs, Route::EngineIo, None, limits) {
+                    Ok((ticket, _)) => ticket,
+                    Err(Answered::Parked(refusal)) => {
+                        self.phase = Phase::Tarpit(refusal);
+                        return (wire.len(), Next::Tarpit);
+                    }
+                    Err(_) => {
+                        super::count(|c| c.refused(Refusal::Forbidden));
+                        return (
+                            wire.len(),
+                            self.refuse(Refusal::Forbidden, upgrade, &manner, hs),
+                        );
+                    }
+                };
+                let config = Config {
+                    ping_interval_ms,
+                    ping_timeout_ms,
+                    max_payload,
+                    ..Config::default()
+                };
+                let now = limits.engineio.now_ms;
+                let eio = &mut *limits.engineio;
+                let mut out = super::owner::Out {
+                    outbox: &mut eio.outbox,
+                    registry: &limits.admission.registry,
+                };
+                let sid = match eio
+                    .owner
+                    .open(config, transport, ticket, from, now, &mut out)
+                {
+                    Ok(sid) => sid,
+                    Err(ticket) => {
+                        limits.admission.registry.release(ticket);
+                        tracing::warn!("no randomness for an Engine.IO session id");
+                        let busy = Manner {
+                            keep_alive: false,
+                            ..manner
+                        };
+                        http::encode(&mut self.out, 503, "", b"", &busy);
+                        return (wire.len(), self.linger());
+                    }
+                };
+                // The open packet reaches this connection as every answer
+                // does, in the shard's Engine.IO turn.
+                match accept {
+                    Some(accept) => {
+                        self.out.extend_from_slice(&accept);
+                        self.open_websocket(sid, max_payload, limits.counters);
+                        (head, Next::Upgraded)
+                    }
+                    None => {
+                        self.phase = pending(sid, Waiting::Answer, manner);
+                        (head, Next::EngineIo)
+                    }
+                }
+            }
+            EioRequest::Poll(sid) => {
+                limits.engineio.ask(sid, from, Ask::Poll);
+                self.phase = pending(sid, Waiting::Answer, manner);
+                (head, Next::EngineIo)
+            }
+            EioRequest::Upgrade(sid) => match req.validate_upgrade() {
+                Ok(upgrade) => {
+                    let mut accept = Vec::new();
+                    upgrade.encode_accept(&mut accept, None, None);
+                    http::cors_headers_into_101(&mut accept, &manner);
+                    limits.engineio.ask(sid, from, Ask::Upgrade);
+                    self.phase = pending(sid, Waiting::Upgrade(accept), manner);
+                    (head, Next::EngineIo)
+                }
+                Err(e) => {
+                    e.encode_response(&mut self.out);
+                    (wire.len(), self.linger())
+                }
+            },
+            EioRequest::Post(sid) => {
+                let closing = Manner {
+                    keep_alive: false,
+                    ..manner.clone()
+                };
+                let length = match req.header("content-length") {
+                    Some(v) => std::str::from_utf8(v)
+                        .ok()
+                        .and_then(|v| v.trim().parse::<usize>().ok()),
+                    None if req.header("transfer-encoding").is_some() => None,
+                    None => Some(0),
+                };
+                let Some(length) = length else {
+                    http::encode(
+                        &mut self.out,
+                        411,
+                        "text/plain; charset=utf-8",
+                        b"a POST needs a Content-Length\n",
+                        &closing,
+                    );
+                    return (wire.len(), self.linger());
+                };
+                if binary_body(req) || length > max_payload as usize {
+                    // Refused unread: the connection cannot carry another.
+                    let too_large = length > max_payload as usize;
+                    limits
+                        .engineio
+                        .ask(sid, from, Ask::PostRefused { too_large });
+                    self.phase = pending(sid, Waiting::Answer, closing);
+                    return (wire.len(), Next::EngineIo);
+                }
+                if length > message_allowance(routes.message_budget, 0) {
+                    http::encode(
+                        &mut self.out,
+                        503,
+                        "text/plain; charset=utf-8",
+                        b"server busy; try again\n",
+                        &closing,
+                    );
+                    return (wire.len(), self.linger());
+                }
+                let body = &wire[head..];
+                if body.len() >= length {
+                    let body = body[..length].to_vec();
+                    let ask = Ask::Post { body, begun: false };
+                    limits.engineio.ask(sid, from, ask);
+                    self.phase = pending(sid, Waiting::Answer, manner);
+                    return (head + length, Next::EngineIo);
+                }
+                limits.engineio.ask(sid, from, Ask::BeginPost);
+                message_bytes_moved(0, body.len());
+                let waiting = Waiting::Body {
+                    length,
+                    body: body.to_vec(),
+                };
+                self.phase = pending(sid, waiting, manner);
+                // The handshake deadline bounds how long the rest may take.
+                (wire.len(), Next::Continue)
+            }
+        }
+    }
+
+    /// Input while an Engine.IO request waits: a `POST`'s body, carried
+    /// until whole; anything else is the client's next request, kept
+    /// until this one is answered.
+    pub(in crate::shard) fn engineio_input(
+        &mut self,
+        input: &[u8],
+        limits: &mut ConnLimits<'_>,
+    ) -> (usize, Next) {
+        let Phase::EngineIo(pending) = &mut self.phase else {
+            return (input.len(), Next::Continue);
+        };
+        match &mut pending.waiting {
+            Waiting::Body { length, body } => {
+                let take = input.len().min(*length - body.len());
+                body.extend_from_slice(&input[..take]);
+                message_bytes_moved(body.len() - take, body.len());
+                if body.len() < *length {
+                    return (take, Next::Continue);
+                }
+                message_bytes_moved(body.len(), 0);
+                let body = std::mem::take(body);
+                pending.waiting = Waiting::Answer;
+                let from = limits.engineio.conn_ref(limits.key, self.generation);
+                let sid = pending.sid;
+                limits
+                    .engineio
+                    .ask(sid, from, Ask::Post { body, begun: true });
+                (take, Next::EngineIo)
+            }
+            // A connection that closes after its answer carries no next
+            // request: what it sends (an unread body) is dropped.
+            _ if !pending.manner.keep_alive => (input.len(), Next::Continue),
+            _ if input.len() > MAX_REQUEST_BYTES => (input.len(), self.linger()),
+            _ => (0, Next::Continue),
+        }
+    }
+
+    /// Writes the owner's answer to the request this connection waits on.
+    pub(in crate::shard) fn answer_engineio(
+        &mut self,
+        answer: Answer,
+        pool: &mut BufPool,
+        routes: &Routes,
+        counters: &mut Counters,
+    ) -> Next {
+        let Phase::EngineIo(pending) = std::mem::replace(&mut self.phase, Phase::Lingering) else {
+            return Next::Continue;
+        };
+        let Pending {
+            sid,
+            waiting,
+            mut manner,
+            peer,
+        } = *pending;
+        if let Waiting::Body { body, .. } = &waiting {
+            message_bytes_moved(body.len(), 0);
+        }
+        if self.out.capacity() == 0 {
+            self.out = pool.take();
+        }
+        match (answer, waiting) {
+            (Answer::Accept, Waiting::Upgrade(accept)) => {
+                self.out.extend_from_slice(&accept);
+                let (_, _, max_payload) = routes.engineio(self.spec);
+                self.open_websocket(sid, max_payload, counters);
+                Next::Upgraded
+            }
+            (Answer::Refused(response), _) => {
+                self.out.extend_from_slice(&response);
+                self.linger()
+            }
+            (
+                Answer::Http {
+                    status,
+                    content_type,
+                    body,
+                    close,
+                },
+                Waiting::Answer | Waiting::Body { .. },
+            ) => {
+                manner.keep_alive &= !close;
+                http::encode(&mut self.out, status, content_type, &body, &manner);
+                self.answered(&manner, peer)
+            }
+            // Nothing else answers a waiting request.
+            _ => self.linger(),
+        }
+    }
+
+    /// A WebSocket now carries session `sid`.
+    fn open_websocket(&mut self, sid: Sid, max_payload: u32, counters: &mut Counters) {
+        self.phase = Phase::Open(ServerConn::new(max_payload as usize));
+        self.spill_mut().engineio = Some(sid);
+        counters.handshakes += 1;
+    }
+
+    /// An answer is written: a kept-alive connection waits for its next
+    /// request, any other lingers out.
+    fn answered(&mut self, manner: &Manner, peer: Option<IpAddr>) -> Next {
+        if manner.keep_alive {
+            self.phase = Phase::Handshake(Handshaking::kept_alive(peer));
+            Next::KeepAlive
+        } else {
+            self.linger()
+        }
+    }
+
+    /// Answers a refused request: a WebSocket's upgrade is refused as the
+    /// reference refuses one; a polling request gets the JSON error.
+    fn refuse(
+        &mut self,
+        refusal: Refusal,
+        upgrade: bool,
+        manner: &Manner,
+        hs: Handshaking,
+    ) -> Next {
+        if upgrade {
+            http::refused_upgrade(&mut self.out, refusal);
+            return self.linger();
+        }
+        let (status, content_type, body) = http::refusal(refusal);
+        http::encode(&mut self.out, status, content_type, body, manner);
+        self.answered(manner, hs.peer())
+    }
+
+    /// The session this connection carries or waits on, if any.
+    pub(crate) fn engineio_sid(&self) -> Option<Sid> {
+        match &self.phase {
+            Phase::EngineIo(p) => Some(p.sid),
+            _ if self.route == Route::EngineIo => self.spill.as_deref().and_then(|s| s.engineio),
+            _ => None,
+        }
+    }
+}

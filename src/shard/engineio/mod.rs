@@ -1,0 +1,208 @@
+//! Engine.IO on a shard, whatever its driver. A session lives on the shard
+//! that opened it ([`owner`]); each of its HTTP requests, and its
+//! WebSocket, arrives on whichever shard's listener the kernel chose
+//! ([`conn`]). A connection's request goes to the owner as a
+//! [`ToOwner`](crate::engineio::handoff::ToOwner) and the owner's answer
+//! comes back as a [`ToConn`](crate::engineio::handoff::ToConn): through
+//! the hub's inboxes between shards, straight through the outbox on one,
+//! so both cases run the same code and no balancer stickiness is needed
+//! inside one process.
+//!
+//! ```text
+//! request head ─► Session::engineio_request ─► outbox ─┬─ this shard ──► Owner::handle ─► outbox ─┬─► Shard::apply ─► out
+//!                 (answered at once: refusals,          └─ Hub::hand_off ─► owner's inbox ┘          └─► Hub::hand_off ─► conn's inbox
+//!                  handshakes, CORS preflights)
+//! ```
+//!
+//! A connection waiting for its answer (a held poll, say) is in
+//! [`Phase::EngineIo`](super::session::Phase) and holds no buffer; an
+//! idle session is its state machine and a few connection references.
+
+mod conn;
+mod counts;
+mod http;
+mod owner;
+
+pub(crate) use conn::Pending;
+pub(crate) use counts::counts;
+
+use crate::engineio::handoff::{Answer, Handoff, ToConn};
+use crate::protocol::CloseCode;
+use owner::{Out, Owner};
+
+use super::session::Phase;
+use super::timer::TICK_MS;
+use super::{Driver, Shard, Transport};
+use counts::count;
+
+/// A shard's Engine.IO state: the sessions it owns and the handoffs
+/// produced in this turn.
+#[derive(Debug)]
+pub(crate) struct EngineIo {
+    owner: Owner,
+    /// Requests for owners and answers for connections, this shard's or
+    /// another's, not yet acted on.
+    pub(crate) outbox: Vec<Handoff>,
+    /// The shard's clock in milliseconds, as of this turn.
+    pub(crate) now_ms: u64,
+    shard: u16,
+}
+
+impl EngineIo {
+    pub(crate) fn new(shard: usize) -> Self {
+        let shard = u16::try_from(shard).unwrap_or(u16::MAX);
+        Self {
+            owner: Owner::new(shard),
+            outbox: Vec::new(),
+            now_ms: 0,
+            shard,
+        }
+    }
+
+    /// A connection's slot is being freed: the session it carried or
+    /// waited on hears that it ended.
+    pub(crate) fn released(&mut self, key: usize, session: &super::session::Session) {
+        if let Some(sid) = session.engineio_sid() {
+            let from = crate::engineio::handoff::ConnRef {
+                shard: self.shard,
+                key: key as u32,
+                generation: session.generation,
+            };
+            self.outbox
+                .push(Handoff::ToOwner(crate::engineio::handoff::ToOwner {
+                    sid,
+                    from,
+                    ask: crate::engineio::handoff::Ask::Ended,
+                }));
+        }
+    }
+
+    /// Whether the loop must keep ticking: sessions have heartbeats, and
+    /// handoffs wait.
+    pub(crate) fn busy(&self) -> bool {
+        self.owner.len() != 0 || !self.outbox.is_empty()
+    }
+}
+
+impl<T: Transport> Shard<T> {
+    /// Acts on this turn's Engine.IO work: sessions' deadlines, then every
+    /// handoff (from this shard's connections, its sessions and other
+    /// shards) until none is left.
+    pub(super) fn engineio_turn<D: Driver<Io = T>>(&mut self, driver: &mut D) {
+        let now = self.clock.now_tick * TICK_MS;
+        self.engineio.now_ms = now;
+        let registry = &self.shared.admission.registry;
+        let eio = &mut self.engineio;
+        eio.owner.expire(
+            now,
+            &mut Out {
+                outbox: &mut eio.outbox,
+                registry,
+            },
+        );
+        eio.outbox.append(&mut self.pubsub.handoffs);
+        while !self.engineio.outbox.is_empty() {
+            let batch = std::mem::take(&mut self.engineio.outbox);
+            for handoff in batch {
+                if usize::from(handoff.shard()) != self.shard_id {
+                    self.hand_over(handoff);
+                    continue;
+                }
+                match handoff {
+                    Handoff::ToOwner(m) => {
+                        let eio = &mut self.engineio;
+                        let mut out = Out {
+                            outbox: &mut eio.outbox,
+                            registry: &self.shared.admission.registry,
+                        };
+                        eio.owner.handle(m, now, &mut out);
+                    }
+                    Handoff::ToConn(m) => self.apply(driver, m),
+                }
+            }
+        }
+    }
+
+    /// Shutdown: every session this shard owns ends now.
+    pub(super) fn engineio_shutdown(&mut self) {
+        let eio = &mut self.engineio;
+        eio.owner.close_all(&mut Out {
+            outbox: &mut eio.outbox,
+            registry: &self.shared.admission.registry,
+        });
+    }
+
+    /// Passes a handoff to the shard it is for. A full inbox refuses it: a
+    /// request is then answered 503 here; a lost answer leaves its
+    /// connection to its own deadline.
+    fn hand_over(&mut self, handoff: Handoff) {
+        count(|c| c.handoffs += 1);
+        let Err(handoff) = self.pubsub.hub().hand_off(handoff) else {
+            return;
+        };
+        count(|c| c.handoffs_refused += 1);
+        tracing::debug!("an Engine.IO handoff found its shard's inbox full");
+        if let Handoff::ToOwner(m) = handoff {
+            if m.ask.wants_answer() {
+                let busy = Answer::Http {
+                    status: 503,
+                    content_type: "text/plain; charset=utf-8",
+                    body: b"server busy; try again\n".to_vec(),
+                    close: true,
+                };
+                let to = m.from;
+                self.engineio
+                    .outbox
+                    .push(Handoff::ToConn(ToConn { to, answer: busy }));
+            }
+        }
+    }
+
+    /// Carries out an owner's answer on one of this shard's connections.
+    fn apply<D: Driver<Io = T>>(&mut self, driver: &mut D, m: ToConn) {
+        let key = m.to.key as usize;
+        let Some(conn) = self
+            .conns
+            .get_mut(key)
+            .filter(|c| c.session.generation == m.to.generation && !c.io.dying())
+        else {
+            return;
+        };
+        let session = &mut conn.session;
+        let config = &self.shared.config;
+        let now = self.clock.now_tick;
+        let next = match m.answer {
+            Answer::Drop => {
+                driver.drop_conn(self, key);
+                return;
+            }
+            Answer::CloseWebSocket => {
+                self.close(driver, key, CloseCode::NORMAL, "");
+                return;
+            }
+            Answer::Frames(frames) => {
+                if !session.is_open() {
+                    return;
+                }
+                session.write(&frames, &mut self.pool);
+                driver.send(self, key);
+                return;
+            }
+            answer => {
+                if !matches!(session.phase, Phase::EngineIo(_)) {
+                    return;
+                }
+                session.answer_engineio(answer, &mut self.pool, &config.routes, &mut self.counters)
+            }
+        };
+        self.deadlines.after(key, session, next, now, config);
+        let pipelined = std::mem::take(&mut session.spill_mut().carry);
+        session.tidy();
+        driver.send(self, key);
+        if !pipelined.is_empty() {
+            // A request sent before its predecessor was answered.
+            let mut input = pipelined;
+            self.feed(key, &mut input);
+        }
+    }
+}

@@ -1,0 +1,388 @@
+//! The sessions a shard owns: each one's state machine
+//! ([`engineio::Session`]), the connections it is answering through
+//! (wherever they are), its admission ticket and its timer. Requests come
+//! in as [`ToOwner`], from this shard's connections or another's, and
+//! what the sessions transmit goes out as [`ToConn`].
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use slab::Slab;
+
+use super::counts::count;
+use super::http;
+use crate::admission::registry::{Registry, Ticket};
+use crate::engineio::handoff::{Answer, Ask, ConnRef, Handoff, ToConn, ToOwner};
+use crate::engineio::{Config, Frame, Refusal, Session, Sid, Transmit, Transport};
+use crate::protocol::frame::{encode_frame, OpCode};
+
+/// One session and the connections it answers through.
+#[derive(Debug)]
+struct Owned {
+    session: Session,
+    /// Counted against the admission caps while the session lives.
+    ticket: Option<Ticket>,
+    /// The held `GET`.
+    get: Option<ConnRef>,
+    /// The `POST` whose body is still arriving.
+    post: Option<ConnRef>,
+    /// The session's WebSocket (after an upgrade, or from the start).
+    ws: Option<ConnRef>,
+    /// A WebSocket probing an upgrade.
+    probe: Option<ConnRef>,
+    /// The deadline queued in the timer heap (`u64::MAX`: none).
+    armed: u64,
+}
+
+/// A shard's Engine.IO sessions.
+#[derive(Debug)]
+pub(crate) struct Owner {
+    sessions: Slab<Owned>,
+    next_generation: u32,
+    /// (when, slot, generation): the earliest deadline of each session,
+    /// and stale entries, which are skipped.
+    timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    shard: u16,
+}
+
+impl Owner {
+    pub(crate) fn new(shard: u16) -> Self {
+        Self {
+            sessions: Slab::new(),
+            next_generation: 0,
+            timers: BinaryHeap::new(),
+            shard,
+        }
+    }
+
+    /// Sessions alive on this shard.
+    pub(crate) fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Opens a session on `transport` at `now` (ms), admitted with
+    /// `ticket`, the request's connection `via` being its handshake poll
+    /// (polling: answered at once) or its WebSocket. `None` if the system
+    /// has no randomness to give.
+    pub(crate) fn open(
+        &mut self,
+        config: Config,
+        transport: Transport,
+        ticket: Ticket,
+        via: ConnRef,
+        now: u64,
+        out: &mut Out<'_>,
+    ) -> Result<Sid, Ticket> {
+        self.next_generation = self.next_generation.wrapping_add(1);
+        let slot = self.sessions.vacant_key();
+        let Ok(sid) = Sid::generate(self.shard, slot as u32, self.next_generation) else {
+            return Err(ticket);
+        };
+        let mut owned = Owned {
+            session: Session::new(sid, config, transport, now),
+            ticket: Some(ticket),
+            get: None,
+            post: None,
+            ws: None,
+            probe: None,
+            armed: u64::MAX,
+        };
+        match transport {
+            Transport::Polling => {
+                // The handshake is the first poll: the open packet answers it.
+                let _ = owned.session.poll();
+                owned.get = Some(via);
+                count(|c| c.polls += 1);
+            }
+            Transport::WebSocket => owned.ws = Some(via),
+        }
+        count(|c| c.opened(transport));
+        let key = self.sessions.insert(owned);
+        self.flush(key, out);
+        Ok(sid)
+    }
+
+    /// Acts on one request for a session of this shard.
+    pub(crate) fn handle(&mut self, m: ToOwner, now: u64, out: &mut Out<'_>) {
+        let outbox = &mut *out.outbox;
+        let ToOwner { sid, from, ask } = m;
+        let key = sid.slot() as usize;
+        let live = self
+            .sessions
+            .get(key)
+            .is_some_and(|o| o.session.sid() == sid);
+        if !live {
+            unknown(from, &ask, outbox);
+            return;
+        }
+        let owned = &mut self.sessions[key];
+        let session = &mut owned.session;
+        match ask {
+            Ask::Poll => match session.poll() {
+                Ok(()) => {
+                    owned.get = Some(from);
+                    count(|c| c.polls += 1);
+                }
+                Err(r) => refuse(from, r, outbox),
+            },
+            Ask::BeginPost => match session.begin_post() {
+                Ok(()) => owned.post = Some(from),
+                Err(r) => {
+                    refuse(from, r, outbox);
+                    if session.closed().is_some() {
+                        // The one in flight ends unanswered, as the reference's.
+                        if let Some(first) = owned.post.take() {
+                            reply(first, Answer::Drop, outbox);
+                        }
+                    }
+                }
+            },
+            Ask::Post { body, begun } => {
+                if begun {
+                    owned.post = None;
+                } else if let Err(r) = session.begin_post() {
+                    refuse(from, r, outbox);
+                    self.flush(key, out);
+                    return;
+                }
+                match session.post(&body, now) {
+                    Ok(messages) => {
+                        let mut received = 0;
+                        for data in messages {
+                            received += 1;
+                            // An echo: what it could not queue ended the session.
+                            let _ = session.send(data);
+                        }
+                        count(|c| c.packets_in += received);
+                        let ok = Answer::Http {
+                            status: 200,
+                            content_type: "text/html",
+                            body: b"ok".to_vec(),
+                            close: false,
+                        };
+                        reply(from, ok, outbox);
+                    }
+                    Err(r) => refuse(from, r, outbox),
+                }
+            }
+            Ask::PostRefused { too_large } => {
+                if owned.post == Some(from) {
+                    owned.post = None;
+                }
+                let r = session.post_refused(too_large);
+                refuse(from, r, outbox);
+            }
+            Ask::Upgrade => match session.begin_upgrade(now) {
+                Ok(()) => {
+                    owned.probe = Some(from);
+                    reply(from, Answer::Accept, outbox);
+                }
+                Err(r) => {
+                    count(|c| c.refused(r));
+                    let mut body = Vec::new();
+                    http::refused_upgrade(&mut body, r);
+                    reply(from, Answer::Refused(body), outbox);
+                }
+            },
+            Ask::Frame { text, data } => {
+                if owned.ws != Some(from) && owned.probe != Some(from) {
+                    return;
+                }
+                let frame = match (text, std::str::from_utf8(&data)) {
+                    (true, Ok(text)) => Frame::Text(text),
+                    // The WebSocket layer checked text is UTF-8.
+                    (true, Err(_)) => return,
+                    (false, _) => Frame::Binary(&data),
+                };
+                let was_polling = session.transport() == Transport::Polling;
+                if let Some(message) = session.on_frame(frame, now) {
+                    count(|c| c.packets_in += 1);
+                    let _ = session.send(message.into_owned());
+                }
+                if was_polling && session.transport() == Transport::WebSocket {
+                    owned.ws = owned.probe.take();
+                    count(|c| c.upgraded());
+                }
+            }
+            Ask::Ended => {
+                if owned.get == Some(from) {
+                    owned.get = None;
+                    count(|c| c.polls_done += 1);
+                    session.poll_dropped();
+                }
+                if owned.post == Some(from) {
+                    owned.post = None;
+                    session.post_dropped();
+                }
+                if owned.ws == Some(from) {
+                    owned.ws = None;
+                    session.websocket_closed();
+                }
+                if owned.probe == Some(from) {
+                    owned.probe = None;
+                    session.websocket_closed();
+                }
+            }
+        }
+        self.flush(key, out);
+    }
+
+    /// The time is `now`: every session whose deadline passed acts on it.
+    pub(crate) fn expire(&mut self, now: u64, out: &mut Out<'_>) {
+        while let Some(&Reverse((due, slot, generation))) = self.timers.peek() {
+            if due > now {
+                break;
+            }
+            self.timers.pop();
+            let key = slot as usize;
+            let Some(owned) = self
+                .sessions
+                .get_mut(key)
+                .filter(|o| o.session.sid().generation() == generation && o.armed == due)
+            else {
+                continue;
+            };
+            owned.armed = u64::MAX;
+            if owned.session.next_deadline().is_some_and(|d| d <= now) {
+                owned.session.on_timer(now);
+            }
+            self.flush(key, out);
+        }
+    }
+
+    /// The server is shutting down: every session ends, its held poll
+    /// answered `1` and its WebSocket sent the close packet.
+    pub(crate) fn close_all(&mut self, out: &mut Out<'_>) {
+        let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.sessions[key].session.close_by_server();
+            self.flush(key, out);
+        }
+    }
+
+    /// Sends what session `key` transmits to its connections, ends it if
+    /// it closed, and arms its next deadline.
+    fn flush(&mut self, key: usize, out: &mut Out<'_>) {
+        let outbox = &mut *out.outbox;
+        let owned = &mut self.sessions[key];
+        let mut frames: Vec<u8> = Vec::new();
+        let mut frames_to: Option<ConnRef> = None;
+        let mut payload = Vec::new();
+        while let Some(transmit) = owned.session.transmit() {
+            match transmit {
+                Transmit::Poll(body) => {
+                    if let Some(to) = owned.get.take() {
+                        count(|c| {
+                            c.packets_out += 1;
+                            c.polls_done += 1;
+                        });
+                        let answer = Answer::Http {
+                            status: 200,
+                            content_type: crate::engineio::payload::CONTENT_TYPE,
+                            body,
+                            close: false,
+                        };
+                        reply(to, answer, outbox);
+                    }
+                }
+                Transmit::Frame(packet) => {
+                    let to = match owned.session.transport() {
+                        Transport::Polling => owned.probe,
+                        Transport::WebSocket => owned.ws,
+                    };
+                    let Some(to) = to else { continue };
+                    if frames_to != Some(to) {
+                        flush_frames(&mut frames_to, &mut frames, outbox);
+                        frames_to = Some(to);
+                    }
+                    payload.clear();
+                    let opcode = match packet.encode_frame(&mut payload) {
+                        crate::engineio::FrameKind::Text => OpCode::Text,
+                        crate::engineio::FrameKind::Binary => OpCode::Binary,
+                    };
+                    encode_frame(&mut frames, true, opcode, &payload);
+                    count(|c| c.packets_out += 1);
+                }
+                Transmit::EndProbe => {
+                    flush_frames(&mut frames_to, &mut frames, outbox);
+                    if let Some(to) = owned.probe.take() {
+                        reply(to, Answer::CloseWebSocket, outbox);
+                    }
+                }
+            }
+        }
+        flush_frames(&mut frames_to, &mut frames, outbox);
+        if let Some(reason) = owned.session.closed() {
+            for to in [owned.ws.take(), owned.probe.take()].into_iter().flatten() {
+                reply(to, Answer::CloseWebSocket, outbox);
+            }
+            if let Some(to) = owned.post.take() {
+                reply(to, Answer::Drop, outbox);
+            }
+            let transport = owned.session.transport();
+            let owned = self.sessions.remove(key);
+            if let Some(ticket) = owned.ticket {
+                out.registry.release(ticket);
+            }
+            count(|c| c.closed(transport, reason));
+            return;
+        }
+        if let Some(due) = owned.session.next_deadline() {
+            if due < owned.armed {
+                owned.armed = due;
+                let generation = owned.session.sid().generation();
+                self.timers.push(Reverse((due, key as u32, generation)));
+            }
+        }
+    }
+}
+
+/// Where the owner's work goes: the answers for connections, and the
+/// admission registry that takes back an ended session's ticket.
+pub(crate) struct Out<'a> {
+    pub(crate) outbox: &'a mut Vec<Handoff>,
+    pub(crate) registry: &'a Registry,
+}
+
+fn flush_frames(to: &mut Option<ConnRef>, frames: &mut Vec<u8>, outbox: &mut Vec<Handoff>) {
+    if let Some(to) = to.take() {
+        if !frames.is_empty() {
+            reply(to, Answer::Frames(std::mem::take(frames)), outbox);
+        }
+    }
+}
+
+fn reply(to: ConnRef, answer: Answer, outbox: &mut Vec<Handoff>) {
+    outbox.push(Handoff::ToConn(ToConn { to, answer }));
+}
+
+/// Answers a refused polling request (a 413 ends its connection).
+fn refuse(to: ConnRef, refusal: Refusal, outbox: &mut Vec<Handoff>) {
+    count(|c| c.refused(refusal));
+    let (status, content_type, body) = http::refusal(refusal);
+    let answer = Answer::Http {
+        status,
+        content_type,
+        body: body.to_vec(),
+        close: refusal == Refusal::PayloadTooLarge,
+    };
+    reply(to, answer, outbox);
+}
+
+/// A request named a session that does not live here (any more).
+fn unknown(from: ConnRef, ask: &Ask, outbox: &mut Vec<Handoff>) {
+    match ask {
+        Ask::Poll | Ask::BeginPost | Ask::Post { .. } | Ask::PostRefused { .. } => {
+            refuse(from, Refusal::UnknownSid, outbox);
+        }
+        Ask::Upgrade => {
+            count(|c| c.refused(Refusal::UnknownSid));
+            let mut body = Vec::new();
+            http::refused_upgrade(&mut body, Refusal::UnknownSid);
+            reply(from, Answer::Refused(body), outbox);
+        }
+        // The session ended while they were on their way.
+        Ask::Frame { .. } => reply(from, Answer::CloseWebSocket, outbox),
+        Ask::Ended => {}
+    }
+}
