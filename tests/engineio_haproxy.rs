@@ -2,10 +2,11 @@
 //! shipped, in front of two `surge serve` nodes with an `engineio-echo`
 //! route: the stock engine.io-client (tests/engineio/through_balancer.mjs)
 //! keeps polling sessions and upgraded ones on one node each by HAProxy's
-//! cookie, both nodes get sessions, a session without the cookie is lost
-//! (so the cookie is what holds the others together), and once a node stops
-//! new sessions land on the other one and HAProxy's health check marks it
-//! down.
+//! cookie (no request of theirs reaches a node that does not know its sid),
+//! both nodes serve sessions (their cookies and their own `/metrics` say
+//! so), a session without the cookie is lost (so the cookie is what holds
+//! the others together), and while a node drains and stops new sessions
+//! land on the other one and HAProxy's health check marks it down.
 
 mod support;
 
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use support::redis::free_port;
-use support::{output_within, Server};
+use support::{http_get, metric, output_within, Server};
 
 const MANIFEST: &str = env!("CARGO_MANIFEST_DIR");
 
@@ -175,6 +176,16 @@ fn cookies(results: &[Value]) -> BTreeSet<String> {
         .collect()
 }
 
+/// Requests a node refused for naming a sid it does not know.
+fn unknown_sids(node: &Server) -> u64 {
+    let (status, _, body) = http_get(node.addr, "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .filter(|l| l.starts_with("surge_engineio_refused_total{") && l.contains("\"unknown_sid\""))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+        .sum()
+}
+
 fn config_file() -> PathBuf {
     let dir = std::env::temp_dir().join(format!("surge-engineio-haproxy-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -200,6 +211,12 @@ fn sessions_stay_on_their_node_behind_haproxy() {
     // without a cookie the requests of one session reach both nodes.
     let lost = sessions(&proxy, &["cookieless"]);
     assert!(lost[0]["lostAfter"].is_u64(), "{:?}", lost);
+    let refused = unknown_sids(&a) + unknown_sids(&b);
+    assert!(
+        refused >= 1,
+        "the cookieless session's loss was not an unknown sid"
+    );
+    let received = [&a, &b].map(|n| metric(n.addr, "surge_engineio_packets_received_total"));
 
     let results = sessions(
         &proxy,
@@ -214,12 +231,31 @@ fn sessions_stay_on_their_node_behind_haproxy() {
     assert_eq!(
         cookies(&results),
         BTreeSet::from(["s1".to_owned(), "s2".to_owned()]),
-        "sessions went to one node only: {results:?}"
+        "sessions went to one node only: {results:?}\nhaproxy:\n{}",
+        proxy.stderr()
     );
+    // The nodes' own count: each received messages, the three upgrades
+    // happened, and no request reached a node that did not know its sid.
+    for (node, before) in [&a, &b].into_iter().zip(received) {
+        let now = metric(node.addr, "surge_engineio_packets_received_total");
+        assert!(now > before, "node {} received no messages", node.addr);
+    }
+    let upgrades: u64 = [&a, &b]
+        .map(|n| metric(n.addr, "surge_engineio_upgrades_total"))
+        .iter()
+        .sum();
+    assert_eq!(upgrades, 3);
+    assert_eq!(unknown_sids(&a) + unknown_sids(&b), refused);
 
-    // Node 1 goes; new sessions land on node 2 at once (redispatch), and
+    // Node 1 is told to stop and drains: it answers new handshakes 503,
+    // then stops listening. New sessions land on node 2 all along (HAProxy
+    // retries a handshake elsewhere on a 503 or a refused connection), and
     // the health check takes node 1 out.
-    a.terminate();
+    let status = Command::new("kill")
+        .args(["-TERM", &a.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
     let results = sessions(&proxy, &["polling", "upgrade"]);
     assert_eq!(cookies(&results), BTreeSet::from(["s2".to_owned()]));
     proxy.wait_for("surge1 is DOWN");

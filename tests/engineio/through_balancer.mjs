@@ -6,8 +6,9 @@
 // URL is the balancer (http://127.0.0.1:PORT); NAME the balancer's
 // stickiness cookie (default SERVERID). --no-cookie is for a balancer that
 // keeps sessions together by client address (tuning/nginx-engineio.conf):
-// no cookie is expected, and a cookieless session must last. Scenarios, all
-// run at once (name one several times for several sessions):
+// no cookie is expected, and a cookieless session must last. Scenarios run
+// side by side, each starting 100 ms after the one before (name one several
+// times for several sessions):
 //   polling     polling only, keeping cookies: messages across heartbeats
 //   upgrade     polling upgraded to WebSocket, keeping cookies, messages
 //               sent throughout
@@ -242,8 +243,14 @@ try {
   process.exit(2);
 }
 
+// Staggered, so that each handshake finds the sessions before it already
+// holding a GET or a WebSocket on their nodes: what a leastconn balancer
+// counts to spread new sessions. All at once, ties decide.
+const STAGGER_MS = 100;
+
 const results = await Promise.all(
-  args.names.map(async (scenario) => {
+  args.names.map(async (scenario, i) => {
+    await sleep(i * STAGGER_MS);
     try {
       const details = await SCENARIOS[scenario](args.url, args.cookieName);
       return { scenario, ok: true, ...details };
