@@ -59,12 +59,12 @@ if [[ "$(node -p 'require(process.argv[1]).version' "$JS_TEST/node_modules/ws/pa
     npm install --prefix "$JS_TEST" --no-package-lock --no-audit --no-fund --silent
 fi
 
-# The stock engine.io-client (and the reference server), pinned by
-# tests/engineio/package-lock.json.
+# The Engine.IO ground truth: the stock engine.io-client (and the reference
+# server the checks were written against), pinned by its package-lock.json.
 EIO_TEST="$ROOT/tests/engineio"
 if [[ "$(node -p 'require(process.argv[1]).version' "$EIO_TEST/node_modules/engine.io-client/package.json" 2>/dev/null)" \
     != "$(node -p 'require(process.argv[1]).dependencies["engine.io-client"]' "$EIO_TEST/package.json")" ]]; then
-    echo "==> installing engine.io-client and engine.io into $EIO_TEST"
+    echo "==> installing engine.io-client into $EIO_TEST"
     npm ci --prefix "$EIO_TEST" --no-audit --no-fund --silent
 fi
 
@@ -78,7 +78,7 @@ echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
 cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood \
-    --test chromium --test engineio_haproxy
+    --test chromium --test engineio --test engineio_haproxy
 # The real-socket suite once more on every driver x shard combination;
 # tests that pin a driver or shard count themselves keep it.
 for backend in epoll uring; do
