@@ -25,6 +25,9 @@ if ! python3 -c "import venv, ensurepip" >/dev/null 2>&1; then
     apt-get install -y -qq python3-venv
 fi
 need_apt redis-server redis-server
+# A real HAProxy balances Engine.IO sessions over two nodes in
+# tests/engineio_haproxy.rs, running tuning/haproxy-engineio.cfg.
+need_apt haproxy haproxy
 need_apt chromium chromium
 # Node runs clients/js/surge.js in tests/js_client.rs; Debian's nodejs
 # ships npm separately.
@@ -75,7 +78,7 @@ echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
 cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood \
-    --test chromium --test engineio
+    --test chromium --test engineio --test engineio_haproxy
 # The real-socket suite once more on every driver x shard combination;
 # tests that pin a driver or shard count themselves keep it.
 for backend in epoll uring; do
