@@ -152,6 +152,21 @@ fn each_kind_of_error_names_file_line_and_key() {
             ":4: key `routes.max-recovery`: only a hub route resumes subscriptions",
         ),
         (
+            "route-ping.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"echo\"\nping-interval-ms = 5\n",
+            ":4: key `routes.ping-interval-ms`: only an Engine.IO route has it",
+        ),
+        (
+            "route-ping-zero.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"engineio-echo\"\nping-timeout-ms = 0\n",
+            ":4: key `routes.ping-timeout-ms`: must be at least 1",
+        ),
+        (
+            "route-cors.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"engineio-echo\"\ncors-origin = \"a.example, b\"\n",
+            ":4: key `routes.cors-origin`: \"a.example, b\" is neither \"*\" nor one origin",
+        ),
+        (
             "route-recovery-number.toml",
             "[[routes]]\npath = \"/x\"\nkind = \"hub\"\nmax-recovery = -1\n",
             ":4: key `routes.max-recovery`: invalid digit",
@@ -254,6 +269,8 @@ fn check_config_prints_a_config_that_reproduces_itself() {
          backpressure = \"conflate\"\ndeflate = \"off\"\nhistory-size = 50\nhistory-ttl-ms = 60000\n\
          latest = true\nmax-recovery = 7\n\
          [[routes]]\npath = \"/feed\"\nkind = \"ticker\"\n\
+         [[routes]]\npath = \"/engine.io/\"\nkind = \"engineio-echo\"\nping-interval-ms = 1000\n\
+         ping-timeout-ms = 900\nmax-payload = 4096\ncors-origin = \"https://app.example\"\n\
          [pubsub]\nhistory-bytes = 1048576\nmax-recovery = 20\n\
          [[topics]]\nprefix = \"scores.\"\nhistory-size = 100\nhistory-ttl-ms = 60000\nlatest = false\n\
          [[topics]]\nprefix = \"scores.live.\"\nlatest = true\n",
@@ -285,6 +302,8 @@ fn check_config_prints_a_config_that_reproduces_itself() {
         "max-recovery = 20\n",
         "history-size = 0\n",
         "path = \"/feed\"\nkind = \"ticker\"\n",
+        "path = \"/engine.io/\"\nkind = \"engineio-echo\"\nping-interval-ms = 1000\n\
+         ping-timeout-ms = 900\nmax-payload = 4096\ncors-origin = \"https://app.example\"\n",
         // Defaults appear too.
         "handshake-timeout-ms = 10000\n",
     ] {

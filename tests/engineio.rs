@@ -382,12 +382,27 @@ fn the_drain_closes_every_session() {
     assert_eq!(support::read_response_head(&mut ws).0, 101);
     let (_, open) = support::read_frame(&mut ws);
     assert!(open.starts_with(b"0{"), "{open:?}");
+    // An idle kept-alive connection, with no request to answer.
+    let mut idle = Http::new(connect(server.addr));
+    sid_of(&idle.request("GET", "", b""));
     let started = Instant::now();
     let waiter = std::thread::spawn(move || server.terminate());
     let answer = http.read();
     assert_eq!((answer.status, answer.text()), (200, "1".into()));
     assert_eq!(support::read_frame(&mut ws), (0x88, vec![0x03, 0xe8]));
+    ws.write_all(&support::close(1000, b"")).unwrap();
+    let mut rest = Vec::new();
+    idle.reader.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
     assert!(started.elapsed() < Duration::from_secs(2));
+    // Clients that go when told: the server has nothing left to wait for.
+    drop((http, idle, ws));
     let status = waiter.join().unwrap();
+    // Nothing waited for the close timeout (5 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     assert!(status.success(), "{status:?}");
 }

@@ -357,6 +357,7 @@ impl Session {
         pool: &mut BufPool,
         routes: &Routes,
         counters: &mut Counters,
+        draining: bool,
     ) -> Next {
         let Phase::EngineIo(pending) = std::mem::replace(&mut self.phase, Phase::Lingering) else {
             return Next::Continue;
@@ -393,7 +394,8 @@ impl Session {
                 },
                 Waiting::Answer | Waiting::Body { .. },
             ) => {
-                manner.keep_alive &= !close;
+                // A draining server takes no next request.
+                manner.keep_alive &= !close && !draining;
                 http::encode(&mut self.out, status, content_type, &body, &manner);
                 self.answered(&manner, peer)
             }

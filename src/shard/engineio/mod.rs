@@ -220,7 +220,9 @@ impl<T: Transport> Shard<T> {
                 if !matches!(session.phase, Phase::EngineIo(_)) {
                     return;
                 }
-                session.answer_engineio(answer, &mut self.pool, &config.routes, &mut self.counters)
+                let draining = self.draining_until.is_some();
+                let (pool, counters) = (&mut self.pool, &mut self.counters);
+                session.answer_engineio(answer, pool, &config.routes, counters, draining)
             }
         };
         self.deadlines.after(key, session, next, now, config);

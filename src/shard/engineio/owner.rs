@@ -255,7 +255,11 @@ impl Owner {
     /// a gap in what its client received.
     pub(crate) fn abandon(&mut self, sid: Sid, out: &mut Out<'_>) {
         let key = sid.slot() as usize;
-        if self.sessions.get(key).is_some_and(|o| o.session.sid() == sid) {
+        if self
+            .sessions
+            .get(key)
+            .is_some_and(|o| o.session.sid() == sid)
+        {
             self.sessions[key].session.undeliverable();
             self.flush(key, out);
         }
