@@ -9,7 +9,7 @@ mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -37,7 +37,7 @@ fn config_pinging(name: &str, interval: u32, timeout: u32, extra: &str) -> PathB
     path
 }
 
-fn serve(config: &PathBuf, args: &[&str]) -> Server {
+fn serve(config: &Path, args: &[&str]) -> Server {
     let mut all = vec!["serve", "--config", config.to_str().unwrap()];
     all.extend_from_slice(args);
     Server::start(&all)
