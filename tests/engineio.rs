@@ -279,7 +279,7 @@ fn the_per_ip_cap_counts_sessions_not_requests() {
 
 /// The Origin allow-list and tokens guard the handshake of both
 /// transports, as they guard a WebSocket upgrade (CSWSH): 403 with the
-/// protocol's `Forbidden`.
+/// protocol's `Forbidden` (Engine.IO has no other refusal for either).
 #[test]
 fn the_origin_allow_list_guards_the_handshake() {
     let file = config("origin", "");
@@ -297,6 +297,15 @@ fn the_origin_allow_list_guards_the_handshake() {
     ws.write_all(request.as_bytes()).unwrap();
     let (status, _) = support::read_response_head(&mut ws);
     assert_eq!(status, 403);
+    drop(server);
+    // A token, as ?token= (the stock client's `query` option) or a header.
+    let server = serve(&file, &["--auth-token", "s3cret"]);
+    let mut http = Http::new(connect(server.addr));
+    let refused = http.request("GET", "", b"");
+    assert_eq!(refused.status, 403, "{}", refused.text());
+    sid_of(&http.request("GET", "&token=s3cret", b""));
+    http.send("GET", "", "Authorization: Bearer s3cret\r\n", b"");
+    sid_of(&http.read());
 }
 
 /// A client that posts but never polls cannot make the server hold more

@@ -125,6 +125,19 @@ impl RouteSpec {
     }
 }
 
+/// An Engine.IO route's settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct EngineIoLimits {
+    pub(crate) ping_interval_ms: u32,
+    pub(crate) ping_timeout_ms: u32,
+    pub(crate) max_payload: u32,
+    /// Bytes a session may have waiting for its client (queued packets
+    /// of a polling session, a WebSocket's unwritten output): the route's
+    /// `max-backpressure`. Past it the session ends, as a slow hub
+    /// subscriber is disconnected.
+    pub(crate) max_backlog: usize,
+}
+
 /// One `[[topics]]` entry: what hub topics whose names start with
 /// `prefix` keep, whatever route they are published through. The longest
 /// matching prefix wins over the route's rule; what it leaves unset comes
@@ -361,15 +374,17 @@ impl Routes {
             .map(|i| i as u8)
     }
 
-    /// Engine.IO route `index`'s ping interval and ping timeout (ms) and
-    /// its `maxPayload`, with the protocol's defaults.
-    pub(crate) fn engineio(&self, index: u8) -> (u32, u32, u32) {
+    /// Engine.IO route `index`'s settings, with the protocol's defaults.
+    pub(crate) fn engineio(&self, index: u8) -> EngineIoLimits {
         let spec = self.spec(index);
-        (
-            spec.and_then(|s| s.ping_interval_ms).unwrap_or(25_000),
-            spec.and_then(|s| s.ping_timeout_ms).unwrap_or(20_000),
-            spec.and_then(|s| s.max_payload).unwrap_or(1_000_000),
-        )
+        EngineIoLimits {
+            ping_interval_ms: spec.and_then(|s| s.ping_interval_ms).unwrap_or(25_000),
+            ping_timeout_ms: spec.and_then(|s| s.ping_timeout_ms).unwrap_or(20_000),
+            max_payload: spec.and_then(|s| s.max_payload).unwrap_or(1_000_000),
+            max_backlog: spec
+                .and_then(|s| s.max_backpressure)
+                .unwrap_or(self.max_backpressure),
+        }
     }
 
     /// permessage-deflate policy on route `index`.

@@ -238,8 +238,10 @@ impl Deadlines {
                 now + Clock::ticks(delay)
             }
             Next::EngineIo => {
-                let (interval, timeout, _) = config.routes.engineio(session.spec);
-                let heartbeat = Duration::from_millis(u64::from(interval) + u64::from(timeout));
+                let eio = config.routes.engineio(session.spec);
+                let heartbeat = Duration::from_millis(
+                    u64::from(eio.ping_interval_ms) + u64::from(eio.ping_timeout_ms),
+                );
                 now + Clock::ticks(heartbeat + config.close_timeout)
             }
             Next::KeepAlive => now + Clock::ticks(config.handshake_timeout),

@@ -130,7 +130,8 @@ impl Session {
                 return (wire.len(), self.refuse(refusal, upgrade, &manner, hs));
             }
         };
-        let (ping_interval_ms, ping_timeout_ms, max_payload) = routes.engineio(spec);
+        let limits_here = routes.engineio(spec);
+        let max_payload = limits_here.max_payload;
         let from = limits.engineio.conn_ref(limits.key, self.generation);
         let pending = |sid, waiting, manner| {
             Phase::EngineIo(Box::new(Pending {
@@ -191,9 +192,10 @@ impl Session {
                     }
                 };
                 let config = Config {
-                    ping_interval_ms,
-                    ping_timeout_ms,
+                    ping_interval_ms: limits_here.ping_interval_ms,
+                    ping_timeout_ms: limits_here.ping_timeout_ms,
                     max_payload,
+                    max_queued_bytes: u32::try_from(limits_here.max_backlog).unwrap_or(u32::MAX),
                     ..Config::default()
                 };
                 let now = limits.engineio.now_ms;
@@ -377,7 +379,7 @@ impl Session {
         match (answer, waiting) {
             (Answer::Accept, Waiting::Upgrade(accept)) => {
                 self.out.extend_from_slice(&accept);
-                let (_, _, max_payload) = routes.engineio(self.spec);
+                let max_payload = routes.engineio(self.spec).max_payload;
                 self.open_websocket(sid, max_payload, counters);
                 Next::Upgraded
             }

@@ -206,8 +206,9 @@ impl<T: Transport> Shard<T> {
                 }
                 // A client that does not read cannot make the server hold
                 // its packets without bound: it goes as a slow hub
-                // subscriber goes.
-                if conn.backlog() + frames.len() > MAX_PENDING_OUT {
+                // subscriber goes, past the route's `max-backpressure`.
+                let bound = config.routes.engineio(session.spec).max_backlog;
+                if conn.backlog() + frames.len() > bound.max(MAX_PENDING_OUT) {
                     self.close_overloaded(driver, key);
                     return;
                 }
