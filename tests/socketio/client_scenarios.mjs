@@ -64,6 +64,17 @@ function withoutOffset(client, args) {
   return client.socket._pid && typeof args.at(-1) === "string" ? args.slice(0, -1) : args;
 }
 
+// What a connect_error says: the server's CONNECT_ERROR message and data, or
+// the transport's failure (an HTTP status, a socket error) for a transport error.
+function describeError(err) {
+  const out = { message: err.message, data: err.data ?? null };
+  const description = err.description;
+  if (description !== undefined) out.description = description instanceof Error ? description.message : description?.message ?? description;
+  const context = err.context;
+  if (context && typeof context === "object" && "status" in context) out.context = { status: context.status, responseText: context.responseText };
+  return out;
+}
+
 // A stock client socket whose events are recorded, so a scenario can await
 // them in order and still see everything that happened on failure.
 class Client {
@@ -77,7 +88,7 @@ class Client {
     this.waiters = [];
     socket.onAny((...args) => this.record(() => this.events.push(args)));
     socket.on("connect", () => this.record(() => (this.connects += 1)));
-    socket.on("connect_error", (err) => this.record(() => this.connectErrors.push({ message: err.message, data: err.data ?? null })));
+    socket.on("connect_error", (err) => this.record(() => this.connectErrors.push(describeError(err))));
     socket.on("disconnect", (reason) => this.record(() => this.disconnects.push(reason)));
     socket.io.on("ping", () => this.record(() => (this.pings += 1)));
   }
@@ -111,9 +122,13 @@ class Client {
     );
   }
 
-  async connected(ms = STEP_MS) {
+  // `offsets`: the scenario takes a server with connection state recovery,
+  // whose events carry an offset argument (the CONNECT answer has a pid).
+  async connected({ ms = STEP_MS, offsets = false } = {}) {
     await this.until(() => this.socket.connected || this.connectErrors.length > 0, ms, "waiting for connect");
     check(this.socket.connected, "connect refused", { connect_errors: this.connectErrors });
+    check(offsets || this.socket._pid === undefined,
+      "the server has connection state recovery (its events carry offsets): run this scenario against one without");
   }
 
   // The next `count` events named `name` from index `from` on.
@@ -325,7 +340,7 @@ async function upgrade(url) {
       tick();
       timer = setInterval(tick, 5);
     }));
-    await client.connected();
+    await client.connected({ offsets: true });
     await sending;
     check(startedOn === "polling", "default client did not start on polling", { started_on: startedOn });
     await client.next("message-back", sent.length, from);
@@ -344,7 +359,7 @@ async function heartbeatOver(url, transport) {
   const { pingInterval, pingTimeout } = await openPacket(url);
   const client = Client.connect(url, { transports: [transport] });
   try {
-    await client.connected();
+    await client.connected({ offsets: true });
     const opened = Date.now();
     const stay = Math.round(3.5 * pingInterval);
     await client.until(() => client.pings >= 3, stay + pingTimeout + 2000, "waiting for 3 pings");
@@ -382,8 +397,8 @@ async function rooms(url) {
   const member = Client.connect(url);
   const sender = Client.connect(url, { transports: ["polling"] });
   try {
-    await member.connected();
-    await sender.connected();
+    await member.connected({ offsets: true });
+    await sender.connected({ offsets: true });
     const joined = await member.ack(STEP_MS, "join", "r1");
     check(same(joined, [["r1"]]), "join not acked with the rooms", { got: plain(joined) });
     check(same(await member.ack(STEP_MS, "join", "r2"), [["r1", "r2"]]), "second join not acked with both rooms");
@@ -407,12 +422,12 @@ async function rooms(url) {
 // the member's transport drops, the server emits to its room meanwhile, and on
 // reconnecting the member is `recovered` with its id, rooms and the missed
 // events, each exactly once and in order.
-async function recovery(url) {
-  const member = Client.connect(url, { transports: ["websocket"] });
+async function recoveryOver(url, transport) {
+  const member = Client.connect(url, { transports: [transport] });
   const sender = Client.connect(url, { transports: ["websocket"] });
   try {
-    await member.connected();
-    await sender.connected();
+    await member.connected({ offsets: true });
+    await sender.connected({ offsets: true });
     check(typeof member.socket._pid === "string", "the CONNECT answer has no pid: the server has no connection state recovery");
     await member.ack(STEP_MS, "join", "r1");
     await sender.ack(STEP_MS, "to-room", "r1", "live");
@@ -438,11 +453,15 @@ async function recovery(url) {
     await sender.ack(STEP_MS, "to-room", "r1", "after-recovery");
     const [live] = await member.next("room-event", 1, after);
     check(live[1] === "after-recovery", "the room was not restored", { got: plain(live) });
-    return { recovered: true, drop_reason: member.disconnects[0], missed: got.length, offset_arg: typeof live.at(-1) };
+    return { transport, recovered: true, drop_reason: member.disconnects[0], missed: got.length, offset_arg: typeof live.at(-1) };
   } finally {
     member.close();
     sender.close();
   }
+}
+
+async function recovery(url) {
+  return { sessions: [await recoveryOver(url, "websocket"), await recoveryOver(url, "polling")] };
 }
 
 const SCENARIOS = {
