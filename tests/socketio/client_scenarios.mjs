@@ -9,9 +9,11 @@
 // `client_scenarios: N passed, N failed`; exits 1 if any failed, 2 on bad
 // arguments. Every step is bounded (a timeout fails it) and no scenario runs
 // past 120 s. Timing comes from the server's open packet, never from constants.
-// `rooms` and `recovery` need the server's room events and connection state
-// recovery (reference_server.mjs --rooms --recovery-ms N); the others need a
-// server without recovery, whose events carry no offset argument.
+// `rooms` needs the server's room events (reference_server.mjs --rooms),
+// `recovery` those and connection state recovery (--recovery-ms N); with
+// recovery on, server events carry an offset argument, so connect_auth,
+// polling, websocket, multiplex and refused need a server without it
+// (upgrade and heartbeat take either).
 import { request } from "node:http";
 import { io, Manager } from "socket.io-client";
 

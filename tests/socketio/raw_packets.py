@@ -31,6 +31,8 @@ import threading
 import time
 import urllib.parse
 
+# The import must not leave bytecode next to raw_errors.py.
+sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "engineio"))
 from raw_errors import Connection, Mismatch, WebSocket  # noqa: E402
 
