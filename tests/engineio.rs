@@ -235,6 +235,36 @@ fn one_kept_alive_connection_carries_a_whole_polling_session() {
     assert!(rest.is_empty());
 }
 
+/// A refused request without a body leaves its connection for the next
+/// one; a refused request with a body ends it, since nobody reads the
+/// body to find where the next request starts.
+#[test]
+fn refused_requests_keep_their_connection_only_without_a_body() {
+    let file = config("refused", "");
+    let server = serve(&file, &[]);
+    let mut http = Http::new(connect(server.addr));
+    let bad = http.request("GET", "&EIO=3", b"");
+    assert_eq!(
+        (bad.status, bad.header("connection")),
+        (400, Some("keep-alive"))
+    );
+    let sid = sid_of(&http.request("GET", "", b""));
+    // A POST without a sid is a bad handshake, its body unread.
+    let refused = http.request("POST", "", b"4unread");
+    assert_eq!(refused.status, 400);
+    assert_eq!(
+        refused.text(),
+        r#"{"code":2,"message":"Bad handshake method"}"#
+    );
+    assert_eq!(refused.header("connection"), Some("close"));
+    let mut rest = Vec::new();
+    http.reader.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "{rest:?}");
+    let mut http = Http::new(connect(server.addr));
+    let post = http.request("POST", &format!("&sid={sid}"), b"4still here");
+    assert_eq!(post.status, 200);
+}
+
 /// Per-IP caps count sessions, not their requests: a client at its cap
 /// still polls and posts on its sessions, and its next handshake is
 /// refused (503 after the tarpit, as an upgrade is) until one of them ends.
@@ -340,9 +370,9 @@ fn a_session_that_is_never_polled_is_bounded_and_ends() {
     );
 }
 
-/// A `POST` body still arriving is counted in the shard's message budget
-/// and let go when its connection dies; one over the budget is refused
-/// before it is read.
+/// A `POST` body still arriving reserves its length in the shard's
+/// message budget and lets it go when its connection dies; one over what
+/// is left is refused before it is read.
 #[test]
 fn post_bodies_in_progress_are_held_within_the_message_budget() {
     let file = config("budget", "");
@@ -357,11 +387,12 @@ fn post_bodies_in_progress_are_held_within_the_message_budget() {
     )
     .unwrap();
     slow.write_all(&[b'y'; 99_999]).unwrap();
-    wait_metric(server.addr, "surge_message_bytes_held", |n| n == 100_000);
-    // 210,000 more would not fit beside it.
+    // Its whole length is reserved, not only what has arrived.
+    wait_metric(server.addr, "surge_message_bytes_held", |n| n == 200_000);
+    // 110,000 more would not fit beside it.
     let mut other = Http::new(connect(server.addr));
     let other_sid = sid_of(&other.request("GET", "", b""));
-    let big = vec![b'4'; 210_000];
+    let big = vec![b'4'; 110_000];
     let refused = other.request("POST", &format!("&sid={other_sid}"), &big);
     assert_eq!(refused.status, 503);
     support::reset(slow);

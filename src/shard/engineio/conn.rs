@@ -34,9 +34,10 @@ pub(crate) struct Pending {
 enum Waiting {
     /// The owner's answer to a poll or a whole `POST`.
     Answer,
-    /// A `POST`'s body, `length` bytes, as much as has arrived (counted
-    /// in the shard's message budget). Kept here, not in the carry, which
-    /// holds at most a request head.
+    /// A `POST`'s body, `length` bytes, as much as has arrived. The whole
+    /// `length` is reserved in the shard's message budget from the head
+    /// on, so that bodies arriving together cannot pass it. Kept here,
+    /// not in the carry, which holds at most a request head.
     Body { length: usize, body: Vec<u8> },
     /// Whether the upgrade may go ahead; its 101 is ready.
     Upgrade(Vec<u8>),
@@ -46,7 +47,7 @@ impl Pending {
     /// Message-budget bytes a body in progress holds.
     pub(crate) fn held(&self) -> usize {
         match &self.waiting {
-            Waiting::Body { body, .. } => body.len(),
+            Waiting::Body { length, .. } => *length,
             _ => 0,
         }
     }
@@ -85,6 +86,14 @@ fn cors(req: &Request<'_, '_>, routes: &Routes, spec: u8) -> Option<Box<str>> {
     } else {
         None
     }
+}
+
+/// Whether a body follows the head.
+fn has_body(req: &Request<'_, '_>) -> bool {
+    req.header("transfer-encoding").is_some()
+        || req
+            .header("content-length")
+            .is_some_and(|v| v.trim_ascii() != b"0")
 }
 
 /// A `Content-Type` that is not text: binary goes over polling as base64.
@@ -127,7 +136,17 @@ impl Session {
             Ok(request) => request,
             Err(refusal) => {
                 super::count(|c| c.refused(refusal));
-                return (wire.len(), self.refuse(refusal, upgrade, &manner, hs));
+                // A body nobody reads cannot be told from the next
+                // request: a refused request that has one ends its
+                // connection.
+                if has_body(req) {
+                    let closing = Manner {
+                        keep_alive: false,
+                        ..manner
+                    };
+                    return (wire.len(), self.refuse(refusal, upgrade, &closing, hs));
+                }
+                return (head, self.refuse(refusal, upgrade, &manner, hs));
             }
         };
         let limits_here = routes.engineio(spec);
@@ -303,7 +322,7 @@ impl Session {
                     return (head + length, Next::EngineIo);
                 }
                 limits.engineio.ask(sid, from, Ask::BeginPost);
-                message_bytes_moved(0, body.len());
+                message_bytes_moved(0, length);
                 let waiting = Waiting::Body {
                     length,
                     body: body.to_vec(),
@@ -330,11 +349,10 @@ impl Session {
             Waiting::Body { length, body } => {
                 let take = input.len().min(*length - body.len());
                 body.extend_from_slice(&input[..take]);
-                message_bytes_moved(body.len() - take, body.len());
                 if body.len() < *length {
                     return (take, Next::Continue);
                 }
-                message_bytes_moved(body.len(), 0);
+                message_bytes_moved(*length, 0);
                 let body = std::mem::take(body);
                 pending.waiting = Waiting::Answer;
                 let from = limits.engineio.conn_ref(limits.key, self.generation);
@@ -370,8 +388,11 @@ impl Session {
             mut manner,
             peer,
         } = *pending;
-        if let Waiting::Body { body, .. } = &waiting {
-            message_bytes_moved(body.len(), 0);
+        if let Waiting::Body { length, .. } = &waiting {
+            message_bytes_moved(*length, 0);
+            // Answered before its body was read (a second POST, say): the
+            // rest of the body cannot be told from a next request.
+            manner.keep_alive = false;
         }
         if self.out.capacity() == 0 {
             self.out = pool.take();
