@@ -9,7 +9,7 @@ server configured as the socket.io-protocol reference (auth echoed as `auth`,
 
 Prints one JSON line per scenario ({"scenario", "ok", ...details}), then
 `python_scenarios: N passed, N failed`; exits 1 if any failed, 2 on bad
-arguments. Every step is bounded (a timeout fails it) and no scenario runs
+arguments or without python-socketio. Every step is bounded (a timeout fails it) and no scenario runs
 past 60 s. Timing comes from the server's open packet, never from constants.
 The scenarios are those of client_scenarios.mjs that this client can do; it
 has no connection state recovery and no per-namespace disconnect, so there
@@ -24,7 +24,11 @@ import threading
 import time
 import urllib.request
 
-import socketio
+try:
+    import socketio
+except ImportError:
+    print("python_scenarios.py needs python-socketio[client] (with requests and websocket-client)", file=sys.stderr)
+    sys.exit(2)
 
 PATH = "socket.io"
 STEP_S = 5.0
