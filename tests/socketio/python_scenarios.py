@@ -9,12 +9,14 @@ server configured as the socket.io-protocol reference (auth echoed as `auth`,
 
 Prints one JSON line per scenario ({"scenario", "ok", ...details}), then
 `python_scenarios: N passed, N failed`; exits 1 if any failed, 2 on bad
-arguments or without python-socketio. Every step is bounded (a timeout fails it) and no scenario runs
-past 60 s. Timing comes from the server's open packet, never from constants.
-The scenarios are those of client_scenarios.mjs that this client can do; it
-has no connection state recovery and no per-namespace disconnect, so there
-is no `recovery` and `multiplex` does not leave `/custom`. Wants a server
-without connection state recovery (whose events would carry an offset).
+arguments or without python-socketio. Every step is bounded (a timeout fails
+it) and no scenario runs past 60 s. Timing comes from the server's open
+packet, never from constants. The scenarios are those of client_scenarios.mjs
+that this client can do; it has no connection state recovery and no
+per-namespace disconnect, so there is no `recovery` and `multiplex` does not
+leave `/custom`. Wants a server without connection state recovery (whose
+events would carry an offset); `rooms` wants its room events
+(reference_server.mjs --rooms).
 """
 
 import json
@@ -388,6 +390,33 @@ def heartbeat(url):
     return {"sessions": [heartbeat_over(url, "polling"), heartbeat_over(url, "websocket")]}
 
 
+def rooms(url):
+    """Room events of reference_server.mjs --rooms: one client joins, another
+    emits to the room; after `leave` nothing more arrives."""
+    member, sender = Client(), Client()
+    try:
+        member.connect(url)
+        sender.connect(url, transports=["polling"])
+        member.connected()
+        sender.connected()
+        joined = member.ack("join", "r1")
+        check(joined == [["r1"]], "join not acked with the rooms", got=joined)
+        check(member.ack("join", "r2") == [["r1", "r2"]], "second join not acked with both rooms")
+        sender.ack("to-room", "r1", "hello", bytes([1, 2]))
+        [got] = member.next("room-event")
+        check(same(got, ["r1", "hello", bytes([1, 2])]), "room-event differs", got=plain(got))
+        check(member.ack("leave", "r1") == [["r2"]], "leave not acked with the rooms left")
+        start = member.mark()
+        sender.ack("to-room", "r1", "after-leave")
+        sender.ack("to-room", "r2", "still-in-r2")
+        [second] = member.next("room-event", 1, start)
+        check(second == ["r2", "still-in-r2"], "got an event for a room left", got=plain(second))
+        return {"member": member.sio.transport(), "sender": sender.sio.transport()}
+    finally:
+        member.close()
+        sender.close()
+
+
 SCENARIOS = {
     "connect_auth": connect_auth,
     "polling": polling,
@@ -396,6 +425,7 @@ SCENARIOS = {
     "multiplex": multiplex,
     "refused": refused,
     "heartbeat": heartbeat,
+    "rooms": rooms,
 }
 
 
