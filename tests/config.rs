@@ -355,13 +355,14 @@ fn the_command_line_wins_over_the_file() {
 }
 
 #[test]
-fn the_embedded_default_serves_echo_hub_and_ticker() {
+fn the_embedded_default_serves_echo_hub_ticker_and_engineio() {
     let (code, out, stderr) = run(&["serve", "--check-config"]);
     assert_eq!(code, Some(0), "{stderr}");
     for route in [
         "/echo\"\nkind = \"echo\"",
         "/hub\"\nkind = \"hub\"",
         "/ticker\"\nkind = \"ticker\"",
+        "/engine.io/\"\nkind = \"engineio-echo\"",
     ] {
         assert!(out.contains(route), "{out}");
     }

@@ -113,6 +113,23 @@ fn the_stock_client_and_every_spec_answer_on_two_shards_and_both_drivers() {
     }
 }
 
+/// `surge serve` without a config serves Engine.IO at `/engine.io/`,
+/// with the protocol's heartbeat.
+#[test]
+fn the_default_config_serves_engineio() {
+    let server = Server::start(&["serve"]);
+    let mut http = Http::new(connect(server.addr));
+    let open = http.request("GET", "", b"");
+    let sid = sid_of(&open);
+    let json: serde_json::Value = serde_json::from_slice(&open.body[1..]).unwrap();
+    assert_eq!(json["pingInterval"], 25_000);
+    assert_eq!(json["pingTimeout"], 20_000);
+    assert_eq!(json["maxPayload"], 1_000_000);
+    let q = format!("&sid={sid}");
+    assert_eq!(http.request("POST", &q, b"4hi").status, 200);
+    assert_eq!(http.request("GET", &q, b"").text(), "4hi");
+}
+
 /// A raw HTTP/1.1 client on one connection.
 struct Http {
     reader: BufReader<TcpStream>,
