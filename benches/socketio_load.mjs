@@ -11,7 +11,8 @@
 // Once every client is connected (or has failed), stderr gets one line
 //   CONNECTED clients=N errors=E first_ms=T0 last_ms=T1
 // (T0: the first TCP connect started, T1: the last CONNECT answered, both
-// on the machine's clock in ms, so that two drivers' lines can be joined).
+// on the machine's clock in ms, so that two drivers' lines can be joined;
+// cpu_ms: the driver's CPU time so far, its start included).
 // Then a line `go` on stdin starts the count: every client counts the
 // `tick` events it receives, and with --publisher client 0 sends
 // `42["broadcast",P]` RATE times a second for SECS seconds. The driver
@@ -19,24 +20,32 @@
 // `go`, or on `stop`, stdin closing, SIGINT or HOLD seconds; stdout then
 // gets one `RESULT key=value ...`.
 //
+// For a server whose event names differ: --join EVENT sends `42["EVENT","all"]`
+// after the CONNECT (for a server that does not put every socket in room
+// "all" itself), --publish PREFIX replaces `["broadcast",` (P and `]` follow),
+// --tick EVENT the event counted.
+//
 // usage: node benches/socketio_load.mjs --port PORT [--clients 5000]
 //        [--sources 127.0.0.2-127.0.0.41] [--publisher 0|1] [--rate 10]
 //        [--secs 5] [--size 16] [--expect 0] [--drain 10] [--hold 120]
+//        [--join EVENT] [--publish '["broadcast",'] [--tick tick]
 import net from "node:net";
 import { randomBytes } from "node:crypto";
 import { createInterface } from "node:readline";
 
 const USAGE = "usage: socketio_load.mjs --port PORT [--clients N] [--sources FIRST-LAST] [--publisher 0|1] " +
-  "[--rate 10] [--secs 5] [--size 16] [--expect 0] [--drain 10] [--hold 120]";
+  "[--rate 10] [--secs 5] [--size 16] [--expect 0] [--drain 10] [--hold 120] [--join EVENT] [--publish PREFIX] [--tick EVENT]";
 const CONNECTS_IN_FLIGHT = 128; // stays under the servers' listen backlogs
 const SETUP_LIMIT_MS = 10000;
 
 function parseArgs(argv) {
-  const a = { port: 0, clients: 5000, sources: "", publisher: 0, rate: 10, secs: 5, size: 16, expect: 0, drain: 10, hold: 120 };
+  const a = { port: 0, clients: 5000, sources: "", publisher: 0, rate: 10, secs: 5, size: 16, expect: 0, drain: 10, hold: 120,
+    join: "", publish: '["broadcast",', tick: "tick" };
+  const strings = ["sources", "join", "publish", "tick"];
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i].replace(/^--/, "");
     if (!(key in a) || i + 1 >= argv.length) throw new Error(`bad argument ${argv[i]}\n${USAGE}`);
-    a[key] = key === "sources" ? argv[i + 1] : Number(argv[i + 1]);
+    a[key] = strings.includes(key) ? argv[i + 1] : Number(argv[i + 1]);
   }
   if (!a.port) throw new Error(USAGE);
   // One descriptor per client; 20,000 per process at most.
@@ -74,7 +83,7 @@ function error(why) {
 let onAllTicks = () => {};
 let expectTotal = Infinity;
 
-function client(sock, host, ready) {
+function client(sock, host, options, ready) {
   let state = "upgrade", buf = null, ticks = 0;
   const fail = (why) => {
     if (state === "done") return;
@@ -111,7 +120,7 @@ function client(sock, host, ready) {
       pos = start + length;
       if (opcode === 8) return fail("closed by the server");
       // Only ticks are counted in the hot path; everything else is rare.
-      if (state === "connected" && buf.toString("latin1", start, start + 9) === '42["tick"') {
+      if (state === "connected" && buf.toString("latin1", start, start + options.tickHead.length) === options.tickHead) {
         if (stats.counting) {
           ticks++;
           stats.ticks++;
@@ -129,6 +138,7 @@ function client(sock, host, ready) {
         sock.write(CONNECT);
       } else if (state === "connecting") {
         if (!text.startsWith('40{"sid":')) return fail(`CONNECT answered ${text.slice(0, 80)}`);
+        if (options.join) sock.write(options.join);
         state = "connected";
         stats.connected++;
         ready(true);
@@ -155,6 +165,7 @@ async function main() {
   }
   const host = `127.0.0.1:${a.port}`;
   const sources = addresses(a.sources);
+  const options = { tickHead: `42["${a.tick}"`, join: a.join ? frame(`42["${a.join}","all"]`) : null };
   const clients = [];
   let lastConnectedMs = 0;
   const firstMs = now();
@@ -167,7 +178,7 @@ async function main() {
         const sock = net.connect({ port: a.port, host: "127.0.0.1", localAddress: sources[i % sources.length] });
         sock.setNoDelay(true);
         const timer = setTimeout(() => { error("setup took over 10 s"); sock.destroy(); resolve(); }, SETUP_LIMIT_MS);
-        clients.push(client(sock, host, (ok) => {
+        clients.push(client(sock, host, options, (ok) => {
           clearTimeout(timer);
           if (ok) lastConnectedMs = now();
           resolve();
@@ -176,10 +187,10 @@ async function main() {
     }
   };
   await Promise.all(Array.from({ length: Math.min(CONNECTS_IN_FLIGHT, a.clients) }, worker));
-  console.error(`CONNECTED clients=${stats.connected} errors=${stats.errors} first_ms=${firstMs.toFixed(1)} ` +
-    `last_ms=${lastConnectedMs.toFixed(1)}` + (stats.firstError ? ` first_error=${JSON.stringify(stats.firstError)}` : ""));
-
   let finished = false, goMs = 0, firstSendMs = 0, sent = 0, cpu0 = process.cpuUsage();
+  console.error(`CONNECTED clients=${stats.connected} errors=${stats.errors} first_ms=${firstMs.toFixed(1)} ` +
+    `last_ms=${lastConnectedMs.toFixed(1)} cpu_ms=${((cpu0.user + cpu0.system) / 1000).toFixed(1)}` + (stats.firstError ? ` first_error=${JSON.stringify(stats.firstError)}` : ""));
+
   const timers = [];
   const finish = () => {
     if (finished) return;
@@ -207,7 +218,7 @@ async function main() {
     timers.push(setTimeout(finish, (a.secs + a.drain) * 1000));
     if (a.publisher && clients.length) {
       const total = Math.round(a.rate * a.secs);
-      const message = frame(`42["broadcast","${"x".repeat(a.size)}"]`);
+      const message = frame(`42${a.publish}"${"x".repeat(a.size)}"]`);
       firstSendMs = now();
       // Sends what is due by the clock, so a late timer catches up.
       const publish = () => {

@@ -25,8 +25,8 @@ async fn on_connect(socket: SocketRef) {
         // dropped, which the bench counts as a loss.
         let _ = io.to("all").emit("tick", &payload).await;
     });
-    socket.on("message", async |socket: SocketRef, Data::<Value>(args)| {
-        let _ = socket.emit("message-back", &args);
+    socket.on("message", async |socket: SocketRef, Data::<Value>(arg)| {
+        let _ = socket.emit("message-back", &arg);
     });
 }
 
