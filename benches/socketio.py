@@ -109,14 +109,15 @@ class Server:
     def __init__(self, argv):
         self.proc = subprocess.Popen(["taskset", "-c", "0"] + argv, stderr=subprocess.PIPE,
                                      stdout=subprocess.DEVNULL, text=True, preexec_fn=fd_limit)
-        deadline = time.time() + 10
+        deadline, said = time.time() + 10, []
         while True:
             line = self.proc.stderr.readline()
             if "listening on" in line:
                 break
+            said.append(line.strip())
             if not line or time.time() > deadline:
                 self.stop()
-                raise SystemExit(f"{argv[0]} did not start: {line!r}")
+                raise SystemExit(f"{argv[0]} did not start: " + " / ".join(filter(None, said[-3:])))
         # Keeps reading stderr so a chatty server never blocks on a full pipe.
         threading.Thread(target=self.proc.stderr.read, daemon=True).start()
         self.pid = self.proc.pid
