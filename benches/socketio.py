@@ -49,6 +49,7 @@ below 1.0 means the cores are shared with other work.
 """
 
 import argparse
+import atexit
 import os
 import re
 import resource
@@ -294,6 +295,7 @@ def main():
             config = tempfile.NamedTemporaryFile("w", suffix=".toml", prefix="socketio-bench-", delete=False)
             config.write(SURGE_CONFIG)
             config.close()
+            atexit.register(os.unlink, config.name)
             surge = [os.path.abspath(a.surge), "serve", "--config", config.name, "--shards", "1",
                      *shlex.split(a.surge_args)]
             servers[name] = (lambda port: surge + ["--listen", f"127.0.0.1:{port}"], SURGE_CLIENT)
