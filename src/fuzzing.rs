@@ -689,16 +689,39 @@ pub fn engineio_payload(data: &[u8]) {
     }
 }
 
+/// An event's name and arguments make its data again.
+fn socketio_event(p: &crate::socketio::Packet<'_>) {
+    use crate::socketio::{EventName, PacketType};
+    let is_event = matches!(p.kind(), PacketType::Event | PacketType::BinaryEvent);
+    let Some(event) = p.as_event() else {
+        assert!(!is_event || p.data().is_none());
+        return;
+    };
+    assert!(is_event);
+    let data = p.data().expect("an event with data");
+    assert!(data.contains(event.args));
+    let name = match &event.name {
+        EventName::Str(s) => serde_json::to_string(s).expect("a string"),
+        EventName::Number(n) => (*n).to_owned(),
+    };
+    let comma = if event.args.is_empty() { "" } else { "," };
+    let again = format!("[{name}{comma}{}]", event.args);
+    let again: serde_json::Value = serde_json::from_str(&again).expect("the same array");
+    let data: serde_json::Value = serde_json::from_str(data).expect("JSON");
+    assert_eq!(again, data);
+}
+
 /// Socket.IO packets. The whole input as one text packet: it decodes or
 /// is refused, never panics; what decodes has a namespace from `/` with no
 /// `,`, an ack id a JavaScript peer holds exactly, and is what building it
 /// from its parts gives; written back (with as many attachments as it
-/// announced) it decodes to the same parts, and writing is then stable.
-/// Then the input as a session: the first byte sets the decoder's limits,
-/// the rest is messages split at `\x1e`, binary if they start with a 0
-/// byte or are not UTF-8: a completed packet respects the limits and
-/// comes back through encoding and a fresh decoder unchanged; a refusal
-/// empties the decoder and names what happened.
+/// announced) it decodes to the same parts, and writing is then stable;
+/// an event reads as its name and its arguments' text, which make its
+/// data again. Then the input as a session: the first byte sets the
+/// decoder's limits, the rest is messages split at `\x1e`, binary if they
+/// start with a 0 byte or are not UTF-8: a completed packet respects the
+/// limits and comes back through encoding and a fresh decoder unchanged;
+/// a refusal empties the decoder and names what happened.
 pub fn socketio_packet(data: &[u8]) {
     use crate::socketio::{DecodeError, Decoder, Limits, Packet, PacketError, MAX_ACK_ID};
     use std::borrow::Cow;
@@ -728,6 +751,7 @@ pub fn socketio_packet(data: &[u8]) {
                 assert!(p.data().is_none_or(|d| !d.is_empty() && text.ends_with(d)));
                 assert!(p.attachments().is_empty());
                 assert!(count == 0 || p.kind().is_binary());
+                socketio_event(&p);
                 if count <= 64 {
                     for _ in 0..count {
                         p.push_attachment(Cow::Borrowed(b""));

@@ -27,4 +27,4 @@ pub mod packet;
 mod tests;
 
 pub use decoder::{DecodeError, Decoder, Limits};
-pub use packet::{Packet, PacketError, PacketType, MAX_ACK_ID};
+pub use packet::{Event, EventName, Packet, PacketError, PacketType, MAX_ACK_ID};

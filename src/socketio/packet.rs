@@ -11,7 +11,11 @@
 //! starts with white space is a `CONNECT` (`Number("")` and `Number(" ")`
 //! are 0), and white space right after the namespace is read as (part of)
 //! an ack id. What it would read as `NaN`, a fraction or an integer beyond
-//! 2^53 is refused here instead (see [`PacketError`]).
+//! 2^53 is refused here instead (see [`PacketError`]). The JSON is
+//! checked by serde_json, stricter than `JSON.parse` in three corners: a
+//! lone UTF-16 surrogate escape (`"\ud800"`), a number beyond `f64`
+//! (`1e400`, Infinity to JavaScript) and nesting deeper than 128 are
+//! refused.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -227,6 +231,33 @@ impl<'a> Packet<'a> {
         &self.attachments
     }
 
+    /// An event's name and the JSON text of its arguments (what follows
+    /// the name inside the array, commas included, without the brackets;
+    /// empty when there are none), so the arguments can be sent on, or
+    /// answered in an ack, without parsing them. `None` unless this is an
+    /// `EVENT` or `BINARY_EVENT` with data.
+    pub fn as_event(&self) -> Option<Event<'_>> {
+        if !matches!(self.kind, PacketType::Event | PacketType::BinaryEvent) {
+            return None;
+        }
+        let data = self.data.as_deref()?;
+        // Checked when the packet was made: a non-empty array of JSON.
+        let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(data).ok()?;
+        let first = items.first()?.get();
+        let name = match serde_json::from_str::<Cow<'_, str>>(first) {
+            Ok(name) => EventName::Str(name),
+            Err(_) => EventName::Number(first),
+        };
+        let offset = |s: &str| s.as_ptr() as usize - data.as_ptr() as usize;
+        let args = match (items.get(1), items.last()) {
+            (Some(second), Some(last)) => {
+                &data[offset(second.get())..offset(last.get()) + last.get().len()]
+            }
+            _ => "",
+        };
+        Some(Event { name, args })
+    }
+
     /// The same packet, owned.
     pub fn into_owned(self) -> Packet<'static> {
         Packet {
@@ -330,6 +361,24 @@ impl<'a> Packet<'a> {
     pub(crate) fn push_attachment(&mut self, bytes: Cow<'a, [u8]>) {
         self.attachments.push(bytes);
     }
+}
+
+/// An event as [`Packet::as_event`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event<'p> {
+    /// What the first element of the array names the event.
+    pub name: EventName<'p>,
+    /// The arguments as JSON text: `1,{"a":2}` for `["name",1,{"a":2}]`.
+    pub args: &'p str,
+}
+
+/// An event's name: a string, or (the reference allows it) a number.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventName<'p> {
+    /// A string, unescaped.
+    Str(Cow<'p, str>),
+    /// A number, as its JSON text.
+    Number(&'p str),
 }
 
 /// Checks `data` against the rules of `kind`, and a binary packet's
