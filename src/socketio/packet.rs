@@ -11,7 +11,10 @@
 //! starts with white space is a `CONNECT` (`Number("")` and `Number(" ")`
 //! are 0), and white space right after the namespace is read as (part of)
 //! an ack id. What it would read as `NaN`, a fraction or an integer beyond
-//! 2^53 is refused here instead (see [`PacketError`]). The JSON is
+//! 2^53 is refused here instead (see [`PacketError`]), and so is an
+//! attachment count in the other spellings `Number()` takes (`0x1`, `1e0`,
+//! `+1`): no client writes them. A placeholder in a packet that announces
+//! no attachments is refused too, where the reference leaves it in place. The JSON is
 //! checked by serde_json, stricter than `JSON.parse` in three corners: a
 //! lone UTF-16 surrogate escape (`"\ud800"`), a number beyond `f64`
 //! (`1e400`, Infinity to JavaScript) and nesting deeper than 128 are
