@@ -779,6 +779,7 @@ pub fn socketio_packet(data: &[u8]) {
                 }
             }
             Err(PacketError::UnknownType(c)) => assert_eq!(text.chars().next(), Some(c)),
+            Err(PacketError::Empty) => assert!(text.is_empty()),
             Err(PacketError::IllegalNamespace | PacketError::UnexpectedAttachments) => {
                 unreachable!("only building a packet checks these")
             }

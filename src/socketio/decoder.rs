@@ -2,10 +2,9 @@
 //! a binary packet held until its attachments (the binary Engine.IO
 //! messages right after it) are all in, within bounds.
 //!
-//! One departure from the reference: after a binary packet that announces
-//! 0 attachments (`50-[...]`) socket.io-parser keeps waiting for binary
-//! data that can never complete it, and refuses every later text packet;
-//! here such a packet is whole at once and the decoder free again.
+//! The reference waits for attachments without a bound; here the shard
+//! asks [`Decoder::in_progress_since`] and times a half-received packet
+//! out.
 
 use std::borrow::Cow;
 use std::fmt;

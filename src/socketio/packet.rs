@@ -7,14 +7,15 @@
 //! its bytes shared.
 //!
 //! Where the reference reads with JavaScript's `Number()` it takes more
-//! than digits, and this reads the same: an empty packet or one that
-//! starts with white space is a `CONNECT` (`Number("")` and `Number(" ")`
-//! are 0), and white space right after the namespace is read as (part of)
-//! an ack id. What it would read as `NaN`, a fraction or an integer beyond
+//! than digits, and this reads the same: a packet that starts with white
+//! space is a `CONNECT` (`Number(" ")` is 0), and white space right after
+//! the namespace is read as (part of) an ack id. The empty packet never
+//! reaches the reference's parser (engine.io-parser hands it no data, and
+//! the session is closed), so it is refused here. What it would read as `NaN`, a fraction or an integer beyond
 //! 2^53 is refused here instead (see [`PacketError`]), and so is an
 //! attachment count in the other spellings `Number()` takes (`0x1`, `1e0`,
-//! `+1`): no client writes them. A placeholder in a packet that announces
-//! no attachments is refused too, where the reference leaves it in place. The JSON is
+//! `+1`): no client writes them. As in the reference (socket.io 4.8), a
+//! binary packet announces 1 attachment or more. The JSON is
 //! checked by serde_json, stricter than `JSON.parse` in three corners: a
 //! lone UTF-16 surrogate escape (`"\ud800"`), a number beyond `f64`
 //! (`1e400`, Infinity to JavaScript) and nesting deeper than 128 are
@@ -82,6 +83,8 @@ impl PacketType {
 /// Which rule a packet breaks. Any of them ends the session it came in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PacketError {
+    /// The text is empty: no packet at all.
+    Empty,
     /// The first character is neither a type digit `0` to `6` nor one the
     /// reference reads as 0.
     UnknownType(char),
@@ -89,6 +92,8 @@ pub enum PacketError {
     MissingAttachmentCount,
     /// A binary packet's attachment count is not a whole number.
     IllegalAttachmentCount,
+    /// A binary packet announces no attachment.
+    NoAttachments,
     /// The ack id has white space inside it (the reference reads `NaN`).
     IllegalAckId,
     /// The ack id is above [`MAX_ACK_ID`].
@@ -123,9 +128,11 @@ pub enum PacketError {
 impl fmt::Display for PacketError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Self::Empty => f.write_str("empty packet"),
             Self::UnknownType(c) => write!(f, "unknown packet type {c:?}"),
             Self::MissingAttachmentCount => f.write_str("binary packet without `N-`"),
             Self::IllegalAttachmentCount => f.write_str("illegal attachment count"),
+            Self::NoAttachments => f.write_str("binary packet without attachments"),
             Self::IllegalAckId => f.write_str("illegal ack id"),
             Self::AckIdTooLarge => f.write_str("ack id above 2^53 - 1"),
             Self::InvalidJson => f.write_str("data is not JSON"),
@@ -180,6 +187,9 @@ impl<'a> Packet<'a> {
         }
         if !kind.is_binary() && !attachments.is_empty() {
             return Err(PacketError::UnexpectedAttachments);
+        }
+        if kind.is_binary() && attachments.is_empty() {
+            return Err(PacketError::NoAttachments);
         }
         let data = data.map(trim_start);
         if let Some(data) = &data {
@@ -281,7 +291,7 @@ impl<'a> Packet<'a> {
     /// for any other type); [`Decoder`](super::Decoder) collects them.
     pub fn decode_text(text: &'a str) -> Result<(Self, usize), PacketError> {
         let (kind, mut pos) = match text.chars().next() {
-            None => (PacketType::Connect, 0),
+            None => return Err(PacketError::Empty),
             Some(c @ '0'..='6') => (PacketType::from_digit(c as u8).expect("a digit"), 1),
             Some(c) if js_space(c) => (PacketType::Connect, c.len_utf8()),
             Some(c) => return Err(PacketError::UnknownType(c)),
@@ -294,6 +304,9 @@ impl<'a> Packet<'a> {
                 + pos;
             let n = js_whole_number(&text[pos..dash]).ok_or(PacketError::IllegalAttachmentCount)?;
             count = usize::try_from(n).unwrap_or(usize::MAX);
+            if count == 0 {
+                return Err(PacketError::NoAttachments);
+            }
             pos = dash + 1;
         }
         let mut namespace = "/";

@@ -248,12 +248,8 @@ fn the_type_is_read_with_number() {
     assert_eq!(err("/"), PacketError::UnknownType('/'));
     assert_eq!(err("é"), PacketError::UnknownType('é'));
     assert_eq!(err("\u{1f600}"), PacketError::UnknownType('\u{1f600}'));
-    // `Number("")` and `Number(" ")` are 0.
-    let empty = ok("");
-    assert_eq!(
-        (empty.kind(), empty.namespace()),
-        (PacketType::Connect, "/")
-    );
+    // Nothing at all is no packet; `Number(" ")` is 0.
+    assert_eq!(err(""), PacketError::Empty);
     assert_eq!(ok(" {}").data(), Some("{}"));
     assert_eq!(ok("\u{a0}/x,").namespace(), "/x");
     assert_eq!(err("\u{85}"), PacketError::UnknownType('\u{85}'));
@@ -269,7 +265,10 @@ fn the_attachment_count_ends_with_a_dash() {
     assert_eq!(err(r#"5x-["a"]"#), PacketError::IllegalAttachmentCount);
     assert_eq!(err(r#"51 2-["a"]"#), PacketError::IllegalAttachmentCount);
     assert_eq!(err(r#"51.5-["a"]"#), PacketError::IllegalAttachmentCount);
-    assert_eq!(Packet::decode_text("5-").unwrap().1, 0);
+    // At least one, as socket.io 4.8 wants (`Number("")` is 0).
+    assert_eq!(err("5-"), PacketError::NoAttachments);
+    assert_eq!(err("50-[\"a\"]"), PacketError::NoAttachments);
+    assert_eq!(err("6 -[]"), PacketError::NoAttachments);
     assert_eq!(Packet::decode_text("6 02 -[]").unwrap().1, 2);
     assert_eq!(
         Packet::decode_text("599999999999999999999999-").unwrap().1,
@@ -345,7 +344,7 @@ fn data_is_checked_per_type() {
     assert_eq!(ok("2[-1.5e3]").data(), Some("[-1.5e3]"));
     for name in json::RESERVED_EVENTS {
         assert_eq!(err(&format!("2[\"{name}\"]")), E::ReservedEvent, "{name}");
-        assert_eq!(err(&format!("5{}-[\"{name}\"]", 0)), E::ReservedEvent);
+        assert_eq!(err(&format!("51-[\"{name}\"]")), E::ReservedEvent);
     }
     assert_eq!(err(r#"2["conn\u0065ct"]"#), E::ReservedEvent);
     assert!(Packet::decode_text("2[\"Connect\"]").is_ok());
@@ -366,7 +365,7 @@ fn data_is_checked_per_type() {
     // No data is no data check, for every type (as in the reference).
     for kind in PacketType::ALL {
         let text =
-            String::from(char::from(kind.digit())) + if kind.is_binary() { "0-" } else { "" };
+            String::from(char::from(kind.digit())) + if kind.is_binary() { "1-" } else { "" };
         assert_eq!(ok(&text).data(), None);
     }
 }
@@ -375,10 +374,7 @@ fn data_is_checked_per_type() {
 fn placeholders_name_each_attachment_once() {
     use PacketError as E;
     let one = r#"{"_placeholder":true,"num":0}"#;
-    assert_eq!(
-        err(&format!("50-[\"a\",{one}]")),
-        E::PlaceholderOutOfRange(0)
-    );
+    assert_eq!(err(&format!("50-[\"a\",{one}]")), E::NoAttachments);
     assert_eq!(
         err(&format!("61-[{one},{one}]")),
         E::DuplicatePlaceholder(0)
@@ -525,11 +521,10 @@ fn the_decoder_collects_attachments_within_bounds() {
         [Cow::Borrowed(&b"ab"[..]), Cow::Borrowed(&b"cde"[..])]
     );
     assert_eq!(d.in_progress_since(), None);
-    // No attachments: whole at once, and the decoder stays free.
-    let p = d.text("50-[\"a\"]", 400).unwrap().unwrap();
+    // No attachments announced: refused, and the decoder stays free.
     assert_eq!(
-        (p.kind(), p.attachments().len()),
-        (PacketType::BinaryEvent, 0)
+        d.text("50-[\"a\"]", 400),
+        Err(DecodeError::Packet(PacketError::NoAttachments))
     );
     assert_eq!(
         d.text("2[\"b\"]", 401).unwrap().unwrap().data(),
@@ -621,7 +616,7 @@ fn any_packet() -> impl Strategy<Value = Packet<'static>> {
         any::<u32>().prop_map(serde_json::Value::from),
     ];
     let args = proptest::collection::vec(json_value(), 0..4);
-    let attachments = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 0..5);
+    let attachments = proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..8), 1..5);
     let object = proptest::collection::btree_map("[a-z]{0,4}", json_value(), 0..3)
         .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()));
     (
