@@ -715,3 +715,133 @@ proptest! {
         }
     }
 }
+
+/// The packet-level answers of the reference (socket.io 4.8.4) recorded in
+/// `tests/socketio/REFERENCE.md` by `raw_packets.py`: what it closes the
+/// session for, the decoder refuses; what it takes, the decoder takes.
+#[test]
+fn the_reference_answers_to_raw_packets() {
+    let ph = |n: usize| format!(r#"{{"_placeholder":true,"num":{n}}}"#);
+    let mut refused = vec![
+        "0custom,",
+        "abc",
+        "0\"token\"",
+        "0[]",
+        "0{",
+        "0null",
+        "2{}",
+        "2\"message\"",
+        "2[\"message\"",
+        "2[]",
+        "2null",
+        "2[\"message\"]x",
+        "2[{}]",
+        "2[null]",
+        "2[true]",
+        "2[[\"message\"]]",
+        "2abc[\"message-with-ack\"]",
+        "2-1[\"a\"]",
+        "21.5[\"a\"]",
+        "31{}",
+        "31\"x\"",
+        "31[",
+        "31null",
+        "50-[\"message\"]",
+        "5a-[\"message\"]",
+        "511-[\"message\"]",
+        "5-[\"message\"]",
+        "1{}",
+        "1[\"x\"]",
+        "7",
+        "8[\"message\"]",
+        "9",
+        "-2[\"message\"]",
+        " 2[\"message\"]",
+        "",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .collect::<Vec<_>>();
+    for name in json::RESERVED_EVENTS {
+        refused.push(format!("2[\"{name}\"]"));
+    }
+    refused.push(format!("51[\"message\",{}]", ph(0)));
+    for text in &refused {
+        assert!(
+            Decoder::default().text(text, 0).is_err(),
+            "{text:?} is refused"
+        );
+    }
+    for (text, attachment) in [
+        (format!("51-[\"message\",{}]", ph(1)), b"\x01"),
+        (
+            r#"51-["message",{"_placeholder":true,"num":-1}]"#.to_owned(),
+            b"\x01",
+        ),
+        (
+            r#"51-["message",{"_placeholder":true,"num":"0"}]"#.to_owned(),
+            b"\x01",
+        ),
+    ] {
+        let mut d = Decoder::default();
+        let refused = d
+            .text(&text, 0)
+            .and_then(|_| d.binary(Cow::Borrowed(attachment)));
+        assert!(refused.is_err(), "{text:?}");
+    }
+    let taken = [
+        "0",
+        "0{\"token\":\"123\"}",
+        "0/custom,",
+        "0/custom",
+        "0/custom,{\"token\":\"abc\"}",
+        "01",
+        "2[\"message\",1,\"2\",{\"3\":[true]}]",
+        "2[1]",
+        "27[1.5,\"x\"]",
+        "2456[\"message-with-ack\",1,\"2\",{\"3\":[false]}]",
+        "20[\"message-with-ack\"]",
+        "24294967296[\"message-with-ack\",\"big\"]",
+        "3999[\"x\"]",
+        "3999",
+        "2",
+        "1",
+        "1/custom",
+    ];
+    for text in taken {
+        assert!(
+            Decoder::default().text(text, 0).unwrap().is_some(),
+            "{text:?}"
+        );
+    }
+    assert_eq!(ok("01").id(), Some(1));
+    assert_eq!(ok("0/custom").encode_text(), "0/custom,");
+    assert_eq!(ok("24294967296[\"a\"]").id(), Some(1 << 32));
+    let plain = format!("2[\"message\",{}]", ph(0));
+    assert_eq!(ok(&plain).data(), Some(&plain[1..]));
+    // Ten attachments are taken (the reference's `maxAttachments`).
+    let phs: Vec<String> = (0..10).map(ph).collect();
+    let text = format!("510-[\"message\",{}]", phs.join(","));
+    let blobs: Vec<Vec<u8>> = (0..10u8).map(|i| vec![i]).collect();
+    let parts: Vec<&[u8]> = blobs.iter().map(Vec::as_slice).collect();
+    assert_eq!(decode(&text, &parts).unwrap().attachments().len(), 10);
+    // Fewer placeholders than attachments: taken.
+    let text = format!("52-[\"message\",{}]", ph(0));
+    assert_eq!(decode(&text, &[b"a", b"b"]).unwrap().attachments().len(), 2);
+    // A text packet while attachments are awaited; an attachment too many.
+    let mut d = Decoder::default();
+    d.text(&format!("52-[\"message\",{},{}]", ph(0), ph(1)), 0)
+        .unwrap();
+    d.binary(Cow::Borrowed(b"a")).unwrap();
+    assert_eq!(
+        d.text("2[\"message\",\"x\"]", 1),
+        Err(DecodeError::UnexpectedText)
+    );
+    let mut d = Decoder::default();
+    d.text(&format!("51-[\"message\",{}]", ph(0)), 0).unwrap();
+    d.binary(Cow::Borrowed(b"a")).unwrap().unwrap();
+    assert_eq!(
+        d.binary(Cow::Borrowed(b"b")),
+        Err(DecodeError::UnexpectedBinary)
+    );
+}
