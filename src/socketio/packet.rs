@@ -9,16 +9,17 @@
 //! Where the reference reads with JavaScript's `Number()` it takes more
 //! than digits, and this reads the same: a packet that starts with white
 //! space is a `CONNECT` (`Number(" ")` is 0), and white space right after
-//! the namespace is read as (part of) an ack id. The empty packet never
-//! reaches the reference's parser (engine.io-parser hands it no data, and
-//! the session is closed), so it is refused here. What it would read as `NaN`, a fraction or an integer beyond
-//! 2^53 is refused here instead (see [`PacketError`]), and so is an
-//! attachment count in the other spellings `Number()` takes (`0x1`, `1e0`,
-//! `+1`): no client writes them. As in the reference (socket.io 4.8), a
-//! binary packet announces 1 attachment or more. The JSON is
-//! checked by serde_json, stricter than `JSON.parse` in three corners: a
-//! lone UTF-16 surrogate escape (`"\ud800"`), a number beyond `f64`
-//! (`1e400`, Infinity to JavaScript) and nesting deeper than 128 are
+//! the namespace is read as (part of) an ack id. What it would read as
+//! `NaN`, a fraction or an integer beyond 2^53 is refused here instead
+//! (see [`PacketError`]), and so is an attachment count in the other
+//! spellings `Number()` takes (`0x1`, `1e0`, `+1`): no client writes them.
+//! As in the reference (socket.io 4.8), a binary packet announces 1
+//! attachment or more, and the empty packet is refused (engine.io-parser
+//! hands socket.io no data for it, and the session is closed).
+//!
+//! The JSON is checked by serde_json, stricter than `JSON.parse` in three
+//! corners: a lone UTF-16 surrogate escape (`"\ud800"`), a number beyond
+//! `f64` (`1e400`, Infinity to JavaScript) and nesting deeper than 128 are
 //! refused.
 
 use std::borrow::Cow;
