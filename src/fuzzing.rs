@@ -688,3 +688,148 @@ pub fn engineio_payload(data: &[u8]) {
         assert!(matches!(session.transmit(), Some(Transmit::Poll(_))));
     }
 }
+
+/// An event's name and arguments make its data again.
+fn socketio_event(p: &crate::socketio::Packet<'_>) {
+    use crate::socketio::{EventName, PacketType};
+    let is_event = matches!(p.kind(), PacketType::Event | PacketType::BinaryEvent);
+    let Some(event) = p.as_event() else {
+        assert!(!is_event || p.data().is_none());
+        return;
+    };
+    assert!(is_event);
+    let data = p.data().expect("an event with data");
+    assert!(data.contains(event.args));
+    let name = match &event.name {
+        EventName::Str(s) => serde_json::to_string(s).expect("a string"),
+        EventName::Number(n) => (*n).to_owned(),
+    };
+    let comma = if event.args.is_empty() { "" } else { "," };
+    let again = format!("[{name}{comma}{}]", event.args);
+    let again: serde_json::Value = serde_json::from_str(&again).expect("the same array");
+    let data: serde_json::Value = serde_json::from_str(data).expect("JSON");
+    assert_eq!(again, data);
+}
+
+/// Socket.IO packets. The whole input as one text packet: it decodes or
+/// is refused, never panics; what decodes has a namespace from `/` with no
+/// `,`, an ack id a JavaScript peer holds exactly, and is what building it
+/// from its parts gives; written back (with as many attachments as it
+/// announced) it decodes to the same parts, and writing is then stable;
+/// an event reads as its name and its arguments' text, which make its
+/// data again. Then the input as a session: the first byte sets the
+/// decoder's limits, the rest is messages split at `\x1e`, binary if they
+/// start with a 0 byte or are not UTF-8: a completed packet respects the
+/// limits and comes back through encoding and a fresh decoder unchanged;
+/// a refusal empties the decoder and names what happened.
+pub fn socketio_packet(data: &[u8]) {
+    use crate::socketio::{DecodeError, Decoder, Limits, Packet, PacketError, MAX_ACK_ID};
+    use std::borrow::Cow;
+
+    fn through_decoder(p: &Packet<'_>, limits: Limits) -> Packet<'static> {
+        let mut text = String::new();
+        let attachments = p.encode(&mut text);
+        let mut d = Decoder::new(limits);
+        let mut done = d
+            .text(&text, 0)
+            .expect("what is written decodes")
+            .map(Packet::into_owned);
+        for a in attachments {
+            assert!(done.is_none());
+            done = d
+                .binary(Cow::Borrowed(a))
+                .expect("its attachments are taken");
+        }
+        done.expect("complete")
+    }
+
+    if let Ok(text) = std::str::from_utf8(data) {
+        match Packet::decode_text(text) {
+            Ok((mut p, count)) => {
+                assert!(p.namespace().starts_with('/') && !p.namespace().contains(','));
+                assert!(p.id().is_none_or(|id| id <= MAX_ACK_ID));
+                assert!(p.data().is_none_or(|d| !d.is_empty() && text.ends_with(d)));
+                assert!(p.attachments().is_empty());
+                assert!(count == 0 || p.kind().is_binary());
+                socketio_event(&p);
+                if count <= 64 {
+                    for _ in 0..count {
+                        p.push_attachment(Cow::Borrowed(b""));
+                    }
+                    let rebuilt = Packet::new(
+                        p.kind(),
+                        p.namespace(),
+                        p.id(),
+                        p.data().map(Cow::Borrowed),
+                        p.attachments().to_vec(),
+                    );
+                    assert_eq!(rebuilt.as_ref(), Ok(&p));
+                    let again = p.encode_text();
+                    let (q, n) = Packet::decode_text(&again).expect("what is written decodes");
+                    assert_eq!(n, count);
+                    assert_eq!(
+                        (q.kind(), q.namespace(), q.id(), q.data()),
+                        (p.kind(), p.namespace(), p.id(), p.data())
+                    );
+                    let limits = Limits {
+                        max_attachments: 64,
+                        max_attachment_bytes: 0,
+                    };
+                    assert_eq!(through_decoder(&p, limits), p);
+                }
+            }
+            Err(PacketError::UnknownType(c)) => assert_eq!(text.chars().next(), Some(c)),
+            Err(PacketError::Empty) => assert!(text.is_empty()),
+            Err(PacketError::IllegalNamespace | PacketError::UnexpectedAttachments) => {
+                unreachable!("only building a packet checks these")
+            }
+            Err(_) => {}
+        }
+    }
+
+    let Some((&knobs, rest)) = data.split_first() else {
+        return;
+    };
+    let limits = Limits {
+        max_attachments: usize::from(knobs & 0x0f),
+        max_attachment_bytes: usize::from(knobs >> 4) * 4,
+    };
+    let mut decoder = Decoder::new(limits);
+    for (now, message) in (0u64..).zip(rest.split(|&b| b == 0x1e)) {
+        let before = decoder.in_progress_since();
+        let text = match message.split_first() {
+            Some((0, _)) => None,
+            _ => std::str::from_utf8(message).ok(),
+        };
+        let result = match text {
+            Some(text) => decoder.text(text, now).map(|p| p.map(Packet::into_owned)),
+            None => decoder.binary(Cow::Borrowed(message)),
+        };
+        match result {
+            Ok(Some(p)) => {
+                assert_eq!(decoder.in_progress_since(), None);
+                assert!(p.attachments().len() <= limits.max_attachments);
+                let bytes: usize = p.attachments().iter().map(|a| a.len()).sum();
+                assert!(bytes <= limits.max_attachment_bytes);
+                assert!(text.is_some() || before.is_some());
+                assert_eq!(through_decoder(&p, limits), p);
+            }
+            Ok(None) => {
+                assert_eq!(decoder.in_progress_since(), Some(before.unwrap_or(now)));
+                assert_eq!(text.is_some(), before.is_none());
+            }
+            Err(e) => {
+                assert_eq!(decoder.in_progress_since(), None);
+                match e {
+                    DecodeError::UnexpectedBinary => assert!(text.is_none() && before.is_none()),
+                    DecodeError::UnexpectedText => assert!(text.is_some() && before.is_some()),
+                    DecodeError::TooManyAttachments { count, max } => {
+                        assert!(count > max && max == limits.max_attachments);
+                    }
+                    DecodeError::AttachmentsTooLarge { .. } => assert!(text.is_none()),
+                    DecodeError::Packet(_) => assert!(text.is_some() && before.is_none()),
+                }
+            }
+        }
+    }
+}

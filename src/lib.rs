@@ -57,6 +57,10 @@
 //!   long-polling payloads, and each session's state machine (polls,
 //!   posts, heartbeat, upgrade to WebSocket, close). **Invariant:** like
 //!   `protocol`, no socket, clock or thread: time comes in as `now`.
+//! - [`socketio`]: the sans-IO Socket.IO v5 core on top of it: packets
+//!   (namespace, ack id, JSON data kept as text) read as the reference
+//!   parser reads them, and binary packets put back together from their
+//!   attachments within bounds. **Invariant:** no socket, clock or thread.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `status`: the live status page served at `GET /` beside a ticker feed.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
@@ -78,6 +82,7 @@ pub mod protocol;
 pub mod pubsub;
 mod server;
 mod shard;
+pub mod socketio;
 mod status;
 mod sys;
 pub mod tls;

@@ -79,3 +79,8 @@ fn engineio_packet_corpus() {
 fn engineio_payload_corpus() {
     replay("engineio_payload", surge::fuzzing::engineio_payload);
 }
+
+#[test]
+fn socketio_packet_corpus() {
+    replay("socketio_packet", surge::fuzzing::socketio_packet);
+}

@@ -1,0 +1,30 @@
+//! The sans-IO Socket.IO v5 core: packets in their text form, and binary
+//! packets put back together from the Engine.IO messages that carry them.
+//!
+//! ```text
+//! Engine.IO text message   ─► Decoder::text   ─┐
+//! Engine.IO binary message ─► Decoder::binary ─┴► Packet { type, namespace, ack id, JSON data as text, attachments }
+//!                      Packet::encode ─► one text message, then each attachment as a binary message
+//! ```
+//!
+//! Architecture invariant: like [`crate::engineio`], nothing here touches
+//! a socket, reads a clock or starts a thread; the time a half-received
+//! binary packet arrived comes in as `now`. Everything is tested and
+//! fuzzed on strings and byte slices.
+//!
+//! - [`packet`]: one packet, its text form read as the reference parser
+//!   reads it, and the precise rule a bad packet breaks.
+//! - [`decoder`]: a session's incoming packets, binary attachments
+//!   collected within [`Limits`].
+//! - `json`: the one pass over a packet's JSON data that checks it
+//!   without building a tree, so the data stays text.
+
+pub mod decoder;
+mod json;
+pub mod packet;
+
+#[cfg(test)]
+mod tests;
+
+pub use decoder::{DecodeError, Decoder, Limits};
+pub use packet::{Event, EventName, Packet, PacketError, PacketType, MAX_ACK_ID};
