@@ -140,10 +140,7 @@ impl Session {
                 // request: a refused request that has one ends its
                 // connection.
                 if has_body(req) {
-                    let closing = Manner {
-                        keep_alive: false,
-                        ..manner
-                    };
+                    let closing = manner.closing();
                     return (wire.len(), self.refuse(refusal, upgrade, &closing, hs));
                 }
                 return (head, self.refuse(refusal, upgrade, &manner, hs));
@@ -168,12 +165,7 @@ impl Session {
                 };
                 let accept = if transport == Transport::WebSocket {
                     match req.validate_upgrade() {
-                        Ok(upgrade) => {
-                            let mut accept = Vec::new();
-                            upgrade.encode_accept(&mut accept, None, None);
-                            http::cors_headers_into_101(&mut accept, &manner);
-                            Some(accept)
-                        }
+                        Ok(upgrade) => Some(http::accept(&upgrade, &manner)),
                         Err(e) => {
                             e.encode_response(&mut self.out);
                             return (wire.len(), self.linger());
@@ -183,18 +175,8 @@ impl Session {
                     None
                 };
                 if limits.metrics.is_draining() {
-                    let busy = Manner {
-                        keep_alive: false,
-                        ..manner
-                    };
-                    http::encode(
-                        &mut self.out,
-                        503,
-                        "text/plain; charset=utf-8",
-                        b"server shutting down\n",
-                        &busy,
-                    );
-                    return (wire.len(), self.linger());
+                    let next = self.close_with(503, b"server shutting down\n", &manner);
+                    return (wire.len(), next);
                 }
                 let ticket = match admit(req, hs, Route::EngineIo, None, limits) {
                     Ok((ticket, _)) => ticket,
@@ -231,12 +213,7 @@ impl Session {
                     Err(ticket) => {
                         limits.admission.registry.release(ticket);
                         tracing::warn!("no randomness for an Engine.IO session id");
-                        let busy = Manner {
-                            keep_alive: false,
-                            ..manner
-                        };
-                        http::encode(&mut self.out, 503, "", b"", &busy);
-                        return (wire.len(), self.linger());
+                        return (wire.len(), self.close_with(503, b"", &manner));
                     }
                 };
                 // The open packet reaches this connection as every answer
@@ -260,9 +237,7 @@ impl Session {
             }
             EioRequest::Upgrade(sid) => match req.validate_upgrade() {
                 Ok(upgrade) => {
-                    let mut accept = Vec::new();
-                    upgrade.encode_accept(&mut accept, None, None);
-                    http::cors_headers_into_101(&mut accept, &manner);
+                    let accept = http::accept(&upgrade, &manner);
                     limits.engineio.ask(sid, from, Ask::Upgrade);
                     self.phase = pending(sid, Waiting::Upgrade(accept), manner);
                     (head, Next::EngineIo)
@@ -273,10 +248,6 @@ impl Session {
                 }
             },
             EioRequest::Post(sid) => {
-                let closing = Manner {
-                    keep_alive: false,
-                    ..manner.clone()
-                };
                 let length = match req.header("content-length") {
                     Some(v) => std::str::from_utf8(v)
                         .ok()
@@ -285,14 +256,8 @@ impl Session {
                     None => Some(0),
                 };
                 let Some(length) = length else {
-                    http::encode(
-                        &mut self.out,
-                        411,
-                        "text/plain; charset=utf-8",
-                        b"a POST needs a Content-Length\n",
-                        &closing,
-                    );
-                    return (wire.len(), self.linger());
+                    let next = self.close_with(411, b"a POST needs a Content-Length\n", &manner);
+                    return (wire.len(), next);
                 };
                 if binary_body(req) || length > max_payload as usize {
                     // Refused unread: the connection cannot carry another.
@@ -300,18 +265,12 @@ impl Session {
                     limits
                         .engineio
                         .ask(sid, from, Ask::PostRefused { too_large });
-                    self.phase = pending(sid, Waiting::Answer, closing);
+                    self.phase = pending(sid, Waiting::Answer, manner.closing());
                     return (wire.len(), Next::EngineIo);
                 }
                 if length > message_allowance(routes.message_budget, 0) {
-                    http::encode(
-                        &mut self.out,
-                        503,
-                        "text/plain; charset=utf-8",
-                        b"server busy; try again\n",
-                        &closing,
-                    );
-                    return (wire.len(), self.linger());
+                    let next = self.close_with(503, b"server busy; try again\n", &manner);
+                    return (wire.len(), next);
                 }
                 let body = &wire[head..];
                 if body.len() >= length {
@@ -394,9 +353,7 @@ impl Session {
             // rest of the body cannot be told from a next request.
             manner.keep_alive = false;
         }
-        if self.out.capacity() == 0 {
-            self.out = pool.take();
-        }
+        self.write(&[], pool);
         match (answer, waiting) {
             (Answer::Accept, Waiting::Upgrade(accept)) => {
                 self.out.extend_from_slice(&accept);
@@ -432,6 +389,18 @@ impl Session {
         self.phase = Phase::Open(ServerConn::new(max_payload as usize));
         self.spill_mut().engineio = Some(sid);
         counters.handshakes += 1;
+    }
+
+    /// Answers with `status` and a plain-text `body`, then the connection
+    /// lingers out.
+    fn close_with(&mut self, status: u16, body: &[u8], manner: &Manner) -> Next {
+        let content_type = if body.is_empty() {
+            ""
+        } else {
+            "text/plain; charset=utf-8"
+        };
+        http::encode(&mut self.out, status, content_type, body, &manner.closing());
+        self.linger()
     }
 
     /// An answer is written: a kept-alive connection waits for its next

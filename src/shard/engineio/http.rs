@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use crate::engineio::Refusal;
+use crate::protocol::handshake::Upgrade;
 
 /// How the request that is being answered wants its answer.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -14,6 +15,25 @@ pub(crate) struct Manner {
     /// `Access-Control-Allow-Origin`'s value, where the route allows
     /// another origin.
     pub(crate) cors: Option<Box<str>>,
+}
+
+impl Manner {
+    /// The same, for an answer after which the connection ends.
+    pub(crate) fn closing(&self) -> Self {
+        Self {
+            keep_alive: false,
+            cors: self.cors.clone(),
+        }
+    }
+}
+
+/// The 101 that accepts a WebSocket, with the CORS header where the
+/// route allows another origin.
+pub(crate) fn accept(upgrade: &Upgrade<'_, '_, '_>, manner: &Manner) -> Vec<u8> {
+    let mut response = Vec::new();
+    upgrade.encode_accept(&mut response, None, None);
+    cors_headers_into_101(&mut response, manner);
+    response
 }
 
 /// Writes a whole response. An empty `content_type` sends none.
@@ -66,7 +86,7 @@ pub(crate) fn cors_headers(out: &mut Vec<u8>, manner: &Manner) {
 }
 
 /// Adds the CORS header to a whole 101 response, before its blank line.
-pub(crate) fn cors_headers_into_101(response: &mut Vec<u8>, manner: &Manner) {
+fn cors_headers_into_101(response: &mut Vec<u8>, manner: &Manner) {
     if manner.cors.is_some() && response.ends_with(b"\r\n\r\n") {
         response.truncate(response.len() - 2);
         cors_headers(response, manner);

@@ -63,17 +63,8 @@ impl EngineIo {
     /// waited on hears that it ended.
     pub(crate) fn released(&mut self, key: usize, session: &super::session::Session) {
         if let Some(sid) = session.engineio_sid() {
-            let from = crate::engineio::handoff::ConnRef {
-                shard: self.shard,
-                key: key as u32,
-                generation: session.generation,
-            };
-            self.outbox
-                .push(Handoff::ToOwner(crate::engineio::handoff::ToOwner {
-                    sid,
-                    from,
-                    ask: crate::engineio::handoff::Ask::Ended,
-                }));
+            let from = self.conn_ref(key, session.generation);
+            self.ask(sid, from, Ask::Ended);
         }
     }
 

@@ -177,12 +177,7 @@ impl Owner {
                     owned.probe = Some(from);
                     reply(sid, from, Answer::Accept, outbox);
                 }
-                Err(r) => {
-                    count(|c| c.refused(r));
-                    let mut body = Vec::new();
-                    http::refused_upgrade(&mut body, r);
-                    reply(sid, from, Answer::Refused(body), outbox);
-                }
+                Err(r) => refuse_upgrade(sid, from, r, outbox),
             },
             Ask::Frame { text, data } => {
                 if owned.ws != Some(from) && owned.probe != Some(from) {
@@ -390,18 +385,21 @@ fn refuse(sid: Sid, to: ConnRef, refusal: Refusal, outbox: &mut Vec<Handoff>) {
     reply(sid, to, answer, outbox);
 }
 
+/// Answers a refused upgrade, as the reference refuses one.
+fn refuse_upgrade(sid: Sid, to: ConnRef, refusal: Refusal, outbox: &mut Vec<Handoff>) {
+    count(|c| c.refused(refusal));
+    let mut response = Vec::new();
+    http::refused_upgrade(&mut response, refusal);
+    reply(sid, to, Answer::Refused(response), outbox);
+}
+
 /// A request named a session that does not live here (any more).
 fn unknown(sid: Sid, from: ConnRef, ask: &Ask, outbox: &mut Vec<Handoff>) {
     match ask {
         Ask::Poll | Ask::BeginPost | Ask::Post { .. } | Ask::PostRefused { .. } => {
             refuse(sid, from, Refusal::UnknownSid, outbox);
         }
-        Ask::Upgrade => {
-            count(|c| c.refused(Refusal::UnknownSid));
-            let mut body = Vec::new();
-            http::refused_upgrade(&mut body, Refusal::UnknownSid);
-            reply(sid, from, Answer::Refused(body), outbox);
-        }
+        Ask::Upgrade => refuse_upgrade(sid, from, Refusal::UnknownSid, outbox),
         // The session ended while they were on their way.
         Ask::Frame { .. } => reply(sid, from, Answer::CloseWebSocket, outbox),
         Ask::Ended => {}
