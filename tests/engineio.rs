@@ -280,6 +280,18 @@ fn refused_requests_keep_their_connection_only_without_a_body() {
     let mut http = Http::new(connect(server.addr));
     let post = http.request("POST", &format!("&sid={sid}"), b"4still here");
     assert_eq!(post.status, 200);
+    // A chunked body has no length to bound: 411, and the connection ends.
+    let mut chunked = Http::new(connect(server.addr));
+    let s = chunked.reader.get_mut();
+    write!(
+        s,
+        "POST {ROUTE}?EIO=4&transport=polling&sid={sid} HTTP/1.1\r\nHost: t\r\n\
+         Transfer-Encoding: chunked\r\n\r\n3\r\n4hi\r\n0\r\n\r\n"
+    )
+    .unwrap();
+    let refused = chunked.read();
+    assert_eq!(refused.status, 411);
+    assert_eq!(refused.header("connection"), Some("close"));
 }
 
 /// Per-IP caps count sessions, not their requests: a client at its cap
@@ -442,10 +454,18 @@ fn the_drain_closes_every_session() {
     // An idle kept-alive connection, with no request to answer.
     let mut idle = Http::new(connect(server.addr));
     sid_of(&idle.request("GET", "", b""));
+    let server_addr = server.addr;
     let started = Instant::now();
     let waiter = std::thread::spawn(move || server.terminate());
     let answer = http.read();
     assert_eq!((answer.status, answer.text()), (200, "1".into()));
+    // While the drain lasts, a new session is refused.
+    let mut late = Http::new(connect(server_addr));
+    let refused = late.request("GET", "", b"");
+    assert_eq!(
+        (refused.status, refused.text()),
+        (503, "server shutting down\n".into())
+    );
     assert_eq!(support::read_frame(&mut ws), (0x88, vec![0x03, 0xe8]));
     ws.write_all(&support::close(1000, b"")).unwrap();
     let mut rest = Vec::new();
@@ -453,7 +473,7 @@ fn the_drain_closes_every_session() {
     assert!(rest.is_empty());
     assert!(started.elapsed() < Duration::from_secs(2));
     // Clients that go when told: the server has nothing left to wait for.
-    drop((http, idle, ws));
+    drop((http, idle, ws, late));
     let status = waiter.join().unwrap();
     // Nothing waited for the close timeout (5 s).
     assert!(
