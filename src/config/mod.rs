@@ -44,12 +44,24 @@ pub enum RouteKind {
     /// (`/engine.io` serves `/engine.io/?EIO=4&...`).
     #[value(name = "engineio-echo")]
     EngineIoEcho,
+    /// Socket.IO v5 (on Engine.IO v4) as the protocol test suite's
+    /// reference server: namespaces `/` and `/custom`, the `auth` payload
+    /// echoed on connect, `message` answered `message-back`,
+    /// `message-with-ack` acked, and rooms (`join`, `leave`, `to-room`).
+    /// To Socket.IO what `echo` is to WebSocket.
+    #[value(name = "socketio-reference")]
+    SocketIoReference,
 }
 
 impl RouteKind {
     /// Whether the route serves Engine.IO sessions.
     pub fn is_engineio(self) -> bool {
-        matches!(self, Self::EngineIoEcho)
+        matches!(self, Self::EngineIoEcho | Self::SocketIoReference)
+    }
+
+    /// Whether the route speaks Socket.IO on its Engine.IO sessions.
+    pub fn is_socketio(self) -> bool {
+        matches!(self, Self::SocketIoReference)
     }
 }
 
@@ -99,6 +111,11 @@ pub struct RouteSpec {
     /// origin: `*`, or the one origin allowed (Engine.IO routes; default
     /// none: no CORS headers, as the reference without its `cors` option).
     pub cors_origin: Option<String>,
+    /// Milliseconds a Socket.IO session may go without a namespace from
+    /// its start, and a binary packet may wait for its attachments
+    /// (Socket.IO routes; default 45,000, the reference's
+    /// `connectTimeout`).
+    pub connect_timeout_ms: Option<u32>,
 }
 
 impl RouteSpec {
@@ -121,6 +138,7 @@ impl RouteSpec {
             ping_timeout_ms: None,
             max_payload: None,
             cors_origin: None,
+            connect_timeout_ms: None,
         }
     }
 }
@@ -136,6 +154,10 @@ pub(crate) struct EngineIoLimits {
     /// `max-backpressure`. Past it the session ends, as a slow hub
     /// subscriber is disconnected.
     pub(crate) max_backlog: usize,
+    /// What serves the route.
+    pub(crate) kind: RouteKind,
+    /// Socket.IO's connect timeout (ms).
+    pub(crate) connect_timeout_ms: u32,
 }
 
 /// One `[[topics]]` entry: what hub topics whose names start with
@@ -384,6 +406,8 @@ impl Routes {
             max_backlog: spec
                 .and_then(|s| s.max_backpressure)
                 .unwrap_or(self.max_backpressure),
+            kind: spec.map_or(RouteKind::EngineIoEcho, |s| s.kind),
+            connect_timeout_ms: spec.and_then(|s| s.connect_timeout_ms).unwrap_or(45_000),
         }
     }
 

@@ -93,6 +93,9 @@ pub enum Answer {
     Refused(Vec<u8>),
     /// WebSocket frames, whole, to write on an open WebSocket.
     Frames(Vec<u8>),
+    /// Write these WebSocket frames, made once and shared by every
+    /// recipient (a Socket.IO room broadcast).
+    Shared(std::sync::Arc<[u8]>),
     /// Close the WebSocket: the session ended, or the probe failed.
     CloseWebSocket,
     /// Close the WebSocket with 1013: what it carried could not reach
@@ -140,6 +143,10 @@ impl Handoff {
                 answer: Answer::Http { body: b, .. } | Answer::Frames(b) | Answer::Refused(b),
                 ..
             }) => b.len(),
+            Self::ToConn(ToConn {
+                answer: Answer::Shared(f),
+                ..
+            }) => f.len(),
             _ => 0,
         }
     }

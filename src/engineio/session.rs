@@ -452,6 +452,13 @@ impl Session {
         self.close(CloseReason::ServerClose);
     }
 
+    /// The protocol carried on the session (Socket.IO) was broken: the
+    /// session ends at once, as one whose packets do not decode, and what
+    /// is queued is dropped.
+    pub fn protocol_error(&mut self) {
+        self.close(CloseReason::ParseError);
+    }
+
     /// When [`on_timer`](Self::on_timer) is next due; `None` once closed.
     pub fn next_deadline(&self) -> Option<u64> {
         if self.closed.is_some() {

@@ -10,7 +10,7 @@ use super::session::{Route, Session};
 use super::{Conn, Transport};
 use crate::engineio::handoff::Handoff;
 use crate::metrics::ShardStats;
-use crate::pubsub::hub::{Hub, Inbound, InboxReceiver, SharedFrame};
+use crate::pubsub::hub::{Delivery, Hub, Inbound, InboxReceiver, SharedFrame};
 use crate::pubsub::ticker;
 use crate::pubsub::topics::{FanOut, Subscriber, Topics};
 
@@ -27,6 +27,8 @@ pub(crate) struct PubSub {
     /// Engine.IO requests and answers other shards handed over, for the
     /// shard to act on this turn.
     pub(crate) handoffs: Vec<Handoff>,
+    /// Socket.IO room broadcasts, for this shard's sessions in the rooms.
+    pub(crate) rooms: Vec<Delivery>,
 }
 
 /// A connection seen as a subscriber.
@@ -66,6 +68,7 @@ impl PubSub {
             fan_out: FanOut::default(),
             last_join: 0,
             handoffs: Vec::new(),
+            rooms: Vec::new(),
         }
     }
 
@@ -102,8 +105,11 @@ impl PubSub {
             self.woken = false;
             self.inbox.rearm();
             let (topics, out) = (&mut self.topics, &mut self.fan_out);
-            let handoffs = &mut self.handoffs;
+            let (handoffs, rooms) = (&mut self.handoffs, &mut self.rooms);
             self.inbox.drain(|item| match item {
+                Inbound::Message(d) if d.topic.starts_with(super::engineio::ROOM_PREFIX) => {
+                    rooms.push(d);
+                }
                 Inbound::Message(d) => topics.accept(&d),
                 Inbound::Marker(m) => {
                     topics.activate(conns, &m.topic, m.seq, &m.replay, threshold, out);

@@ -22,6 +22,7 @@
 pub mod decoder;
 mod json;
 pub mod packet;
+pub mod session;
 
 #[cfg(test)]
 mod tests;

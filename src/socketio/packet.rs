@@ -398,6 +398,26 @@ pub enum EventName<'p> {
     Number(&'p str),
 }
 
+/// The `num` of every placeholder in `data` (JSON), in document order;
+/// one that is not a whole number reads as `u64::MAX`.
+pub(crate) fn placeholders(data: &str) -> Vec<u64> {
+    json::scan(data, true).map_or_else(
+        |_| Vec::new(),
+        |scan| {
+            scan.placeholders
+                .into_iter()
+                .map(|n| {
+                    if n >= 0.0 && n.fract() == 0.0 && n <= MAX_ACK_ID as f64 {
+                        n as u64
+                    } else {
+                        u64::MAX
+                    }
+                })
+                .collect()
+        },
+    )
+}
+
 /// Checks `data` against the rules of `kind`, and a binary packet's
 /// placeholders against its `count` attachments.
 fn check_data(kind: PacketType, data: &str, count: usize) -> Result<(), PacketError> {

@@ -117,6 +117,9 @@ fn route_table(route: &RouteSpec) -> String {
     if let Some(origin) = &route.cors_origin {
         let _ = writeln!(out, "cors-origin = {}", literal_string(origin));
     }
+    if let Some(n) = route.connect_timeout_ms {
+        let _ = writeln!(out, "connect-timeout-ms = {n}");
+    }
     out
 }
 

@@ -266,6 +266,7 @@ impl Reader<'_> {
         let mut history_key = None;
         let mut recovery_key = None;
         let mut engineio_key = None;
+        let mut socketio_key = None;
         for (key, value) in table {
             let name = key.get_ref().replace('_', "-");
             let shown = format!("routes.{name}");
@@ -284,7 +285,7 @@ impl Reader<'_> {
                 "kind" => {
                     kind = Some(RouteKind::from_str(&text, true).map_err(|_| {
                         bad(&format_args!(
-                            "{text:?} is not one of echo, hub, ticker, app, engineio-echo"
+                            "{text:?} is not one of echo, hub, ticker, app, engineio-echo, socketio-reference"
                         ))
                     })?)
                 }
@@ -339,6 +340,14 @@ impl Reader<'_> {
                     } = Some(n);
                     engineio_key.get_or_insert((at, shown.clone()));
                 }
+                "connect-timeout-ms" => {
+                    let n = text.parse::<u32>().map_err(|e| bad(&e))?;
+                    if n == 0 {
+                        return Err(bad(&"must be at least 1"));
+                    }
+                    spec.connect_timeout_ms = Some(n);
+                    socketio_key.get_or_insert((at, shown.clone()));
+                }
                 "cors-origin" => {
                     let origin_like = text == "*"
                         || (text.starts_with("http://") || text.starts_with("https://"))
@@ -363,7 +372,8 @@ impl Reader<'_> {
                         &"unknown route key (path, kind, handler, max-message, \
                          idle-timeout-ms, backpressure, max-backpressure, deflate, \
                          history-size, history-ttl-ms, latest, max-recovery, \
-                         ping-interval-ms, ping-timeout-ms, max-payload, cors-origin)",
+                         ping-interval-ms, ping-timeout-ms, max-payload, cors-origin, \
+                         connect-timeout-ms)",
                     ))
                 }
             }
@@ -378,6 +388,9 @@ impl Reader<'_> {
         }
         if let (Some((key_at, shown)), false) = (engineio_key, spec.kind.is_engineio()) {
             return Err(self.error(key_at, &shown, "only an Engine.IO route has it"));
+        }
+        if let (Some((key_at, shown)), false) = (socketio_key, spec.kind.is_socketio()) {
+            return Err(self.error(key_at, &shown, "only a Socket.IO route has it"));
         }
         match (spec.kind, &spec.handler) {
             (RouteKind::App, None) => {

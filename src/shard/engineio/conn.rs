@@ -199,15 +199,24 @@ impl Session {
                     max_queued_bytes: u32::try_from(limits_here.max_backlog).unwrap_or(u32::MAX),
                     ..Config::default()
                 };
+                let behaviour = if limits_here.kind.is_socketio() {
+                    super::Behaviour::Reference(crate::socketio::session::Settings {
+                        connect_timeout_ms: limits_here.connect_timeout_ms,
+                        ..Default::default()
+                    })
+                } else {
+                    super::Behaviour::Echo
+                };
                 let now = limits.engineio.now_ms;
                 let eio = &mut *limits.engineio;
                 let mut out = super::owner::Out {
                     outbox: &mut eio.outbox,
                     registry: &limits.admission.registry,
+                    hub: limits.pubsub.hub(),
                 };
                 let sid = match eio
                     .owner
-                    .open(config, transport, ticket, from, now, &mut out)
+                    .open(config, behaviour, transport, ticket, from, now, &mut out)
                 {
                     Ok(sid) => sid,
                     Err(ticket) => {

@@ -18,11 +18,13 @@
 //! [`Phase::EngineIo`](super::session::Phase) and holds no buffer; an
 //! idle session is its state machine and a few connection references.
 
+mod app;
 mod conn;
 mod counts;
 mod http;
 mod owner;
 
+pub(crate) use app::{Behaviour, ROOM_PREFIX};
 pub(crate) use conn::Pending;
 pub(crate) use counts::counts;
 
@@ -84,13 +86,16 @@ impl<T: Transport> Shard<T> {
         self.engineio.now_ms = now;
         let registry = &self.shared.admission.registry;
         let eio = &mut self.engineio;
-        eio.owner.expire(
-            now,
-            &mut Out {
-                outbox: &mut eio.outbox,
-                registry,
-            },
-        );
+        let rooms = std::mem::take(&mut self.pubsub.rooms);
+        let mut out = Out {
+            outbox: &mut eio.outbox,
+            registry,
+            hub: self.pubsub.hub(),
+        };
+        eio.owner.expire(now, &mut out);
+        for delivery in &rooms {
+            eio.owner.deliver(delivery, &mut out);
+        }
         eio.outbox.append(&mut self.pubsub.handoffs);
         while !self.engineio.outbox.is_empty() {
             let batch = std::mem::take(&mut self.engineio.outbox);
@@ -105,12 +110,19 @@ impl<T: Transport> Shard<T> {
                         let mut out = Out {
                             outbox: &mut eio.outbox,
                             registry: &self.shared.admission.registry,
+                            hub: self.pubsub.hub(),
                         };
                         eio.owner.handle(m, now, &mut out);
                     }
                     Handoff::ToConn(m) => self.apply(driver, m),
                 }
             }
+            let eio = &mut self.engineio;
+            eio.owner.flush_dirty(&mut Out {
+                outbox: &mut eio.outbox,
+                registry: &self.shared.admission.registry,
+                hub: self.pubsub.hub(),
+            });
         }
     }
 
@@ -120,6 +132,7 @@ impl<T: Transport> Shard<T> {
         eio.owner.close_all(&mut Out {
             outbox: &mut eio.outbox,
             registry: &self.shared.admission.registry,
+            hub: self.pubsub.hub(),
         });
     }
 
@@ -159,6 +172,7 @@ impl<T: Transport> Shard<T> {
                     &mut Out {
                         outbox: &mut eio.outbox,
                         registry: &self.shared.admission.registry,
+                        hub: self.pubsub.hub(),
                     },
                 );
             }
@@ -191,20 +205,29 @@ impl<T: Transport> Shard<T> {
                 self.close(driver, key, CloseCode::TRY_AGAIN_LATER, "server busy");
                 return;
             }
-            Answer::Frames(frames) => {
+            Answer::Frames(_) | Answer::Shared(_) => {
                 if !session.is_open() {
                     return;
                 }
+                let len = match &m.answer {
+                    Answer::Frames(f) => f.len(),
+                    Answer::Shared(f) => f.len(),
+                    _ => 0,
+                };
                 // A client that does not read cannot make the server hold
                 // its packets without bound: it goes as a slow hub
                 // subscriber goes, past the route's `max-backpressure`.
                 let bound = config.routes.engineio(session.spec).max_backlog;
-                if conn.backlog() + frames.len() > bound.max(MAX_PENDING_OUT) {
+                if conn.backlog() + len > bound.max(MAX_PENDING_OUT) {
                     self.close_overloaded(driver, key);
                     return;
                 }
                 let session = &mut self.conns[key].session;
-                session.write(&frames, &mut self.pool);
+                match m.answer {
+                    Answer::Frames(frames) => session.write(&frames, &mut self.pool),
+                    Answer::Shared(frame) => session.push_shared(frame),
+                    _ => {}
+                }
                 driver.send(self, key);
                 return;
             }

@@ -5,16 +5,19 @@
 //! what the sessions transmit goes out as [`ToConn`].
 
 use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
 
 use slab::Slab;
 
+use super::app::{self, Behaviour, Effects, RoomChange, SocketIo};
 use super::counts::count;
 use super::http;
 use crate::admission::registry::{Registry, Ticket};
 use crate::engineio::handoff::{Answer, Ask, ConnRef, Handoff, ToConn, ToOwner};
-use crate::engineio::{Config, Frame, Refusal, Session, Sid, Transmit, Transport};
+use crate::engineio::{Config, Data, Frame, Refusal, Session, Sid, Transmit, Transport};
 use crate::protocol::frame::{encode_frame, OpCode};
+use crate::pubsub::hub::{Delivery, Hub};
 
 /// One session and the connections it answers through.
 #[derive(Debug)]
@@ -32,6 +35,20 @@ struct Owned {
     probe: Option<ConnRef>,
     /// The deadline queued in the timer heap (`u64::MAX`: none).
     armed: u64,
+    /// The Socket.IO layer, on a Socket.IO route (else messages echo).
+    sio: Option<Box<SocketIo>>,
+}
+
+impl Owned {
+    fn next_deadline(&self) -> Option<u64> {
+        let eio = self.session.next_deadline()?;
+        Some(
+            match self.sio.as_ref().and_then(|s| s.conn.next_deadline()) {
+                Some(sio) => eio.min(sio),
+                None => eio,
+            },
+        )
+    }
 }
 
 /// A shard's Engine.IO sessions.
@@ -42,6 +59,12 @@ pub(crate) struct Owner {
     /// (when, slot, generation): the earliest deadline of each session,
     /// and stale entries, which are skipped.
     timers: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    /// Each Socket.IO room's members here: (slot, generation).
+    members: HashMap<Arc<str>, Vec<(u32, u32)>>,
+    /// Room changes the last message asked for.
+    changes: Vec<RoomChange>,
+    /// Sessions whose WebSocket messages were taken but not yet flushed.
+    dirty: Vec<(usize, u32)>,
     shard: u16,
 }
 
@@ -51,6 +74,9 @@ impl Owner {
             sessions: Slab::new(),
             next_generation: 0,
             timers: BinaryHeap::new(),
+            members: HashMap::new(),
+            changes: Vec::new(),
+            dirty: Vec::new(),
             shard,
         }
     }
@@ -64,9 +90,11 @@ impl Owner {
     /// `ticket`, the request's connection `via` being its handshake poll
     /// (polling: answered at once) or its WebSocket. `None` if the system
     /// has no randomness to give.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         &mut self,
         config: Config,
+        behaviour: Behaviour,
         transport: Transport,
         ticket: Ticket,
         via: ConnRef,
@@ -86,6 +114,10 @@ impl Owner {
             ws: None,
             probe: None,
             armed: u64::MAX,
+            sio: match behaviour {
+                Behaviour::Echo => None,
+                Behaviour::Reference(settings) => Some(Box::new(SocketIo::new(settings, now))),
+            },
         };
         match transport {
             Transport::Polling => {
@@ -150,8 +182,7 @@ impl Owner {
                         let mut received = 0;
                         for data in messages {
                             received += 1;
-                            // An echo: what it could not queue ended the session.
-                            let _ = session.send(data);
+                            self.receive(key, data, now, out.hub);
                         }
                         count(|c| c.packets_in += received);
                         let ok = Answer::Http {
@@ -160,9 +191,9 @@ impl Owner {
                             body: b"ok".to_vec(),
                             close: false,
                         };
-                        reply(sid, from, ok, outbox);
+                        reply(sid, from, ok, out.outbox);
                     }
-                    Err(r) => refuse(sid, from, r, outbox),
+                    Err(r) => refuse(sid, from, r, out.outbox),
                 }
             }
             Ask::PostRefused { too_large } => {
@@ -192,12 +223,18 @@ impl Owner {
                 let was_polling = session.transport() == Transport::Polling;
                 if let Some(message) = session.on_frame(frame, now) {
                     count(|c| c.packets_in += 1);
-                    let _ = session.send(message.into_owned());
+                    self.receive(key, message, now, out.hub);
                 }
-                if was_polling && session.transport() == Transport::WebSocket {
+                let owned = &mut self.sessions[key];
+                if was_polling && owned.session.transport() == Transport::WebSocket {
                     owned.ws = owned.probe.take();
                     count(|c| c.upgraded());
                 }
+                // Flushed once for all the frames of this batch: what a
+                // later frame's violation ends is then never sent, as
+                // with the reference, and the answers go as one write.
+                self.dirty.push((key, sid.generation()));
+                return;
             }
             Ask::Ended => {
                 if owned.get == Some(from) {
@@ -222,6 +259,83 @@ impl Owner {
         self.flush(key, out);
     }
 
+    /// One message from session `key`'s client: echoed, or taken by the
+    /// Socket.IO layer.
+    fn receive(&mut self, key: usize, message: Data<'_>, now: u64, hub: &Hub) {
+        let owned = &mut self.sessions[key];
+        let Some(sio) = owned.sio.as_deref_mut() else {
+            // An echo: what it could not queue ended the session.
+            let _ = owned.session.send(message);
+            return;
+        };
+        let mut fx = Effects {
+            hub,
+            rooms: &mut self.changes,
+        };
+        app::receive(&mut owned.session, sio, message, now, &mut fx);
+        let generation = owned.session.sid().generation();
+        for change in self.changes.drain(..) {
+            let member = (key as u32, generation);
+            match change {
+                RoomChange::Joined(topic) => self.members.entry(topic).or_default().push(member),
+                RoomChange::Left(topic) => forget_member(&mut self.members, &topic, member),
+            }
+        }
+    }
+
+    /// A room broadcast reached this shard: every member here gets it, a
+    /// member on a WebSocket as the very frames published.
+    pub(crate) fn deliver(&mut self, delivery: &Delivery, out: &mut Out<'_>) {
+        let Some(members) = self.members.get(&delivery.topic) else {
+            return;
+        };
+        let members = members.clone();
+        for (slot, generation) in members {
+            let key = slot as usize;
+            let Some(owned) = self
+                .sessions
+                .get_mut(key)
+                .filter(|o| o.session.sid().generation() == generation)
+            else {
+                continue;
+            };
+            let sid = owned.session.sid();
+            match owned.ws {
+                Some(ws)
+                    if owned.session.transport() == Transport::WebSocket
+                        && owned.session.queued_bytes() == 0 =>
+                {
+                    count(|c| c.packets_out += 1);
+                    let answer = Answer::Shared(delivery.frame.clone());
+                    reply(sid, ws, answer, out.outbox);
+                }
+                _ => {
+                    let session = &mut owned.session;
+                    app::messages_in(&delivery.frame, |m| {
+                        let _ = session.send(m);
+                    });
+                    self.flush(key, out);
+                }
+            }
+        }
+    }
+
+    /// Flushes the sessions that took WebSocket messages in this batch.
+    pub(crate) fn flush_dirty(&mut self, out: &mut Out<'_>) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &(key, generation) in &dirty {
+            if self
+                .sessions
+                .get(key)
+                .is_some_and(|o| o.session.sid().generation() == generation)
+            {
+                self.flush(key, out);
+            }
+        }
+        dirty.clear();
+        self.dirty = dirty;
+    }
+
     /// The time is `now`: every session whose deadline passed acts on it.
     pub(crate) fn expire(&mut self, now: u64, out: &mut Out<'_>) {
         while let Some(&Reverse((due, slot, generation))) = self.timers.peek() {
@@ -240,6 +354,11 @@ impl Owner {
             owned.armed = u64::MAX;
             if owned.session.next_deadline().is_some_and(|d| d <= now) {
                 owned.session.on_timer(now);
+            }
+            if let Some(sio) = owned.sio.as_deref_mut() {
+                if let Some(v) = sio.conn.on_timer(now) {
+                    app::violated(&mut owned.session, v);
+                }
             }
             self.flush(key, out);
         }
@@ -335,10 +454,16 @@ impl Owner {
             if let Some(ticket) = owned.ticket {
                 out.registry.release(ticket);
             }
+            if let Some(sio) = owned.sio {
+                let member = (key as u32, sid.generation());
+                for topic in &sio.rooms {
+                    forget_member(&mut self.members, topic, member);
+                }
+            }
             count(|c| c.closed(transport, reason));
             return;
         }
-        if let Some(due) = owned.session.next_deadline() {
+        if let Some(due) = owned.next_deadline() {
             if due < owned.armed {
                 owned.armed = due;
                 let generation = owned.session.sid().generation();
@@ -353,6 +478,21 @@ impl Owner {
 pub(crate) struct Out<'a> {
     pub(crate) outbox: &'a mut Vec<Handoff>,
     pub(crate) registry: &'a Registry,
+    /// Where room broadcasts are published.
+    pub(crate) hub: &'a Hub,
+}
+
+fn forget_member(
+    members: &mut HashMap<Arc<str>, Vec<(u32, u32)>>,
+    topic: &str,
+    member: (u32, u32),
+) {
+    if let Some(list) = members.get_mut(topic) {
+        list.retain(|m| *m != member);
+        if list.is_empty() {
+            members.remove(topic);
+        }
+    }
 }
 
 fn flush_frames(

@@ -1,0 +1,376 @@
+//! What an Engine.IO session's messages go to: back to the client (the
+//! `engineio-echo` route), or the Socket.IO layer with the route's
+//! behaviour (`socketio-reference`: the protocol test suite's server).
+//!
+//! A Socket.IO room is a hub topic (`sio:` + namespace + `,` + room), so
+//! a broadcast reaches the members on every shard: it is published once,
+//! as the WebSocket frames of its Engine.IO messages, and those frames
+//! are shared by every member on a WebSocket; a polling member gets the
+//! messages read back out of them.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use crate::engineio::{Data, Session};
+use crate::protocol::frame::{encode_frame, OpCode};
+use crate::pubsub::hub::{Delivery, Hub, SharedFrame};
+use crate::socketio::session::{self as sio, Connection, Settings, Violation};
+use crate::socketio::{EventName, Packet, PacketType};
+
+/// The most rooms one session's sockets may be in, together.
+pub(crate) const MAX_ROOMS: usize = 64;
+
+/// The prefix of every Socket.IO room's hub topic.
+pub(crate) const ROOM_PREFIX: &str = "sio:";
+
+/// What a route does with its sessions' messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Behaviour {
+    /// Every message comes back.
+    Echo,
+    /// Socket.IO as the protocol test suite's reference server: `/` and
+    /// `/custom`, `auth` echoed on connect, `message` → `message-back`,
+    /// `message-with-ack` acked, and the room events `join`, `leave`,
+    /// `to-room`.
+    Reference(Settings),
+}
+
+/// A Socket.IO session's state beyond the packet rules: the rooms it is
+/// in, as hub topics.
+#[derive(Debug)]
+pub(crate) struct SocketIo {
+    pub(crate) conn: Connection,
+    pub(crate) rooms: Vec<Arc<str>>,
+}
+
+impl SocketIo {
+    pub(crate) fn new(settings: Settings, now: u64) -> Self {
+        Self {
+            conn: Connection::new(settings, now),
+            rooms: Vec::new(),
+        }
+    }
+}
+
+/// A change to the owner's room index that a message asked for.
+#[derive(Debug)]
+pub(crate) enum RoomChange {
+    Joined(Arc<str>),
+    Left(Arc<str>),
+}
+
+/// Where a message's consequences go.
+pub(crate) struct Effects<'a> {
+    pub(crate) hub: &'a Hub,
+    pub(crate) rooms: &'a mut Vec<RoomChange>,
+}
+
+/// Acts on one message of a Socket.IO session. A violation ends the
+/// Engine.IO session as the reference ends it: closed, with no Socket.IO
+/// packet first.
+pub(crate) fn receive(
+    session: &mut Session,
+    state: &mut SocketIo,
+    message: Data<'_>,
+    now: u64,
+    fx: &mut Effects<'_>,
+) {
+    match state.conn.receive(message, now) {
+        Ok(None) => {}
+        Ok(Some(packet)) => reference(session, state, &packet, fx),
+        Err(v) => violated(session, v),
+    }
+}
+
+/// Ends a session whose client broke a rule.
+pub(crate) fn violated(session: &mut Session, v: Violation) {
+    tracing::debug!(violation = %v, "Socket.IO session closed");
+    session.protocol_error();
+}
+
+fn send(session: &mut Session, packet: &Packet<'_>) {
+    // A message the queue cannot take ended the session (buffer full).
+    sio::messages(packet, |m| {
+        let _ = session.send(m);
+    });
+}
+
+/// The reference server's behaviour for one checked packet.
+fn reference(
+    session: &mut Session,
+    state: &mut SocketIo,
+    packet: &Packet<'_>,
+    fx: &mut Effects<'_>,
+) {
+    let ns = packet.namespace();
+    match packet.kind() {
+        PacketType::Connect => {
+            if ns != "/" && ns != "/custom" {
+                send(session, &sio::refusal(ns, "Invalid namespace"));
+                return;
+            }
+            let Some(id) = sio::new_socket_id() else {
+                send(session, &sio::refusal(ns, "server busy"));
+                return;
+            };
+            let accepted = state.conn.accept(ns, id, "");
+            send(session, &accepted);
+            let auth = packet.data().unwrap_or("{}");
+            emit(session, ns, "auth", auth, &[], None);
+        }
+        PacketType::Disconnect => leave_all(state, ns, fx),
+        PacketType::Event | PacketType::BinaryEvent if ns == "/" => {
+            let Some(event) = packet.as_event() else {
+                return;
+            };
+            let EventName::Str(name) = &event.name else {
+                return;
+            };
+            let (args, attachments) = renumbered(event.args, packet.attachments());
+            let id = packet.id();
+            match &**name {
+                "message" => {
+                    // The handler passes the client's ack function on: the
+                    // server asks for an ack of its own and forwards it.
+                    let ask = id.and_then(|client| state.conn.await_ack(ns, client));
+                    emit(session, ns, "message-back", &args, &attachments, ask);
+                }
+                "message-with-ack" => {
+                    if let Some(id) = id {
+                        ack(session, ns, id, &args, &attachments);
+                    }
+                }
+                "join" | "leave" => {
+                    let Some(room) = first_string(&args) else {
+                        return;
+                    };
+                    let topic: Arc<str> = room_topic(ns, &room).into();
+                    if &**name == "join" {
+                        join(state, topic, fx);
+                    } else {
+                        leave(state, &topic, fx);
+                    }
+                    if let Some(id) = id {
+                        let list = rooms_of(state, ns);
+                        ack(session, ns, id, &list, &[]);
+                    }
+                }
+                "to-room" => {
+                    let Some(room) = first_string(&args) else {
+                        return;
+                    };
+                    let data = format!("[\"room-event\",{args}]");
+                    if let Ok(event) = Packet::event(ns, data, None, attachments) {
+                        publish(fx.hub, &room_topic(ns, &room), &event);
+                    }
+                    if let Some(id) = id {
+                        ack(session, ns, id, "", &[]);
+                    }
+                }
+                _ => {}
+            }
+        }
+        PacketType::Ack | PacketType::BinaryAck => {
+            let Some(id) = packet.id() else { return };
+            let Some(client) = state.conn.answered(ns, id) else {
+                return;
+            };
+            let data = packet.data().unwrap_or("[]");
+            let inner = data
+                .trim()
+                .strip_prefix('[')
+                .and_then(|d| d.strip_suffix(']'));
+            let (args, attachments) = renumbered(inner.unwrap_or(""), packet.attachments());
+            ack(session, ns, client, &args, &attachments);
+        }
+        _ => {}
+    }
+}
+
+/// Sends the event `name` with `args` (JSON text of the arguments after
+/// the name) on namespace `ns`.
+fn emit(
+    session: &mut Session,
+    ns: &str,
+    name: &str,
+    args: &str,
+    attachments: &[Cow<'_, [u8]>],
+    id: Option<u64>,
+) {
+    let name = serde_json::to_string(name).expect("a string");
+    let data = if args.is_empty() {
+        format!("[{name}]")
+    } else {
+        format!("[{name},{args}]")
+    };
+    if let Ok(p) = Packet::event(ns, data, id, attachments.to_vec()) {
+        send(session, &p);
+    }
+}
+
+fn ack(session: &mut Session, ns: &str, id: u64, args: &str, attachments: &[Cow<'_, [u8]>]) {
+    let kind = if attachments.is_empty() {
+        PacketType::Ack
+    } else {
+        PacketType::BinaryAck
+    };
+    let data = format!("[{args}]");
+    if let Ok(p) = Packet::new(kind, ns, Some(id), Some(data.into()), attachments.to_vec()) {
+        send(session, &p);
+    }
+}
+
+/// The arguments with their placeholders numbered in document order and
+/// the attachments they name, in that order: what the reference sends on
+/// when it re-encodes them. Attachments no placeholder names are dropped.
+fn renumbered<'a>(
+    args: &'a str,
+    attachments: &'a [Cow<'a, [u8]>],
+) -> (Cow<'a, str>, Vec<Cow<'a, [u8]>>) {
+    if attachments.is_empty() {
+        return (Cow::Borrowed(args), Vec::new());
+    }
+    let array = format!("[{args}]");
+    let nums = crate::socketio::packet::placeholders(&array);
+    if nums.iter().enumerate().all(|(i, &n)| n == i as u64) {
+        let used = attachments[..nums.len().min(attachments.len())].to_vec();
+        return (Cow::Borrowed(args), used);
+    }
+    // Out of document order (no stock client writes this): rebuilt
+    // through a tree.
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&array) else {
+        return (Cow::Borrowed(args), attachments.to_vec());
+    };
+    let mut used = Vec::new();
+    number(&mut value, attachments, &mut used);
+    let text = serde_json::to_string(&value).expect("a JSON value");
+    let inner = text[1..text.len() - 1].to_owned();
+    (Cow::Owned(inner), used)
+}
+
+fn number<'a>(
+    value: &mut serde_json::Value,
+    attachments: &[Cow<'a, [u8]>],
+    used: &mut Vec<Cow<'a, [u8]>>,
+) {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) => items.iter_mut().for_each(|v| number(v, attachments, used)),
+        Value::Object(map) => {
+            if map.get("_placeholder") == Some(&Value::Bool(true)) {
+                if let Some(n) = map.get("num").and_then(Value::as_u64) {
+                    if let Some(a) = attachments.get(n as usize) {
+                        map.insert("num".into(), Value::from(used.len()));
+                        used.push(a.clone());
+                    }
+                }
+                return;
+            }
+            map.values_mut().for_each(|v| number(v, attachments, used));
+        }
+        _ => {}
+    }
+}
+
+/// The first argument, if it is a string (a room's name).
+fn first_string(args: &str) -> Option<String> {
+    let array = format!("[{args}]");
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(&array).ok()?;
+    serde_json::from_str(items.first()?.get()).ok()
+}
+
+fn room_topic(ns: &str, room: &str) -> String {
+    format!("{ROOM_PREFIX}{ns},{room}")
+}
+
+fn join(state: &mut SocketIo, topic: Arc<str>, fx: &mut Effects<'_>) {
+    if state.rooms.contains(&topic) || state.rooms.len() >= MAX_ROOMS {
+        return;
+    }
+    state.rooms.push(Arc::clone(&topic));
+    fx.rooms.push(RoomChange::Joined(topic));
+}
+
+fn leave(state: &mut SocketIo, topic: &str, fx: &mut Effects<'_>) {
+    if let Some(at) = state.rooms.iter().position(|t| &**t == topic) {
+        let topic = state.rooms.remove(at);
+        fx.rooms.push(RoomChange::Left(topic));
+    }
+}
+
+/// A socket left namespace `ns`: it leaves that namespace's rooms.
+fn leave_all(state: &mut SocketIo, ns: &str, fx: &mut Effects<'_>) {
+    let prefix = room_topic(ns, "");
+    let (gone, kept) = std::mem::take(&mut state.rooms)
+        .into_iter()
+        .partition(|t| t.starts_with(&prefix));
+    state.rooms = kept;
+    let gone: Vec<Arc<str>> = gone;
+    fx.rooms.extend(gone.into_iter().map(RoomChange::Left));
+}
+
+/// The rooms the socket on `ns` is in, as the JSON array text of their
+/// names, in the order it joined them.
+fn rooms_of(state: &SocketIo, ns: &str) -> String {
+    let prefix = room_topic(ns, "");
+    let names: Vec<&str> = state
+        .rooms
+        .iter()
+        .filter_map(|t| t.strip_prefix(&prefix))
+        .collect();
+    serde_json::to_string(&names).expect("strings")
+}
+
+/// Publishes `packet` to a room's topic on every shard: the WebSocket
+/// frames of its Engine.IO messages, made once.
+fn publish(hub: &Hub, topic: &str, packet: &Packet<'_>) {
+    let mut frames = Vec::new();
+    sio::messages(packet, |m| match m {
+        Data::Text(text) => {
+            let mut payload = Vec::with_capacity(text.len() + 1);
+            payload.push(b'4');
+            payload.extend_from_slice(text.as_bytes());
+            encode_frame(&mut frames, true, OpCode::Text, &payload);
+        }
+        Data::Binary(bytes) => encode_frame(&mut frames, true, OpCode::Binary, &bytes),
+    });
+    hub.publish_batch(&[Delivery {
+        topic: topic.into(),
+        key: 0,
+        frame: SharedFrame::from(frames),
+    }]);
+}
+
+/// The Engine.IO messages in a room broadcast's frames (server frames
+/// this module made: unmasked, whole).
+pub(crate) fn messages_in(frames: &[u8], mut each: impl FnMut(Data<'_>)) {
+    let mut at = 0;
+    while at + 2 <= frames.len() {
+        let opcode = frames[at] & 0x0f;
+        let (len, header) = match frames[at + 1] & 0x7f {
+            126 => (
+                usize::from(u16::from_be_bytes([frames[at + 2], frames[at + 3]])),
+                4,
+            ),
+            127 => {
+                let mut b = [0u8; 8];
+                b.copy_from_slice(&frames[at + 2..at + 10]);
+                (u64::from_be_bytes(b) as usize, 10)
+            }
+            n => (usize::from(n), 2),
+        };
+        let Some(payload) = frames.get(at + header..at + header + len) else {
+            return;
+        };
+        at += header + len;
+        match opcode {
+            1 => {
+                let text = std::str::from_utf8(payload.get(1..).unwrap_or_default());
+                if let Ok(text) = text {
+                    each(Data::Text(Cow::Borrowed(text)));
+                }
+            }
+            _ => each(Data::Binary(Cow::Borrowed(payload))),
+        }
+    }
+}
