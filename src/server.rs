@@ -143,10 +143,16 @@ impl Server {
             }
         }
         if !config.routes.ticker_symbols.is_empty() {
+            let socketio = config
+                .routes
+                .table
+                .iter()
+                .any(|r| r.kind == crate::config::RouteKind::SocketIo);
             crate::pubsub::ticker::spawn(
                 Arc::clone(&hub),
                 config.routes.ticker_symbols.clone(),
                 config.ticker_rate,
+                socketio,
             )?;
         }
         Ok(Self {

@@ -51,17 +51,26 @@ pub enum RouteKind {
     /// To Socket.IO what `echo` is to WebSocket.
     #[value(name = "socketio-reference")]
     SocketIoReference,
+    /// Socket.IO v5 mapped onto the hub, for apps that need no code: a
+    /// `subscribe` event joins rooms, `unsubscribe` leaves them,
+    /// `publish` broadcasts to a room's members on every shard (and, with
+    /// a feed, each ticker symbol is a room its ticks go to).
+    #[value(name = "socketio")]
+    SocketIo,
 }
 
 impl RouteKind {
     /// Whether the route serves Engine.IO sessions.
     pub fn is_engineio(self) -> bool {
-        matches!(self, Self::EngineIoEcho | Self::SocketIoReference)
+        matches!(
+            self,
+            Self::EngineIoEcho | Self::SocketIoReference | Self::SocketIo
+        )
     }
 
     /// Whether the route speaks Socket.IO on its Engine.IO sessions.
     pub fn is_socketio(self) -> bool {
-        matches!(self, Self::SocketIoReference)
+        matches!(self, Self::SocketIoReference | Self::SocketIo)
     }
 }
 

@@ -1,7 +1,9 @@
 //! The synthetic market feed: N symbols, each ticking a given number of
 //! times a second. A tick is one text message, `SYMBOL SEQ SEND_TS_US
 //! PRICE` (about 32 bytes), published to `ticker/SYMBOL` and to `ticker`
-//! (every symbol), with the symbol as the conflation key.
+//! (every symbol), with the symbol as the conflation key. With a
+//! `socketio` route, each tick also goes to the Socket.IO room named by
+//! its symbol, as the event `["publish", SYMBOL, "<tick>"]`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -28,19 +30,34 @@ fn now_us() -> u64 {
 }
 
 /// Runs the feed on its own thread for as long as the process lives.
-pub fn spawn(hub: Arc<Hub>, symbols: Vec<String>, rate_hz: f64) -> std::io::Result<()> {
+pub fn spawn(
+    hub: Arc<Hub>,
+    symbols: Vec<String>,
+    rate_hz: f64,
+    socketio: bool,
+) -> std::io::Result<()> {
     let period = Duration::from_secs_f64(1.0 / rate_hz.max(0.001));
     std::thread::Builder::new()
         .name("surge-ticker".into())
-        .spawn(move || run(&hub, &symbols, period))?;
+        .spawn(move || run(&hub, &symbols, period, socketio))?;
     Ok(())
 }
 
-fn run(hub: &Hub, symbols: &[String], period: Duration) {
+/// The Socket.IO room (on namespace `/`) a symbol's ticks go to.
+pub fn socketio_room(symbol: &str) -> String {
+    format!("{}/,{symbol}", crate::socketio::ROOM_TOPIC_PREFIX)
+}
+
+fn run(hub: &Hub, symbols: &[String], period: Duration, socketio: bool) {
     let topics: Vec<(Arc<str>, Arc<str>)> = symbols
         .iter()
         .map(|s| (Arc::from(s.as_str()), Arc::from(topic(s).as_str())))
         .collect();
+    let rooms: Vec<Arc<str>> = symbols
+        .iter()
+        .map(|s| Arc::from(socketio_room(s).as_str()))
+        .collect();
+    let mut event = String::with_capacity(96);
     let all: Arc<str> = ALL.into();
     let mut seq = vec![0u64; symbols.len()];
     let mut price: Vec<f64> = (0..symbols.len()).map(|i| 100.0 + i as f64).collect();
@@ -70,6 +87,17 @@ fn run(hub: &Hub, symbols: &[String], period: Duration) {
                 key,
                 frame,
             });
+            if socketio {
+                event.clear();
+                let symbol_json = serde_json::to_string(&**symbol).expect("a string");
+                let tick_json = serde_json::to_string(&text).expect("a string");
+                let _ = write!(event, "42[\"publish\",{symbol_json},{tick_json}]");
+                batch.push(Delivery {
+                    topic: Arc::clone(&rooms[i]),
+                    key,
+                    frame: Hub::frame(OpCode::Text, event.as_bytes()),
+                });
+            }
         }
         hub.publish_batch(&batch);
         next += period;

@@ -999,7 +999,9 @@ fn route_for(path: &str, routes: &Routes, apps: &AppRoutes) -> Option<Routed> {
                 // Served through `apps`, found above when registered.
                 RouteKind::App => None,
                 // Plain HTTP first: found before any upgrade is read.
-                RouteKind::EngineIoEcho | RouteKind::SocketIoReference => None,
+                RouteKind::EngineIoEcho | RouteKind::SocketIoReference | RouteKind::SocketIo => {
+                    None
+                }
             }
         });
     }

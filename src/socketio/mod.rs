@@ -27,5 +27,9 @@ pub mod session;
 #[cfg(test)]
 mod tests;
 
+/// The prefix of the hub topic of every Socket.IO room: the topic of room
+/// `r` on namespace `/ns` is `sio:/ns,r` (a namespace holds no comma).
+pub const ROOM_TOPIC_PREFIX: &str = "sio:";
+
 pub use decoder::{DecodeError, Decoder, Limits};
 pub use packet::{Event, EventName, Packet, PacketError, PacketType, MAX_ACK_ID};

@@ -466,7 +466,83 @@ async function recovery(url) {
   return { sessions: [await recoveryOver(url, "websocket"), await recoveryOver(url, "polling")] };
 }
 
+// surge's `kind = "socketio"` route (the hub as events): `subscribe` and
+// `unsubscribe` ack with the socket's rooms, `publish` (room, ...args) reaches
+// every member as `publish` (room, ...args), binary included, on whichever
+// shard or transport each is; after `unsubscribe` nothing more arrives.
+async function hubRooms(url) {
+  const ws = Client.connect(url, { transports: ["websocket"] });
+  const polling = Client.connect(url, { transports: ["polling"] });
+  const sender = Client.connect(url);
+  try {
+    for (const c of [ws, polling, sender]) await c.connected();
+    check(same(await ws.ack(STEP_MS, "subscribe", "r1"), [{ rooms: ["r1"] }]), "subscribe not acked with the rooms");
+    check(same(await polling.ack(STEP_MS, "subscribe", ["r1", "r2"]), [{ rooms: ["r1", "r2"] }]), "subscribe to an array not acked");
+    check(same(await sender.ack(STEP_MS, "publish", "r1", "hello", Buffer.from([1, 2])), []), "publish not acked");
+    for (const member of [ws, polling]) {
+      const [got] = await member.next("publish");
+      check(same(got, ["r1", "hello", Buffer.from([1, 2])]), "publish differs", { got: plain(got) });
+    }
+    check(same(await polling.ack(STEP_MS, "unsubscribe", "r1"), [{ rooms: ["r2"] }]), "unsubscribe not acked with the rooms left");
+    const from = polling.events.length;
+    await sender.ack(STEP_MS, "publish", "r1", "after");
+    await sender.ack(STEP_MS, "publish", "r2", "in-r2");
+    const [second] = await polling.next("publish", 1, from);
+    check(same(second, ["r2", "in-r2"]), "got a publish for a room left", { got: plain(second) });
+    const [wsSecond] = await ws.next("publish", 1, ws.events.length - 1);
+    check(same(wsSecond, ["r1", "after"]), "the member left in r1 missed it", { got: plain(wsSecond) });
+    return { transports: [ws.transport(), polling.transport(), sender.transport()] };
+  } finally {
+    for (const c of [ws, polling, sender]) c.close();
+  }
+}
+
+// The `socketio` route's answers to mistakes: in the ack when there is one,
+// else an `error` event; the socket stays connected.
+async function hubErrors(url) {
+  const c = Client.connect(url);
+  try {
+    await c.connected();
+    const [unknown] = await c.ack(STEP_MS, "nonsense", 1);
+    check(typeof unknown?.error === "string", "an unknown event is not answered with an error", { got: plain(unknown) });
+    const [noRoom] = await c.ack(STEP_MS, "publish", 42);
+    check(typeof noRoom?.error === "string", "a publish without a room is not refused", { got: plain(noRoom) });
+    const [badRoom] = await c.ack(STEP_MS, "subscribe", "");
+    check(typeof badRoom?.error === "string", "an empty room name is not refused", { got: plain(badRoom) });
+    const [big] = await c.ack(STEP_MS, "publish", "r", "x".repeat(40000));
+    check(typeof big?.error === "string", "a publish over the bound is not refused", { got: plain(big) });
+    c.socket.emit("subscribe", 7);
+    const [[event]] = await c.next("error");
+    check(typeof event?.message === "string", "no error event without an ack", { got: plain(event) });
+    check(c.socket.connected, "the socket did not stay connected");
+    check(same(await c.ack(STEP_MS, "subscribe", "fine"), [{ rooms: ["fine"] }]), "the socket stopped working");
+    return { errors: [unknown.error, noRoom.error, badRoom.error, big.error, event.message] };
+  } finally {
+    c.close();
+  }
+}
+
+// A `socketio` route next to the feed (`surge serve --ticker-symbols ...`):
+// subscribing to a symbol's room brings its ticks as `publish` events.
+async function hubTicker(url) {
+  const c = Client.connect(url);
+  try {
+    await c.connected();
+    await c.ack(STEP_MS, "subscribe", "AAPL");
+    const ticks = await c.next("publish", 3);
+    for (const [room, tick] of ticks) {
+      check(room === "AAPL" && typeof tick === "string" && tick.startsWith("AAPL "), "not a tick of AAPL", { got: plain(ticks) });
+    }
+    return { first: ticks[0][1] };
+  } finally {
+    c.close();
+  }
+}
+
 const SCENARIOS = {
+  hub_rooms: hubRooms,
+  hub_errors: hubErrors,
+  hub_ticker: hubTicker,
   connect_auth: connectAuth,
   polling,
   websocket,

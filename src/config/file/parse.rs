@@ -285,7 +285,7 @@ impl Reader<'_> {
                 "kind" => {
                     kind = Some(RouteKind::from_str(&text, true).map_err(|_| {
                         bad(&format_args!(
-                            "{text:?} is not one of echo, hub, ticker, app, engineio-echo, socketio-reference"
+                            "{text:?} is not one of echo, hub, ticker, app, engineio-echo, socketio-reference, socketio"
                         ))
                     })?)
                 }

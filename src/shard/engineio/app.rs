@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use crate::config::{EngineIoLimits, RouteKind, Routes};
 use crate::engineio::{Data, Session};
 use crate::protocol::frame::{encode_frame, OpCode};
 use crate::pubsub::hub::{Delivery, Hub, SharedFrame};
@@ -20,8 +21,7 @@ use crate::socketio::{EventName, Packet, PacketType};
 /// The most rooms one session's sockets may be in, together.
 pub(crate) const MAX_ROOMS: usize = 64;
 
-/// The prefix of every Socket.IO room's hub topic.
-pub(crate) const ROOM_PREFIX: &str = "sio:";
+pub(crate) use crate::socketio::ROOM_TOPIC_PREFIX as ROOM_PREFIX;
 
 /// What a route does with its sessions' messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +33,46 @@ pub(crate) enum Behaviour {
     /// `message-with-ack` acked, and the room events `join`, `leave`,
     /// `to-room`.
     Reference(Settings),
+    /// Socket.IO mapped onto the hub: `subscribe`, `unsubscribe` and
+    /// `publish` events, on any namespace.
+    Hub(HubRules),
+}
+
+/// The bounds of a `socketio` route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct HubRules {
+    pub(crate) settings: Settings,
+    /// The largest `publish` (its arguments' JSON and attachments).
+    pub(crate) max_publish: usize,
+    /// The most rooms a session may be in.
+    pub(crate) max_rooms: usize,
+}
+
+impl Behaviour {
+    /// What the Engine.IO route with these settings does.
+    pub(crate) fn of(limits: &EngineIoLimits, routes: &Routes) -> Self {
+        let settings = Settings {
+            connect_timeout_ms: limits.connect_timeout_ms,
+            ..Settings::default()
+        };
+        match limits.kind {
+            RouteKind::SocketIoReference => Self::Reference(settings),
+            RouteKind::SocketIo => Self::Hub(HubRules {
+                settings,
+                max_publish: routes.max_publish,
+                max_rooms: routes.max_topics_per_conn,
+            }),
+            _ => Self::Echo,
+        }
+    }
+
+    /// The Socket.IO settings, unless the route echoes.
+    pub(crate) fn socketio(self) -> Option<Settings> {
+        match self {
+            Self::Echo => None,
+            Self::Reference(s) | Self::Hub(HubRules { settings: s, .. }) => Some(s),
+        }
+    }
 }
 
 /// A Socket.IO session's state beyond the packet rules: the rooms it is
@@ -41,14 +81,18 @@ pub(crate) enum Behaviour {
 pub(crate) struct SocketIo {
     pub(crate) conn: Connection,
     pub(crate) rooms: Vec<Arc<str>>,
+    behaviour: Behaviour,
 }
 
 impl SocketIo {
-    pub(crate) fn new(settings: Settings, now: u64) -> Self {
-        Self {
-            conn: Connection::new(settings, now),
+    /// The Socket.IO state of a session opened at `now`, unless the route
+    /// echoes.
+    pub(crate) fn new(behaviour: Behaviour, now: u64) -> Option<Self> {
+        Some(Self {
+            conn: Connection::new(behaviour.socketio()?, now),
             rooms: Vec::new(),
-        }
+            behaviour,
+        })
     }
 }
 
@@ -77,7 +121,10 @@ pub(crate) fn receive(
 ) {
     match state.conn.receive(message, now) {
         Ok(None) => {}
-        Ok(Some(packet)) => reference(session, state, &packet, fx),
+        Ok(Some(packet)) => match state.behaviour {
+            Behaviour::Hub(rules) => hub(session, state, &packet, rules, fx),
+            _ => reference(session, state, &packet, fx),
+        },
         Err(v) => violated(session, v),
     }
 }
@@ -187,6 +234,123 @@ fn reference(
     }
 }
 
+/// The longest room name a `socketio` route takes, in bytes.
+pub(crate) const MAX_ROOM_NAME: usize = 200;
+
+/// The `socketio` route's behaviour for one checked packet: the hub's
+/// verbs as events. A mistake is answered in the event's ack when it asks
+/// for one (`{"error": …}`), else with an `error` event; the session goes
+/// on.
+fn hub(
+    session: &mut Session,
+    state: &mut SocketIo,
+    packet: &Packet<'_>,
+    rules: HubRules,
+    fx: &mut Effects<'_>,
+) {
+    let ns = packet.namespace();
+    match packet.kind() {
+        PacketType::Connect => {
+            let Some(id) = sio::new_socket_id() else {
+                send(session, &sio::refusal(ns, "server busy"));
+                return;
+            };
+            let accepted = state.conn.accept(ns, id, "");
+            send(session, &accepted);
+        }
+        PacketType::Disconnect => leave_all(state, ns, fx),
+        PacketType::Event | PacketType::BinaryEvent => {
+            let Some(event) = packet.as_event() else {
+                return;
+            };
+            let id = packet.id();
+            let outcome = match &event.name {
+                EventName::Str(name) if name == "subscribe" || name == "unsubscribe" => {
+                    rooms_named(event.args).and_then(|rooms| {
+                        for room in rooms {
+                            let topic: Arc<str> = room_topic(ns, &room).into();
+                            if name == "unsubscribe" {
+                                leave(state, &topic, fx);
+                            } else if !join_within(state, topic, rules.max_rooms, fx) {
+                                return Err(format!("at most {} rooms", rules.max_rooms));
+                            }
+                        }
+                        Ok(format!("{{\"rooms\":{}}}", rooms_of(state, ns)))
+                    })
+                }
+                EventName::Str(name) if name == "publish" => {
+                    let size = event.args.len()
+                        + packet.attachments().iter().map(|a| a.len()).sum::<usize>();
+                    match first_string(event.args).filter(|r| valid_room(r)) {
+                        _ if size > rules.max_publish => {
+                            Err(format!("a publish is at most {} bytes", rules.max_publish))
+                        }
+                        None => Err("publish needs a room name first".to_owned()),
+                        Some(room) => {
+                            let (args, attachments) = renumbered(event.args, packet.attachments());
+                            let data = format!("[\"publish\",{args}]");
+                            match Packet::event(ns, data, None, attachments) {
+                                Ok(event) => {
+                                    publish(fx.hub, &room_topic(ns, &room), &event);
+                                    Ok(String::new())
+                                }
+                                Err(e) => Err(e.to_string()),
+                            }
+                        }
+                    }
+                }
+                _ => Err("unknown event (subscribe, unsubscribe, publish)".to_owned()),
+            };
+            match (outcome, id) {
+                (Ok(answer), Some(id)) => ack(session, ns, id, &answer, &[]),
+                (Ok(_), None) => {}
+                (Err(message), Some(id)) => {
+                    let answer = format!("{{\"error\":{}}}", json_string(&message));
+                    ack(session, ns, id, &answer, &[]);
+                }
+                (Err(message), None) => {
+                    let args = format!("{{\"message\":{}}}", json_string(&message));
+                    emit(session, ns, "error", &args, &[], None);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string")
+}
+
+fn valid_room(room: &str) -> bool {
+    !room.is_empty() && room.len() <= MAX_ROOM_NAME
+}
+
+/// The rooms a `subscribe` or `unsubscribe` names: its first argument, a
+/// name or an array of names.
+fn rooms_named(args: &str) -> Result<Vec<String>, String> {
+    let array = format!("[{args}]");
+    let first = serde_json::from_str::<Vec<serde_json::Value>>(&array)
+        .ok()
+        .and_then(|items| items.into_iter().next());
+    let names = match first {
+        Some(serde_json::Value::String(name)) => vec![name],
+        Some(serde_json::Value::Array(items)) => items
+            .into_iter()
+            .map(|v| match v {
+                serde_json::Value::String(name) => Ok(name),
+                _ => Err(()),
+            })
+            .collect::<Result<_, _>>()
+            .map_err(|()| "room names must be strings".to_owned())?,
+        _ => return Err("name a room, or an array of rooms, first".to_owned()),
+    };
+    match names.iter().find(|r| !valid_room(r)) {
+        Some(_) => Err(format!("a room name is 1 to {MAX_ROOM_NAME} bytes")),
+        None => Ok(names),
+    }
+}
+
 /// Sends the event `name` with `args` (JSON text of the arguments after
 /// the name) on namespace `ns`.
 fn emit(
@@ -283,12 +447,21 @@ fn room_topic(ns: &str, room: &str) -> String {
     format!("{ROOM_PREFIX}{ns},{room}")
 }
 
-fn join(state: &mut SocketIo, topic: Arc<str>, fx: &mut Effects<'_>) {
-    if state.rooms.contains(&topic) || state.rooms.len() >= MAX_ROOMS {
-        return;
+/// Joins a room's topic; `false` if the session is in `max` rooms.
+fn join_within(state: &mut SocketIo, topic: Arc<str>, max: usize, fx: &mut Effects<'_>) -> bool {
+    if state.rooms.contains(&topic) {
+        return true;
+    }
+    if state.rooms.len() >= max {
+        return false;
     }
     state.rooms.push(Arc::clone(&topic));
     fx.rooms.push(RoomChange::Joined(topic));
+    true
+}
+
+fn join(state: &mut SocketIo, topic: Arc<str>, fx: &mut Effects<'_>) {
+    join_within(state, topic, MAX_ROOMS, fx);
 }
 
 fn leave(state: &mut SocketIo, topic: &str, fx: &mut Effects<'_>) {

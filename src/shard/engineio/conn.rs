@@ -199,14 +199,7 @@ impl Session {
                     max_queued_bytes: u32::try_from(limits_here.max_backlog).unwrap_or(u32::MAX),
                     ..Config::default()
                 };
-                let behaviour = if limits_here.kind.is_socketio() {
-                    super::Behaviour::Reference(crate::socketio::session::Settings {
-                        connect_timeout_ms: limits_here.connect_timeout_ms,
-                        ..Default::default()
-                    })
-                } else {
-                    super::Behaviour::Echo
-                };
+                let behaviour = super::Behaviour::of(&limits_here, routes);
                 let now = limits.engineio.now_ms;
                 let eio = &mut *limits.engineio;
                 let mut out = super::owner::Out {

@@ -114,10 +114,7 @@ impl Owner {
             ws: None,
             probe: None,
             armed: u64::MAX,
-            sio: match behaviour {
-                Behaviour::Echo => None,
-                Behaviour::Reference(settings) => Some(Box::new(SocketIo::new(settings, now))),
-            },
+            sio: SocketIo::new(behaviour, now).map(Box::new),
         };
         match transport {
             Transport::Polling => {
