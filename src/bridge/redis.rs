@@ -36,7 +36,7 @@ use super::BridgeStats;
 use crate::admission::jitter::Jitter;
 use crate::buf::budget::Budget;
 use crate::protocol::frame::OpCode;
-use crate::pubsub::hub::Hub;
+use crate::pubsub::hub::{Delivery, Hub};
 use crate::pubsub::relay::{Outgoing, Relay};
 use crate::pubsub::streams::{epoch_hex, new_epoch, HistoryRule, Position};
 
@@ -522,6 +522,10 @@ fn listen(
     }
 }
 
+/// The longest Socket.IO room broadcast taken from another node, as
+/// relayed text: a `max-payload` of attachments in base64, and more.
+const MAX_ROOM_RELAY: usize = 16 << 20;
+
 /// Hands one message from Redis to the hub.
 fn deliver(topic: &str, body: &[u8], node: &str, hub: &Hub, stats: &BridgeStats) {
     let Some(nl) = body.iter().position(|&b| b == b'\n') else {
@@ -545,6 +549,17 @@ fn deliver(topic: &str, body: &[u8], node: &str, hub: &Hub, stats: &BridgeStats)
         return;
     }
     stats.received.fetch_add(1, Ordering::Relaxed);
+    // A Socket.IO room broadcast: its frames made again, once, here.
+    if topic.starts_with(crate::socketio::ROOM_TOPIC_PREFIX) {
+        if let Some(frames) = crate::socketio::broadcast::frames_from_relay(rest, MAX_ROOM_RELAY) {
+            hub.publish_batch(&[Delivery {
+                topic: topic.into(),
+                key: 0,
+                frame: frames.into(),
+            }]);
+        }
+        return;
+    }
     // Into every shard's inbox, within its byte bound like any local
     // publish: a flood from other nodes is refused and counted there, not
     // queued without limit.

@@ -226,6 +226,20 @@ impl Hub {
         }
     }
 
+    /// Hands `text` for `topic` to the bridge alone, for the other nodes
+    /// (this node's shards get the message through
+    /// [`publish_batch`](Self::publish_batch)).
+    pub fn relay_text(&self, topic: &str, text: String) {
+        if let Some(relay) = self.relay.get() {
+            // Counted as lost by the relay when it cannot go.
+            let _ = relay.forward(Outgoing {
+                topic: topic.to_owned(),
+                rule: None,
+                text,
+            });
+        }
+    }
+
     /// Publishes a hub route's message: `data` (JSON text) to hub topic
     /// `name`, framed with the position its stream gives it and kept under
     /// `rule`. With a bridge the shared store positions it and every node

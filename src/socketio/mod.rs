@@ -19,6 +19,7 @@
 //! - `json`: the one pass over a packet's JSON data that checks it
 //!   without building a tree, so the data stays text.
 
+pub mod broadcast;
 pub mod decoder;
 mod json;
 pub mod packet;

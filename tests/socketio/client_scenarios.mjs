@@ -539,7 +539,32 @@ async function hubTicker(url) {
   }
 }
 
+// Two `socketio` nodes bridged by redis-server: members on the second node
+// (SECOND_URL in the environment), one on each transport, get what a client of
+// the first publishes, binary included, once each.
+async function hubTwoNodes(url) {
+  const second = process.env.SECOND_URL;
+  check(Boolean(second), "set SECOND_URL to the second node's URL");
+  const members = [Client.connect(second, { transports: ["websocket"] }), Client.connect(second, { transports: ["polling"] })];
+  const sender = Client.connect(url);
+  try {
+    for (const c of [...members, sender]) await c.connected();
+    for (const m of members) await m.ack(STEP_MS, "subscribe", "across");
+    await sender.ack(STEP_MS, "publish", "across", "over-redis", Buffer.from([9]));
+    for (const m of members) {
+      const [got] = await m.next("publish");
+      check(same(got, ["across", "over-redis", Buffer.from([9])]), "publish differs across nodes", { got: plain(got) });
+    }
+    await sleep(200); // a duplicate would arrive now
+    for (const m of members) check(m.events.filter((e) => e[0] === "publish").length === 1, "delivered more than once");
+    return { members: members.map((m) => m.transport()) };
+  } finally {
+    for (const c of [...members, sender]) c.close();
+  }
+}
+
 const SCENARIOS = {
+  hub_two_nodes: hubTwoNodes,
   hub_rooms: hubRooms,
   hub_errors: hubErrors,
   hub_ticker: hubTicker,

@@ -13,8 +13,8 @@ use std::sync::Arc;
 
 use crate::config::{EngineIoLimits, RouteKind, Routes};
 use crate::engineio::{Data, Session};
-use crate::protocol::frame::{encode_frame, OpCode};
 use crate::pubsub::hub::{Delivery, Hub, SharedFrame};
+use crate::socketio::broadcast;
 use crate::socketio::session::{self as sio, Connection, Settings, Violation};
 use crate::socketio::{EventName, Packet, PacketType};
 
@@ -494,56 +494,16 @@ fn rooms_of(state: &SocketIo, ns: &str) -> String {
     serde_json::to_string(&names).expect("strings")
 }
 
-/// Publishes `packet` to a room's topic on every shard: the WebSocket
-/// frames of its Engine.IO messages, made once.
+/// Publishes `packet` to a room's topic on every shard, and through a
+/// bridge to every node: framed once, the same bytes for every member.
 fn publish(hub: &Hub, topic: &str, packet: &Packet<'_>) {
-    let mut frames = Vec::new();
-    sio::messages(packet, |m| match m {
-        Data::Text(text) => {
-            let mut payload = Vec::with_capacity(text.len() + 1);
-            payload.push(b'4');
-            payload.extend_from_slice(text.as_bytes());
-            encode_frame(&mut frames, true, OpCode::Text, &payload);
-        }
-        Data::Binary(bytes) => encode_frame(&mut frames, true, OpCode::Binary, &bytes),
-    });
+    let frames = broadcast::frames(packet);
+    if hub.bridged() {
+        hub.relay_text(topic, broadcast::relay_text(&frames));
+    }
     hub.publish_batch(&[Delivery {
         topic: topic.into(),
         key: 0,
         frame: SharedFrame::from(frames),
     }]);
-}
-
-/// The Engine.IO messages in a room broadcast's frames (server frames
-/// this module made: unmasked, whole).
-pub(crate) fn messages_in(frames: &[u8], mut each: impl FnMut(Data<'_>)) {
-    let mut at = 0;
-    while at + 2 <= frames.len() {
-        let opcode = frames[at] & 0x0f;
-        let (len, header) = match frames[at + 1] & 0x7f {
-            126 => (
-                usize::from(u16::from_be_bytes([frames[at + 2], frames[at + 3]])),
-                4,
-            ),
-            127 => {
-                let mut b = [0u8; 8];
-                b.copy_from_slice(&frames[at + 2..at + 10]);
-                (u64::from_be_bytes(b) as usize, 10)
-            }
-            n => (usize::from(n), 2),
-        };
-        let Some(payload) = frames.get(at + header..at + header + len) else {
-            return;
-        };
-        at += header + len;
-        match opcode {
-            1 => {
-                let text = std::str::from_utf8(payload.get(1..).unwrap_or_default());
-                if let Ok(text) = text {
-                    each(Data::Text(Cow::Borrowed(text)));
-                }
-            }
-            _ => each(Data::Binary(Cow::Borrowed(payload))),
-        }
-    }
 }

@@ -308,7 +308,7 @@ impl Owner {
                 }
                 _ => {
                     let session = &mut owned.session;
-                    app::messages_in(&delivery.frame, |m| {
+                    crate::socketio::broadcast::messages_in(&delivery.frame, |m| {
                         let _ = session.send(m);
                     });
                     self.flush(key, out);
