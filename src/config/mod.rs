@@ -125,6 +125,10 @@ pub struct RouteSpec {
     /// (Socket.IO routes; default 45,000, the reference's
     /// `connectTimeout`).
     pub connect_timeout_ms: Option<u32>,
+    /// Milliseconds a dropped Socket.IO socket is kept, with its id, rooms
+    /// and the broadcasts it misses, for a client that reconnects with
+    /// connection state recovery (Socket.IO routes; default none: off).
+    pub max_disconnection_ms: Option<u32>,
 }
 
 impl RouteSpec {
@@ -148,6 +152,7 @@ impl RouteSpec {
             max_payload: None,
             cors_origin: None,
             connect_timeout_ms: None,
+            max_disconnection_ms: None,
         }
     }
 }
@@ -167,6 +172,8 @@ pub(crate) struct EngineIoLimits {
     pub(crate) kind: RouteKind,
     /// Socket.IO's connect timeout (ms).
     pub(crate) connect_timeout_ms: u32,
+    /// Socket.IO's connection state recovery window (ms; 0: off).
+    pub(crate) max_disconnection_ms: u32,
 }
 
 /// One `[[topics]]` entry: what hub topics whose names start with
@@ -417,6 +424,7 @@ impl Routes {
                 .unwrap_or(self.max_backpressure),
             kind: spec.map_or(RouteKind::EngineIoEcho, |s| s.kind),
             connect_timeout_ms: spec.and_then(|s| s.connect_timeout_ms).unwrap_or(45_000),
+            max_disconnection_ms: spec.and_then(|s| s.max_disconnection_ms).unwrap_or(0),
         }
     }
 

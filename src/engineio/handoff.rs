@@ -114,6 +114,46 @@ pub struct ToConn {
     pub answer: Answer,
 }
 
+/// A Socket.IO client reconnecting with a `pid`: for the shard that
+/// keeps the dropped socket the pid names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recover {
+    /// The shard the pid names.
+    pub shard: u16,
+    /// The socket's private id.
+    pub pid: String,
+    /// The offset of the last event the client received.
+    pub offset: String,
+    /// The namespace being connected.
+    pub namespace: String,
+    /// The new session, which gets the answer.
+    pub session: Sid,
+    /// The `CONNECT`'s payload, for the connect that follows.
+    pub auth: String,
+}
+
+/// The answer to a [`Recover`]: the socket back, or `None` (it is not
+/// kept, or what it missed is no longer held): the client then gets a new
+/// socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovered {
+    /// The request.
+    pub ask: Recover,
+    /// The socket, if it is recovered.
+    pub socket: Option<RecoveredSocket>,
+}
+
+/// A recovered socket.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoveredSocket {
+    /// Its public id, as before.
+    pub sid: String,
+    /// The hub topics of its rooms.
+    pub rooms: Vec<std::sync::Arc<str>>,
+    /// The room broadcasts it missed, oldest first, as their frames.
+    pub missed: Vec<std::sync::Arc<[u8]>>,
+}
+
 /// One handoff between shards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Handoff {
@@ -121,6 +161,10 @@ pub enum Handoff {
     ToOwner(ToOwner),
     /// For the shard a connection is on.
     ToConn(ToConn),
+    /// For the shard that keeps a dropped Socket.IO socket.
+    Recover(Box<Recover>),
+    /// For the shard of the session that asked to recover one.
+    Recovered(Box<Recovered>),
 }
 
 impl Handoff {
@@ -129,6 +173,8 @@ impl Handoff {
         match self {
             Self::ToOwner(m) => m.sid.shard(),
             Self::ToConn(m) => m.to.shard,
+            Self::Recover(m) => m.shard,
+            Self::Recovered(m) => m.ask.session.shard(),
         }
     }
 
@@ -147,6 +193,11 @@ impl Handoff {
                 answer: Answer::Shared(f),
                 ..
             }) => f.len(),
+            Self::Recover(m) => m.pid.len() + m.offset.len() + m.auth.len(),
+            Self::Recovered(m) => m
+                .socket
+                .as_ref()
+                .map_or(0, |s| s.missed.iter().map(|f| f.len()).sum()),
             _ => 0,
         }
     }

@@ -39,7 +39,7 @@ fn push_frame(frames: &mut Vec<u8>, message: &Data<'_>) {
 
 /// The Engine.IO messages in frames [`frames`] made (or
 /// [`frames_from_relay`]), in order. Anything else ends the walk.
-pub fn messages_in(frames: &[u8], mut each: impl FnMut(Data<'_>)) {
+pub fn messages_in<'a>(frames: &'a [u8], mut each: impl FnMut(Data<'a>)) {
     let mut at = 0;
     while let Some((opcode, payload, next)) = frame_at(frames, at) {
         at = next;

@@ -23,6 +23,7 @@ pub mod broadcast;
 pub mod decoder;
 mod json;
 pub mod packet;
+pub mod recovery;
 pub mod session;
 
 #[cfg(test)]

@@ -31,6 +31,9 @@ pub struct Settings {
     /// Acks the server may await per socket; past it the oldest is
     /// forgotten (its answer, if it ever comes, is dropped as unknown).
     pub max_pending_acks: usize,
+    /// Milliseconds a dropped socket is kept for connection state
+    /// recovery; 0 (the default): it is not.
+    pub recovery_ms: u32,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             connect_timeout_ms: 45_000,
             limits: Limits::default(),
             max_pending_acks: 64,
+            recovery_ms: 0,
         }
     }
 }

@@ -120,6 +120,9 @@ fn route_table(route: &RouteSpec) -> String {
     if let Some(n) = route.connect_timeout_ms {
         let _ = writeln!(out, "connect-timeout-ms = {n}");
     }
+    if let Some(n) = route.max_disconnection_ms {
+        let _ = writeln!(out, "max-disconnection-ms = {n}");
+    }
     out
 }
 

@@ -340,12 +340,16 @@ impl Reader<'_> {
                     } = Some(n);
                     engineio_key.get_or_insert((at, shown.clone()));
                 }
-                "connect-timeout-ms" => {
+                "connect-timeout-ms" | "max-disconnection-ms" => {
                     let n = text.parse::<u32>().map_err(|e| bad(&e))?;
                     if n == 0 {
                         return Err(bad(&"must be at least 1"));
                     }
-                    spec.connect_timeout_ms = Some(n);
+                    *if name.as_str() == "connect-timeout-ms" {
+                        &mut spec.connect_timeout_ms
+                    } else {
+                        &mut spec.max_disconnection_ms
+                    } = Some(n);
                     socketio_key.get_or_insert((at, shown.clone()));
                 }
                 "cors-origin" => {
@@ -373,7 +377,7 @@ impl Reader<'_> {
                          idle-timeout-ms, backpressure, max-backpressure, deflate, \
                          history-size, history-ttl-ms, latest, max-recovery, \
                          ping-interval-ms, ping-timeout-ms, max-payload, cors-origin, \
-                         connect-timeout-ms)",
+                         connect-timeout-ms, max-disconnection-ms)",
                     ))
                 }
             }

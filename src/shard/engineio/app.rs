@@ -12,10 +12,11 @@ use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::config::{EngineIoLimits, RouteKind, Routes};
+use crate::engineio::handoff::RecoveredSocket;
 use crate::engineio::{Data, Session};
 use crate::pubsub::hub::{Delivery, Hub, SharedFrame};
-use crate::socketio::broadcast;
 use crate::socketio::session::{self as sio, Connection, Settings, Violation};
+use crate::socketio::{broadcast, recovery};
 use crate::socketio::{EventName, Packet, PacketType};
 
 /// The most rooms one session's sockets may be in, together.
@@ -53,6 +54,7 @@ impl Behaviour {
     pub(crate) fn of(limits: &EngineIoLimits, routes: &Routes) -> Self {
         let settings = Settings {
             connect_timeout_ms: limits.connect_timeout_ms,
+            recovery_ms: limits.max_disconnection_ms,
             ..Settings::default()
         };
         match limits.kind {
@@ -82,6 +84,18 @@ pub(crate) struct SocketIo {
     pub(crate) conn: Connection,
     pub(crate) rooms: Vec<Arc<str>>,
     behaviour: Behaviour,
+    /// With recovery on: each connected socket's private id.
+    pub(crate) pids: Vec<SocketPid>,
+}
+
+/// A socket's private id, and the last event sent to it alone (not a
+/// broadcast, so not recorded): its offset and the sequence number of the
+/// next broadcast then.
+#[derive(Debug)]
+pub(crate) struct SocketPid {
+    pub(crate) namespace: Box<str>,
+    pub(crate) pid: Box<str>,
+    pub(crate) last_direct: Option<(Box<str>, u64)>,
 }
 
 impl SocketIo {
@@ -92,7 +106,27 @@ impl SocketIo {
             conn: Connection::new(behaviour.socketio()?, now),
             rooms: Vec::new(),
             behaviour,
+            pids: Vec::new(),
         })
+    }
+
+    /// Milliseconds a dropped socket is kept for recovery (0: it is not).
+    pub(crate) fn recovery_ms(&self) -> u32 {
+        self.behaviour.socketio().map_or(0, |s| s.recovery_ms)
+    }
+
+    fn recovers(&self) -> bool {
+        self.recovery_ms() > 0
+    }
+
+    /// The topics of the rooms of the socket on `ns`.
+    pub(crate) fn rooms_on(&self, ns: &str) -> Vec<Arc<str>> {
+        let prefix = room_topic(ns, "");
+        self.rooms
+            .iter()
+            .filter(|t| t.starts_with(&prefix))
+            .cloned()
+            .collect()
     }
 }
 
@@ -107,6 +141,101 @@ pub(crate) enum RoomChange {
 pub(crate) struct Effects<'a> {
     pub(crate) hub: &'a Hub,
     pub(crate) rooms: &'a mut Vec<RoomChange>,
+    /// `CONNECT`s that asked to recover a socket: (namespace, pid,
+    /// offset, auth), for the owner to pass to the shard that keeps it.
+    pub(crate) recoveries: &'a mut Vec<(String, String, String, String)>,
+    /// This shard, named in the pids it gives.
+    pub(crate) shard: u16,
+    /// The sequence number of the next room broadcast this shard records.
+    pub(crate) next_seq: u64,
+}
+
+/// A `CONNECT` the route accepts: with recovery on and a `pid` in its
+/// payload, the shard that keeps that socket is asked first; otherwise the
+/// socket connects now.
+fn connect(
+    session: &mut Session,
+    state: &mut SocketIo,
+    ns: &str,
+    auth: &str,
+    fx: &mut Effects<'_>,
+) {
+    if state.recovers() {
+        if let Some((pid, offset)) = recovery::recovery_request(auth) {
+            if recovery::pid_shard(&pid).is_some() {
+                fx.recoveries
+                    .push((ns.to_owned(), pid, offset, auth.to_owned()));
+                return;
+            }
+        }
+    }
+    connected(session, state, ns, auth, None, fx);
+}
+
+/// Connects the socket on `ns`: a new one, or one recovered with the
+/// broadcasts it missed (written first, as the reference writes them).
+pub(crate) fn connected(
+    session: &mut Session,
+    state: &mut SocketIo,
+    ns: &str,
+    auth: &str,
+    recovered: Option<(String, RecoveredSocket)>,
+    fx: &mut Effects<'_>,
+) {
+    if state.conn.socket(ns).is_some() {
+        // Connected meanwhile (a second CONNECT while the first waited).
+        return;
+    }
+    let (sid, pid) = match recovered {
+        Some((pid, socket)) => {
+            for frames in &socket.missed {
+                broadcast::messages_in(frames, |m| {
+                    let _ = session.send(m);
+                });
+            }
+            for topic in socket.rooms {
+                join_within(state, topic, usize::MAX, fx);
+            }
+            (socket.sid, Some(pid))
+        }
+        None => {
+            let Some(id) = sio::new_socket_id() else {
+                send(session, &sio::refusal(ns, "server busy"));
+                return;
+            };
+            let pid = if state.recovers() {
+                recovery::new_pid(fx.shard)
+            } else {
+                None
+            };
+            (id, pid)
+        }
+    };
+    let extra = pid
+        .as_ref()
+        .map_or(String::new(), |p| format!("\"pid\":{}", json_string(p)));
+    let accepted = state.conn.accept(ns, sid, &extra);
+    send(session, &accepted);
+    if let Some(pid) = pid {
+        state.pids.push(SocketPid {
+            namespace: ns.into(),
+            pid: pid.into(),
+            last_direct: None,
+        });
+    }
+    if matches!(state.behaviour, Behaviour::Reference(_)) {
+        emit(session, state, fx, ns, "auth", auth, &[], None);
+    }
+}
+
+/// An event's JSON array text, still open (`[name,args…`), closed with
+/// an offset argument when the route recovers sockets.
+fn with_offset(state: &SocketIo, mut data: String) -> String {
+    if state.recovers() {
+        data.push_str(&format!(",\"{}\"", recovery::new_offset()));
+    }
+    data.push(']');
+    data
 }
 
 /// Acts on one message of a Socket.IO session. A violation ends the
@@ -156,16 +285,12 @@ fn reference(
                 send(session, &sio::refusal(ns, "Invalid namespace"));
                 return;
             }
-            let Some(id) = sio::new_socket_id() else {
-                send(session, &sio::refusal(ns, "server busy"));
-                return;
-            };
-            let accepted = state.conn.accept(ns, id, "");
-            send(session, &accepted);
-            let auth = packet.data().unwrap_or("{}");
-            emit(session, ns, "auth", auth, &[], None);
+            connect(session, state, ns, packet.data().unwrap_or("{}"), fx);
         }
-        PacketType::Disconnect => leave_all(state, ns, fx),
+        PacketType::Disconnect => {
+            leave_all(state, ns, fx);
+            state.pids.retain(|p| &*p.namespace != ns);
+        }
         PacketType::Event | PacketType::BinaryEvent if ns == "/" => {
             let Some(event) = packet.as_event() else {
                 return;
@@ -180,7 +305,16 @@ fn reference(
                     // The handler passes the client's ack function on: the
                     // server asks for an ack of its own and forwards it.
                     let ask = id.and_then(|client| state.conn.await_ack(ns, client));
-                    emit(session, ns, "message-back", &args, &attachments, ask);
+                    emit(
+                        session,
+                        state,
+                        fx,
+                        ns,
+                        "message-back",
+                        &args,
+                        &attachments,
+                        ask,
+                    );
                 }
                 "message-with-ack" => {
                     if let Some(id) = id {
@@ -206,7 +340,7 @@ fn reference(
                     let Some(room) = first_string(&args) else {
                         return;
                     };
-                    let data = format!("[\"room-event\",{args}]");
+                    let data = with_offset(state, format!("[\"room-event\",{args}"));
                     if let Ok(event) = Packet::event(ns, data, None, attachments) {
                         publish(fx.hub, &room_topic(ns, &room), &event);
                     }
@@ -250,15 +384,11 @@ fn hub(
 ) {
     let ns = packet.namespace();
     match packet.kind() {
-        PacketType::Connect => {
-            let Some(id) = sio::new_socket_id() else {
-                send(session, &sio::refusal(ns, "server busy"));
-                return;
-            };
-            let accepted = state.conn.accept(ns, id, "");
-            send(session, &accepted);
+        PacketType::Connect => connect(session, state, ns, packet.data().unwrap_or("{}"), fx),
+        PacketType::Disconnect => {
+            leave_all(state, ns, fx);
+            state.pids.retain(|p| &*p.namespace != ns);
         }
-        PacketType::Disconnect => leave_all(state, ns, fx),
         PacketType::Event | PacketType::BinaryEvent => {
             let Some(event) = packet.as_event() else {
                 return;
@@ -288,7 +418,7 @@ fn hub(
                         None => Err("publish needs a room name first".to_owned()),
                         Some(room) => {
                             let (args, attachments) = renumbered(event.args, packet.attachments());
-                            let data = format!("[\"publish\",{args}]");
+                            let data = with_offset(state, format!("[\"publish\",{args}"));
                             match Packet::event(ns, data, None, attachments) {
                                 Ok(event) => {
                                     publish(fx.hub, &room_topic(ns, &room), &event);
@@ -310,7 +440,7 @@ fn hub(
                 }
                 (Err(message), None) => {
                     let args = format!("{{\"message\":{}}}", json_string(&message));
-                    emit(session, ns, "error", &args, &[], None);
+                    emit(session, state, fx, ns, "error", &args, &[], None);
                 }
             }
         }
@@ -353,8 +483,11 @@ fn rooms_named(args: &str) -> Result<Vec<String>, String> {
 
 /// Sends the event `name` with `args` (JSON text of the arguments after
 /// the name) on namespace `ns`.
+#[allow(clippy::too_many_arguments)]
 fn emit(
     session: &mut Session,
+    state: &mut SocketIo,
+    fx: &Effects<'_>,
     ns: &str,
     name: &str,
     args: &str,
@@ -362,11 +495,21 @@ fn emit(
     id: Option<u64>,
 ) {
     let name = serde_json::to_string(name).expect("a string");
-    let data = if args.is_empty() {
-        format!("[{name}]")
+    let mut data = if args.is_empty() {
+        format!("[{name}")
     } else {
-        format!("[{name},{args}]")
+        format!("[{name},{args}")
     };
+    if state.recovers() {
+        // With recovery every event carries an offset; a client whose
+        // last one is this resumes from the broadcasts after it.
+        let offset = recovery::new_offset();
+        data.push_str(&format!(",\"{offset}\""));
+        if let Some(p) = state.pids.iter_mut().find(|p| &*p.namespace == ns) {
+            p.last_direct = Some((offset.into(), fx.next_seq));
+        }
+    }
+    data.push(']');
     if let Ok(p) = Packet::event(ns, data, id, attachments.to_vec()) {
         send(session, &p);
     }

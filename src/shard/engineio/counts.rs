@@ -26,6 +26,9 @@ pub(crate) struct Counts {
     /// inbox refused.
     pub(crate) handoffs: u64,
     pub(crate) handoffs_refused: u64,
+    /// Socket.IO reconnects that asked for their socket back: not
+    /// recovered, recovered.
+    pub(crate) recoveries: [u64; 2],
 }
 
 impl Counts {

@@ -28,7 +28,7 @@ pub(crate) use app::{Behaviour, ROOM_PREFIX};
 pub(crate) use conn::Pending;
 pub(crate) use counts::counts;
 
-use crate::engineio::handoff::{Answer, Ask, Handoff, ToConn};
+use crate::engineio::handoff::{Answer, Ask, Handoff, Recovered, ToConn};
 use crate::protocol::CloseCode;
 use owner::{Out, Owner};
 
@@ -113,8 +113,31 @@ impl<T: Transport> Shard<T> {
                             hub: self.pubsub.hub(),
                         };
                         eio.owner.handle(m, now, &mut out);
+                        eio.owner.take_asked(&mut eio.outbox);
                     }
                     Handoff::ToConn(m) => self.apply(driver, m),
+                    Handoff::Recover(m) => {
+                        let eio = &mut self.engineio;
+                        eio.owner.recover(
+                            *m,
+                            &mut Out {
+                                outbox: &mut eio.outbox,
+                                registry: &self.shared.admission.registry,
+                                hub: self.pubsub.hub(),
+                            },
+                        );
+                    }
+                    Handoff::Recovered(m) => {
+                        let eio = &mut self.engineio;
+                        eio.owner.recovered(
+                            *m,
+                            &mut Out {
+                                outbox: &mut eio.outbox,
+                                registry: &self.shared.admission.registry,
+                                hub: self.pubsub.hub(),
+                            },
+                        );
+                    }
                 }
             }
             let eio = &mut self.engineio;
@@ -164,6 +187,27 @@ impl<T: Transport> Shard<T> {
                 self.engineio
                     .outbox
                     .push(Handoff::ToConn(ToConn { to, sid, answer }));
+            }
+            // The socket cannot be asked for: the client gets a new one.
+            Handoff::Recover(ask) => {
+                let ask = *ask;
+                self.engineio
+                    .outbox
+                    .push(Handoff::Recovered(Box::new(Recovered {
+                        ask,
+                        socket: None,
+                    })));
+            }
+            Handoff::Recovered(m) => {
+                let eio = &mut self.engineio;
+                eio.owner.abandon(
+                    m.ask.session,
+                    &mut Out {
+                        outbox: &mut eio.outbox,
+                        registry: &self.shared.admission.registry,
+                        hub: self.pubsub.hub(),
+                    },
+                );
             }
             Handoff::ToConn(m) => {
                 let eio = &mut self.engineio;

@@ -14,10 +14,14 @@ use super::app::{self, Behaviour, Effects, RoomChange, SocketIo};
 use super::counts::count;
 use super::http;
 use crate::admission::registry::{Registry, Ticket};
-use crate::engineio::handoff::{Answer, Ask, ConnRef, Handoff, ToConn, ToOwner};
+use crate::engineio::handoff::{
+    Answer, Ask, ConnRef, Handoff, Recover, Recovered, RecoveredSocket, ToConn, ToOwner,
+};
+use crate::engineio::CloseReason;
 use crate::engineio::{Config, Data, Frame, Refusal, Session, Sid, Transmit, Transport};
 use crate::protocol::frame::{encode_frame, OpCode};
 use crate::pubsub::hub::{Delivery, Hub};
+use crate::socketio::recovery::Recent;
 
 /// One session and the connections it answers through.
 #[derive(Debug)]
@@ -65,6 +69,18 @@ pub(crate) struct Owner {
     changes: Vec<RoomChange>,
     /// Sessions whose WebSocket messages were taken but not yet flushed.
     dirty: Vec<(usize, u32)>,
+    /// `CONNECT`s asking to recover a socket, from the last message.
+    recoveries: Vec<(String, String, String, String)>,
+    /// Dropped Socket.IO sockets kept for recovery, by pid.
+    kept: HashMap<Box<str>, Kept>,
+    /// The room broadcasts this shard received, for recovered sockets.
+    recent: Recent,
+    /// The shard's clock (ms) as of the last call.
+    now: u64,
+    /// When expired kept sockets are next swept.
+    next_prune: u64,
+    /// Handoffs this owner's sessions asked for.
+    asked: Vec<Handoff>,
     shard: u16,
 }
 
@@ -77,6 +93,12 @@ impl Owner {
             members: HashMap::new(),
             changes: Vec::new(),
             dirty: Vec::new(),
+            recoveries: Vec::new(),
+            kept: HashMap::new(),
+            recent: Recent::default(),
+            now: 0,
+            next_prune: 0,
+            asked: Vec::new(),
             shard,
         }
     }
@@ -101,6 +123,14 @@ impl Owner {
         now: u64,
         out: &mut Out<'_>,
     ) -> Result<Sid, Ticket> {
+        self.now = now;
+        if let Some(ms) = behaviour
+            .socketio()
+            .map(|s| s.recovery_ms)
+            .filter(|&ms| ms > 0)
+        {
+            self.recent.keep(u64::from(ms), RECENT_BYTES);
+        }
         self.next_generation = self.next_generation.wrapping_add(1);
         let slot = self.sessions.vacant_key();
         let Ok(sid) = Sid::generate(self.shard, slot as u32, self.next_generation) else {
@@ -133,6 +163,7 @@ impl Owner {
 
     /// Acts on one request for a session of this shard.
     pub(crate) fn handle(&mut self, m: ToOwner, now: u64, out: &mut Out<'_>) {
+        self.now = now;
         let outbox = &mut *out.outbox;
         let ToOwner { sid, from, ask } = m;
         let key = sid.slot() as usize;
@@ -268,11 +299,30 @@ impl Owner {
         let mut fx = Effects {
             hub,
             rooms: &mut self.changes,
+            recoveries: &mut self.recoveries,
+            shard: self.shard,
+            next_seq: self.recent.next_seq(),
         };
         app::receive(&mut owned.session, sio, message, now, &mut fx);
-        let generation = owned.session.sid().generation();
+        let sid = owned.session.sid();
+        self.rooms_changed(key, sid.generation());
+        for (namespace, pid, offset, auth) in self.recoveries.drain(..) {
+            let shard = crate::socketio::recovery::pid_shard(&pid).unwrap_or(self.shard);
+            let ask = Recover {
+                shard,
+                pid,
+                offset,
+                namespace,
+                session: sid,
+                auth,
+            };
+            self.asked.push(Handoff::Recover(Box::new(ask)));
+        }
+    }
+
+    fn rooms_changed(&mut self, key: usize, generation: u32) {
+        let member = (key as u32, generation);
         for change in self.changes.drain(..) {
-            let member = (key as u32, generation);
             match change {
                 RoomChange::Joined(topic) => self.members.entry(topic).or_default().push(member),
                 RoomChange::Left(topic) => forget_member(&mut self.members, &topic, member),
@@ -280,9 +330,79 @@ impl Owner {
         }
     }
 
+    /// Another session (maybe of another shard) asks for the dropped
+    /// socket `ask.pid` names: it is given back with the broadcasts to its
+    /// rooms after the client's offset, if all of them are still held.
+    pub(crate) fn recover(&mut self, ask: Recover, out: &mut Out<'_>) {
+        let now = self.now;
+        let socket = self
+            .kept
+            .remove(ask.pid.as_str())
+            .filter(|k| k.until >= now && *k.namespace == *ask.namespace)
+            .and_then(|kept| {
+                let from = match &kept.last_direct {
+                    Some((offset, seq)) if **offset == *ask.offset => *seq,
+                    _ => self.recent.seq_of(&ask.offset)? + 1,
+                };
+                self.recent.holds_from(from).then(|| RecoveredSocket {
+                    missed: self
+                        .recent
+                        .between(from, self.recent.next_seq(), &kept.rooms),
+                    sid: kept.sid.into(),
+                    rooms: kept.rooms,
+                })
+            });
+        out.outbox
+            .push(Handoff::Recovered(Box::new(Recovered { ask, socket })));
+    }
+
+    /// The answer to a recovery this shard's session asked for: the
+    /// socket connects, recovered or new.
+    pub(crate) fn recovered(&mut self, answer: Recovered, out: &mut Out<'_>) {
+        let Recovered { ask, socket } = answer;
+        let key = ask.session.slot() as usize;
+        let Some(owned) = self
+            .sessions
+            .get_mut(key)
+            .filter(|o| o.session.sid() == ask.session)
+        else {
+            return;
+        };
+        let Some(sio) = owned.sio.as_deref_mut() else {
+            return;
+        };
+        count(|c| c.recoveries[usize::from(socket.is_some())] += 1);
+        let mut fx = Effects {
+            hub: out.hub,
+            rooms: &mut self.changes,
+            recoveries: &mut self.recoveries,
+            shard: self.shard,
+            next_seq: self.recent.next_seq(),
+        };
+        let recovered = socket.map(|s| (ask.pid, s));
+        app::connected(
+            &mut owned.session,
+            sio,
+            &ask.namespace,
+            &ask.auth,
+            recovered,
+            &mut fx,
+        );
+        self.recoveries.clear();
+        self.rooms_changed(key, ask.session.generation());
+        self.flush(key, out);
+    }
+
+    /// Recovery requests made since the last call, for their shards.
+    pub(crate) fn take_asked(&mut self, outbox: &mut Vec<Handoff>) {
+        outbox.append(&mut self.asked);
+    }
+
     /// A room broadcast reached this shard: every member here gets it, a
     /// member on a WebSocket as the very frames published.
     pub(crate) fn deliver(&mut self, delivery: &Delivery, out: &mut Out<'_>) {
+        self.recent
+            .record(&delivery.topic, &delivery.frame, self.now);
         let Some(members) = self.members.get(&delivery.topic) else {
             return;
         };
@@ -317,6 +437,27 @@ impl Owner {
         }
     }
 
+    /// Keeps the sockets of a session that dropped, for recovery.
+    fn keep(&mut self, sio: &SocketIo) {
+        let until = self.now + u64::from(sio.recovery_ms());
+        for p in &sio.pids {
+            if self.kept.len() >= MAX_KEPT {
+                break;
+            }
+            let Some(socket) = sio.conn.socket(&p.namespace) else {
+                continue;
+            };
+            let kept = Kept {
+                sid: socket.sid().into(),
+                namespace: p.namespace.clone(),
+                rooms: sio.rooms_on(&p.namespace),
+                last_direct: p.last_direct.clone(),
+                until,
+            };
+            self.kept.insert(p.pid.clone(), kept);
+        }
+    }
+
     /// Flushes the sessions that took WebSocket messages in this batch.
     pub(crate) fn flush_dirty(&mut self, out: &mut Out<'_>) {
         let mut dirty = std::mem::take(&mut self.dirty);
@@ -335,6 +476,12 @@ impl Owner {
 
     /// The time is `now`: every session whose deadline passed acts on it.
     pub(crate) fn expire(&mut self, now: u64, out: &mut Out<'_>) {
+        self.now = now;
+        if !self.kept.is_empty() && now >= self.next_prune {
+            self.kept.retain(|_, k| k.until >= now);
+            self.next_prune = now + 1000;
+        }
+        self.recent.prune(now);
         while let Some(&Reverse((due, slot, generation))) = self.timers.peek() {
             if due > now {
                 break;
@@ -456,6 +603,11 @@ impl Owner {
                 for topic in &sio.rooms {
                     forget_member(&mut self.members, topic, member);
                 }
+                // The server's own ends are not recoverable (the
+                // reference's server-side disconnects are not either).
+                if sio.recovery_ms() > 0 && reason != CloseReason::ServerClose {
+                    self.keep(&sio);
+                }
             }
             count(|c| c.closed(transport, reason));
             return;
@@ -468,6 +620,23 @@ impl Owner {
             }
         }
     }
+}
+
+/// The most bytes of room broadcasts a shard records for recovery.
+const RECENT_BYTES: usize = 16 << 20;
+
+/// The most dropped sockets a shard keeps for recovery at once.
+const MAX_KEPT: usize = 100_000;
+
+/// A dropped socket kept for recovery.
+#[derive(Debug)]
+struct Kept {
+    sid: Box<str>,
+    namespace: Box<str>,
+    rooms: Vec<Arc<str>>,
+    last_direct: Option<(Box<str>, u64)>,
+    /// Kept until then (ms).
+    until: u64,
 }
 
 /// Where the owner's work goes: the answers for connections, and the
