@@ -122,6 +122,19 @@ pub struct ShardStats {
     pub eio_handoffs_total: AtomicU64,
     /// Those a full shard inbox refused (answered 503).
     pub eio_handoffs_refused_total: AtomicU64,
+    /// Socket.IO sockets (namespaces connected) on this shard's sessions.
+    pub sio_sockets: AtomicU64,
+    /// Socket.IO `CONNECT`s refused.
+    pub sio_connects_refused_total: AtomicU64,
+    /// Socket.IO sessions closed for a broken rule, by
+    /// `socketio::session::Violation::LABELS`.
+    pub sio_violations_total: [AtomicU64; 7],
+    /// Socket.IO reconnects asking for recovery: not recovered, recovered.
+    pub sio_recoveries_total: [AtomicU64; 2],
+    /// Dropped Socket.IO sockets kept for recovery.
+    pub sio_kept_sockets: AtomicU64,
+    /// Bytes of room broadcasts recorded for recovery.
+    pub sio_recovery_bytes: AtomicU64,
 }
 
 /// The `transport` labels of `surge_engineio_sessions`.
@@ -234,7 +247,7 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 29] = [
+        let families: [Family; 33] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -410,6 +423,30 @@ impl Metrics {
                 "Engine.IO handoffs a full shard inbox refused (the request is answered 503).",
                 |s| get(&s.eio_handoffs_refused_total),
             ),
+            (
+                "surge_socketio_sockets",
+                "gauge",
+                "Socket.IO sockets (namespaces connected on a session).",
+                |s| get(&s.sio_sockets),
+            ),
+            (
+                "surge_socketio_connects_refused_total",
+                "counter",
+                "Socket.IO CONNECTs refused (answered CONNECT_ERROR).",
+                |s| get(&s.sio_connects_refused_total),
+            ),
+            (
+                "surge_socketio_kept_sockets",
+                "gauge",
+                "Dropped Socket.IO sockets kept for connection state recovery.",
+                |s| get(&s.sio_kept_sockets),
+            ),
+            (
+                "surge_socketio_recovery_bytes",
+                "gauge",
+                "Bytes of room broadcasts recorded for connection state recovery.",
+                |s| get(&s.sio_recovery_bytes),
+            ),
         ];
         for (name, kind, help, field) in families {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -482,6 +519,41 @@ impl Metrics {
                 let total: u64 = self.shards.iter().map(|s| field(s, i)).sum();
                 let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {total}");
             }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP surge_socketio_violations_total Socket.IO sessions closed for breaking \
+             a protocol rule, by the rule.\n# TYPE surge_socketio_violations_total counter"
+        );
+        for (i, label) in crate::socketio::session::Violation::LABELS
+            .iter()
+            .enumerate()
+        {
+            let total: u64 = self
+                .shards
+                .iter()
+                .map(|s| get(&s.sio_violations_total[i]))
+                .sum();
+            let _ = writeln!(
+                out,
+                "surge_socketio_violations_total{{reason=\"{label}\"}} {total}"
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP surge_socketio_recoveries_total Socket.IO reconnects that asked for \
+             their socket back, by outcome.\n# TYPE surge_socketio_recoveries_total counter"
+        );
+        for (i, label) in ["not_recovered", "recovered"].iter().enumerate() {
+            let total: u64 = self
+                .shards
+                .iter()
+                .map(|s| get(&s.sio_recoveries_total[i]))
+                .sum();
+            let _ = writeln!(
+                out,
+                "surge_socketio_recoveries_total{{outcome=\"{label}\"}} {total}"
+            );
         }
         let registry = &admission.registry;
         registry

@@ -60,6 +60,16 @@ impl Counters {
         }
         ShardStats::set(&stats.eio_handoffs_total, eio.handoffs);
         ShardStats::set(&stats.eio_handoffs_refused_total, eio.handoffs_refused);
+        ShardStats::set(&stats.sio_sockets, eio.sockets - eio.sockets_gone);
+        ShardStats::set(&stats.sio_connects_refused_total, eio.connects_refused);
+        for (slot, &n) in stats.sio_violations_total.iter().zip(&eio.violations) {
+            ShardStats::set(slot, n);
+        }
+        for (slot, &n) in stats.sio_recoveries_total.iter().zip(&eio.recoveries) {
+            ShardStats::set(slot, n);
+        }
+        ShardStats::set(&stats.sio_kept_sockets, eio.kept);
+        ShardStats::set(&stats.sio_recovery_bytes, eio.recent_bytes);
     }
 
     /// Counts the close that ends a WebSocket connection: call once, when

@@ -72,17 +72,33 @@ pub enum Violation {
 }
 
 impl Violation {
+    /// Every violation's label, in the order of [`Violation::index`].
+    pub const LABELS: [&'static str; 7] = [
+        "parse_error",
+        "not_connected",
+        "connected_twice",
+        "connect_error_from_client",
+        "missing_payload",
+        "connect_timeout",
+        "attachment_timeout",
+    ];
+
+    /// Its place in [`Violation::LABELS`].
+    pub const fn index(self) -> usize {
+        match self {
+            Self::Decode(_) => 0,
+            Self::NotConnected => 1,
+            Self::ConnectedTwice => 2,
+            Self::ConnectErrorFromClient => 3,
+            Self::MissingPayload => 4,
+            Self::ConnectTimeout => 5,
+            Self::AttachmentTimeout => 6,
+        }
+    }
+
     /// A label for metrics.
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Decode(_) => "parse_error",
-            Self::NotConnected => "not_connected",
-            Self::ConnectedTwice => "connected_twice",
-            Self::ConnectErrorFromClient => "connect_error_from_client",
-            Self::MissingPayload => "missing_payload",
-            Self::ConnectTimeout => "connect_timeout",
-            Self::AttachmentTimeout => "attachment_timeout",
-        }
+        Self::LABELS[self.index()]
     }
 }
 

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use super::counts::count;
 use crate::config::{EngineIoLimits, RouteKind, Routes};
 use crate::engineio::handoff::RecoveredSocket;
 use crate::engineio::{Data, Session};
@@ -216,6 +217,7 @@ pub(crate) fn connected(
         .map_or(String::new(), |p| format!("\"pid\":{}", json_string(p)));
     let accepted = state.conn.accept(ns, sid, &extra);
     send(session, &accepted);
+    count(|c| c.sockets += 1);
     if let Some(pid) = pid {
         state.pids.push(SocketPid {
             namespace: ns.into(),
@@ -261,6 +263,7 @@ pub(crate) fn receive(
 /// Ends a session whose client broke a rule.
 pub(crate) fn violated(session: &mut Session, v: Violation) {
     tracing::debug!(violation = %v, "Socket.IO session closed");
+    count(|c| c.violations[v.index()] += 1);
     session.protocol_error();
 }
 
@@ -282,6 +285,7 @@ fn reference(
     match packet.kind() {
         PacketType::Connect => {
             if ns != "/" && ns != "/custom" {
+                count(|c| c.connects_refused += 1);
                 send(session, &sio::refusal(ns, "Invalid namespace"));
                 return;
             }
@@ -290,6 +294,7 @@ fn reference(
         PacketType::Disconnect => {
             leave_all(state, ns, fx);
             state.pids.retain(|p| &*p.namespace != ns);
+            count(|c| c.sockets_gone += 1);
         }
         PacketType::Event | PacketType::BinaryEvent if ns == "/" => {
             let Some(event) = packet.as_event() else {
@@ -388,6 +393,7 @@ fn hub(
         PacketType::Disconnect => {
             leave_all(state, ns, fx);
             state.pids.retain(|p| &*p.namespace != ns);
+            count(|c| c.sockets_gone += 1);
         }
         PacketType::Event | PacketType::BinaryEvent => {
             let Some(event) = packet.as_event() else {

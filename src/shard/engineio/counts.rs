@@ -29,6 +29,18 @@ pub(crate) struct Counts {
     /// Socket.IO reconnects that asked for their socket back: not
     /// recovered, recovered.
     pub(crate) recoveries: [u64; 2],
+    /// Socket.IO sockets connected, and those that left since.
+    pub(crate) sockets: u64,
+    pub(crate) sockets_gone: u64,
+    /// Socket.IO `CONNECT`s refused.
+    pub(crate) connects_refused: u64,
+    /// Socket.IO sessions closed for breaking a rule, by
+    /// `Violation::LABELS`.
+    pub(crate) violations: [u64; 7],
+    /// Dropped sockets kept for recovery, and the bytes of broadcasts
+    /// recorded for them (gauges).
+    pub(crate) kept: u64,
+    pub(crate) recent_bytes: u64,
 }
 
 impl Counts {

@@ -482,6 +482,11 @@ impl Owner {
             self.next_prune = now + 1000;
         }
         self.recent.prune(now);
+        let (kept, bytes) = (self.kept.len() as u64, self.recent.bytes() as u64);
+        count(|c| {
+            c.kept = kept;
+            c.recent_bytes = bytes;
+        });
         while let Some(&Reverse((due, slot, generation))) = self.timers.peek() {
             if due > now {
                 break;
@@ -599,6 +604,8 @@ impl Owner {
                 out.registry.release(ticket);
             }
             if let Some(sio) = owned.sio {
+                let gone = sio.conn.sockets().len() as u64;
+                count(|c| c.sockets_gone += gone);
                 let member = (key as u32, sid.generation());
                 for topic in &sio.rooms {
                     forget_member(&mut self.members, topic, member);
