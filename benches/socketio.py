@@ -72,7 +72,7 @@ DRAIN_SECS = 10
 BUDGET_SECS = 280  # no round starts that would end past this: the whole bench stays under 5 minutes
 FIRST_SOURCE, SOURCES = 2, 80  # client addresses 127.0.0.2-127.0.0.81
 
-# surge's `kind = "socketio"` route does not exist yet. The ping settings are
+# The ping settings are
 # both peers' defaults; how the route puts clients in a room and which event
 # it emits for a publish is the issue's sketch (`subscribe`, `publish`), to be
 # settled with the route: SURGE_CLIENT is what the drivers then send.
