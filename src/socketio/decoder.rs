@@ -85,7 +85,8 @@ impl From<PacketError> for DecodeError {
 #[derive(Debug, Default)]
 pub struct Decoder {
     limits: Limits,
-    waiting: Option<Waiting>,
+    /// Boxed: an idle session's decoder is two words and its limits.
+    waiting: Option<Box<Waiting>>,
 }
 
 #[derive(Debug)]
@@ -128,12 +129,12 @@ impl Decoder {
         if count == 0 {
             return Ok(Some(packet));
         }
-        self.waiting = Some(Waiting {
+        self.waiting = Some(Box::new(Waiting {
             packet: packet.into_owned(),
             count,
             bytes: 0,
             since: now,
-        });
+        }));
         Ok(None)
     }
 

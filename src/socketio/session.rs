@@ -133,8 +133,9 @@ struct Awaited {
 /// One connected namespace.
 #[derive(Debug)]
 pub struct Socket {
-    namespace: Box<str>,
-    sid: Box<str>,
+    /// `/`, the common case, takes no allocation.
+    namespace: Cow<'static, str>,
+    sid: SocketId,
     next_ack: u64,
     awaited: Vec<Awaited>,
 }
@@ -147,7 +148,32 @@ impl Socket {
 
     /// The socket's public id (not the Engine.IO session's).
     pub fn sid(&self) -> &str {
-        &self.sid
+        self.sid.as_str()
+    }
+}
+
+/// A socket's id, inline when it is one of this server's (20 ASCII
+/// characters): an idle socket's id takes no allocation.
+#[derive(Debug)]
+enum SocketId {
+    Inline([u8; 20]),
+    Other(Box<str>),
+}
+
+impl SocketId {
+    fn new(id: String) -> Self {
+        match <[u8; 20]>::try_from(id.as_bytes()) {
+            Ok(bytes) if id.is_ascii() => Self::Inline(bytes),
+            _ => Self::Other(id.into()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Made from ASCII text.
+            Self::Inline(b) => std::str::from_utf8(b).unwrap_or_default(),
+            Self::Other(s) => s,
+        }
     }
 }
 
@@ -174,6 +200,11 @@ impl Connection {
         }
     }
 
+    /// The settings it was made with.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
     /// The namespaces connected, in the order they connected.
     pub fn sockets(&self) -> &[Socket] {
         &self.sockets
@@ -181,7 +212,7 @@ impl Connection {
 
     /// The socket connected on `namespace`.
     pub fn socket(&self, namespace: &str) -> Option<&Socket> {
-        self.sockets.iter().find(|s| &*s.namespace == namespace)
+        self.sockets.iter().find(|s| s.namespace == namespace)
     }
 
     /// Why the session's input ended it, once it has.
@@ -237,7 +268,7 @@ impl Connection {
     }
 
     fn position(&self, namespace: &str) -> Option<usize> {
-        self.sockets.iter().position(|s| &*s.namespace == namespace)
+        self.sockets.iter().position(|s| s.namespace == namespace)
     }
 
     /// The application accepts a `CONNECT` for `namespace` (not yet
@@ -251,9 +282,15 @@ impl Connection {
             serde_json::to_string(&sid).expect("a string"),
             if extra.is_empty() { "" } else { "," }
         );
+        // One namespace is the common case: no room for four.
+        self.sockets.reserve_exact(1);
         self.sockets.push(Socket {
-            namespace: namespace.into(),
-            sid: sid.into(),
+            namespace: if namespace == "/" {
+                Cow::Borrowed("/")
+            } else {
+                Cow::Owned(namespace.to_owned())
+            },
+            sid: SocketId::new(sid),
             next_ack: 0,
             awaited: Vec::new(),
         });

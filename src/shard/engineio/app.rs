@@ -84,7 +84,7 @@ impl Behaviour {
 pub(crate) struct SocketIo {
     pub(crate) conn: Connection,
     pub(crate) rooms: Vec<Arc<str>>,
-    behaviour: Behaviour,
+    mode: Mode,
     /// With recovery on: each connected socket's private id.
     pub(crate) pids: Vec<SocketPid>,
 }
@@ -106,14 +106,20 @@ impl SocketIo {
         Some(Self {
             conn: Connection::new(behaviour.socketio()?, now),
             rooms: Vec::new(),
-            behaviour,
+            mode: match behaviour {
+                Behaviour::Hub(rules) => Mode::Hub {
+                    max_publish: u32::try_from(rules.max_publish).unwrap_or(u32::MAX),
+                    max_rooms: u32::try_from(rules.max_rooms).unwrap_or(u32::MAX),
+                },
+                _ => Mode::Reference,
+            },
             pids: Vec::new(),
         })
     }
 
     /// Milliseconds a dropped socket is kept for recovery (0: it is not).
     pub(crate) fn recovery_ms(&self) -> u32 {
-        self.behaviour.socketio().map_or(0, |s| s.recovery_ms)
+        self.conn.settings().recovery_ms
     }
 
     fn recovers(&self) -> bool {
@@ -129,6 +135,14 @@ impl SocketIo {
             .cloned()
             .collect()
     }
+}
+
+/// What a session's Socket.IO packets go to, kept with the session (its
+/// settings are the connection's).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Reference,
+    Hub { max_publish: u32, max_rooms: u32 },
 }
 
 /// A change to the owner's room index that a message asked for.
@@ -219,13 +233,14 @@ pub(crate) fn connected(
     send(session, &accepted);
     count(|c| c.sockets += 1);
     if let Some(pid) = pid {
+        state.pids.reserve_exact(1);
         state.pids.push(SocketPid {
             namespace: ns.into(),
             pid: pid.into(),
             last_direct: None,
         });
     }
-    if matches!(state.behaviour, Behaviour::Reference(_)) {
+    if state.mode == Mode::Reference {
         emit(session, state, fx, ns, "auth", auth, &[], None);
     }
 }
@@ -252,9 +267,19 @@ pub(crate) fn receive(
 ) {
     match state.conn.receive(message, now) {
         Ok(None) => {}
-        Ok(Some(packet)) => match state.behaviour {
-            Behaviour::Hub(rules) => hub(session, state, &packet, rules, fx),
-            _ => reference(session, state, &packet, fx),
+        Ok(Some(packet)) => match state.mode {
+            Mode::Hub {
+                max_publish,
+                max_rooms,
+            } => hub(
+                session,
+                state,
+                &packet,
+                max_publish as usize,
+                max_rooms as usize,
+                fx,
+            ),
+            Mode::Reference => reference(session, state, &packet, fx),
         },
         Err(v) => violated(session, v),
     }
@@ -384,7 +409,8 @@ fn hub(
     session: &mut Session,
     state: &mut SocketIo,
     packet: &Packet<'_>,
-    rules: HubRules,
+    max_publish: usize,
+    max_rooms: usize,
     fx: &mut Effects<'_>,
 ) {
     let ns = packet.namespace();
@@ -407,8 +433,8 @@ fn hub(
                             let topic: Arc<str> = room_topic(ns, &room).into();
                             if name == "unsubscribe" {
                                 leave(state, &topic, fx);
-                            } else if !join_within(state, topic, rules.max_rooms, fx) {
-                                return Err(format!("at most {} rooms", rules.max_rooms));
+                            } else if !join_within(state, topic, max_rooms, fx) {
+                                return Err(format!("at most {} rooms", max_rooms));
                             }
                         }
                         Ok(format!("{{\"rooms\":{}}}", rooms_of(state, ns)))
@@ -418,8 +444,8 @@ fn hub(
                     let size = event.args.len()
                         + packet.attachments().iter().map(|a| a.len()).sum::<usize>();
                     match first_string(event.args).filter(|r| valid_room(r)) {
-                        _ if size > rules.max_publish => {
-                            Err(format!("a publish is at most {} bytes", rules.max_publish))
+                        _ if size > max_publish => {
+                            Err(format!("a publish is at most {} bytes", max_publish))
                         }
                         None => Err("publish needs a room name first".to_owned()),
                         Some(room) => {
@@ -604,6 +630,7 @@ fn join_within(state: &mut SocketIo, topic: Arc<str>, max: usize, fx: &mut Effec
     if state.rooms.len() >= max {
         return false;
     }
+    state.rooms.reserve_exact(1);
     state.rooms.push(Arc::clone(&topic));
     fx.rooms.push(RoomChange::Joined(topic));
     true

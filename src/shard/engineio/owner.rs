@@ -718,3 +718,25 @@ fn unknown(sid: Sid, from: ConnRef, ask: &Ask, outbox: &mut Vec<Handoff>) {
         Ask::Ended => {}
     }
 }
+#[cfg(test)]
+mod tests {
+    /// An idle session's memory is these structs (and its connection's):
+    /// a field added here is paid for by every connected client, so its
+    /// size is watched.
+    #[test]
+    fn an_idle_session_stays_small() {
+        use std::mem::size_of;
+        assert!(
+            size_of::<super::Owned>() <= 200,
+            "{}",
+            size_of::<super::Owned>()
+        );
+        assert!(
+            size_of::<super::SocketIo>() <= 184,
+            "{}",
+            size_of::<super::SocketIo>()
+        );
+        assert!(size_of::<crate::socketio::session::Socket>() <= 80);
+        assert!(size_of::<crate::socketio::Decoder>() <= 24);
+    }
+}
