@@ -47,6 +47,8 @@ pub(crate) struct EngineIo {
     pub(crate) outbox: Vec<Handoff>,
     /// The shard's clock in milliseconds, as of this turn.
     pub(crate) now_ms: u64,
+    /// WebSockets given frames this turn, to write once it is done.
+    written: Vec<(usize, u32)>,
     shard: u16,
 }
 
@@ -57,6 +59,7 @@ impl EngineIo {
             owner: Owner::new(shard),
             outbox: Vec::new(),
             now_ms: 0,
+            written: Vec::new(),
             shard,
         }
     }
@@ -147,6 +150,20 @@ impl<T: Transport> Shard<T> {
                 hub: self.pubsub.hub(),
             });
         }
+        let mut written = std::mem::take(&mut self.engineio.written);
+        written.sort_unstable();
+        written.dedup();
+        for &(key, generation) in &written {
+            if self
+                .conns
+                .get(key)
+                .is_some_and(|c| c.session.generation == generation)
+            {
+                driver.send(self, key);
+            }
+        }
+        written.clear();
+        self.engineio.written = written;
     }
 
     /// Shutdown: every session this shard owns ends now.
@@ -272,7 +289,10 @@ impl<T: Transport> Shard<T> {
                     Answer::Shared(frame) => session.push_shared(frame),
                     _ => {}
                 }
-                driver.send(self, key);
+                // Written once this turn's handoffs are done: the frames of
+                // several broadcasts go out in one write, as a hub
+                // subscriber's do.
+                self.engineio.written.push((key, m.to.generation));
                 return;
             }
             answer => {
