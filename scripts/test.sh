@@ -37,8 +37,10 @@ need_apt npm npm
 need_apt kill procps
 
 # Python peers: kosoku drives the Autobahn TestSuite cases; websockets is a
-# real client implementation to interoperate with.
-PY_PACKAGES=(kosoku==0.1.0 websockets==17.4)
+# real client implementation to interoperate with; python-socketio (with the
+# transports it needs, pinned) is the stock Python Socket.IO client.
+PY_PACKAGES=(kosoku==0.1.0 websockets==17.4 "python-socketio[client]==5.18.1" python-engineio==4.15.1
+    requests==2.34.2 websocket-client==1.9.2)
 VENV="$ROOT/.venv"
 STAMP="$VENV/.surge-packages"
 if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "${PY_PACKAGES[*]}" ]]; then
@@ -68,6 +70,15 @@ if [[ "$(node -p 'require(process.argv[1]).version' "$EIO_TEST/node_modules/engi
     npm ci --prefix "$EIO_TEST" --no-audit --no-fund --silent
 fi
 
+# The Socket.IO ground truth: the stock socket.io-client (and the reference
+# server), pinned by tests/socketio/package-lock.json.
+SIO_TEST="$ROOT/tests/socketio"
+if [[ "$(node -p 'require(process.argv[1]).version' "$SIO_TEST/node_modules/socket.io-client/package.json" 2>/dev/null)" \
+    != "$(node -p 'require(process.argv[1]).dependencies["socket.io-client"]' "$SIO_TEST/package.json")" ]]; then
+    echo "==> installing socket.io-client into $SIO_TEST"
+    npm ci --prefix "$SIO_TEST" --no-audit --no-fund --silent
+fi
+
 echo "==> cargo fmt --check"
 cargo fmt --check
 echo "==> cargo clippy"
@@ -78,7 +89,7 @@ echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
 cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood \
-    --test chromium --test engineio --test engineio_haproxy
+    --test chromium --test engineio --test engineio_haproxy --test socketio
 # The real-socket suite once more on every driver x shard combination;
 # tests that pin a driver or shard count themselves keep it.
 for backend in epoll uring; do
