@@ -162,6 +162,16 @@ fn each_kind_of_error_names_file_line_and_key() {
             ":4: key `routes.ping-timeout-ms`: must be at least 1",
         ),
         (
+            "route-connect-timeout.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"engineio-echo\"\nconnect-timeout-ms = 5\n",
+            ":4: key `routes.connect-timeout-ms`: only a Socket.IO route has it",
+        ),
+        (
+            "route-recovery-zero.toml",
+            "[[routes]]\npath = \"/x\"\nkind = \"socketio\"\nmax-disconnection-ms = 0\n",
+            ":4: key `routes.max-disconnection-ms`: must be at least 1",
+        ),
+        (
             "route-cors.toml",
             "[[routes]]\npath = \"/x\"\nkind = \"engineio-echo\"\ncors-origin = \"a.example, b\"\n",
             ":4: key `routes.cors-origin`: \"a.example, b\" is neither \"*\" nor one origin",
@@ -271,6 +281,8 @@ fn check_config_prints_a_config_that_reproduces_itself() {
          [[routes]]\npath = \"/feed\"\nkind = \"ticker\"\n\
          [[routes]]\npath = \"/engine.io/\"\nkind = \"engineio-echo\"\nping-interval-ms = 1000\n\
          ping-timeout-ms = 900\nmax-payload = 4096\ncors-origin = \"https://app.example\"\n\
+         [[routes]]\npath = \"/socket.io/\"\nkind = \"socketio\"\nconnect-timeout-ms = 5000\n\
+         max-disconnection-ms = 60000\n\
          [pubsub]\nhistory-bytes = 1048576\nmax-recovery = 20\n\
          [[topics]]\nprefix = \"scores.\"\nhistory-size = 100\nhistory-ttl-ms = 60000\nlatest = false\n\
          [[topics]]\nprefix = \"scores.live.\"\nlatest = true\n",
@@ -304,6 +316,8 @@ fn check_config_prints_a_config_that_reproduces_itself() {
         "path = \"/feed\"\nkind = \"ticker\"\n",
         "path = \"/engine.io/\"\nkind = \"engineio-echo\"\nping-interval-ms = 1000\n\
          ping-timeout-ms = 900\nmax-payload = 4096\ncors-origin = \"https://app.example\"\n",
+        "path = \"/socket.io/\"\nkind = \"socketio\"\nconnect-timeout-ms = 5000\n\
+         max-disconnection-ms = 60000\n",
         // Defaults appear too.
         "handshake-timeout-ms = 10000\n",
     ] {
