@@ -833,3 +833,82 @@ pub fn socketio_packet(data: &[u8]) {
         }
     }
 }
+
+/// A Socket.IO session's rules, and a room broadcast relayed from another
+/// node. The input is messages split at `\x1e` (binary if they start with
+/// a 0 byte or are not UTF-8) fed to one `Connection`, every `CONNECT`
+/// accepted but on namespaces starting `/no`: the session never panics; a
+/// violation ends it for good (every later message gets the same one);
+/// namespaces connected are distinct, and only a `CONNECT` connects one;
+/// events reach the application only on a connected namespace. Then the
+/// whole input as a relayed broadcast: refused, or frames whose messages
+/// give the same relay text back.
+pub fn socketio_session(data: &[u8]) {
+    use crate::engineio::Data;
+    use crate::socketio::session::{Connection, Settings};
+    use crate::socketio::{broadcast, PacketType};
+    use std::borrow::Cow;
+
+    let settings = Settings {
+        connect_timeout_ms: 1000,
+        ..Settings::default()
+    };
+    let mut conn = Connection::new(settings, 0);
+    let mut ended = None;
+    for (now, part) in data.split(|&b| b == 0x1e).enumerate() {
+        let now = now as u64;
+        let message = match std::str::from_utf8(part) {
+            Ok(text) if !part.starts_with(&[0]) => Data::Text(Cow::Borrowed(text)),
+            _ => Data::Binary(Cow::Borrowed(part)),
+        };
+        let before: Vec<String> = conn
+            .sockets()
+            .iter()
+            .map(|s| s.namespace().to_owned())
+            .collect();
+        match conn.receive(message, now) {
+            Err(v) => {
+                if let Some(first) = ended {
+                    assert_eq!(v, first, "a violation ends the session for good");
+                }
+                ended = Some(v);
+                assert_eq!(conn.ended(), Some(v));
+            }
+            Ok(_) if ended.is_some() => panic!("input taken after a violation"),
+            Ok(None) => {}
+            Ok(Some(p)) => {
+                let ns = p.namespace().to_owned();
+                match p.kind() {
+                    PacketType::Connect => {
+                        assert!(!before.contains(&ns));
+                        if !ns.starts_with("/no") {
+                            conn.accept(&ns, "x".repeat(20), "");
+                        }
+                    }
+                    PacketType::Disconnect => {
+                        assert!(before.contains(&ns));
+                        assert!(conn.socket(&ns).is_none());
+                    }
+                    _ => assert!(before.contains(&ns), "a packet for {ns} not connected"),
+                }
+            }
+        }
+        let names: Vec<&str> = conn.sockets().iter().map(|s| s.namespace()).collect();
+        let mut unique = names.clone();
+        unique.sort_unstable();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "a namespace connected twice");
+        if let Some(at) = conn.next_deadline() {
+            if conn.on_timer(at).is_some() {
+                ended = conn.ended();
+            }
+        }
+    }
+    if let Some(frames) = broadcast::frames_from_relay(data, 1 << 16) {
+        let text = broadcast::relay_text(&frames);
+        assert_eq!(
+            broadcast::frames_from_relay(text.as_bytes(), 1 << 20),
+            Some(frames)
+        );
+    }
+}

@@ -84,3 +84,8 @@ fn engineio_payload_corpus() {
 fn socketio_packet_corpus() {
     replay("socketio_packet", surge::fuzzing::socketio_packet);
 }
+
+#[test]
+fn socketio_session_corpus() {
+    replay("socketio_session", surge::fuzzing::socketio_session);
+}
