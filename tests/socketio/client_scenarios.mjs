@@ -13,7 +13,10 @@
 // `recovery` those and connection state recovery (--recovery-ms N); with
 // recovery on, server events carry an offset argument, so connect_auth,
 // polling, websocket, multiplex and refused need a server without it
-// (upgrade and heartbeat take either).
+// (upgrade and heartbeat take either). The `hub_*` scenarios are for surge's
+// `kind = "socketio"` route instead (subscribe / unsubscribe / publish events):
+// `hub_ticker` wants the ticker feed next to it, `hub_two_nodes` a second node
+// bridged to the first, its URL in SECOND_URL.
 import { request } from "node:http";
 import { io, Manager } from "socket.io-client";
 
