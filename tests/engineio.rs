@@ -399,6 +399,35 @@ fn a_session_that_is_never_polled_is_bounded_and_ends() {
     );
 }
 
+/// A held poll whose client goes away ends its session at once, as the
+/// reference's does (transport close), not at the next heartbeat: on
+/// each driver, with heartbeats a minute apart.
+#[test]
+fn a_held_poll_whose_client_goes_ends_its_session_at_once() {
+    let file = config_pinging("held", 60_000, 60_000, "");
+    for backend in ["epoll", "uring"] {
+        let server = serve(&file, &["--backend", backend, "--shards", "1"]);
+        let mut http = Http::new(connect(server.addr));
+        let sid = sid_of(&http.request("GET", "", b""));
+        let mut held = Http::new(connect(server.addr));
+        held.send("GET", &format!("&sid={sid}"), "", b"");
+        wait_metric(server.addr, "surge_engineio_polls_held", |n| n == 1);
+        drop(held);
+        let closed = "surge_engineio_closed_total{reason=\"transport_close\"}";
+        wait_metric(server.addr, closed, |n| n == 1);
+        assert_eq!(
+            metric(server.addr, "surge_engineio_sessions"),
+            0,
+            "{backend}"
+        );
+        assert_eq!(
+            metric(server.addr, "surge_engineio_polls_held"),
+            0,
+            "{backend}"
+        );
+    }
+}
+
 /// A `POST` body still arriving reserves its length in the shard's
 /// message budget and lets it go when its connection dies; one over what
 /// is left is refused before it is read.

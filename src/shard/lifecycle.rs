@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use super::deadlines::drain_over;
 use super::handler::Ctx;
-use super::session::{ConnLimits, Next, Route, Session};
+use super::session::{ConnLimits, Next, Phase, Route, Session};
 use super::{Conn, Driver, Expired, Shard, Transport, MESSAGE_TIMEOUT};
 use crate::admission::stats::AdmissionStats;
 use crate::protocol::CloseCode;
@@ -83,6 +83,12 @@ impl<T: Transport> Shard<T> {
         };
         if !conn.session.peer_gone {
             conn.session.peer_gone = true;
+            // A request waiting on its session's owner (a held poll) ends
+            // with its peer: the session hears of it now, since lingering
+            // forgets which session it waited on.
+            if matches!(conn.session.phase, Phase::EngineIo(_)) {
+                self.engineio.released(key, &conn.session);
+            }
             let now = self.clock.now_tick;
             let (session, counters) = (&mut conn.session, &mut self.counters);
             self.deadlines
