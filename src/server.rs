@@ -13,6 +13,7 @@ use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 
 use crate::admission::Admission;
+use crate::config::RouteKind;
 use crate::config::{Backend, Config};
 use crate::driver::{self, probe};
 use crate::metrics::Metrics;
@@ -45,6 +46,20 @@ impl Server {
     /// Binds and starts every shard, serving `apps` beside the routes
     /// `config` declares; returns once all are running.
     pub fn start(mut config: Config, apps: AppRoutes) -> io::Result<Self> {
+        for spec in &config.routes.table {
+            if let (RouteKind::SocketIo, Some(name)) = (spec.kind, &spec.handler) {
+                if apps.socketio(name).is_none() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        format!(
+                            "route {:?} names Socket.IO handler {name:?}, which \
+                             App::socketio_handler did not register",
+                            spec.path
+                        ),
+                    ));
+                }
+            }
+        }
         let backend = probe::resolve_backend(config.backend).map_err(io::Error::other)?;
         let tls = match &config.tls {
             Some(files) => {

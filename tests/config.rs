@@ -475,7 +475,7 @@ fn the_binary_refuses_app_routes() {
     let (code, _, stderr) = run(&["serve", "--config", file.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains("route \"/chat\" is an app route: only a program embedding surge"),
+        stderr.contains("route \"/chat\" names handler \"chat\": only a program embedding surge"),
         "{stderr}"
     );
     let misplaced = write_config(
@@ -485,7 +485,7 @@ fn the_binary_refuses_app_routes() {
     let (code, _, stderr) = run(&["serve", "--config", misplaced.to_str().unwrap()]);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
-        stderr.contains(":1: key `routes.handler`: only an app route has one"),
+        stderr.contains(":1: key `routes.handler`: only an app or socketio route has one"),
         "{stderr}"
     );
 }

@@ -50,8 +50,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 pub use crate::admission::policy::UpgradeRequest;
-use crate::config::RouteKind;
 pub use crate::config::{Backend, Config};
+use crate::config::{RouteKind, RouteSpec};
+pub use crate::shard::engineio::handler::{
+    Ack, Broadcast, Connect, ConnectRequest, DisconnectReason, Emitter, Event, Handshake,
+    Namespaces, Socket, SocketIoHandler,
+};
 use crate::shard::handler::AppRoute;
 // What handlers are and how a session calls them live with the shard that
 // calls them; the embedding API is here.
@@ -69,6 +73,8 @@ pub struct App {
     routes: Vec<AppRoute>,
     /// Handlers that config-file routes name (`kind = "app"`).
     named: Vec<(String, AppRoute)>,
+    /// Socket.IO routes' namespaces, by the name their route gives.
+    socketio: Vec<(Box<str>, Arc<Namespaces>)>,
 }
 
 impl std::fmt::Debug for AppRoute {
@@ -98,6 +104,7 @@ impl App {
             listen_set: false,
             routes: Vec::new(),
             named: Vec::new(),
+            socketio: Vec::new(),
         }
     }
 
@@ -182,6 +189,31 @@ impl App {
         self
     }
 
+    /// Serves Socket.IO v5 (on Engine.IO v4: long-polling, WebSocket and
+    /// the upgrade between them) under `path` (the prefix of every
+    /// request's: `/socket.io/` serves `/socket.io/?EIO=4&...`), each
+    /// namespace by its handler. It replaces a route the configuration had
+    /// at that path; set its keys (`ping-interval-ms`,
+    /// `max-disconnection-ms`, ...) with a config file route of
+    /// `kind = "socketio"` naming a handler registered with
+    /// [`App::socketio_handler`] instead.
+    pub fn socketio(mut self, path: &str, namespaces: Namespaces) -> Self {
+        let table = &mut self.config.routes.table;
+        table.retain(|r| r.path.trim_end_matches('/') != path.trim_end_matches('/'));
+        let mut spec = RouteSpec::new(path, RouteKind::SocketIo);
+        spec.handler = Some(path.to_owned());
+        table.insert(0, spec);
+        self.socketio.push((path.into(), Arc::new(namespaces)));
+        self
+    }
+
+    /// Registers `namespaces` under `name` for the config file's Socket.IO
+    /// routes (`kind = "socketio"`) that name it with `handler = "NAME"`.
+    pub fn socketio_handler(mut self, name: &str, namespaces: Namespaces) -> Self {
+        self.socketio.push((name.into(), Arc::new(namespaces)));
+        self
+    }
+
     /// Starts every shard in the background and returns once they listen.
     pub fn start(self) -> io::Result<Running> {
         let config = self.config;
@@ -219,12 +251,17 @@ impl App {
                 "at most 65535 routes",
             ));
         }
-        let server = Server::start(config.clone(), AppRoutes(routes.into()))?;
+        let apps = AppRoutes {
+            ws: routes.into(),
+            socketio: self.socketio.into(),
+        };
+        let server = Server::start(config.clone(), apps)?;
         let shards = config.shards.max(1);
         Ok(Running {
             publisher: Publisher {
                 hub: Arc::clone(&server.hub),
             },
+            config,
             shards,
             server: Some(server),
         })
@@ -245,6 +282,7 @@ impl App {
 #[derive(Debug)]
 pub struct Running {
     server: Option<Server>,
+    config: Config,
     publisher: Publisher,
     shards: usize,
 }
@@ -287,6 +325,19 @@ impl Running {
     /// A publisher to every shard's subscribers, for any thread.
     pub fn publisher(&self) -> Publisher {
         self.publisher.clone()
+    }
+
+    /// A thread-safe broadcaster to the sockets of the Socket.IO route at
+    /// `path`; `None` if no Socket.IO route is there.
+    pub fn emitter(&self, path: &str) -> Option<Emitter> {
+        let spec = self.config.routes.table.iter().find(|r| {
+            r.kind == RouteKind::SocketIo
+                && r.path.trim_end_matches('/') == path.trim_end_matches('/')
+        })?;
+        Some(Emitter {
+            hub: Arc::clone(&self.publisher.hub),
+            recovers: spec.max_disconnection_ms.unwrap_or(0) > 0,
+        })
     }
 
     /// Begins the same drain SIGTERM does: stop accepting, close every

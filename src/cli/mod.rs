@@ -70,12 +70,14 @@ pub fn run(args: Vec<OsString>) -> ExitCode {
         .routes
         .table
         .iter()
-        .find(|r| r.kind == RouteKind::App)
+        .find(|r| r.kind == RouteKind::App || r.handler.is_some())
     {
         eprintln!(
-            "surge: route {:?} is an app route: only a program embedding surge registers \
-             handlers (App::handler, see examples/); the surge binary has none",
-            app.path
+            "surge: route {:?} names handler {:?}: only a program embedding surge registers \
+             handlers (App::handler, App::socketio_handler, see examples/); the surge binary \
+             has none",
+            app.path,
+            app.handler.as_deref().unwrap_or_default()
         );
         return ExitCode::from(2);
     }

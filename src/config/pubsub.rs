@@ -87,9 +87,36 @@ pub fn symbols(n: usize) -> Vec<String> {
         .collect()
 }
 
+/// Whether `name` is one of [`symbols`]`(n)`, without making the list.
+pub(crate) fn is_symbol(name: &str, n: usize) -> bool {
+    if let Some(i) = NAMES.iter().position(|s| *s == name) {
+        return i < n;
+    }
+    name.strip_prefix('S')
+        .filter(|d| d.len() >= 4 && d.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|d| d.parse::<usize>().ok())
+        .is_some_and(|i| i >= NAMES.len() && i < n && format!("S{i:04}") == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_symbol_is_known_without_its_list() {
+        for n in [0, 1, 8, 32, 40] {
+            let list = symbols(n);
+            for name in list.iter().map(String::as_str).chain([
+                "AAPL", "ORCL", "S0032", "S0039", "S0040", "S32", "S00032", "x",
+            ]) {
+                assert_eq!(
+                    is_symbol(name, n),
+                    list.iter().any(|s| s == name),
+                    "{name} {n}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn symbol_names_are_unique() {

@@ -50,6 +50,11 @@ impl<'a> UpgradeRequest<'a> {
             .map(|h| h.value)
     }
 
+    /// Every header line, in order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'a str, &'a [u8])> + '_ {
+        self.headers.iter().map(|h| (h.name, h.value))
+    }
+
     /// The subprotocols the client offered, in its order of preference.
     pub fn offered_subprotocols(&self) -> impl Iterator<Item = &'a str> + '_ {
         self.headers

@@ -16,6 +16,8 @@
 //!   reads it, and the precise rule a bad packet breaks.
 //! - [`decoder`]: a session's incoming packets, binary attachments
 //!   collected within [`Limits`].
+//! - [`target`]: who a room broadcast is for (rooms, exceptions, the
+//!   sender), written into the hub topic that carries it.
 //! - `json`: the one pass over a packet's JSON data that checks it
 //!   without building a tree, so the data stays text.
 
@@ -25,6 +27,7 @@ mod json;
 pub mod packet;
 pub mod recovery;
 pub mod session;
+pub mod target;
 
 #[cfg(test)]
 mod tests;

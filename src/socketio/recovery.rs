@@ -179,12 +179,12 @@ impl Recent {
             .map_or(seq >= self.next_seq, |e| e.seq <= seq)
     }
 
-    /// The broadcasts from `from` (inclusive) to `until` (exclusive) to
-    /// one of `topics`, oldest first.
-    pub fn between(&self, from: u64, until: u64, topics: &[Arc<str>]) -> Vec<Arc<[u8]>> {
+    /// The broadcasts from `from` (inclusive) to `until` (exclusive)
+    /// whose topic `reaches`, oldest first.
+    pub fn between(&self, from: u64, until: u64, reaches: impl Fn(&str) -> bool) -> Vec<Arc<[u8]>> {
         self.entries
             .iter()
-            .filter(|e| e.seq >= from && e.seq < until && topics.contains(&e.topic))
+            .filter(|e| e.seq >= from && e.seq < until && reaches(&e.topic))
             .map(|e| Arc::clone(&e.frames))
             .collect()
     }
@@ -234,7 +234,7 @@ mod tests {
             recent.record(topic, &broadcast(offset), i as u64);
         }
         let from = recent.seq_of("b1").unwrap() + 1;
-        let missed = recent.between(from, recent.next_seq(), std::slice::from_ref(&r1));
+        let missed = recent.between(from, recent.next_seq(), |t| *t == *r1);
         assert_eq!(missed.len(), 1);
         assert_eq!(offset_of(&missed[0]), Some("b3"));
         assert!(recent.holds_from(from));

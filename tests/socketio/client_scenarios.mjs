@@ -16,7 +16,8 @@
 // (upgrade and heartbeat take either). The `hub_*` scenarios are for surge's
 // `kind = "socketio"` route instead (subscribe / unsubscribe / publish events):
 // `hub_ticker` wants the ticker feed next to it, `hub_two_nodes` a second node
-// bridged to the first, its URL in SECOND_URL.
+// bridged to the first, its URL in SECOND_URL. The `app_*` scenarios are for
+// tests/socketio_app.rs: the socketio_chat example's namespaces and `/fan`.
 import { request } from "node:http";
 import { io, Manager } from "socket.io-client";
 
@@ -536,7 +537,9 @@ async function hubTicker(url) {
     for (const [room, tick] of ticks) {
       check(room === "AAPL" && typeof tick === "string" && tick.startsWith("AAPL "), "not a tick of AAPL", { got: plain(ticks) });
     }
-    return { first: ticks[0][1] };
+    const [spoof] = await c.ack(STEP_MS, "publish", "AAPL", "AAPL 1 0 0.01");
+    check(typeof spoof?.error === "string", "a client may publish into the feed's room", { got: plain(spoof) });
+    return { first: ticks[0][1], spoof_refused: spoof.error };
   } finally {
     c.close();
   }
@@ -566,7 +569,123 @@ async function hubTwoNodes(url) {
   }
 }
 
+// The `socketio_chat` example's namespaces (an app route): a refused
+// connect, rooms, a broadcast that skips its sender, acks with errors, a
+// departure with its reason, a polling member.
+async function appChat(url) {
+  const nameless = Client.connect(url);
+  const ada = Client.connect(url, { auth: { name: "ada" }, transports: ["websocket"] });
+  const bob = Client.connect(url, { auth: { name: "bob" }, transports: ["polling"] });
+  const cy = Client.connect(url, { auth: { name: "cy" } });
+  try {
+    await nameless.until(() => nameless.connectErrors.length > 0, STEP_MS, "waiting for the refusal");
+    check(nameless.connectErrors[0].message === "a name is needed (auth.name)", "not refused with the handler's message", { got: nameless.connectErrors });
+    for (const c of [ada, bob, cy]) await c.connected();
+    check(same(await ada.ack(STEP_MS, "join", "lobby"), [["lobby"]]), "join not acked with the rooms");
+    check(same(await bob.ack(STEP_MS, "join", "lobby"), [["lobby"]]), "bob's join not acked");
+    const [[joined]] = await ada.next("joined");
+    check(same(joined, { name: "bob", room: "lobby" }), "ada did not see bob join", { got: joined });
+    await cy.ack(STEP_MS, "join", "other");
+    check(same(await ada.ack(STEP_MS, "say", { room: "lobby", text: "hi" }), [true]), "say not acked");
+    const [[said]] = await bob.next("said");
+    check(same(said, { from: "ada", room: "lobby", text: "hi" }), "bob did not hear ada", { got: said });
+    const [notJoined] = await cy.ack(STEP_MS, "say", { room: "lobby", text: "psst" });
+    check(notJoined?.error === "join the room first", "saying into a room not joined is not refused", { got: notJoined });
+    const [badRoom] = await cy.ack(STEP_MS, "join", "no spaces");
+    check(typeof badRoom?.error === "string", "a bad room name is not refused", { got: badRoom });
+    const [unknown] = await cy.ack(STEP_MS, "nonsense");
+    check(typeof unknown?.error === "string", "an unknown event is not answered", { got: unknown });
+    await sleep(200); // anything misdelivered arrives by now
+    check(ada.events.filter((e) => e[0] === "said").length === 0, "the sender heard itself");
+    check(cy.events.filter((e) => e[0] === "said" || e[0] === "joined").length === 0, "a non-member got the room's events");
+    bob.socket.disconnect();
+    const [[left]] = await ada.next("left");
+    check(same(left, { name: "bob", reason: "client namespace disconnect" }), "bob's leaving not told", { got: left });
+    cy.socket.io.engine.close();
+    const [, [gone]] = await ada.next("left", 2);
+    check(same(gone, { name: "cy", reason: "transport close" }), "cy's dropped session not told", { got: gone });
+    return { transports: [ada.transport(), "polling", "any"] };
+  } finally {
+    for (const c of [nameless, ada, bob, cy]) c.close();
+  }
+}
+
+// `/admin` broadcasts into `/` from the route's thread-safe emitter (one
+// user's sockets, or everyone), and the example's clock thread emits to room
+// `clock`.
+async function appAdmin(url) {
+  const ada = Client.connect(url, { auth: { name: "ada" } });
+  const bob = Client.connect(url, { auth: { name: "bob" }, transports: ["polling"] });
+  const admin = Client.connect(`${url}/admin`);
+  try {
+    for (const c of [ada, bob, admin]) await c.connected();
+    check(same(await admin.ack(STEP_MS, "whisper", { to: "bob", text: "psst" }), [true]), "whisper not acked");
+    const [[whisper]] = await bob.next("whisper");
+    check(whisper === "psst", "bob did not get the whisper", { got: whisper });
+    check(same(await admin.ack(STEP_MS, "announce", "hello all"), [true]), "announce not acked");
+    for (const c of [ada, bob]) {
+      const [[text]] = await c.next("announcement");
+      check(text === "hello all", "an announcement missed", { got: text });
+    }
+    check(ada.events.filter((e) => e[0] === "whisper").length === 0, "a whisper reached another user");
+    check(admin.events.filter((e) => e[0] === "announcement").length === 0, "an announcement left its namespace");
+    await ada.ack(STEP_MS, "join", "clock");
+    const ticks = await ada.next("clock", 2);
+    check(ticks.every(([n]) => Number.isInteger(n)), "clock ticks are not numbers", { got: ticks });
+    check(bob.events.filter((e) => e[0] === "clock").length === 0, "a tick reached a non-member");
+    return { ticks: ticks.map(([n]) => n) };
+  } finally {
+    for (const c of [ada, bob, admin]) c.close();
+  }
+}
+
+// The test's `/fan` namespace: its connect reads the handshake's headers, a
+// broadcast to several rooms reaches each member once and skips the excepted
+// rooms and the sender, the server disconnects a socket, and a handler's panic
+// ends only its own session.
+async function appFan(url) {
+  const headers = { extraHeaders: { "x-team": "blue" } };
+  const fan = (transports) => Client.connect(`${url}/fan`, { ...headers, transports });
+  const noTeam = Client.connect(`${url}/fan`);
+  const [a, b, c, d, sender] = [fan(["websocket"]), fan(["polling"]), fan(["websocket"]), fan(["polling"]), fan(["websocket"])];
+  const all = [a, b, c, d, sender];
+  try {
+    await noTeam.until(() => noTeam.connectErrors.length > 0, STEP_MS, "waiting for the refusal");
+    check(noTeam.connectErrors[0].message === "no team", "the handshake's headers were not seen", { got: noTeam.connectErrors });
+    for (const x of all) await x.connected();
+    const team = await a.ack(STEP_MS, "team");
+    check(same(team, [{ eio: "4", team: "blue" }]), "the handshake is not the socket's", { got: team });
+    await a.ack(STEP_MS, "join", ["r1"]);
+    await b.ack(STEP_MS, "join", ["r1", "r2"]);
+    await c.ack(STEP_MS, "join", ["r2", "muted"]);
+    await sender.ack(STEP_MS, "join", ["r1"]);
+    await sender.ack(STEP_MS, "fanout", { to: ["r1", "r2"], except: ["muted"], text: "one" });
+    await a.next("fan");
+    await b.next("fan");
+    const fromA = a.events.length;
+    await sender.ack(STEP_MS, "fanout", { to: [], except: ["r2"], text: "two" });
+    const [[toA]] = await a.next("fan", 1, fromA);
+    const [[toD]] = await d.next("fan");
+    check(toA === "two" && toD === "two", "a namespace broadcast missed", { a: toA, d: toD });
+    await sleep(300);
+    const got = all.map((x) => x.events.filter((e) => e[0] === "fan").map((e) => e[1]));
+    check(same(got, [["one", "two"], ["one"], [], ["two"], []]), "broadcast reached the wrong sockets, or twice", { got });
+    check(same(await d.ack(STEP_MS, "bye"), [true]), "bye not acked");
+    await d.until(() => d.disconnects.length > 0, STEP_MS, "waiting for the server's disconnect", { whileDown: true });
+    check(d.disconnects[0] === "io server disconnect", "not disconnected by the server", { got: d.disconnects });
+    c.socket.emit("panic");
+    await c.until(() => c.disconnects.length > 0, STEP_MS, "waiting for the panicking session to end", { whileDown: true });
+    check(same(await a.ack(STEP_MS, "join", ["after"]), [["r1", "after"]]), "the server stopped after a handler's panic");
+    return { fans: got, panicked: c.disconnects[0] };
+  } finally {
+    for (const x of [noTeam, ...all]) x.close();
+  }
+}
+
 const SCENARIOS = {
+  app_chat: appChat,
+  app_admin: appAdmin,
+  app_fan: appFan,
   hub_two_nodes: hubTwoNodes,
   hub_rooms: hubRooms,
   hub_errors: hubErrors,

@@ -400,9 +400,13 @@ impl Reader<'_> {
             (RouteKind::App, None) => {
                 return Err(self.error(at, "routes.handler", "missing (an app route names one)"));
             }
-            (RouteKind::App, Some(_)) | (_, None) => {}
+            (RouteKind::App | RouteKind::SocketIo, Some(_)) | (_, None) => {}
             (_, Some(_)) => {
-                return Err(self.error(at, "routes.handler", "only an app route has one"));
+                return Err(self.error(
+                    at,
+                    "routes.handler",
+                    "only an app or socketio route has one",
+                ));
             }
         }
         Ok(spec)

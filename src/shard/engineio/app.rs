@@ -8,15 +8,23 @@
 //! are shared by every member on a WebSocket; a polling member gets the
 //! messages read back out of them.
 
+use std::any::Any;
 use std::borrow::Cow;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 
 use super::counts::count;
+use super::handler::{
+    Ack, ConnectRequest, DisconnectReason, Event as AppEvent, Handshake, Namespaces, Socket,
+    SocketIoHandler,
+};
+use crate::config::pubsub::is_symbol;
 use crate::config::{EngineIoLimits, RouteKind, Routes};
 use crate::engineio::handoff::RecoveredSocket;
 use crate::engineio::{Data, Session};
 use crate::pubsub::hub::{Delivery, Hub, SharedFrame};
 use crate::socketio::session::{self as sio, Connection, Settings, Violation};
+use crate::socketio::target::{room_topic, valid_room, MAX_ROOM_NAME};
 use crate::socketio::{broadcast, recovery};
 use crate::socketio::{EventName, Packet, PacketType};
 
@@ -26,7 +34,7 @@ pub(crate) const MAX_ROOMS: usize = 64;
 pub(crate) use crate::socketio::ROOM_TOPIC_PREFIX as ROOM_PREFIX;
 
 /// What a route does with its sessions' messages.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub(crate) enum Behaviour {
     /// Every message comes back.
     Echo,
@@ -38,6 +46,16 @@ pub(crate) enum Behaviour {
     /// Socket.IO mapped onto the hub: `subscribe`, `unsubscribe` and
     /// `publish` events, on any namespace.
     Hub(HubRules),
+    /// Socket.IO served by an embedder's handlers, one per namespace.
+    App(AppRules),
+}
+
+/// A Socket.IO route an embedder's handlers serve.
+#[derive(Debug, Clone)]
+pub(crate) struct AppRules {
+    pub(crate) settings: Settings,
+    pub(crate) max_rooms: usize,
+    pub(crate) namespaces: Arc<Namespaces>,
 }
 
 /// The bounds of a `socketio` route.
@@ -48,33 +66,53 @@ pub(crate) struct HubRules {
     pub(crate) max_publish: usize,
     /// The most rooms a session may be in.
     pub(crate) max_rooms: usize,
+    /// The feed's symbols (the first this many): rooms only it publishes to.
+    pub(crate) feed_symbols: usize,
 }
 
 impl Behaviour {
-    /// What the Engine.IO route with these settings does.
-    pub(crate) fn of(limits: &EngineIoLimits, routes: &Routes) -> Self {
+    /// What the Engine.IO route with these settings does, served by
+    /// `app` when an embedder registered namespaces for it.
+    pub(crate) fn of(
+        limits: &EngineIoLimits,
+        routes: &Routes,
+        app: Option<&Arc<Namespaces>>,
+    ) -> Self {
         let settings = Settings {
             connect_timeout_ms: limits.connect_timeout_ms,
             recovery_ms: limits.max_disconnection_ms,
             ..Settings::default()
         };
-        match limits.kind {
-            RouteKind::SocketIoReference => Self::Reference(settings),
-            RouteKind::SocketIo => Self::Hub(HubRules {
+        match (limits.kind, app) {
+            (RouteKind::SocketIo, Some(namespaces)) => Self::App(AppRules {
+                settings,
+                max_rooms: routes.max_topics_per_conn,
+                namespaces: Arc::clone(namespaces),
+            }),
+            (RouteKind::SocketIoReference, _) => Self::Reference(settings),
+            (RouteKind::SocketIo, None) => Self::Hub(HubRules {
                 settings,
                 max_publish: routes.max_publish,
                 max_rooms: routes.max_topics_per_conn,
+                feed_symbols: routes.ticker_symbols.len(),
             }),
             _ => Self::Echo,
         }
     }
 
     /// The Socket.IO settings, unless the route echoes.
-    pub(crate) fn socketio(self) -> Option<Settings> {
+    pub(crate) fn socketio(&self) -> Option<Settings> {
         match self {
             Self::Echo => None,
-            Self::Reference(s) | Self::Hub(HubRules { settings: s, .. }) => Some(s),
+            Self::Reference(s)
+            | Self::Hub(HubRules { settings: s, .. })
+            | Self::App(AppRules { settings: s, .. }) => Some(*s),
         }
+    }
+
+    /// Whether its sessions keep the request that opened them.
+    pub(crate) fn keeps_handshake(&self) -> bool {
+        matches!(self, Self::App(_))
     }
 }
 
@@ -100,16 +138,27 @@ pub(crate) struct SocketPid {
 }
 
 impl SocketIo {
-    /// The Socket.IO state of a session opened at `now`, unless the route
-    /// echoes.
-    pub(crate) fn new(behaviour: Behaviour, now: u64) -> Option<Self> {
+    /// The Socket.IO state of a session opened at `now` by `handshake`,
+    /// unless the route echoes.
+    pub(crate) fn new(
+        behaviour: &Behaviour,
+        now: u64,
+        handshake: Option<Handshake>,
+    ) -> Option<Self> {
         Some(Self {
             conn: Connection::new(behaviour.socketio()?, now),
             rooms: Vec::new(),
             mode: match behaviour {
+                Behaviour::App(rules) => Mode::App(Box::new(AppSession {
+                    namespaces: Arc::clone(&rules.namespaces),
+                    handshake: handshake.unwrap_or_else(Handshake::none),
+                    data: Vec::new(),
+                    max_rooms: u32::try_from(rules.max_rooms).unwrap_or(u32::MAX),
+                })),
                 Behaviour::Hub(rules) => Mode::Hub {
                     max_publish: u32::try_from(rules.max_publish).unwrap_or(u32::MAX),
                     max_rooms: u32::try_from(rules.max_rooms).unwrap_or(u32::MAX),
+                    feed_symbols: u32::try_from(rules.feed_symbols).unwrap_or(u32::MAX),
                 },
                 _ => Mode::Reference,
             },
@@ -126,6 +175,21 @@ impl SocketIo {
         self.recovery_ms() > 0
     }
 
+    /// An app route's per-session state.
+    pub(crate) fn app(&self) -> Option<&AppSession> {
+        match &self.mode {
+            Mode::App(a) => Some(a),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn app_mut(&mut self) -> Option<&mut AppSession> {
+        match &mut self.mode {
+            Mode::App(a) => Some(a),
+            _ => None,
+        }
+    }
+
     /// The topics of the rooms of the socket on `ns`.
     pub(crate) fn rooms_on(&self, ns: &str) -> Vec<Arc<str>> {
         let prefix = room_topic(ns, "");
@@ -139,10 +203,33 @@ impl SocketIo {
 
 /// What a session's Socket.IO packets go to, kept with the session (its
 /// settings are the connection's).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Mode {
     Reference,
-    Hub { max_publish: u32, max_rooms: u32 },
+    Hub {
+        max_publish: u32,
+        max_rooms: u32,
+        feed_symbols: u32,
+    },
+    App(Box<AppSession>),
+}
+
+/// What a session of an app route keeps beyond the protocol's state.
+pub(crate) struct AppSession {
+    namespaces: Arc<Namespaces>,
+    pub(crate) handshake: Handshake,
+    /// Each connected namespace's data, from [`crate::app::socketio::Connect::data`].
+    pub(crate) data: Vec<(Box<str>, Box<dyn Any + Send>)>,
+    pub(crate) max_rooms: u32,
+}
+
+impl std::fmt::Debug for AppSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppSession")
+            .field("namespaces", &self.namespaces)
+            .field("handshake", &self.handshake)
+            .finish()
+    }
 }
 
 /// A change to the owner's room index that a message asked for.
@@ -163,6 +250,19 @@ pub(crate) struct Effects<'a> {
     pub(crate) shard: u16,
     /// The sequence number of the next room broadcast this shard records.
     pub(crate) next_seq: u64,
+}
+
+impl Effects<'_> {
+    /// The same effects, lent for a shorter while.
+    pub(crate) fn reborrow(&mut self) -> Effects<'_> {
+        Effects {
+            hub: self.hub,
+            rooms: &mut *self.rooms,
+            recoveries: &mut *self.recoveries,
+            shard: self.shard,
+            next_seq: self.next_seq,
+        }
+    }
 }
 
 /// A `CONNECT` the route accepts: with recovery on and a `pid` in its
@@ -240,8 +340,14 @@ pub(crate) fn connected(
             last_direct: None,
         });
     }
-    if state.mode == Mode::Reference {
-        emit(session, state, fx, ns, "auth", auth, &[], None);
+    match &state.mode {
+        Mode::Reference => emit(session, state, fx, ns, "auth", auth, &[], None),
+        Mode::App(a) => {
+            if let Some(handler) = a.namespaces.get(ns).cloned() {
+                call(session, state, ns, fx, &handler, |h, s| h.connected(s));
+            }
+        }
+        Mode::Hub { .. } => {}
     }
 }
 
@@ -267,19 +373,21 @@ pub(crate) fn receive(
 ) {
     match state.conn.receive(message, now) {
         Ok(None) => {}
-        Ok(Some(packet)) => match state.mode {
+        Ok(Some(packet)) => match &state.mode {
             Mode::Hub {
                 max_publish,
                 max_rooms,
-            } => hub(
-                session,
-                state,
-                &packet,
-                max_publish as usize,
-                max_rooms as usize,
-                fx,
-            ),
+                feed_symbols,
+            } => {
+                let limits = HubLimits {
+                    max_publish: *max_publish as usize,
+                    max_rooms: *max_rooms as usize,
+                    feed_symbols: *feed_symbols as usize,
+                };
+                hub(session, state, &packet, limits, fx)
+            }
             Mode::Reference => reference(session, state, &packet, fx),
+            Mode::App(_) => app(session, state, &packet, fx),
         },
         Err(v) => violated(session, v),
     }
@@ -352,7 +460,7 @@ fn reference(
                     }
                 }
                 "join" | "leave" => {
-                    let Some(room) = first_string(&args) else {
+                    let Some(room) = first_string(&args).filter(|r| valid_room(r)) else {
                         return;
                     };
                     let topic: Arc<str> = room_topic(ns, &room).into();
@@ -367,7 +475,7 @@ fn reference(
                     }
                 }
                 "to-room" => {
-                    let Some(room) = first_string(&args) else {
+                    let Some(room) = first_string(&args).filter(|r| valid_room(r)) else {
                         return;
                     };
                     let data = with_offset(state, format!("[\"room-event\",{args}"));
@@ -398,8 +506,12 @@ fn reference(
     }
 }
 
-/// The longest room name a `socketio` route takes, in bytes.
-pub(crate) const MAX_ROOM_NAME: usize = 200;
+/// A `socketio` route's bounds, as one packet is handled.
+struct HubLimits {
+    max_publish: usize,
+    max_rooms: usize,
+    feed_symbols: usize,
+}
 
 /// The `socketio` route's behaviour for one checked packet: the hub's
 /// verbs as events. A mistake is answered in the event's ack when it asks
@@ -409,10 +521,14 @@ fn hub(
     session: &mut Session,
     state: &mut SocketIo,
     packet: &Packet<'_>,
-    max_publish: usize,
-    max_rooms: usize,
+    limits: HubLimits,
     fx: &mut Effects<'_>,
 ) {
+    let HubLimits {
+        max_publish,
+        max_rooms,
+        feed_symbols,
+    } = limits;
     let ns = packet.namespace();
     match packet.kind() {
         PacketType::Connect => connect(session, state, ns, packet.data().unwrap_or("{}"), fx),
@@ -448,6 +564,9 @@ fn hub(
                             Err(format!("a publish is at most {} bytes", max_publish))
                         }
                         None => Err("publish needs a room name first".to_owned()),
+                        Some(room) if ns == "/" && is_symbol(&room, feed_symbols) => {
+                            Err(format!("{room} is the feed's: only it publishes there"))
+                        }
                         Some(room) => {
                             let (args, attachments) = renumbered(event.args, packet.attachments());
                             let data = with_offset(state, format!("[\"publish\",{args}"));
@@ -480,12 +599,163 @@ fn hub(
     }
 }
 
-fn json_string(s: &str) -> String {
-    serde_json::to_string(s).expect("a string")
+/// An app route's behaviour for one checked packet: the namespace's
+/// handler decides connects and takes events.
+fn app(session: &mut Session, state: &mut SocketIo, packet: &Packet<'_>, fx: &mut Effects<'_>) {
+    let ns = packet.namespace();
+    let Some(handler) = state.app().and_then(|a| a.namespaces.get(ns)).cloned() else {
+        if packet.kind() == PacketType::Connect {
+            count(|c| c.connects_refused += 1);
+            send(session, &sio::refusal(ns, "Invalid namespace"));
+        }
+        return;
+    };
+    match packet.kind() {
+        PacketType::Connect => {
+            let auth = packet.data().unwrap_or("{}");
+            let verdict = {
+                let a = state.app().expect("an app route's session");
+                let request = ConnectRequest {
+                    namespace: ns,
+                    auth,
+                    handshake: &a.handshake,
+                };
+                catch_unwind(AssertUnwindSafe(|| handler.connect(&request)))
+            };
+            match verdict.map(|c| c.verdict) {
+                Err(_) => panicked(session, "connect"),
+                Ok(Err(message)) => {
+                    count(|c| c.connects_refused += 1);
+                    send(session, &sio::refusal(ns, &message));
+                }
+                Ok(Ok(data)) => {
+                    if let Some(data) = data {
+                        let a = state.app_mut().expect("an app route's session");
+                        a.data.retain(|(n, _)| **n != *ns);
+                        a.data.push((ns.into(), data));
+                    }
+                    connect(session, state, ns, auth, fx);
+                }
+            }
+        }
+        PacketType::Disconnect => {
+            let reason = DisconnectReason::ClientNamespaceDisconnect;
+            call(session, state, ns, fx, &handler, |h, s| {
+                s.leaving = true;
+                h.disconnect(s, reason);
+            });
+            gone(state, ns, fx);
+        }
+        PacketType::Event | PacketType::BinaryEvent if state.conn.socket(ns).is_some() => {
+            let Some(event) = packet.as_event() else {
+                return;
+            };
+            let name = match event.name {
+                EventName::Str(name) => name,
+                EventName::Number(n) => Cow::Borrowed(n),
+            };
+            let event = AppEvent {
+                name,
+                args: event.args,
+                attachments: packet.attachments(),
+            };
+            let ack = packet.id().map(|id| Ack { id });
+            call(session, state, ns, fx, &handler, |h, s| {
+                h.event(s, &event, ack)
+            });
+        }
+        _ => {}
+    }
 }
 
-fn valid_room(room: &str) -> bool {
-    !room.is_empty() && room.len() <= MAX_ROOM_NAME
+/// Calls `f` on the socket of namespace `ns`, then disconnects it if the
+/// handler asked to. A panic ends the session.
+fn call(
+    session: &mut Session,
+    state: &mut SocketIo,
+    ns: &str,
+    fx: &mut Effects<'_>,
+    handler: &Arc<dyn SocketIoHandler>,
+    f: impl FnOnce(&dyn SocketIoHandler, &mut Socket<'_>),
+) {
+    let mut socket = Socket {
+        session,
+        state,
+        fx: fx.reborrow(),
+        namespace: ns,
+        leaving: false,
+        disconnect: false,
+    };
+    let outcome = catch_unwind(AssertUnwindSafe(|| f(&**handler, &mut socket)));
+    let disconnect = socket.disconnect && !socket.leaving;
+    if outcome.is_err() {
+        panicked(session, "a Socket.IO handler");
+        return;
+    }
+    if disconnect && state.conn.socket(ns).is_some() {
+        let reason = DisconnectReason::ServerNamespaceDisconnect;
+        let mut socket = Socket {
+            session,
+            state,
+            fx: fx.reborrow(),
+            namespace: ns,
+            leaving: true,
+            disconnect: false,
+        };
+        if catch_unwind(AssertUnwindSafe(|| handler.disconnect(&mut socket, reason))).is_err() {
+            panicked(session, "disconnect");
+        }
+        if let Some(p) = state.conn.leave(ns) {
+            send(session, &p);
+        }
+        gone(state, ns, fx);
+    }
+}
+
+fn panicked(session: &mut Session, what: &str) {
+    tracing::error!("{what} panicked; closing the session");
+    session.close_by_server();
+}
+
+/// The socket on `ns` is gone: out of its rooms, its data dropped.
+fn gone(state: &mut SocketIo, ns: &str, fx: &mut Effects<'_>) {
+    leave_all(state, ns, fx);
+    state.pids.retain(|p| &*p.namespace != ns);
+    if let Some(a) = state.app_mut() {
+        a.data.retain(|(n, _)| **n != *ns);
+    }
+    count(|c| c.sockets_gone += 1);
+}
+
+/// The session ended for `reason`: an app route's handlers hear of each
+/// socket it had.
+pub(crate) fn ended(
+    session: &mut Session,
+    state: &mut SocketIo,
+    reason: crate::engineio::CloseReason,
+    fx: &mut Effects<'_>,
+) {
+    let Some(a) = state.app() else { return };
+    let namespaces = Arc::clone(&a.namespaces);
+    let connected: Vec<String> = state
+        .conn
+        .sockets()
+        .iter()
+        .map(|s| s.namespace().to_owned())
+        .collect();
+    let reason = DisconnectReason::of(reason);
+    for ns in connected {
+        if let Some(handler) = namespaces.get(&ns) {
+            call(session, state, &ns, fx, handler, |h, s| {
+                s.leaving = true;
+                h.disconnect(s, reason);
+            });
+        }
+    }
+}
+
+fn json_string(s: &str) -> String {
+    serde_json::to_string(s).expect("a string")
 }
 
 /// The rooms a `subscribe` or `unsubscribe` names: its first argument, a
@@ -508,7 +778,9 @@ fn rooms_named(args: &str) -> Result<Vec<String>, String> {
         _ => return Err("name a room, or an array of rooms, first".to_owned()),
     };
     match names.iter().find(|r| !valid_room(r)) {
-        Some(_) => Err(format!("a room name is 1 to {MAX_ROOM_NAME} bytes")),
+        Some(_) => Err(format!(
+            "a room name is 1 to {MAX_ROOM_NAME} bytes, without control characters"
+        )),
         None => Ok(names),
     }
 }
@@ -516,7 +788,7 @@ fn rooms_named(args: &str) -> Result<Vec<String>, String> {
 /// Sends the event `name` with `args` (JSON text of the arguments after
 /// the name) on namespace `ns`.
 #[allow(clippy::too_many_arguments)]
-fn emit(
+pub(super) fn emit(
     session: &mut Session,
     state: &mut SocketIo,
     fx: &Effects<'_>,
@@ -547,7 +819,13 @@ fn emit(
     }
 }
 
-fn ack(session: &mut Session, ns: &str, id: u64, args: &str, attachments: &[Cow<'_, [u8]>]) {
+pub(super) fn ack(
+    session: &mut Session,
+    ns: &str,
+    id: u64,
+    args: &str,
+    attachments: &[Cow<'_, [u8]>],
+) {
     let kind = if attachments.is_empty() {
         PacketType::Ack
     } else {
@@ -618,12 +896,13 @@ fn first_string(args: &str) -> Option<String> {
     serde_json::from_str(items.first()?.get()).ok()
 }
 
-fn room_topic(ns: &str, room: &str) -> String {
-    format!("{ROOM_PREFIX}{ns},{room}")
-}
-
 /// Joins a room's topic; `false` if the session is in `max` rooms.
-fn join_within(state: &mut SocketIo, topic: Arc<str>, max: usize, fx: &mut Effects<'_>) -> bool {
+pub(super) fn join_within(
+    state: &mut SocketIo,
+    topic: Arc<str>,
+    max: usize,
+    fx: &mut Effects<'_>,
+) -> bool {
     if state.rooms.contains(&topic) {
         return true;
     }
@@ -640,7 +919,7 @@ fn join(state: &mut SocketIo, topic: Arc<str>, fx: &mut Effects<'_>) {
     join_within(state, topic, MAX_ROOMS, fx);
 }
 
-fn leave(state: &mut SocketIo, topic: &str, fx: &mut Effects<'_>) {
+pub(super) fn leave(state: &mut SocketIo, topic: &str, fx: &mut Effects<'_>) {
     if let Some(at) = state.rooms.iter().position(|t| &**t == topic) {
         let topic = state.rooms.remove(at);
         fx.rooms.push(RoomChange::Left(topic));
@@ -672,7 +951,7 @@ fn rooms_of(state: &SocketIo, ns: &str) -> String {
 
 /// Publishes `packet` to a room's topic on every shard, and through a
 /// bridge to every node: framed once, the same bytes for every member.
-fn publish(hub: &Hub, topic: &str, packet: &Packet<'_>) {
+pub(super) fn publish(hub: &Hub, topic: &str, packet: &Packet<'_>) {
     let frames = broadcast::frames(packet);
     if hub.bridged() {
         hub.relay_text(topic, broadcast::relay_text(&frames));

@@ -178,8 +178,8 @@ impl Session {
                     let next = self.close_with(503, b"server shutting down\n", &manner);
                     return (wire.len(), next);
                 }
-                let ticket = match admit(req, hs, Route::EngineIo, None, limits) {
-                    Ok((ticket, _)) => ticket,
+                let (ticket, request) = match admit(req, hs, Route::EngineIo, None, limits) {
+                    Ok(admitted) => admitted,
                     Err(Answered::Parked(refusal)) => {
                         self.phase = Phase::Tarpit(refusal);
                         return (wire.len(), Next::Tarpit);
@@ -199,7 +199,14 @@ impl Session {
                     max_queued_bytes: u32::try_from(limits_here.max_backlog).unwrap_or(u32::MAX),
                     ..Config::default()
                 };
-                let behaviour = super::Behaviour::of(&limits_here, routes);
+                let app = routes
+                    .spec(spec)
+                    .and_then(|s| s.handler.as_deref())
+                    .and_then(|name| limits.apps.socketio(name));
+                let behaviour = super::Behaviour::of(&limits_here, routes, app);
+                let handshake = behaviour
+                    .keeps_handshake()
+                    .then(|| super::Handshake::of(&request));
                 let now = limits.engineio.now_ms;
                 let eio = &mut *limits.engineio;
                 let mut out = super::owner::Out {
@@ -207,10 +214,9 @@ impl Session {
                     registry: &limits.admission.registry,
                     hub: limits.pubsub.hub(),
                 };
-                let sid = match eio
-                    .owner
-                    .open(config, behaviour, transport, ticket, from, now, &mut out)
-                {
+                let sid = match eio.owner.open(
+                    config, behaviour, handshake, transport, ticket, from, now, &mut out,
+                ) {
                     Ok(sid) => sid,
                     Err(ticket) => {
                         limits.admission.registry.release(ticket);
@@ -326,7 +332,11 @@ impl Session {
             // A connection that closes after its answer carries no next
             // request: what it sends (an unread body) is dropped.
             _ if !pending.manner.keep_alive => (input.len(), Next::Continue),
-            _ if input.len() > MAX_REQUEST_BYTES => (input.len(), self.linger()),
+            _ if input.len() > MAX_REQUEST_BYTES => {
+                let from = limits.engineio.conn_ref(limits.key, self.generation);
+                limits.engineio.ask(pending.sid, from, Ask::Ended);
+                (input.len(), self.linger())
+            }
             _ => (0, Next::Continue),
         }
     }

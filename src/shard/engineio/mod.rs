@@ -21,12 +21,14 @@
 mod app;
 mod conn;
 mod counts;
+pub(crate) mod handler;
 mod http;
 mod owner;
 
 pub(crate) use app::{Behaviour, ROOM_PREFIX};
 pub(crate) use conn::Pending;
 pub(crate) use counts::counts;
+pub(crate) use handler::{Handshake, Namespaces};
 
 use crate::engineio::handoff::{Answer, Ask, Handoff, Recovered, ToConn};
 use crate::protocol::CloseCode;

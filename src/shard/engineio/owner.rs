@@ -22,6 +22,7 @@ use crate::engineio::{Config, Data, Frame, Refusal, Session, Sid, Transmit, Tran
 use crate::protocol::frame::{encode_frame, OpCode};
 use crate::pubsub::hub::{Delivery, Hub};
 use crate::socketio::recovery::Recent;
+use crate::socketio::target::{room_topic, Target};
 
 /// One session and the connections it answers through.
 #[derive(Debug)]
@@ -117,6 +118,7 @@ impl Owner {
         &mut self,
         config: Config,
         behaviour: Behaviour,
+        handshake: Option<super::Handshake>,
         transport: Transport,
         ticket: Ticket,
         via: ConnRef,
@@ -144,7 +146,7 @@ impl Owner {
             ws: None,
             probe: None,
             armed: u64::MAX,
-            sio: SocketIo::new(behaviour, now).map(Box::new),
+            sio: SocketIo::new(&behaviour, now, handshake).map(Box::new),
         };
         match transport {
             Transport::Polling => {
@@ -345,9 +347,11 @@ impl Owner {
                     _ => self.recent.seq_of(&ask.offset)? + 1,
                 };
                 self.recent.holds_from(from).then(|| RecoveredSocket {
-                    missed: self
-                        .recent
-                        .between(from, self.recent.next_seq(), &kept.rooms),
+                    missed: self.recent.between(from, self.recent.next_seq(), |topic| {
+                        Target::of_topic(topic).is_some_and(|t| {
+                            t.reaches_member(&kept.namespace, &kept.sid, &kept.rooms)
+                        })
+                    }),
                     sid: kept.sid.into(),
                     rooms: kept.rooms,
                 })
@@ -403,10 +407,13 @@ impl Owner {
     pub(crate) fn deliver(&mut self, delivery: &Delivery, out: &mut Out<'_>) {
         self.recent
             .record(&delivery.topic, &delivery.frame, self.now);
-        let Some(members) = self.members.get(&delivery.topic) else {
-            return;
+        let members = match self.members.get(&delivery.topic) {
+            Some(members) => members.clone(),
+            None => match Target::of_topic(&delivery.topic) {
+                Some(target) => self.reached(&target),
+                None => return,
+            },
         };
-        let members = members.clone();
         for (slot, generation) in members {
             let key = slot as usize;
             let Some(owned) = self
@@ -435,6 +442,41 @@ impl Owner {
                 }
             }
         }
+    }
+
+    /// The sessions here a broadcast to more than one room, with rooms
+    /// excepted or to a whole namespace reaches: each once.
+    fn reached(&self, target: &Target<'_>) -> Vec<(u32, u32)> {
+        let ns = &*target.namespace;
+        let mut found: Vec<(u32, u32)> = if target.to.is_empty() {
+            self.sessions
+                .iter()
+                .map(|(key, o)| (key as u32, o.session.sid().generation()))
+                .collect()
+        } else {
+            let mut found: Vec<(u32, u32)> = target
+                .to
+                .iter()
+                .filter_map(|room| self.members.get(room_topic(ns, room).as_str()))
+                .flatten()
+                .copied()
+                .collect();
+            found.sort_unstable();
+            found.dedup();
+            found
+        };
+        found.retain(|&(slot, generation)| {
+            self.sessions
+                .get(slot as usize)
+                .filter(|o| o.session.sid().generation() == generation)
+                .and_then(|o| o.sio.as_deref())
+                .and_then(|sio| {
+                    let socket = sio.conn.socket(ns)?;
+                    Some(target.reaches_member(ns, socket.sid(), &sio.rooms))
+                })
+                .unwrap_or(false)
+        });
+        found
     }
 
     /// Keeps the sockets of a session that dropped, for recovery.
@@ -599,11 +641,20 @@ impl Owner {
                 reply(sid, to, Answer::Drop, outbox);
             }
             let transport = owned.session.transport();
-            let owned = self.sessions.remove(key);
+            let mut owned = self.sessions.remove(key);
             if let Some(ticket) = owned.ticket {
                 out.registry.release(ticket);
             }
-            if let Some(sio) = owned.sio {
+            if let Some(mut sio) = owned.sio {
+                let (mut rooms, mut recoveries) = (Vec::new(), Vec::new());
+                let mut fx = Effects {
+                    hub: out.hub,
+                    rooms: &mut rooms,
+                    recoveries: &mut recoveries,
+                    shard: self.shard,
+                    next_seq: self.recent.next_seq(),
+                };
+                app::ended(&mut owned.session, &mut sio, reason, &mut fx);
                 let gone = sio.conn.sockets().len() as u64;
                 count(|c| c.sockets_gone += gone);
                 let member = (key as u32, sid.generation());

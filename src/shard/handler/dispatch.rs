@@ -18,7 +18,12 @@ use crate::shard::spill::Spill;
 /// Routes served by [`Handler`]s, matched by exact path before the
 /// built-in ones. Set by the `App` builder; empty by default.
 #[derive(Clone, Default)]
-pub struct AppRoutes(pub(crate) Arc<[AppRoute]>);
+pub struct AppRoutes {
+    pub(crate) ws: Arc<[AppRoute]>,
+    /// Socket.IO routes' namespaces, by the name their route's `handler`
+    /// gives.
+    pub(crate) socketio: Arc<[(Box<str>, Arc<crate::shard::engineio::Namespaces>)]>,
+}
 
 pub(crate) struct AppRoute {
     pub(crate) path: Box<str>,
@@ -29,7 +34,8 @@ pub(crate) struct AppRoute {
 impl std::fmt::Debug for AppRoutes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list()
-            .entries(self.0.iter().map(|r| &r.path))
+            .entries(self.ws.iter().map(|r| &r.path))
+            .entries(self.socketio.iter().map(|(name, _)| name))
             .finish()
     }
 }
@@ -37,19 +43,27 @@ impl std::fmt::Debug for AppRoutes {
 impl AppRoutes {
     /// Whether no route is served by a handler.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.ws.is_empty()
     }
 
     /// The index of the route serving exactly `path`.
     pub(crate) fn find(&self, path: &str) -> Option<u16> {
-        self.0
+        self.ws
             .iter()
             .position(|r| &*r.path == path)
             .map(|i| i as u16)
     }
 
     pub(crate) fn get(&self, index: u16) -> &AppRoute {
-        &self.0[usize::from(index)]
+        &self.ws[usize::from(index)]
+    }
+
+    /// The namespaces registered under `name`, for a Socket.IO route.
+    pub(crate) fn socketio(&self, name: &str) -> Option<&Arc<crate::shard::engineio::Namespaces>> {
+        self.socketio
+            .iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, ns)| ns)
     }
 }
 
