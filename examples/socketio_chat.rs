@@ -23,7 +23,9 @@
 //! `announcement`, and `whisper` (`{to, text}`) reaches one user's
 //! sockets, on whatever shard or node they are.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -187,12 +189,15 @@ pub fn namespaces(admin: Admin) -> Namespaces {
         .namespace("/admin", admin)
 }
 
-/// Counts to room `clock` once per `every`, from its own thread, `n` times.
-pub fn clock(emitter: Emitter, every: Duration, n: u64) -> std::thread::JoinHandle<()> {
+/// Counts to room `clock` once per `every`, from its own thread, until
+/// `stop` is set.
+pub fn clock(emitter: Emitter, every: Duration, stop: Arc<AtomicBool>) -> JoinHandle<()> {
     std::thread::spawn(move || {
-        for i in 1..=n {
+        let mut n = 0u64;
+        while !stop.load(Ordering::Relaxed) {
             std::thread::sleep(every);
-            emitter.of("/").to("clock").emit("clock", &i);
+            n += 1;
+            emitter.of("/").to("clock").emit("clock", &n);
         }
     })
 }
@@ -213,6 +218,6 @@ fn main() -> std::io::Result<()> {
     running.announce();
     let emitter = running.emitter("/socket.io/").expect("the route above");
     let _ = admin_emitter.set(emitter.clone());
-    let _clock = clock(emitter, Duration::from_secs(1), u64::MAX);
+    let _clock = clock(emitter, Duration::from_secs(1), Arc::default());
     running.join()
 }

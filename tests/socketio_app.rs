@@ -14,6 +14,7 @@ mod chat;
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -130,7 +131,8 @@ fn the_stock_client_drives_an_app_on_two_shards_and_both_drivers() {
         let emitter = running.emitter("/socket.io/").expect("a Socket.IO route");
         assert!(running.emitter("/elsewhere").is_none());
         let _ = admin_emitter.set(emitter.clone());
-        let clock = chat::clock(emitter, Duration::from_millis(100), 100);
+        let stop = Arc::new(AtomicBool::new(false));
+        let clock = chat::clock(emitter, Duration::from_millis(100), Arc::clone(&stop));
         let addr = running.local_addrs()[0];
         node_scenarios(
             &format!("http://{addr}"),
@@ -140,8 +142,9 @@ fn the_stock_client_drives_an_app_on_two_shards_and_both_drivers() {
         wait_metric(addr, "surge_engineio_sessions", |n| n == 0);
         wait_metric(addr, "surge_socketio_sockets", |n| n == 0);
         assert!(metric(addr, "surge_socketio_connects_refused_total") >= 2);
-        drop(running);
+        stop.store(true, Ordering::Relaxed);
         clock.join().unwrap();
+        drop(running);
     }
 }
 
