@@ -48,8 +48,9 @@
 //!   certificate swapped on SIGHUP and read once per accept, and the record
 //!   layer both drivers put between socket bytes and a `Session`.
 //! - [`app`]: the embedding API: routes served by a `Handler` (upgrade,
-//!   open, message, drain, close) with per-route limits, `App` to start
-//!   them, `Publisher` to publish from any thread. **Invariant:** handler
+//!   open, message, drain, close) with per-route limits, Socket.IO routes
+//!   served by a `SocketIoHandler` per namespace, `App` to start them,
+//!   `Publisher` and `Emitter` to publish from any thread. **Invariant:** handler
 //!   state lives behind the connection's spill pointer, so built-in routes
 //!   pay nothing for it.
 //! - [`engineio`]: the sans-IO Engine.IO v4 core: request parsing and its

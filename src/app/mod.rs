@@ -41,6 +41,14 @@
 //! tests drive it. `examples/chat.rs` and `examples/ticker.rs` are complete
 //! servers.
 //!
+//! Socket.IO routes ([`App::socketio`]) are served by a [`SocketIoHandler`]
+//! per namespace, gathered in [`Namespaces`]: connects (with the auth
+//! payload and the [`Handshake`]), events with their [`Ack`], disconnects
+//! with their [`DisconnectReason`]; a [`Socket`] emits, joins and leaves
+//! rooms and [`Broadcast`]s to them, and an [`Emitter`]
+//! ([`Running::emitter`]) broadcasts from any thread.
+//! `examples/socketio_chat.rs` is a complete chat.
+//!
 //! Messages published to a topic (by [`Ws::publish`] or a [`Publisher`])
 //! take the hub's path: framed once, shared by every shard and subscriber,
 //! relayed to other nodes by the Redis bridge when one is configured.
