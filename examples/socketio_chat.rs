@@ -11,7 +11,7 @@
 //! socket.emit("say", { room: "lobby", text: "hi" }, (ok) => {});
 //! socket.on("said", ({ from, room, text }) => {});  // from everyone else in the room
 //! socket.on("joined", ({ name, room }) => {});      // someone came in
-//! socket.on("left", ({ name }) => {});              // someone's session ended
+//! socket.on("left", ({ name, id, reason }) => {});  // someone left, and why
 //! socket.on("clock", (n) => {});                    // to room "clock", from another thread
 //! ```
 //!
@@ -140,7 +140,7 @@ impl SocketIoHandler for Chat {
     fn disconnect(&self, socket: &mut Socket<'_>, reason: DisconnectReason) {
         let name = socket.data::<User>().map(|u| u.name.clone());
         if let Some(name) = name {
-            let left = json!({ "name": name, "reason": reason.as_str() });
+            let left = json!({ "name": name, "id": socket.id(), "reason": reason.as_str() });
             socket.broadcast().emit("left", &left);
         }
     }

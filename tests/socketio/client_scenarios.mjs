@@ -598,12 +598,13 @@ async function appChat(url) {
     await sleep(200); // anything misdelivered arrives by now
     check(ada.events.filter((e) => e[0] === "said").length === 0, "the sender heard itself");
     check(cy.events.filter((e) => e[0] === "said" || e[0] === "joined").length === 0, "a non-member got the room's events");
+    const [bobId, cyId] = [bob.socket.id, cy.socket.id];
     bob.socket.disconnect();
     const [[left]] = await ada.next("left");
-    check(same(left, { name: "bob", reason: "client namespace disconnect" }), "bob's leaving not told", { got: left });
+    check(same(left, { id: bobId, name: "bob", reason: "client namespace disconnect" }), "bob's leaving not told", { got: left });
     cy.socket.io.engine.close();
     const [, [gone]] = await ada.next("left", 2);
-    check(same(gone, { name: "cy", reason: "transport close" }), "cy's dropped session not told", { got: gone });
+    check(same(gone, { id: cyId, name: "cy", reason: "transport close" }), "cy's dropped session not told", { got: gone });
     return { transports: [ada.transport(), "polling", "any"] };
   } finally {
     for (const c of [nameless, ada, bob, cy]) c.close();

@@ -152,7 +152,7 @@ impl SocketIo {
                 Behaviour::App(rules) => Mode::App(Box::new(AppSession {
                     namespaces: Arc::clone(&rules.namespaces),
                     handshake: handshake.unwrap_or_else(Handshake::none),
-                    data: Vec::new(),
+                    sockets: Vec::new(),
                     max_rooms: u32::try_from(rules.max_rooms).unwrap_or(u32::MAX),
                 })),
                 Behaviour::Hub(rules) => Mode::Hub {
@@ -218,9 +218,28 @@ enum Mode {
 pub(crate) struct AppSession {
     namespaces: Arc<Namespaces>,
     pub(crate) handshake: Handshake,
-    /// Each connected namespace's data, from [`crate::app::socketio::Connect::data`].
-    pub(crate) data: Vec<(Box<str>, Box<dyn Any + Send>)>,
+    /// Each accepted namespace's socket, as the handlers know it.
+    pub(crate) sockets: Vec<AppSocket>,
     pub(crate) max_rooms: u32,
+}
+
+/// A socket of an app route, beyond the protocol's state: what its
+/// handler calls still need once the client has left the namespace.
+pub(crate) struct AppSocket {
+    pub(crate) namespace: Box<str>,
+    pub(crate) id: Box<str>,
+    /// What [`Connect::data`](super::handler::Connect::data) kept.
+    pub(crate) data: Option<Box<dyn Any + Send>>,
+}
+
+impl AppSession {
+    pub(crate) fn socket(&self, namespace: &str) -> Option<&AppSocket> {
+        self.sockets.iter().find(|s| &*s.namespace == namespace)
+    }
+
+    pub(crate) fn socket_mut(&mut self, namespace: &str) -> Option<&mut AppSocket> {
+        self.sockets.iter_mut().find(|s| &*s.namespace == namespace)
+    }
 }
 
 impl std::fmt::Debug for AppSession {
@@ -342,7 +361,12 @@ pub(crate) fn connected(
     }
     match &state.mode {
         Mode::Reference => emit(session, state, fx, ns, "auth", auth, &[], None),
-        Mode::App(a) => {
+        Mode::App(_) => {
+            let id = state.conn.socket(ns).map(|s| s.sid().into());
+            let a = state.app_mut().expect("an app route's session");
+            if let (Some(socket), Some(id)) = (a.socket_mut(ns), id) {
+                socket.id = id;
+            }
             if let Some(handler) = a.namespaces.get(ns).cloned() {
                 call(session, state, ns, fx, &handler, |h, s| h.connected(s));
             }
@@ -629,11 +653,13 @@ fn app(session: &mut Session, state: &mut SocketIo, packet: &Packet<'_>, fx: &mu
                     send(session, &sio::refusal(ns, &message));
                 }
                 Ok(Ok(data)) => {
-                    if let Some(data) = data {
-                        let a = state.app_mut().expect("an app route's session");
-                        a.data.retain(|(n, _)| **n != *ns);
-                        a.data.push((ns.into(), data));
-                    }
+                    let a = state.app_mut().expect("an app route's session");
+                    a.sockets.retain(|s| &*s.namespace != ns);
+                    a.sockets.push(AppSocket {
+                        namespace: ns.into(),
+                        id: "".into(),
+                        data,
+                    });
                     connect(session, state, ns, auth, fx);
                 }
             }
@@ -722,7 +748,7 @@ fn gone(state: &mut SocketIo, ns: &str, fx: &mut Effects<'_>) {
     leave_all(state, ns, fx);
     state.pids.retain(|p| &*p.namespace != ns);
     if let Some(a) = state.app_mut() {
-        a.data.retain(|(n, _)| **n != *ns);
+        a.sockets.retain(|s| &*s.namespace != ns);
     }
     count(|c| c.sockets_gone += 1);
 }

@@ -367,10 +367,15 @@ impl std::fmt::Debug for Socket<'_> {
 impl Socket<'_> {
     /// The socket's id, as its client knows it (`socket.id`).
     pub fn id(&self) -> &str {
-        self.state
-            .conn
-            .socket(self.namespace)
-            .map_or("", |s| s.sid())
+        match self.state.conn.socket(self.namespace) {
+            Some(s) => s.sid(),
+            // The client has left the namespace (its `disconnect` call).
+            None => self
+                .state
+                .app()
+                .and_then(|a| a.socket(self.namespace))
+                .map_or("", |s| &s.id),
+        }
     }
 
     /// The namespace it is connected to.
@@ -380,7 +385,9 @@ impl Socket<'_> {
 
     /// Whether it may still be sent to.
     pub fn is_connected(&self) -> bool {
-        !self.leaving && self.session.closed().is_none() && !self.id().is_empty()
+        !self.leaving
+            && self.session.closed().is_none()
+            && self.state.conn.socket(self.namespace).is_some()
     }
 
     /// The request that opened the client's session.
@@ -392,10 +399,9 @@ impl Socket<'_> {
     pub fn data<T: Any>(&self) -> Option<&T> {
         self.state
             .app()?
+            .socket(self.namespace)?
             .data
-            .iter()
-            .find(|(ns, _)| **ns == *self.namespace)?
-            .1
+            .as_deref()?
             .downcast_ref()
     }
 
@@ -404,10 +410,9 @@ impl Socket<'_> {
         let ns = self.namespace;
         self.state
             .app_mut()?
+            .socket_mut(ns)?
             .data
-            .iter_mut()
-            .find(|(n, _)| **n == *ns)?
-            .1
+            .as_deref_mut()?
             .downcast_mut()
     }
 
