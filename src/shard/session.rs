@@ -591,9 +591,8 @@ impl Session {
                                 // A feed is one-way; what clients say is ignored.
                                 Route::Ticker => false,
                                 Route::EngineIo => {
-                                    let sid = self.spill.as_deref().and_then(|s| s.engineio);
-                                    if let Some(sid) = sid {
-                                        let eio = &mut *limits.engineio;
+                                    let eio = &mut *limits.engineio;
+                                    if let Some(&sid) = eio.carried.get(&limits.key) {
                                         let from = eio.conn_ref(limits.key, self.generation);
                                         let text = opcode == OpCode::Text;
                                         let data = payload.to_vec();

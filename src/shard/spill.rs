@@ -52,8 +52,6 @@ pub(crate) struct Spill {
     pub(crate) deflate: Option<PerMessageDeflate>,
     /// Handler state of an App route's connection.
     pub(crate) app: Option<Box<AppConn>>,
-    /// The Engine.IO session a WebSocket carries.
-    pub(crate) engineio: Option<crate::engineio::Sid>,
 }
 
 impl Spill {
@@ -64,7 +62,6 @@ impl Spill {
             && self.flight.is_none()
             && self.deflate.is_none()
             && self.app.is_none()
-            && self.engineio.is_none()
     }
 
     /// Queues a shared frame behind everything produced so far; `out` is

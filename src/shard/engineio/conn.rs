@@ -4,6 +4,7 @@
 //! connection then waits in [`Phase::EngineIo`], holding no buffer, for
 //! the owner's answer, which [`Session::answer_engineio`] writes.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 
 use super::http::{self, Manner};
@@ -229,7 +230,8 @@ impl Session {
                 match accept {
                     Some(accept) => {
                         self.out.extend_from_slice(&accept);
-                        self.open_websocket(sid, max_payload, limits.counters);
+                        self.open_websocket(max_payload, limits.counters);
+                        limits.engineio.carried.insert(limits.key, sid);
                         (head, Next::Upgraded)
                     }
                     None => {
@@ -349,6 +351,7 @@ impl Session {
         routes: &Routes,
         counters: &mut Counters,
         draining: bool,
+        (carried, key): (&mut HashMap<usize, Sid>, usize),
     ) -> Next {
         let Phase::EngineIo(pending) = std::mem::replace(&mut self.phase, Phase::Lingering) else {
             return Next::Continue;
@@ -370,7 +373,8 @@ impl Session {
             (Answer::Accept, Waiting::Upgrade(accept)) => {
                 self.out.extend_from_slice(&accept);
                 let max_payload = routes.engineio(self.spec).max_payload;
-                self.open_websocket(sid, max_payload, counters);
+                self.open_websocket(max_payload, counters);
+                carried.insert(key, sid);
                 Next::Upgraded
             }
             (Answer::Refused(response), _) => {
@@ -396,10 +400,10 @@ impl Session {
         }
     }
 
-    /// A WebSocket now carries session `sid`.
-    fn open_websocket(&mut self, sid: Sid, max_payload: u32, counters: &mut Counters) {
+    /// The connection is now a WebSocket carrying a session (the caller
+    /// notes which, in `EngineIo::carried`).
+    fn open_websocket(&mut self, max_payload: u32, counters: &mut Counters) {
         self.phase = Phase::Open(ServerConn::new(max_payload as usize));
-        self.spill_mut().engineio = Some(sid);
         counters.handshakes += 1;
     }
 
@@ -444,11 +448,11 @@ impl Session {
         self.answered(manner, hs.peer())
     }
 
-    /// The session this connection carries or waits on, if any.
+    /// The session this connection's request waits on, if any (the one a
+    /// WebSocket carries is in `EngineIo::carried`).
     pub(crate) fn engineio_sid(&self) -> Option<Sid> {
         match &self.phase {
             Phase::EngineIo(p) => Some(p.sid),
-            _ if self.route == Route::EngineIo => self.spill.as_deref().and_then(|s| s.engineio),
             _ => None,
         }
     }

@@ -30,7 +30,10 @@ pub(crate) use conn::Pending;
 pub(crate) use counts::counts;
 pub(crate) use handler::{Handshake, Namespaces};
 
+use std::collections::HashMap;
+
 use crate::engineio::handoff::{Answer, Ask, Handoff, Recovered, ToConn};
+use crate::engineio::Sid;
 use crate::protocol::CloseCode;
 use owner::{Out, Owner};
 
@@ -51,6 +54,10 @@ pub(crate) struct EngineIo {
     pub(crate) now_ms: u64,
     /// WebSockets given frames this turn, to write once it is done.
     written: Vec<(usize, u32)>,
+    /// The session each of this shard's Engine.IO WebSockets carries, by
+    /// slot: kept here rather than in the connection, so that an idle one
+    /// needs no spill box.
+    pub(crate) carried: HashMap<usize, Sid>,
     shard: u16,
 }
 
@@ -62,6 +69,7 @@ impl EngineIo {
             outbox: Vec::new(),
             now_ms: 0,
             written: Vec::new(),
+            carried: HashMap::new(),
             shard,
         }
     }
@@ -69,7 +77,8 @@ impl EngineIo {
     /// A connection's slot is being freed: the session it carried or
     /// waited on hears that it ended.
     pub(crate) fn released(&mut self, key: usize, session: &super::session::Session) {
-        if let Some(sid) = session.engineio_sid() {
+        let carried = self.carried.remove(&key);
+        if let Some(sid) = session.engineio_sid().or(carried) {
             let from = self.conn_ref(key, session.generation);
             self.ask(sid, from, Ask::Ended);
         }
@@ -303,7 +312,8 @@ impl<T: Transport> Shard<T> {
                 }
                 let draining = self.draining_until.is_some();
                 let (pool, counters) = (&mut self.pool, &mut self.counters);
-                session.answer_engineio(answer, pool, &config.routes, counters, draining)
+                let carried = (&mut self.engineio.carried, key);
+                session.answer_engineio(answer, pool, &config.routes, counters, draining, carried)
             }
         };
         self.deadlines.after(key, session, next, now, config);
