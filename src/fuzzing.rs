@@ -911,4 +911,22 @@ pub fn socketio_session(data: &[u8]) {
             Some(frames)
         );
     }
+    // A relayed broadcast's topic says who it is for: a target of rooms
+    // that can be named is written back the same.
+    if let Ok(topic) = std::str::from_utf8(data) {
+        use crate::socketio::target::{valid_room, Target};
+        if let Some(target) = Target::of_topic(topic) {
+            if target.to.iter().all(|r| valid_room(r)) {
+                let again = target.topic();
+                assert_eq!(Target::of_topic(&again), Some(target.clone()));
+            }
+            let member: Vec<std::sync::Arc<str>> = target
+                .to
+                .iter()
+                .filter(|r| valid_room(r))
+                .map(|r| crate::socketio::target::room_topic(&target.namespace, r).into())
+                .collect();
+            let _ = target.reaches_member(&target.namespace, "x", &member);
+        }
+    }
 }

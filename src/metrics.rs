@@ -135,6 +135,8 @@ pub struct ShardStats {
     pub sio_kept_sockets: AtomicU64,
     /// Bytes of room broadcasts recorded for recovery.
     pub sio_recovery_bytes: AtomicU64,
+    /// Socket.IO room broadcasts compressed for permessage-deflate.
+    pub sio_compressed_total: AtomicU64,
 }
 
 /// The `transport` labels of `surge_engineio_sessions`.
@@ -247,7 +249,7 @@ impl Metrics {
         hub: &crate::pubsub::hub::Hub,
     ) -> String {
         let mut out = String::new();
-        let families: [Family; 33] = [
+        let families: [Family; 34] = [
             (
                 "surge_connections_open",
                 "gauge",
@@ -446,6 +448,13 @@ impl Metrics {
                 "gauge",
                 "Bytes of room broadcasts recorded for connection state recovery.",
                 |s| get(&s.sio_recovery_bytes),
+            ),
+            (
+                "surge_socketio_compressed_total",
+                "counter",
+                "Socket.IO room broadcasts compressed for permessage-deflate WebSockets \
+                 (once per shard, broadcast and window).",
+                |s| get(&s.sio_compressed_total),
             ),
         ];
         for (name, kind, help, field) in families {

@@ -262,6 +262,35 @@ fn the_socketio_route_maps_the_hub_and_the_feed() {
     }
 }
 
+/// A `socketio` route with `deflate` set: members that offer
+/// permessage-deflate get it without server context takeover and every
+/// broadcast compressed once per shard, the others get the plain frames,
+/// and the stock Node client (which offers it) works unchanged.
+#[test]
+fn a_deflate_route_compresses_each_broadcast_once() {
+    let file = route_config("deflate", "socketio", "deflate = \"no-context-takeover\"\n");
+    let python = venv().join("bin/python");
+    let dir = ground_truth();
+    for backend in BACKENDS {
+        let server = serve(&file, &["--shards", "1", "--backend", backend]);
+        let url = format!("http://{}", server.addr);
+        let out = output_within(
+            Command::new(&python)
+                .arg(dir.join("deflate_members.py"))
+                .arg(&url),
+            Duration::from_secs(60),
+        );
+        assert!(out.status.success(), "{backend}: {}", text(&out));
+        assert_eq!(
+            metric(server.addr, "surge_socketio_compressed_total"),
+            1,
+            "{backend}: one broadcast, two deflate members, one shard"
+        );
+        node_scenarios(&url, &["hub_rooms", "hub_errors"], &[], backend);
+        all_released(&server);
+    }
+}
+
 /// Two `socketio` nodes bridged by a real redis-server: a publish on one
 /// reaches a room's members on the other, on both transports, once.
 #[test]

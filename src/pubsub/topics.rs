@@ -33,7 +33,7 @@ use slab::Slab;
 use super::hub::{Delivery, SharedFrame};
 pub(crate) use crate::config::pubsub::{Backpressure, Limit};
 use crate::protocol::deflate::{Params, PerMessageDeflate};
-use crate::protocol::frame::{decode_server_frame, encode_compressed_frame};
+use crate::protocol::frame::{encode_compressed_frame, next_server_frame};
 
 /// Keys a topic remembers for snapshots; beyond it, new keys replace the
 /// oldest, so a topic cannot grow without bound.
@@ -239,21 +239,26 @@ pub(crate) struct TopicStats {
     pub(crate) compressed: u64,
 }
 
-/// The turn's messages as permessage-deflate frames without context
-/// takeover: the same bytes serve every subscriber with this window.
-fn compress_batch(messages: &[SharedFrame], bits: u8, threshold: usize) -> SharedFrame {
+/// The turn's messages (each one or more whole server frames) as
+/// permessage-deflate frames without context takeover: the same bytes
+/// serve every subscriber with this window.
+pub(crate) fn compress_batch(messages: &[SharedFrame], bits: u8, threshold: usize) -> SharedFrame {
     let mut pmd = PerMessageDeflate::new(Params::without_context_takeover(bits), threshold);
     let mut out = Vec::new();
     let mut scratch = Vec::new();
-    for frame in messages {
-        match decode_server_frame(frame) {
-            Some((opcode, payload)) if pmd.wants(payload.len()) => {
+    for frames in messages {
+        let mut rest: &[u8] = frames;
+        while let Some((opcode, payload, len)) = next_server_frame(rest) {
+            if pmd.wants(payload.len()) {
                 scratch.clear();
                 pmd.compress(payload, &mut scratch);
                 encode_compressed_frame(&mut out, opcode, &scratch);
+            } else {
+                out.extend_from_slice(&rest[..len]);
             }
-            _ => out.extend_from_slice(frame),
+            rest = &rest[len..];
         }
+        out.extend_from_slice(rest);
     }
     out.into()
 }

@@ -70,6 +70,7 @@ impl Counters {
         }
         ShardStats::set(&stats.sio_kept_sockets, eio.kept);
         ShardStats::set(&stats.sio_recovery_bytes, eio.recent_bytes);
+        ShardStats::set(&stats.sio_compressed_total, eio.compressed);
     }
 
     /// Counts the close that ends a WebSocket connection: call once, when

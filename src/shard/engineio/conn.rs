@@ -13,6 +13,7 @@ use crate::buf::pool::BufPool;
 use crate::config::Routes;
 use crate::engineio::handoff::{Answer, Ask, ConnRef, Handoff, ToOwner};
 use crate::engineio::{request, Config, Refusal, Request as EioRequest, Sid, Transport};
+use crate::protocol::deflate::{self, DeflatePolicy, Params as DeflateParams, PerMessageDeflate};
 use crate::protocol::handshake::{Request, MAX_REQUEST_BYTES};
 use crate::protocol::ServerConn;
 use crate::shard::counters::Counters;
@@ -40,8 +41,9 @@ enum Waiting {
     /// on, so that bodies arriving together cannot pass it. Kept here,
     /// not in the carry, which holds at most a request head.
     Body { length: usize, body: Vec<u8> },
-    /// Whether the upgrade may go ahead; its 101 is ready.
-    Upgrade(Vec<u8>),
+    /// Whether the upgrade may go ahead; its 101 is ready, with the
+    /// permessage-deflate agreement it states.
+    Upgrade(Vec<u8>, Option<DeflateParams>),
 }
 
 impl Pending {
@@ -166,7 +168,10 @@ impl Session {
                 };
                 let accept = if transport == Transport::WebSocket {
                     match req.validate_upgrade() {
-                        Ok(upgrade) => Some(http::accept(&upgrade, &manner)),
+                        Ok(upgrade) => {
+                            let deflate = deflate_for(req, routes, spec, limits.counters);
+                            Some((http::accept(&upgrade, deflate, &manner), deflate))
+                        }
                         Err(e) => {
                             e.encode_response(&mut self.out);
                             return (wire.len(), self.linger());
@@ -228,9 +233,10 @@ impl Session {
                 // The open packet reaches this connection as every answer
                 // does, in the shard's Engine.IO turn.
                 match accept {
-                    Some(accept) => {
+                    Some((accept, deflate)) => {
                         self.out.extend_from_slice(&accept);
-                        self.open_websocket(max_payload, limits.counters);
+                        let threshold = routes.deflate_threshold;
+                        self.open_websocket(max_payload, deflate, threshold, limits.counters);
                         limits.engineio.carried.insert(limits.key, sid);
                         (head, Next::Upgraded)
                     }
@@ -247,9 +253,10 @@ impl Session {
             }
             EioRequest::Upgrade(sid) => match req.validate_upgrade() {
                 Ok(upgrade) => {
-                    let accept = http::accept(&upgrade, &manner);
+                    let deflate = deflate_for(req, routes, spec, limits.counters);
+                    let accept = http::accept(&upgrade, deflate, &manner);
                     limits.engineio.ask(sid, from, Ask::Upgrade);
-                    self.phase = pending(sid, Waiting::Upgrade(accept), manner);
+                    self.phase = pending(sid, Waiting::Upgrade(accept, deflate), manner);
                     (head, Next::EngineIo)
                 }
                 Err(e) => {
@@ -370,10 +377,11 @@ impl Session {
         }
         self.write(&[], pool);
         match (answer, waiting) {
-            (Answer::Accept, Waiting::Upgrade(accept)) => {
+            (Answer::Accept, Waiting::Upgrade(accept, deflate)) => {
                 self.out.extend_from_slice(&accept);
                 let max_payload = routes.engineio(self.spec).max_payload;
-                self.open_websocket(max_payload, counters);
+                let threshold = routes.deflate_threshold;
+                self.open_websocket(max_payload, deflate, threshold, counters);
                 carried.insert(key, sid);
                 Next::Upgraded
             }
@@ -402,8 +410,18 @@ impl Session {
 
     /// The connection is now a WebSocket carrying a session (the caller
     /// notes which, in `EngineIo::carried`).
-    fn open_websocket(&mut self, max_payload: u32, counters: &mut Counters) {
+    fn open_websocket(
+        &mut self,
+        max_payload: u32,
+        deflate: Option<DeflateParams>,
+        threshold: usize,
+        counters: &mut Counters,
+    ) {
         self.phase = Phase::Open(ServerConn::new(max_payload as usize));
+        if let Some(params) = deflate {
+            counters.deflate_conns += 1;
+            self.spill_mut().deflate = Some(PerMessageDeflate::new(params, threshold));
+        }
         counters.handshakes += 1;
     }
 
@@ -456,4 +474,32 @@ impl Session {
             _ => None,
         }
     }
+}
+
+/// The permessage-deflate agreement for an Engine.IO WebSocket: none
+/// unless the route's own `deflate` key asks (the reference declines it
+/// by default, and its clients expect that), and never with the server's
+/// context taken over, since what the server sends is compressed once for
+/// every member of a room; within the server's cap on deflate
+/// connections.
+fn deflate_for(
+    req: &Request<'_, '_>,
+    routes: &Routes,
+    spec: u8,
+    counters: &Counters,
+) -> Option<DeflateParams> {
+    let policy = match routes.spec(spec).and_then(|s| s.deflate) {
+        None | Some(DeflatePolicy::Off) => return None,
+        Some(_) => DeflatePolicy::NoContextTakeover,
+    };
+    let cap = routes.max_deflate_conns;
+    if cap != 0 && counters.deflate_conns >= cap as u64 {
+        return None;
+    }
+    let offers = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|h| h.value);
+    deflate::negotiate(offers, policy)
 }

@@ -41,6 +41,9 @@ pub(crate) struct Counts {
     /// recorded for them (gauges).
     pub(crate) kept: u64,
     pub(crate) recent_bytes: u64,
+    /// Room broadcasts compressed for this shard's deflate WebSockets (once
+    /// per broadcast and window, whatever the members).
+    pub(crate) compressed: u64,
 }
 
 impl Counts {

@@ -5,6 +5,7 @@
 use std::io::Write;
 
 use crate::engineio::Refusal;
+use crate::protocol::deflate::Params as DeflateParams;
 use crate::protocol::handshake::Upgrade;
 
 /// How the request that is being answered wants its answer.
@@ -27,11 +28,17 @@ impl Manner {
     }
 }
 
-/// The 101 that accepts a WebSocket, with the CORS header where the
-/// route allows another origin.
-pub(crate) fn accept(upgrade: &Upgrade<'_, '_, '_>, manner: &Manner) -> Vec<u8> {
+/// The 101 that accepts a WebSocket, with the permessage-deflate
+/// agreement if there is one and the CORS header where the route allows
+/// another origin.
+pub(crate) fn accept(
+    upgrade: &Upgrade<'_, '_, '_>,
+    deflate: Option<DeflateParams>,
+    manner: &Manner,
+) -> Vec<u8> {
     let mut response = Vec::new();
-    upgrade.encode_accept(&mut response, None, None);
+    let extensions = deflate.map(|p| p.response());
+    upgrade.encode_accept(&mut response, None, extensions.as_deref());
     cors_headers_into_101(&mut response, manner);
     response
 }

@@ -35,7 +35,10 @@ use std::collections::HashMap;
 use crate::engineio::handoff::{Answer, Ask, Handoff, Recovered, ToConn};
 use crate::engineio::Sid;
 use crate::protocol::CloseCode;
+use crate::pubsub::hub::SharedFrame;
+use crate::pubsub::topics::compress_batch;
 use owner::{Out, Owner};
+use std::sync::Arc;
 
 use super::session::Phase;
 use super::timer::TICK_MS;
@@ -58,6 +61,9 @@ pub(crate) struct EngineIo {
     /// slot: kept here rather than in the connection, so that an idle one
     /// needs no spill box.
     pub(crate) carried: HashMap<usize, Sid>,
+    /// This turn's room broadcasts as compressed for WebSockets with
+    /// permessage-deflate, by window: each once, whatever the members.
+    compressed: Vec<(SharedFrame, u8, SharedFrame)>,
     shard: u16,
 }
 
@@ -70,8 +76,24 @@ impl EngineIo {
             now_ms: 0,
             written: Vec::new(),
             carried: HashMap::new(),
+            compressed: Vec::new(),
             shard,
         }
+    }
+
+    /// `frames` compressed with window `bits`, once this turn.
+    fn compressed(&mut self, frames: SharedFrame, bits: u8, threshold: usize) -> SharedFrame {
+        if let Some((_, _, done)) = self
+            .compressed
+            .iter()
+            .find(|(f, b, _)| *b == bits && Arc::ptr_eq(f, &frames))
+        {
+            return Arc::clone(done);
+        }
+        count(|c| c.compressed += 1);
+        let done = compress_batch(std::slice::from_ref(&frames), bits, threshold);
+        self.compressed.push((frames, bits, Arc::clone(&done)));
+        done
     }
 
     /// A connection's slot is being freed: the session it carried or
@@ -175,6 +197,7 @@ impl<T: Transport> Shard<T> {
         }
         written.clear();
         self.engineio.written = written;
+        self.engineio.compressed.clear();
     }
 
     /// Shutdown: every session this shard owns ends now.
@@ -295,9 +318,23 @@ impl<T: Transport> Shard<T> {
                     return;
                 }
                 let session = &mut self.conns[key].session;
-                match m.answer {
-                    Answer::Frames(frames) => session.write(&frames, &mut self.pool),
-                    Answer::Shared(frame) => session.push_shared(frame),
+                let window = session
+                    .spill
+                    .as_deref()
+                    .and_then(|s| s.deflate.as_ref())
+                    .and_then(|d| d.shared_window());
+                let threshold = config.routes.deflate_threshold;
+                match (m.answer, window) {
+                    (Answer::Frames(frames), None) => session.write(&frames, &mut self.pool),
+                    (Answer::Frames(frames), Some(bits)) => {
+                        let compressed = compress_batch(&[frames.into()], bits, threshold);
+                        session.write(&compressed, &mut self.pool);
+                    }
+                    (Answer::Shared(frame), None) => session.push_shared(frame),
+                    (Answer::Shared(frame), Some(bits)) => {
+                        let compressed = self.engineio.compressed(frame, bits, threshold);
+                        session.push_shared(compressed);
+                    }
                     _ => {}
                 }
                 // Written once this turn's handoffs are done: the frames of
