@@ -62,6 +62,12 @@
 //!   (namespace, ack id, JSON data kept as text) read as the reference
 //!   parser reads them, and binary packets put back together from their
 //!   attachments within bounds. **Invariant:** no socket, clock or thread.
+//! - [`auth`]: the sans-IO core of signed connection tokens (JWT): keys
+//!   from an HS256 secret, a PEM public key or a JWKS, each pinning the one
+//!   algorithm it verifies; a token's claims (`sub`, `exp`/`nbf` against a
+//!   given `now`, the `subscribe` and `publish` topic patterns) and why a
+//!   token is refused; where an upgrade request carries its token. Not yet
+//!   called by the server. **Invariant:** no socket, clock or thread.
 //! - [`bridge`]: the Redis bridge that relays hub publishes between nodes.
 //! - `status`: the live status page served at `GET /` beside a ticker feed.
 //! - `sys`: the few libc calls std and mio lack (affinity, rlimit, sockets).
@@ -69,6 +75,7 @@
 
 pub mod admission;
 pub mod app;
+pub mod auth;
 pub mod bridge;
 mod buf;
 pub mod cli;
