@@ -38,9 +38,10 @@ need_apt kill procps
 
 # Python peers: kosoku drives the Autobahn TestSuite cases; websockets is a
 # real client implementation to interoperate with; python-socketio (with the
-# transports it needs, pinned) is the stock Python Socket.IO client.
+# transports it needs, pinned) is the stock Python Socket.IO client; PyJWT
+# (with cryptography) signs the tokens tests/jwt.rs verifies.
 PY_PACKAGES=(kosoku==0.1.0 websockets==17.4 "python-socketio[client]==5.18.1" python-engineio==4.15.1
-    requests==2.34.2 websocket-client==1.9.2)
+    requests==2.34.2 websocket-client==1.9.2 "PyJWT[crypto]==2.15.1")
 VENV="$ROOT/.venv"
 STAMP="$VENV/.surge-packages"
 if [[ ! -x "$VENV/bin/python" || "$(cat "$STAMP" 2>/dev/null)" != "${PY_PACKAGES[*]}" ]]; then
@@ -89,7 +90,7 @@ echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
 cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood \
-    --test chromium --test engineio --test engineio_haproxy --test socketio
+    --test chromium --test engineio --test engineio_haproxy --test socketio --test jwt
 # The real-socket suite once more on every driver x shard combination;
 # tests that pin a driver or shard count themselves keep it.
 for backend in epoll uring; do

@@ -1,0 +1,261 @@
+//! `surge::auth` against tokens signed by another implementation: Python's
+//! `cryptography` makes the keys (RSA 2048, EC P-256, an HS256 secret) and
+//! PyJWT signs (tests/py/jwt_tokens.py), so a shared misreading of the
+//! JOSE specs cannot make both sides agree.
+
+mod support;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use surge::auth::{allows, Claims, Keys, Refused, TopicPattern};
+
+/// The `now` every token is timed against.
+const NOW: u64 = 1_800_000_000;
+
+/// The key files and tokens, made once per test run.
+struct Fixture {
+    dir: PathBuf,
+    tokens: HashMap<String, String>,
+}
+
+fn fixture() -> &'static Fixture {
+    static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+    FIXTURE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jwt");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let python = support::venv().join("bin/python");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/jwt_tokens.py");
+        let out = support::output_within(
+            Command::new(python)
+                .arg(script)
+                .arg(&dir)
+                .arg(NOW.to_string()),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "jwt_tokens.py failed (is PyJWT[crypto] in the venv? run scripts/test.sh): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tokens = std::fs::read(dir.join("tokens.json")).unwrap();
+        let tokens = serde_json::from_slice(&tokens).unwrap();
+        Fixture { dir, tokens }
+    })
+}
+
+fn token(name: &str) -> &'static str {
+    fixture()
+        .tokens
+        .get(name)
+        .unwrap_or_else(|| panic!("jwt_tokens.py made no {name:?} token"))
+}
+
+fn file(name: &str) -> PathBuf {
+    fixture().dir.join(name)
+}
+
+fn hs() -> Keys {
+    Keys::hs256_secret_file(file("hs.secret")).unwrap()
+}
+
+fn rsa() -> Keys {
+    Keys::public_key_file(file("rsa.pem")).unwrap()
+}
+
+fn ec() -> Keys {
+    Keys::public_key_file(file("ec.pem")).unwrap()
+}
+
+fn jwks() -> Keys {
+    Keys::jwks_file(file("jwks.json")).unwrap()
+}
+
+fn patterns(list: &[&str]) -> Option<Vec<TopicPattern>> {
+    Some(
+        list.iter()
+            .map(|p| TopicPattern::parse(p).unwrap())
+            .collect(),
+    )
+}
+
+#[test]
+fn hs256_is_accepted_with_its_claims() {
+    let claims = hs().verify(token("hs_valid"), NOW).unwrap();
+    assert_eq!(
+        claims,
+        Claims {
+            sub: "alice".to_owned(),
+            exp: Some(NOW + 600),
+            subscribe: patterns(&["chat", "news.*"]),
+            publish: patterns(&["chat"]),
+        }
+    );
+    let subscribe = claims.subscribe.unwrap();
+    assert!(allows(&subscribe, "news.eu"));
+    assert!(!allows(&subscribe, "news"));
+    assert!(!allows(&claims.publish.unwrap(), "news.eu"));
+}
+
+#[test]
+fn rs256_is_accepted_from_spki_and_pkcs1_pems() {
+    let pkcs1 = Keys::public_key_file(file("rsa_pkcs1.pem")).unwrap();
+    for keys in [rsa(), pkcs1] {
+        let claims = keys.verify(token("rs_valid"), NOW).unwrap();
+        assert_eq!(claims.sub, "bob", "{keys:?}");
+        assert_eq!(claims.subscribe, patterns(&["a.*"]));
+        assert_eq!(claims.publish, None);
+    }
+    assert!(format!("{:?}", rsa()).starts_with("[RS256] from public key file"));
+}
+
+#[test]
+fn es256_is_accepted() {
+    let keys = ec();
+    assert!(format!("{keys:?}").starts_with("[ES256]"), "{keys:?}");
+    let claims = keys.verify(token("es_valid"), NOW).unwrap();
+    assert_eq!(claims.sub, "carol");
+    assert_eq!(claims.exp, Some(NOW + 600));
+    assert_eq!((claims.subscribe, claims.publish), (None, patterns(&["x"])));
+}
+
+#[test]
+fn expired_tokens_are_refused_from_their_exp_second() {
+    assert_eq!(hs().verify(token("expired"), NOW), Err(Refused::Expired));
+    assert_eq!(
+        rsa().verify(token("rs_expired"), NOW),
+        Err(Refused::Expired)
+    );
+    assert_eq!(
+        hs().verify(token("expires_now"), NOW),
+        Err(Refused::Expired)
+    );
+    assert!(hs().verify(token("expires_now"), NOW - 1).is_ok());
+    // The valid ones expire too, at NOW + 600.
+    assert_eq!(
+        hs().verify(token("hs_valid"), NOW + 600),
+        Err(Refused::Expired)
+    );
+    assert!(hs().verify(token("hs_valid"), NOW + 599).is_ok());
+}
+
+#[test]
+fn tokens_before_their_nbf_are_refused() {
+    assert_eq!(
+        hs().verify(token("not_yet_valid"), NOW),
+        Err(Refused::NotYetValid)
+    );
+    assert_eq!(
+        hs().verify(token("not_yet_valid"), NOW + 59),
+        Err(Refused::NotYetValid)
+    );
+    assert!(hs().verify(token("not_yet_valid"), NOW + 60).is_ok());
+    assert_eq!(
+        hs().verify(token("hs_valid"), NOW - 11),
+        Err(Refused::NotYetValid)
+    );
+}
+
+#[test]
+fn another_key_is_a_bad_signature() {
+    assert_eq!(
+        hs().verify(token("hs_wrong_key"), NOW),
+        Err(Refused::BadSignature)
+    );
+    assert_eq!(
+        rsa().verify(token("rs_wrong_key"), NOW),
+        Err(Refused::BadSignature)
+    );
+    assert_eq!(
+        ec().verify(token("es_wrong_key"), NOW),
+        Err(Refused::BadSignature)
+    );
+}
+
+#[test]
+fn alg_none_is_refused_by_every_key() {
+    for keys in [hs(), rsa(), ec(), jwks()] {
+        let refused = keys.verify(token("none"), NOW);
+        // A JWKS of two keys refuses it earlier, for lacking a kid.
+        assert!(
+            matches!(refused, Err(Refused::Algorithm | Refused::UnknownKey)),
+            "{keys:?}: {refused:?}"
+        );
+    }
+    assert_eq!(hs().verify(token("none"), NOW), Err(Refused::Algorithm));
+}
+
+#[test]
+fn an_rsa_public_key_is_never_an_hmac_secret() {
+    assert_eq!(
+        rsa().verify(token("confusion"), NOW),
+        Err(Refused::Algorithm)
+    );
+    // Nor is an RS or ES token good for a key of another algorithm.
+    assert_eq!(
+        rsa().verify(token("es_for_rsa"), NOW),
+        Err(Refused::Algorithm)
+    );
+    assert_eq!(ec().verify(token("rs_valid"), NOW), Err(Refused::Algorithm));
+    assert_eq!(hs().verify(token("rs_valid"), NOW), Err(Refused::Algorithm));
+}
+
+#[test]
+fn sub_is_required() {
+    assert_eq!(
+        rsa().verify(token("rs_missing_sub"), NOW),
+        Err(Refused::MissingClaim("sub"))
+    );
+}
+
+#[test]
+fn a_star_outside_a_prefix_refuses_the_token() {
+    assert_eq!(
+        hs().verify(token("hs_bad_pattern"), NOW),
+        Err(Refused::Malformed)
+    );
+}
+
+#[test]
+fn a_jwks_picks_the_key_by_kid() {
+    let keys = jwks();
+    assert_eq!(keys.verify(token("jwks_rsa"), NOW).unwrap().sub, "dave");
+    assert_eq!(keys.verify(token("jwks_ec"), NOW).unwrap().sub, "erin");
+    assert_eq!(
+        keys.verify(token("jwks_unknown_kid"), NOW),
+        Err(Refused::UnknownKey)
+    );
+    assert_eq!(
+        keys.verify(token("jwks_no_kid"), NOW),
+        Err(Refused::UnknownKey)
+    );
+    assert_eq!(
+        keys.verify(token("jwks_kid_of_other_key"), NOW),
+        Err(Refused::Algorithm)
+    );
+    assert_eq!(
+        keys.verify(token("jwks_wrong_key"), NOW),
+        Err(Refused::BadSignature)
+    );
+}
+
+#[test]
+fn key_files_of_the_wrong_kind_are_errors_naming_the_file() {
+    let e = Keys::public_key_file(file("hs.secret")).unwrap_err();
+    assert!(e.contains("hs.secret") && e.contains("no PEM block"), "{e}");
+    let e = Keys::jwks_file(file("rsa.pem")).unwrap_err();
+    assert!(e.contains("rsa.pem") && e.contains("not a JWKS"), "{e}");
+    // A PEM is long enough to be a secret, which is why the secret file's
+    // key can only ever verify HS256.
+    assert!(Keys::hs256_secret_file(file("rsa.pem")).is_ok());
+    let e = Keys::hs256_secret_file(file("missing")).unwrap_err();
+    assert!(
+        e.starts_with("HS256 secret file ") && e.contains("missing"),
+        "{e}"
+    );
+}
