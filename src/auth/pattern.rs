@@ -164,6 +164,21 @@ mod tests {
             }
         }
 
+        /// Topics cut from the pattern itself, plus a little, so that the
+        /// edges (the bare prefix, one more character) come up every run.
+        #[test]
+        fn matching_agrees_near_the_pattern(
+            pattern in PATTERN,
+            cut in 0usize..8,
+            extra in "[ab.]{0,2}",
+        ) {
+            let topic: String = pattern.trim_end_matches('*').chars().take(cut).collect();
+            let topic = topic + &extra;
+            if let Ok(parsed) = TopicPattern::parse(&pattern) {
+                prop_assert_eq!(parsed.matches(&topic), naive_matches(&pattern, &topic));
+            }
+        }
+
         #[test]
         fn allows_agrees_with_the_reference(
             patterns in proptest::collection::vec(PATTERN, 0..4),
