@@ -459,6 +459,10 @@ mod tests {
         let mut long = vec![0x04, 0x81, 200];
         long.extend([7; 200]);
         assert_eq!(der_element(&long, 0x04).map(|(c, _)| c.len()), Some(200));
+        let mut longer = vec![0x04, 0x82, 0x01, 0x00];
+        longer.extend([7; 256]);
+        assert_eq!(der_element(&longer, 0x04).map(|(c, _)| c.len()), Some(256));
+        assert_eq!(der_element(&longer[..259], 0x04), None);
         assert_eq!(der_element(&[0x04, 0x80], 0x04), None);
     }
 
