@@ -259,3 +259,207 @@ fn key_files_of_the_wrong_kind_are_errors_naming_the_file() {
         "{e}"
     );
 }
+
+/// Keys and tokens timed against the real clock, for a running server.
+fn live() -> &'static Fixture {
+    static LIVE: OnceLock<Fixture> = OnceLock::new();
+    LIVE.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jwt-live");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let python = support::venv().join("bin/python");
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/jwt_tokens.py");
+        let out = support::output_within(
+            Command::new(python)
+                .arg(script)
+                .arg(&dir)
+                .arg(now.to_string()),
+            Duration::from_secs(120),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let tokens =
+            serde_json::from_slice(&std::fs::read(dir.join("tokens.json")).unwrap()).unwrap();
+        Fixture { dir, tokens }
+    })
+}
+
+fn live_token(name: &str) -> &'static str {
+    &live().tokens[name]
+}
+
+fn live_file(name: &str) -> String {
+    live().dir.join(name).to_str().unwrap().to_owned()
+}
+
+/// The status an upgrade of `target` with `extra` header lines gets.
+fn upgrade_status(addr: std::net::SocketAddr, target: &str, extra: &str) -> u16 {
+    use std::io::Write;
+    let mut s = support::connect(addr);
+    s.write_all(support::upgrade_request(target, extra).as_bytes())
+        .unwrap();
+    support::read_response_head(&mut s).0
+}
+
+fn hub(addr: std::net::SocketAddr, token: &str) -> support::hub::HubWs {
+    let url = format!("ws://{addr}/hub?token={token}");
+    let stream = support::connect(addr);
+    let (ws, _) = tungstenite::client(url.as_str(), support::Patient(stream)).expect("upgrade");
+    ws
+}
+
+fn rejected(addr: std::net::SocketAddr, reason: &str) -> u64 {
+    support::metric(
+        addr,
+        &format!("surge_admission_rejected_total{{reason=\"{reason}\"}}"),
+    )
+}
+
+/// A server with `--jwt-hs256-secret`: only a valid token upgrades (from
+/// the query or `Authorization: Bearer`), every refusal is 401 and counted
+/// by why; the token's `subscribe` and `publish` patterns decide what the
+/// hub connection may do, a refused request gets the hub's error answer
+/// and the connection stays open; an event stream for a topic the token
+/// does not allow is 403.
+#[test]
+fn a_server_requiring_tokens_admits_and_limits_by_their_claims() {
+    let secret = live_file("hs.secret");
+    let server = support::Server::start(&["serve", "--jwt-hs256-secret", &secret]);
+    let addr = server.addr;
+    for (token, reason) in [
+        ("expired", "jwt_expired"),
+        ("not_yet_valid", "jwt_not_yet_valid"),
+        ("hs_wrong_key", "jwt_bad_signature"),
+        ("none", "jwt_algorithm"),
+        ("rs_valid", "jwt_algorithm"),
+        ("hs_bad_pattern", "jwt_malformed"),
+    ] {
+        let target = format!("/hub?token={}", live_token(token));
+        let before = rejected(addr, reason);
+        assert_eq!(upgrade_status(addr, &target, ""), 401, "{token}");
+        assert_eq!(
+            rejected(addr, reason),
+            before + 1,
+            "{token} counted as {reason}"
+        );
+    }
+    assert_eq!(upgrade_status(addr, "/hub", ""), 401);
+    assert_eq!(rejected(addr, "jwt_missing"), 1);
+    let bearer = format!("Authorization: Bearer {}\r\n", live_token("hs_valid"));
+    assert_eq!(upgrade_status(addr, "/hub", &bearer), 101);
+
+    // alice: subscribe ["chat", "news.*"], publish ["chat"].
+    let mut alice = hub(addr, live_token("hs_valid"));
+    let ask = |ws: &mut support::hub::HubWs, text: &str| {
+        support::hub::send_text(ws, text);
+        support::hub::next_text(ws)
+    };
+    let denied = ask(
+        &mut alice,
+        r#"{"op":"subscribe","topics":["chat","secret"]}"#,
+    );
+    assert!(denied.contains("may not subscribe to secret"), "{denied}");
+    let ok = ask(
+        &mut alice,
+        r#"{"op":"subscribe","topics":["chat","news.eu"]}"#,
+    );
+    assert!(ok.contains("\"subscribed\""), "{ok}");
+    let denied = ask(&mut alice, r#"{"op":"publish","topic":"news.eu","data":1}"#);
+    assert!(denied.contains("may not publish to news.eu"), "{denied}");
+    let echoed = ask(&mut alice, r#"{"op":"publish","topic":"chat","data":"hi"}"#);
+    assert!(
+        echoed.contains("\"hi\"") && echoed.contains("chat"),
+        "{echoed}"
+    );
+
+    let events = |topics: &str| {
+        use std::io::Write;
+        let mut s = support::connect(addr);
+        let target = format!(
+            "/hub/events?topics={topics}&token={}",
+            live_token("hs_valid")
+        );
+        let request =
+            format!("GET {target} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n");
+        s.write_all(request.as_bytes()).unwrap();
+        support::read_response_head(&mut s).0
+    };
+    assert_eq!(events("secret"), 403);
+    assert_eq!(rejected(addr, "jwt_topic"), 1);
+    assert_eq!(events("news.eu"), 200);
+}
+
+/// A public key pins RS256: RSA-signed tokens pass, an HS256 token signed
+/// with the key's own bytes (the confusion attack) does not.
+#[test]
+fn a_public_key_pins_its_algorithm_at_the_upgrade() {
+    let key = live_file("rsa.pem");
+    let server = support::Server::start(&["serve", "--jwt-public-key", &key]);
+    let status = |token: &str| {
+        upgrade_status(
+            server.addr,
+            &format!("/hub?token={}", live_token(token)),
+            "",
+        )
+    };
+    assert_eq!(status("rs_valid"), 101);
+    assert_eq!(status("confusion"), 401);
+    assert_eq!(status("rs_expired"), 401);
+    assert_eq!(status("rs_missing_sub"), 401);
+    assert_eq!(rejected(server.addr, "jwt_algorithm"), 1);
+    assert_eq!(rejected(server.addr, "jwt_missing_claim"), 1);
+}
+
+/// The `--jwt-*` flags: one key source, files read at start, errors that
+/// name the flag or the file.
+#[test]
+fn jwt_flags_are_checked_at_start() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_surge"))
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let secret = live_file("hs.secret");
+    let jwks = live_file("jwks.json");
+    let (code, stderr) = run(&[
+        "serve",
+        "--jwt-hs256-secret",
+        &secret,
+        "--jwt-jwks",
+        &jwks,
+        "--check-config",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--jwt-hs256-secret and --jwt-jwks are exclusive"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&[
+        "serve",
+        "--jwt-public-key",
+        "/nonexistent/key.pem",
+        "--check-config",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("/nonexistent/key.pem"), "{stderr}");
+    let (code, stderr) = run(&["serve", "--jwt-default-topics", "news.*", "--check-config"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--jwt-default-topics needs a key"),
+        "{stderr}"
+    );
+    let (code, stderr) = run(&["serve", "--jwt-hs256-secret", &secret, "--check-config"]);
+    assert_eq!(code, Some(0), "{stderr}");
+}

@@ -27,11 +27,31 @@ pub enum Reason {
     Hook,
     /// A PROXY listener got no valid PROXY header (closed, no response).
     ProxyHeader,
+    /// With signed tokens on (`--jwt-*`): none came (401).
+    JwtMissing,
+    /// The token is not one (three base64url parts of JSON, claims of the
+    /// right types) (401).
+    JwtMalformed,
+    /// Its signature does not verify with the key (401).
+    JwtBadSignature,
+    /// Its `exp` has passed (401).
+    JwtExpired,
+    /// Its `nbf` has not come (401).
+    JwtNotYetValid,
+    /// Its `alg` is not the key's (`none`, HS256 for an RSA key, ...) (401).
+    JwtAlgorithm,
+    /// Its `kid` names no key here (401).
+    JwtUnknownKey,
+    /// It lacks `sub` (401).
+    JwtMissingClaim,
+    /// It does not allow a topic the request names at once (an event
+    /// stream's) (403).
+    JwtTopic,
 }
 
 impl Reason {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Self; 10] = [
+    pub const ALL: [Self; 19] = [
         Self::ClientCap,
         Self::TotalCap,
         Self::ClientRate,
@@ -42,7 +62,31 @@ impl Reason {
         Self::Subprotocol,
         Self::Hook,
         Self::ProxyHeader,
+        Self::JwtMissing,
+        Self::JwtMalformed,
+        Self::JwtBadSignature,
+        Self::JwtExpired,
+        Self::JwtNotYetValid,
+        Self::JwtAlgorithm,
+        Self::JwtUnknownKey,
+        Self::JwtMissingClaim,
+        Self::JwtTopic,
     ];
+
+    /// Why a signed token was refused, as counted.
+    pub fn of_token(refused: Option<crate::auth::Refused>) -> Self {
+        use crate::auth::Refused as R;
+        match refused {
+            None => Self::JwtMissing,
+            Some(R::Malformed) => Self::JwtMalformed,
+            Some(R::BadSignature) => Self::JwtBadSignature,
+            Some(R::Expired) => Self::JwtExpired,
+            Some(R::NotYetValid) => Self::JwtNotYetValid,
+            Some(R::Algorithm) => Self::JwtAlgorithm,
+            Some(R::UnknownKey) => Self::JwtUnknownKey,
+            Some(R::MissingClaim(_)) => Self::JwtMissingClaim,
+        }
+    }
 
     /// The label value in `surge_admission_rejected_total{reason=...}`.
     pub fn label(self) -> &'static str {
@@ -57,6 +101,15 @@ impl Reason {
             Self::Subprotocol => "subprotocol",
             Self::Hook => "hook",
             Self::ProxyHeader => "proxy_header",
+            Self::JwtMissing => "jwt_missing",
+            Self::JwtMalformed => "jwt_malformed",
+            Self::JwtBadSignature => "jwt_bad_signature",
+            Self::JwtExpired => "jwt_expired",
+            Self::JwtNotYetValid => "jwt_not_yet_valid",
+            Self::JwtAlgorithm => "jwt_algorithm",
+            Self::JwtUnknownKey => "jwt_unknown_key",
+            Self::JwtMissingClaim => "jwt_missing_claim",
+            Self::JwtTopic => "jwt_topic",
         }
     }
 
@@ -65,8 +118,16 @@ impl Reason {
         match self {
             Self::ClientRate | Self::TotalRate => 429,
             Self::ClientCap | Self::TotalCap | Self::ClientTable => 503,
-            Self::Origin | Self::Hook => 403,
-            Self::Token => 401,
+            Self::Origin | Self::Hook | Self::JwtTopic => 403,
+            Self::Token
+            | Self::JwtMissing
+            | Self::JwtMalformed
+            | Self::JwtBadSignature
+            | Self::JwtExpired
+            | Self::JwtNotYetValid
+            | Self::JwtAlgorithm
+            | Self::JwtUnknownKey
+            | Self::JwtMissingClaim => 401,
             Self::Subprotocol => 400,
             Self::ProxyHeader => 0,
         }

@@ -36,3 +36,6 @@ pub use extract::token_from;
 pub use keys::{Keys, MIN_HS256_SECRET_LEN};
 pub use pattern::{allows, TopicPattern};
 pub use token::{Claims, Refused};
+
+mod grant;
+pub use grant::{Grant, Tokens};

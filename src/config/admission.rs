@@ -85,4 +85,6 @@ pub struct Policy {
     pub require_subprotocol: bool,
     /// The embedder's own rule, consulted last.
     pub hook: Option<Hook>,
+    /// Signed tokens (JWT) every upgrade must carry, and what they allow.
+    pub jwt: Option<crate::auth::Tokens>,
 }

@@ -295,6 +295,20 @@ struct AdmissionFlags {
     /// Refuse (400) clients that offer no subprotocol from --subprotocol.
     #[arg(long)]
     require_subprotocol: bool,
+    /// Require a signed token (JWT, HS256) on every upgrade, verified with
+    /// the secret in FILE (32 bytes or more). Without one: 401.
+    #[arg(long, value_name = "FILE")]
+    jwt_hs256_secret: Option<std::path::PathBuf>,
+    /// The same, verified with the RS256 or ES256 public key in PEM FILE.
+    #[arg(long, value_name = "FILE")]
+    jwt_public_key: Option<std::path::PathBuf>,
+    /// The same, verified with the key of the JWKS FILE the token's kid names.
+    #[arg(long, value_name = "FILE")]
+    jwt_jwks: Option<std::path::PathBuf>,
+    /// A topic pattern (a topic, or prefix.*) a token without a subscribe or
+    /// publish claim gets in its place (repeatable; none: it may do neither).
+    #[arg(long, value_name = "PATTERN")]
+    jwt_default_topics: Vec<String>,
 }
 
 /// An address (a /32 or /128) or a CIDR block.
@@ -312,6 +326,7 @@ impl AdmissionFlags {
         if self.tarpit_slots == 0 || self.max_handshakes_in_flight == 0 {
             return Err("--tarpit-slots and --max-handshakes-in-flight must be at least 1".into());
         }
+        let jwt = self.jwt_tokens()?;
         Ok(AdmissionConfig {
             max_conns_per_ip: self.max_conns_per_ip,
             max_conns: self.max_conns,
@@ -331,8 +346,41 @@ impl AdmissionFlags {
                 tokens: self.auth_token,
                 require_subprotocol: self.require_subprotocol,
                 hook: None,
+                jwt,
             },
         })
+    }
+
+    /// The signed-token rule the `--jwt-*` flags ask for: one key source
+    /// at most, its file read now.
+    fn jwt_tokens(&self) -> Result<Option<crate::auth::Tokens>, String> {
+        use crate::auth::{Keys, TopicPattern};
+        let sources = [
+            ("--jwt-hs256-secret", &self.jwt_hs256_secret),
+            ("--jwt-public-key", &self.jwt_public_key),
+            ("--jwt-jwks", &self.jwt_jwks),
+        ];
+        let given: Vec<_> = sources
+            .iter()
+            .filter_map(|(flag, file)| file.as_ref().map(|f| (*flag, f)))
+            .collect();
+        let keys = match given[..] {
+            [] if self.jwt_default_topics.is_empty() => return Ok(None),
+            [] => return Err("--jwt-default-topics needs a key (--jwt-hs256-secret, --jwt-public-key or --jwt-jwks)".into()),
+            [("--jwt-hs256-secret", file)] => Keys::hs256_secret_file(file),
+            [("--jwt-public-key", file)] => Keys::public_key_file(file),
+            [(_, file)] => Keys::jwks_file(file),
+            _ => {
+                let names: Vec<&str> = given.iter().map(|(flag, _)| *flag).collect();
+                return Err(format!("{} are exclusive: give one key source", names.join(" and ")));
+            }
+        }?;
+        let defaults = self
+            .jwt_default_topics
+            .iter()
+            .map(|p| TopicPattern::parse(p).map_err(|e| format!("--jwt-default-topics {p:?}: {e}")))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(crate::auth::Tokens::new(keys, defaults)))
     }
 }
 

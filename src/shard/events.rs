@@ -13,6 +13,7 @@ use std::sync::Arc;
 use super::session::{
     admit, hub_join, Answered, ConnLimits, Handshaking, Phase, Route, Session, Upgraded,
 };
+use crate::admission::stats::Reason;
 use crate::config::{RouteKind, Routes, NO_SPEC};
 use crate::metrics::SSE_ENDED_LABELS;
 use crate::protocol::handshake::{self, HandshakeError, Request};
@@ -149,7 +150,21 @@ pub(super) fn answer(
     }
     // An event stream has no subprotocol: a policy that requires one
     // refuses it, as it would such an upgrade.
-    let (ticket, _) = admit(req, hs, Route::Hub, None, limits)?;
+    let (ticket, _, grant) = admit(req, hs, Route::Hub, None, limits)?;
+    if let Some(topic) = grant.and_then(|g| {
+        let refused = request.topics.iter().find(|t| !g.may_subscribe(t));
+        refused.cloned()
+    }) {
+        let registry = &limits.admission.registry;
+        registry.release(ticket);
+        registry.stats.rejected(Reason::JwtTopic);
+        return refuse(
+            out,
+            403,
+            "",
+            &format!("this token may not subscribe to {topic}"),
+        );
+    }
     encode_head(req, out);
     Ok(Upgraded {
         head_len: req.head_len,
@@ -160,6 +175,7 @@ pub(super) fn answer(
         app: None,
         spec,
         events: Some(request),
+        grant: None,
     })
 }
 

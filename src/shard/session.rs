@@ -18,6 +18,7 @@ use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
 use crate::admission::Admission;
+use crate::auth::Grant;
 use crate::buf::pool::BufPool;
 use crate::config::{RouteKind, Routes, NO_SPEC};
 use crate::engineio::handoff::Ask;
@@ -423,8 +424,12 @@ impl Session {
                 app,
                 spec,
                 events: None,
+                grant,
             }) => {
                 self.ticket = Some(ticket);
+                if let (Route::Hub, Some(grant)) = (route, grant) {
+                    self.spill_mut().grant = Some(Box::new(grant));
+                }
                 let app_route = match route {
                     Route::App(i) => Some(limits.apps.get(i)),
                     _ => None,
@@ -576,7 +581,7 @@ impl Session {
                                         opcode,
                                         &payload,
                                         (self.generation, self.spec, compress),
-                                        &mut spill.subs,
+                                        (&mut spill.subs, spill.grant.as_deref()),
                                         limits,
                                     );
                                     answer.is_some_and(|text| {
@@ -774,6 +779,8 @@ pub(super) struct Upgraded {
     pub(super) spec: u8,
     /// What an event stream asks for (its 200 head is in `out`).
     pub(super) events: Option<EventsRequest>,
+    /// What the connection's signed token allows (with `--jwt-*`).
+    pub(super) grant: Option<Grant>,
 }
 
 /// A route, the feed topic to subscribe to (ticker routes) and the
@@ -828,7 +835,7 @@ fn answer_request(
         return Err(Answered::Plain);
     }
     let mut subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
-    let (ticket, request) = admit(req, hs, route, subprotocol, limits)?;
+    let (ticket, request, grant) = admit(req, hs, route, subprotocol, limits)?;
     let admission = limits.admission;
     let registry = &admission.registry;
     let mut app = None;
@@ -882,6 +889,7 @@ fn answer_request(
         app,
         spec,
         events: None,
+        grant,
     })
 }
 
@@ -895,7 +903,7 @@ pub(super) fn admit<'r>(
     route: Route,
     subprotocol: Option<&'r str>,
     limits: &ConnLimits<'_>,
-) -> Result<(Ticket, UpgradeRequest<'r>), Answered> {
+) -> Result<(Ticket, UpgradeRequest<'r>, Option<Grant>), Answered> {
     let admission = limits.admission;
     // io_uring's multishot accept reports no address, and asking the socket
     // costs a system call per upgrade: ask only when a decision needs it.
@@ -910,6 +918,23 @@ pub(super) fn admit<'r>(
         admission.registry.stats.rejected(denied.reason);
         return Err(Answered::Denied(denied.status, denied.reason));
     }
+    let grant = match &admission.config.policy.jwt {
+        None => None,
+        Some(tokens) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            match tokens.grant(request.query, request.header("authorization"), now) {
+                Ok(grant) => Some(grant),
+                Err(refused) => {
+                    let reason = Reason::of_token(refused);
+                    tracing::debug!(%client, reason = reason.label(), "token refused");
+                    admission.registry.stats.rejected(reason);
+                    return Err(Answered::Denied(reason.status(), reason));
+                }
+            }
+        }
+    };
     let registry = &admission.registry;
     let ticket = registry
         .admit(admission.key(client), registry.now_ns())
@@ -924,7 +949,7 @@ pub(super) fn admit<'r>(
                     .min(u64::from(u32::MAX)) as u32,
             })
         })?;
-    Ok((ticket, request))
+    Ok((ticket, request, grant))
 }
 
 /// Subscribes connection `limits.key` to hub topic `name` and starts it
@@ -1027,7 +1052,7 @@ fn hub_request(
     opcode: OpCode,
     payload: &[u8],
     (generation, spec, compress): (u32, u8, Option<u8>),
-    subs: &mut Vec<(u32, u32)>,
+    (subs, grant): (&mut Vec<(u32, u32)>, Option<&Grant>),
     limits: &mut ConnLimits<'_>,
 ) -> Option<String> {
     if opcode != OpCode::Text {
@@ -1041,6 +1066,19 @@ fn hub_request(
         Err(e) => return Some(pubsub_protocol::error(&e)),
     };
     match request {
+        HubRequest::Subscribe { topics: names, .. }
+            if grant.is_some_and(|g| names.iter().any(|t| !g.may_subscribe(t))) =>
+        {
+            let grant = grant.expect("checked above");
+            let refused = names.iter().find(|t| !grant.may_subscribe(t));
+            Some(pubsub_protocol::error(&format!(
+                "this token may not subscribe to {}",
+                refused.map_or("", String::as_str)
+            )))
+        }
+        HubRequest::Publish { topic, .. } if grant.is_some_and(|g| !g.may_publish(&topic)) => Some(
+            pubsub_protocol::error(&format!("this token may not publish to {topic}")),
+        ),
         HubRequest::Subscribe {
             topics: names,
             since,

@@ -52,6 +52,8 @@ pub(crate) struct Spill {
     pub(crate) deflate: Option<PerMessageDeflate>,
     /// Handler state of an App route's connection.
     pub(crate) app: Option<Box<AppConn>>,
+    /// What a hub connection's signed token allows (with `--jwt-*`).
+    pub(crate) grant: Option<Box<crate::auth::Grant>>,
 }
 
 impl Spill {
@@ -62,6 +64,7 @@ impl Spill {
             && self.flight.is_none()
             && self.deflate.is_none()
             && self.app.is_none()
+            && self.grant.is_none()
     }
 
     /// Queues a shared frame behind everything produced so far; `out` is

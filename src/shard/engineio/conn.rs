@@ -185,7 +185,7 @@ impl Session {
                     return (wire.len(), next);
                 }
                 let (ticket, request) = match admit(req, hs, Route::EngineIo, None, limits) {
-                    Ok(admitted) => admitted,
+                    Ok((ticket, request, _)) => (ticket, request),
                     Err(Answered::Parked(refusal)) => {
                         self.phase = Phase::Tarpit(refusal);
                         return (wire.len(), Next::Tarpit);
