@@ -463,3 +463,51 @@ fn jwt_flags_are_checked_at_start() {
     let (code, stderr) = run(&["serve", "--jwt-hs256-secret", &secret, "--check-config"]);
     assert_eq!(code, Some(0), "{stderr}");
 }
+
+/// A token's `exp` closes its hub connection with 4001 unless a `refresh`
+/// for the same `sub` came first; a refresh for another `sub` is refused
+/// and changes nothing.
+#[test]
+fn expiry_closes_a_connection_unless_it_refreshes() {
+    let secret = live_file("hs.secret");
+    let server = support::Server::start(&["serve", "--jwt-hs256-secret", &secret]);
+    let addr = server.addr;
+    let started = std::time::Instant::now();
+    let mut stays = hub(addr, live_token("hs_short"));
+    let mut expires = hub(addr, live_token("hs_short"));
+    let ask = |ws: &mut support::hub::HubWs, text: &str| {
+        support::hub::send_text(ws, text);
+        support::hub::next_text(ws)
+    };
+    let other = ask(
+        &mut stays,
+        &format!(r#"{{"op":"refresh","token":"{}"}}"#, live_token("hs_bob")),
+    );
+    assert!(other.contains("another sub"), "{other}");
+    let bad = ask(&mut stays, r#"{"op":"refresh","token":"nonsense"}"#);
+    assert!(bad.contains("refresh refused: malformed token"), "{bad}");
+    let refreshed = ask(
+        &mut stays,
+        &format!(r#"{{"op":"refresh","token":"{}"}}"#, live_token("hs_valid")),
+    );
+    assert!(refreshed.contains("\"refreshed\""), "{refreshed}");
+    // The other connection is closed at its token's exp (2 s after it was
+    // signed), with the documented code.
+    let close = loop {
+        match expires.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    let frame = close.expect("a close frame with a code");
+    assert_eq!(u16::from(frame.code), 4001);
+    assert_eq!(&*frame.reason, "token expired");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(500));
+    let ok = ask(&mut stays, r#"{"op":"subscribe","topics":["chat"]}"#);
+    assert!(
+        ok.contains("\"subscribed\""),
+        "the refreshed connection was closed: {ok}"
+    );
+}

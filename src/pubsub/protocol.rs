@@ -60,6 +60,9 @@ pub enum Request<'a> {
         /// (valid JSON, never parsed into a tree).
         data: &'a str,
     },
+    /// Replace the connection's signed token with a newer one (same `sub`)
+    /// before the old one expires.
+    Refresh(String),
 }
 
 /// Parses one text message; the error is the reason to send back.
@@ -101,8 +104,16 @@ pub fn parse(text: &[u8]) -> Result<Request<'_>, String> {
             fields.refuse_others(&[Field::Op, Field::Topic, Field::Data])?;
             Ok(Request::Publish { topic, data })
         }
+        "refresh" => {
+            let token = fields
+                .get(Field::Token)
+                .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
+                .ok_or("refresh needs a string \"token\"")?;
+            fields.refuse_others(&[Field::Op, Field::Token])?;
+            Ok(Request::Refresh(token))
+        }
         other => Err(format!(
-            "unknown op {other:?} (expected subscribe, unsubscribe or publish)"
+            "unknown op {other:?} (expected subscribe, unsubscribe, publish or refresh)"
         )),
     }
 }
@@ -259,10 +270,18 @@ enum Field {
     Topics,
     Data,
     Since,
+    Token,
 }
 
 impl Field {
-    const ALL: [Self; 5] = [Self::Op, Self::Topic, Self::Topics, Self::Data, Self::Since];
+    const ALL: [Self; 6] = [
+        Self::Op,
+        Self::Topic,
+        Self::Topics,
+        Self::Data,
+        Self::Since,
+        Self::Token,
+    ];
 
     fn name(self) -> &'static str {
         match self {
@@ -271,6 +290,7 @@ impl Field {
             Self::Topics => "topics",
             Self::Data => "data",
             Self::Since => "since",
+            Self::Token => "token",
         }
     }
 }
@@ -279,7 +299,7 @@ impl Field {
 #[derive(Debug, Default)]
 struct Fields<'a> {
     /// By [`Field`]; a repeated key keeps its last value.
-    known: [Option<&'a RawValue>; 5],
+    known: [Option<&'a RawValue>; 6],
     /// The first, in byte order, of the keys no request has.
     unknown: Option<Cow<'a, str>>,
 }

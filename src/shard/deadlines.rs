@@ -80,6 +80,9 @@ pub(crate) enum Due {
 pub(crate) enum Expired {
     /// An open connection went idle: close it with 1001.
     CloseIdle,
+    /// The signed token an open connection came with expired and was not
+    /// refreshed: close it with [`TOKEN_EXPIRED`].
+    Token,
     /// A message took longer than `message_timeout` to arrive: close with
     /// [`MESSAGE_TIMEOUT`].
     MessageTimeout,
@@ -93,6 +96,35 @@ pub(crate) enum Expired {
     /// A peer that never finished closing, a handshake that took too long,
     /// or the oldest handshake over the in-flight bound: drop the transport.
     Drop,
+}
+
+/// The close a connection whose token expired gets.
+pub(crate) const TOKEN_EXPIRED: (CloseCode, &str) = (CloseCode(4001), "token expired");
+
+/// Seconds since the Unix epoch, the clock tokens are timed by.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The tick at which the token of `session` expires (`u64::MAX`: it
+/// does not, or there is none).
+fn token_due(session: &Session, now: u64) -> u64 {
+    let Some(exp) = session.spill.as_deref().and_then(|s| s.grant.as_ref()?.exp) else {
+        return u64::MAX;
+    };
+    let left = exp.saturating_sub(unix_now());
+    now + Clock::ticks(Duration::from_secs(left)).max(1)
+}
+
+/// Whether the token of `session` has expired.
+fn token_expired(session: &Session) -> bool {
+    session
+        .spill
+        .as_deref()
+        .and_then(|s| s.grant.as_ref()?.exp)
+        .is_some_and(|exp| unix_now() >= exp)
 }
 
 /// The close a message that did not arrive in time gets.
@@ -246,6 +278,10 @@ impl Deadlines {
             }
             Next::KeepAlive => now + Clock::ticks(config.handshake_timeout),
         };
+        let tick = match &session.phase {
+            Phase::Open(ws) if ws.state() == State::Open => tick.min(token_due(session, now)),
+            _ => tick,
+        };
         self.set(key, session, tick);
     }
 
@@ -352,6 +388,8 @@ impl Deadlines {
                     Phase::Open(ws) if ws.state() == State::Open => {
                         if self.draining {
                             Expired::Drain
+                        } else if token_expired(s) {
+                            Expired::Token
                         } else if message_overdue {
                             Expired::MessageTimeout
                         } else {

@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::deadlines::drain_over;
+use super::deadlines::{drain_over, TOKEN_EXPIRED};
 use super::handler::Ctx;
 use super::session::{ConnLimits, Next, Phase, Route, Session};
 use super::{Conn, Driver, Expired, Shard, Transport, MESSAGE_TIMEOUT};
@@ -240,6 +240,10 @@ impl<T: Transport> Shard<T> {
                 }
                 Expired::MessageTimeout => {
                     let (code, reason) = MESSAGE_TIMEOUT;
+                    self.close(driver, key, code, reason);
+                }
+                Expired::Token => {
+                    let (code, reason) = TOKEN_EXPIRED;
                     self.close(driver, key, code, reason);
                 }
                 Expired::Drain => {

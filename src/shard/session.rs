@@ -581,7 +581,7 @@ impl Session {
                                         opcode,
                                         &payload,
                                         (self.generation, self.spec, compress),
-                                        (&mut spill.subs, spill.grant.as_deref()),
+                                        (&mut spill.subs, &mut spill.grant),
                                         limits,
                                     );
                                     answer.is_some_and(|text| {
@@ -921,9 +921,7 @@ pub(super) fn admit<'r>(
     let grant = match &admission.config.policy.jwt {
         None => None,
         Some(tokens) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
+            let now = super::deadlines::unix_now();
             match tokens.grant(request.query, request.header("authorization"), now) {
                 Ok(grant) => Some(grant),
                 Err(refused) => {
@@ -1052,9 +1050,10 @@ fn hub_request(
     opcode: OpCode,
     payload: &[u8],
     (generation, spec, compress): (u32, u8, Option<u8>),
-    (subs, grant): (&mut Vec<(u32, u32)>, Option<&Grant>),
+    (subs, held): (&mut Vec<(u32, u32)>, &mut Option<Box<Grant>>),
     limits: &mut ConnLimits<'_>,
 ) -> Option<String> {
+    let grant = held.as_deref();
     if opcode != OpCode::Text {
         return Some(pubsub_protocol::error(
             "hub requests are JSON text messages",
@@ -1079,6 +1078,7 @@ fn hub_request(
         HubRequest::Publish { topic, .. } if grant.is_some_and(|g| !g.may_publish(&topic)) => Some(
             pubsub_protocol::error(&format!("this token may not publish to {topic}")),
         ),
+        HubRequest::Refresh(token) => Some(refresh(&token, held, limits)),
         HubRequest::Subscribe {
             topics: names,
             since,
@@ -1132,6 +1132,33 @@ fn hub_request(
             let rule = routes.history(spec, &topic);
             limits.pubsub.hub().publish_positioned(&topic, data, rule);
             None
+        }
+    }
+}
+
+/// A hub connection's `refresh`: a newer token for the same `sub` takes
+/// the old one's place (its claims, its expiry); anything else leaves the
+/// old one standing.
+fn refresh(token: &str, held: &mut Option<Box<Grant>>, limits: &ConnLimits<'_>) -> String {
+    let Some(tokens) = &limits.admission.config.policy.jwt else {
+        return pubsub_protocol::error("this server takes no tokens");
+    };
+    let now = super::deadlines::unix_now();
+    match tokens.grant(None, Some(format!("Bearer {token}").as_bytes()), now) {
+        Err(refused) => {
+            let why = refused.map_or_else(|| "no token".to_owned(), |r| r.to_string());
+            pubsub_protocol::error(&format!("refresh refused: {why}"))
+        }
+        Ok(grant) if held.as_ref().is_some_and(|old| old.sub != grant.sub) => {
+            pubsub_protocol::error("refresh refused: the token is for another sub")
+        }
+        Ok(grant) => {
+            let exp = grant.exp;
+            *held = Some(Box::new(grant));
+            match exp {
+                Some(exp) => format!("{{\"op\":\"refreshed\",\"exp\":{exp}}}"),
+                None => "{\"op\":\"refreshed\"}".to_owned(),
+            }
         }
     }
 }
