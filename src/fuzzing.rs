@@ -934,3 +934,37 @@ pub fn socketio_session(data: &[u8]) {
         }
     }
 }
+
+/// A signed token from a client: refused or accepted, never a panic. The
+/// input is tried as a token, and as the claims of a token signed with the
+/// key, so the claims' reading is reached past the signature.
+pub fn jwt_token(data: &[u8]) {
+    use crate::auth::Keys;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use std::sync::OnceLock;
+
+    const SECRET: &[u8] = b"a fuzzing secret of at least 32 bytes";
+    const NOW: u64 = 1_800_000_000;
+    static KEYS: OnceLock<Keys> = OnceLock::new();
+    let keys =
+        KEYS.get_or_init(|| Keys::hs256_secret(SECRET, "fuzzing".into()).expect("long enough"));
+    let check = |token: &str| match keys.verify(token, NOW) {
+        Ok(claims) => assert!(!claims.sub.is_empty()),
+        Err(refused) => assert_eq!(refused.status(), 401),
+    };
+    if let Ok(token) = std::str::from_utf8(data) {
+        check(token);
+        let _ = crate::auth::token_from(Some(token), Some(data));
+    }
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let signing_input = format!("{header}.{}", URL_SAFE_NO_PAD.encode(data));
+    let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
+    let signature = jsonwebtoken::crypto::sign(
+        signing_input.as_bytes(),
+        &key,
+        jsonwebtoken::Algorithm::HS256,
+    )
+    .expect("HS256 signs anything");
+    check(&format!("{signing_input}.{signature}"));
+}

@@ -89,3 +89,8 @@ fn socketio_packet_corpus() {
 fn socketio_session_corpus() {
     replay("socketio_session", surge::fuzzing::socketio_session);
 }
+
+#[test]
+fn jwt_token_corpus() {
+    replay("jwt_token", surge::fuzzing::jwt_token);
+}

@@ -54,16 +54,21 @@ impl Keys {
     pub fn hs256_secret_file(path: impl AsRef<Path>) -> Result<Self, String> {
         let path = path.as_ref();
         let bytes = read(path, "HS256 secret")?;
-        let secret = trim_trailing_newlines(&bytes);
+        let source = format!("HS256 secret file {}", path.display());
+        Self::hs256_secret(trim_trailing_newlines(&bytes), source)
+    }
+
+    /// An HS256 secret of at least [`MIN_HS256_SECRET_LEN`] bytes, named
+    /// `source` in messages.
+    pub fn hs256_secret(secret: &[u8], source: String) -> Result<Self, String> {
         if secret.len() < MIN_HS256_SECRET_LEN {
             return Err(format!(
-                "HS256 secret file {}: {} bytes, at least {MIN_HS256_SECRET_LEN} are needed",
-                path.display(),
+                "{source}: {} bytes, at least {MIN_HS256_SECRET_LEN} are needed",
                 secret.len()
             ));
         }
         Ok(Self {
-            source: format!("HS256 secret file {}", path.display()),
+            source,
             set: KeySet::One(Key {
                 algorithm: Algorithm::HS256,
                 decoding: DecodingKey::from_secret(secret),
