@@ -90,7 +90,7 @@ echo "==> cargo test (debug: overflow checks and debug assertions on)"
 cargo test --all-targets
 echo "==> cargo test --release (the Autobahn suite and stress tests at full speed)"
 cargo test --release --test autobahn --test reset_stress --test pubsub --test bridge --test flood \
-    --test chromium --test engineio --test engineio_haproxy --test socketio --test jwt
+    --test chromium --test engineio --test engineio_haproxy --test socketio
 # The real-socket suite once more on every driver x shard combination;
 # tests that pin a driver or shard count themselves keep it.
 for backend in epoll uring; do
