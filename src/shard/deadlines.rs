@@ -108,14 +108,20 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// The tick at which the token of `session` expires (`u64::MAX`: it
-/// does not, or there is none).
+/// The tick at which the token of `session` has expired (`u64::MAX`: it
+/// does not, there is none, or its `exp` is more than a day away, when a
+/// later activity or deadline arms it): a second past `exp`, so that the
+/// wall clock the token is timed by has passed it too when the tick comes.
 fn token_due(session: &Session, now: u64) -> u64 {
+    const HORIZON_SECS: u64 = 86_400;
     let Some(exp) = session.spill.as_deref().and_then(|s| s.grant.as_ref()?.exp) else {
         return u64::MAX;
     };
     let left = exp.saturating_sub(unix_now());
-    now + Clock::ticks(Duration::from_secs(left)).max(1)
+    if left > HORIZON_SECS {
+        return u64::MAX;
+    }
+    now + Clock::ticks(Duration::from_secs(left + 1))
 }
 
 /// Whether the token of `session` has expired.
