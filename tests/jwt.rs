@@ -22,31 +22,35 @@ struct Fixture {
     tokens: HashMap<String, String>,
 }
 
+/// Keys and tokens from jwt_tokens.py in `CARGO_TARGET_TMPDIR/name`, timed
+/// against `now`.
+fn make_fixture(name: &str, now: u64) -> Fixture {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let python = support::venv().join("bin/python");
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/jwt_tokens.py");
+    let out = support::output_within(
+        Command::new(python)
+            .arg(script)
+            .arg(&dir)
+            .arg(now.to_string()),
+        Duration::from_secs(120),
+    );
+    assert!(
+        out.status.success(),
+        "jwt_tokens.py failed (is PyJWT[crypto] in the venv? run scripts/test.sh): {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tokens = std::fs::read(dir.join("tokens.json")).unwrap();
+    let tokens = serde_json::from_slice(&tokens).unwrap();
+    Fixture { dir, tokens }
+}
+
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
-    FIXTURE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jwt");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let python = support::venv().join("bin/python");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/jwt_tokens.py");
-        let out = support::output_within(
-            Command::new(python)
-                .arg(script)
-                .arg(&dir)
-                .arg(NOW.to_string()),
-            Duration::from_secs(120),
-        );
-        assert!(
-            out.status.success(),
-            "jwt_tokens.py failed (is PyJWT[crypto] in the venv? run scripts/test.sh): {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let tokens = std::fs::read(dir.join("tokens.json")).unwrap();
-        let tokens = serde_json::from_slice(&tokens).unwrap();
-        Fixture { dir, tokens }
-    })
+    FIXTURE.get_or_init(|| make_fixture("jwt", NOW))
 }
 
 fn token(name: &str) -> &'static str {
@@ -264,30 +268,11 @@ fn key_files_of_the_wrong_kind_are_errors_naming_the_file() {
 fn live() -> &'static Fixture {
     static LIVE: OnceLock<Fixture> = OnceLock::new();
     LIVE.get_or_init(|| {
-        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("jwt-live");
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
             .as_secs();
-        let python = support::venv().join("bin/python");
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/py/jwt_tokens.py");
-        let out = support::output_within(
-            Command::new(python)
-                .arg(script)
-                .arg(&dir)
-                .arg(now.to_string()),
-            Duration::from_secs(120),
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let tokens =
-            serde_json::from_slice(&std::fs::read(dir.join("tokens.json")).unwrap()).unwrap();
-        Fixture { dir, tokens }
+        make_fixture("jwt-live", now)
     })
 }
 

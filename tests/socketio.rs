@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use support::hub::BACKENDS;
 use support::redis::{free_port, Redis};
+use support::socketio::{ground_truth, node_scenarios, text};
 use support::{metric, output_within, venv, wait_metric, Server};
 
 /// A config file with one Socket.IO route of `kind` at `/socket.io/`, the
@@ -45,43 +46,6 @@ fn serve(config: &Path, args: &[&str]) -> Server {
     let mut all = vec!["serve", "--config", config.to_str().unwrap()];
     all.extend_from_slice(args);
     Server::start(&all)
-}
-
-fn ground_truth() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/socketio");
-    assert!(
-        dir.join("node_modules/socket.io-client").exists(),
-        "socket.io-client is not installed: run `bash scripts/test.sh`, or \
-         `npm ci --prefix tests/socketio --no-audit --no-fund`"
-    );
-    dir
-}
-
-fn text(out: &std::process::Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-/// Runs the Node scenarios against `url` and checks every one passed.
-fn node_scenarios(url: &str, scenarios: &[&str], env: &[(&str, &str)], what: &str) {
-    let dir = ground_truth();
-    let mut cmd = Command::new("node");
-    cmd.arg(dir.join("client_scenarios.mjs"))
-        .arg(url)
-        .args(scenarios);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = output_within(&mut cmd, Duration::from_secs(150));
-    let summary = format!("client_scenarios: {} passed, 0 failed", scenarios.len());
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&summary),
-        "{what}: {}",
-        text(&out)
-    );
 }
 
 /// The raw wire checks, with `args` after the URL.

@@ -13,14 +13,14 @@ mod support;
 mod chat;
 
 use std::path::PathBuf;
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde_json::json;
-use support::{metric, output_within, wait_metric};
+use support::socketio::node_scenarios;
+use support::{metric, wait_metric};
 use surge::app::{
     Ack, App, Backend, Connect, ConnectRequest, Event, Namespaces, Running, Socket, SocketIoHandler,
 };
@@ -97,29 +97,6 @@ fn start(app: App, backend: Backend) -> Running {
         .expect("start")
 }
 
-fn node_scenarios(url: &str, scenarios: &[&str], what: &str) {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/socketio");
-    assert!(
-        dir.join("node_modules/socket.io-client").exists(),
-        "socket.io-client is not installed: run `bash scripts/test.sh`, or \
-         `npm ci --prefix tests/socketio --no-audit --no-fund`"
-    );
-    let out = output_within(
-        Command::new("node")
-            .arg(dir.join("client_scenarios.mjs"))
-            .arg(url)
-            .args(scenarios),
-        Duration::from_secs(150),
-    );
-    let summary = format!("client_scenarios: {} passed, 0 failed", scenarios.len());
-    assert!(
-        out.status.success() && String::from_utf8_lossy(&out.stdout).contains(&summary),
-        "{what}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// The chat example and `/fan` with the stock client, on two shards (a
 /// room's members and a broadcast's sender land on both) and each driver;
 /// nothing is held once the clients have gone.
@@ -137,6 +114,7 @@ fn the_stock_client_drives_an_app_on_two_shards_and_both_drivers() {
         node_scenarios(
             &format!("http://{addr}"),
             &["app_chat", "app_admin", "app_fan"],
+            &[],
             &format!("{backend:?}"),
         );
         wait_metric(addr, "surge_engineio_sessions", |n| n == 0);

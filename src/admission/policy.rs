@@ -72,28 +72,13 @@ impl Policy {
     }
 
     fn token_ok(&self, request: &UpgradeRequest<'_>) -> bool {
-        let bearer = request
-            .header("authorization")
-            .and_then(|v| std::str::from_utf8(v).ok())
-            .and_then(bearer_token);
-        let offered = bearer.or_else(|| request.query_param("token"));
+        let offered = crate::auth::token_from(request.query, request.header("authorization"));
         offered.is_some_and(|offered| {
             self.tokens.iter().fold(false, |ok, t| {
                 ok | constant_time_eq(t.as_bytes(), offered.as_bytes())
             })
         })
     }
-}
-
-/// The token of an `Authorization: Bearer TOKEN` value. The scheme name is
-/// case-insensitive (RFC 7235 §2.1), so `bearer` and `BEARER` count too;
-/// spaces or tabs separate it from the token.
-fn bearer_token(value: &str) -> Option<&str> {
-    let (scheme, token) = value.trim().split_once([' ', '\t'])?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
 }
 
 /// Compares without an early exit, so response timing does not reveal how

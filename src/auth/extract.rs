@@ -13,10 +13,11 @@ pub fn token_from<'a>(query: Option<&'a str>, authorization: Option<&'a [u8]>) -
         .or_else(|| query.and_then(query_token))
 }
 
-/// The token of an `Authorization: Bearer <token>` value.
+/// The token of an `Authorization: Bearer <token>` value; spaces or tabs
+/// separate the scheme from the token.
 fn bearer_token(value: &[u8]) -> Option<&str> {
     let value = std::str::from_utf8(value).ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
+    let (scheme, token) = value.split_once([' ', '\t'])?;
     let token = token.trim_start();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }

@@ -866,18 +866,7 @@ fn answer_request(
         (Route::Ticker, DeflatePolicy::On) => DeflatePolicy::NoContextTakeover,
         (_, policy) => policy,
     };
-    let deflate = if policy == DeflatePolicy::Off
-        || (cap != 0 && limits.counters.deflate_conns >= cap as u64)
-    {
-        None
-    } else {
-        let offers = req
-            .headers
-            .iter()
-            .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
-            .map(|h| h.value);
-        deflate::negotiate(offers, policy)
-    };
+    let deflate = deflate_agreement(req, policy, cap, limits.counters);
     let extensions = deflate.map(|p| p.response());
     upgrade.encode_accept(out, subprotocol, extensions.as_deref());
     Ok(Upgraded {
@@ -948,6 +937,26 @@ pub(super) fn admit<'r>(
             })
         })?;
     Ok((ticket, request, grant))
+}
+
+/// What an upgrade agrees on for permessage-deflate under `policy`: what
+/// the client offered, unless the server already holds `cap` deflate
+/// connections (0: no cap).
+pub(super) fn deflate_agreement(
+    req: &handshake::Request<'_, '_>,
+    policy: DeflatePolicy,
+    cap: usize,
+    counters: &Counters,
+) -> Option<DeflateParams> {
+    if policy == DeflatePolicy::Off || (cap != 0 && counters.deflate_conns >= cap as u64) {
+        return None;
+    }
+    let offers = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|h| h.value);
+    deflate::negotiate(offers, policy)
 }
 
 /// Subscribes connection `limits.key` to hub topic `name` and starts it

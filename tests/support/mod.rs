@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 pub(crate) mod hub;
 pub(crate) mod redis;
 pub(crate) mod refusing_proxy;
+pub(crate) mod socketio;
 
 /// A running `surge` process, killed on drop.
 pub(crate) struct Server {

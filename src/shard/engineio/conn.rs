@@ -13,13 +13,13 @@ use crate::buf::pool::BufPool;
 use crate::config::Routes;
 use crate::engineio::handoff::{Answer, Ask, ConnRef, Handoff, ToOwner};
 use crate::engineio::{request, Config, Refusal, Request as EioRequest, Sid, Transport};
-use crate::protocol::deflate::{self, DeflatePolicy, Params as DeflateParams, PerMessageDeflate};
+use crate::protocol::deflate::{DeflatePolicy, Params as DeflateParams, PerMessageDeflate};
 use crate::protocol::handshake::{Request, MAX_REQUEST_BYTES};
 use crate::protocol::ServerConn;
 use crate::shard::counters::Counters;
 use crate::shard::session::{
-    admit, message_allowance, message_bytes_moved, Answered, ConnLimits, Handshaking, Next, Phase,
-    Route, Session,
+    admit, deflate_agreement, message_allowance, message_bytes_moved, Answered, ConnLimits,
+    Handshaking, Next, Phase, Route, Session,
 };
 
 /// A connection whose Engine.IO request waits for its session's owner.
@@ -489,17 +489,8 @@ fn deflate_for(
     counters: &Counters,
 ) -> Option<DeflateParams> {
     let policy = match routes.spec(spec).and_then(|s| s.deflate) {
-        None | Some(DeflatePolicy::Off) => return None,
+        None | Some(DeflatePolicy::Off) => DeflatePolicy::Off,
         Some(_) => DeflatePolicy::NoContextTakeover,
     };
-    let cap = routes.max_deflate_conns;
-    if cap != 0 && counters.deflate_conns >= cap as u64 {
-        return None;
-    }
-    let offers = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
-        .map(|h| h.value);
-    deflate::negotiate(offers, policy)
+    deflate_agreement(req, policy, routes.max_deflate_conns, counters)
 }
