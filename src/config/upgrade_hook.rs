@@ -68,11 +68,17 @@ impl<'a> UpgradeRequest<'a> {
 
     /// The value of a query parameter, as sent (not percent-decoded).
     pub fn query_param(&self, name: &str) -> Option<&'a str> {
-        self.query?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then_some(v)
-        })
+        query_param(self.query?, name)
     }
+}
+
+/// The value of parameter `name` in a query string, as sent (not
+/// percent-decoded).
+pub(crate) fn query_param<'q>(query: &'q str, name: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
 }
 
 /// An embedder's rule for upgrades: `Err(status)` refuses with that HTTP

@@ -65,6 +65,15 @@ impl<'t> Target<'t> {
         format!("{ROOM_TOPIC_PREFIX}{},{WRITTEN}{json}", self.namespace)
     }
 
+    /// Whether `topic` carries a written target (more than one room's
+    /// topic), not a room's own.
+    pub fn is_written(topic: &str) -> bool {
+        topic
+            .strip_prefix(ROOM_TOPIC_PREFIX)
+            .and_then(|t| t.split_once(','))
+            .is_some_and(|(_, rest)| rest.starts_with(WRITTEN))
+    }
+
     /// The target a hub topic carries; `None` if it is not a Socket.IO
     /// topic or its written target does not read.
     pub fn of_topic(topic: &'t str) -> Option<Self> {
@@ -132,6 +141,8 @@ mod tests {
         assert_eq!(t.topic(), "sio:/chat,lobby");
         assert_eq!(Target::of_topic("sio:/chat,lobby"), Some(t));
         assert_eq!(Target::of_topic("hub:lobby"), None);
+        assert!(!Target::is_written("sio:/chat,lobby"));
+        assert!(Target::is_written(&target(&["a", "b"], &[], None).topic()));
         assert_eq!(Target::of_topic("sio:/chat,\u{1}[oops"), None);
     }
 

@@ -513,6 +513,8 @@ async function hubErrors(url) {
     check(typeof noRoom?.error === "string", "a publish without a room is not refused", { got: plain(noRoom) });
     const [badRoom] = await c.ack(STEP_MS, "subscribe", "");
     check(typeof badRoom?.error === "string", "an empty room name is not refused", { got: plain(badRoom) });
+    const [controlRoom] = await c.ack(STEP_MS, "subscribe", "\u0001[[],[],null]");
+    check(typeof controlRoom?.error === "string", "a room name with a control character is not refused", { got: plain(controlRoom) });
     const [big] = await c.ack(STEP_MS, "publish", "r", "x".repeat(40000));
     check(typeof big?.error === "string", "a publish over the bound is not refused", { got: plain(big) });
     c.socket.emit("subscribe", 7);
@@ -574,12 +576,15 @@ async function hubTwoNodes(url) {
 // departure with its reason, a polling member.
 async function appChat(url) {
   const nameless = Client.connect(url);
+  const nowhere = Client.connect(`${url}/nowhere`, { auth: { name: "ada" } });
   const ada = Client.connect(url, { auth: { name: "ada" }, transports: ["websocket"] });
   const bob = Client.connect(url, { auth: { name: "bob" }, transports: ["polling"] });
   const cy = Client.connect(url, { auth: { name: "cy" } });
   try {
     await nameless.until(() => nameless.connectErrors.length > 0, STEP_MS, "waiting for the refusal");
     check(nameless.connectErrors[0].message === "a name is needed (auth.name)", "not refused with the handler's message", { got: nameless.connectErrors });
+    await nowhere.until(() => nowhere.connectErrors.length > 0, STEP_MS, "waiting for the namespace refusal");
+    check(nowhere.connectErrors[0].message === "Invalid namespace", "a namespace no handler serves is not refused", { got: nowhere.connectErrors });
     for (const c of [ada, bob, cy]) await c.connected();
     check(same(await ada.ack(STEP_MS, "join", "lobby"), [["lobby"]]), "join not acked with the rooms");
     check(same(await bob.ack(STEP_MS, "join", "lobby"), [["lobby"]]), "bob's join not acked");
@@ -607,7 +612,7 @@ async function appChat(url) {
     check(same(gone, { id: cyId, name: "cy", reason: "transport close" }), "cy's dropped session not told", { got: gone });
     return { transports: [ada.transport(), "polling", "any"] };
   } finally {
-    for (const c of [nameless, ada, bob, cy]) c.close();
+    for (const c of [nameless, nowhere, ada, bob, cy]) c.close();
   }
 }
 

@@ -152,10 +152,7 @@ impl Handshake {
 
     /// The value of a query parameter, as sent (not percent-decoded).
     pub fn query_param(&self, name: &str) -> Option<&str> {
-        self.query()?.split('&').find_map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (k == name).then_some(v)
-        })
+        crate::config::upgrade_hook::query_param(self.query()?, name)
     }
 
     /// The first value of a header, by case-insensitive name.

@@ -409,6 +409,8 @@ impl Owner {
             .record(&delivery.topic, &delivery.frame, self.now);
         let members = match self.members.get(&delivery.topic) {
             Some(members) => members.clone(),
+            // A room with no member here, or a written target.
+            None if !Target::is_written(&delivery.topic) => return,
             None => match Target::of_topic(&delivery.topic) {
                 Some(target) => self.reached(&target),
                 None => return,
