@@ -1,7 +1,8 @@
 //! Starts the shards: binds every listener once per shard (SO_REUSEPORT, so
 //! the kernel spreads connections and no accept lock is shared), pins each
 //! shard's thread to a core, runs its driver there and wires SIGTERM/SIGINT
-//! to every loop (and, with TLS, SIGHUP to the certificate reload).
+//! to every loop (and SIGHUP to the reload of the TLS certificate and of the
+//! signed-token keys).
 //!
 //! Above the drivers (it picks one and starts it) and below `crate::app`
 //! and `crate::cli`, which both start servers through [`Server::start`].
@@ -71,6 +72,10 @@ impl Server {
             }
             None => None,
         };
+        if let Some(tokens) = &config.admission.policy.jwt {
+            // Before the first connection, as for the certificate.
+            reload_keys_on_sighup(tokens.clone())?;
+        }
         config.backend = backend;
         let shards = config.shards.max(1);
         let reuse_port = shards > 1;
@@ -204,4 +209,27 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Re-reads the signed-token key file (`--jwt-*`) on every SIGHUP, from a
+/// thread of its own: shards only ever load the keys' pointer. A file that
+/// no longer reads keeps the keys in use.
+fn reload_keys_on_sighup(tokens: crate::auth::Tokens) -> io::Result<()> {
+    let Some(path) = tokens.key_file().map(|p| p.display().to_string()) else {
+        return Ok(());
+    };
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("surge-key-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match tokens.reload() {
+                    Ok(()) => tracing::info!(file = %path, "token keys reloaded"),
+                    Err(e) => {
+                        tracing::error!("token key reload failed, keeping the previous keys: {e}")
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }

@@ -521,3 +521,58 @@ fn message_limits_are_keys_and_check_config_shows_them() {
         "{stderr}"
     );
 }
+
+/// The token, per-user, publish-rate and lifetime settings are keys like
+/// every flag: a file sets them, `--check-config` shows them, and a
+/// per-user cap without a key to know users by is refused.
+#[test]
+fn token_limits_and_lifetime_are_keys_and_check_config_shows_them() {
+    let secret = write_config("jwt.secret", &"k".repeat(40));
+    let file = write_config(
+        "tokens.toml",
+        &format!(
+            "max-lifetime-ms = 3600000\n[admission]\njwt-hs256-secret = {:?}\n\
+             max-conns-per-user = 3\njwt-default-topics = [\"news.*\"]\n\
+             [pubsub]\npublish-rate = 10\npublish-burst = 20\n",
+            secret.to_str().unwrap()
+        ),
+    );
+    let (code, out, stderr) = run(&[
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--check-config",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    for line in [
+        "max-lifetime-ms = 3600000\n".to_owned(),
+        format!("jwt-hs256-secret = {:?}\n", secret.to_str().unwrap()),
+        "max-conns-per-user = 3\n".to_owned(),
+        "jwt-default-topics = [\"news.*\"]\n".to_owned(),
+        "publish-rate = 10\n".to_owned(),
+        "publish-burst = 20\n".to_owned(),
+    ] {
+        assert!(out.contains(&line), "missing {line:?} in\n{out}");
+    }
+    let file = write_config("per-user.toml", "[admission]\nmax-conns-per-user = 3\n");
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--check-config",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-conns-per-user needs a key"),
+        "{stderr}"
+    );
+    let short = write_config("short.secret", "too short");
+    let (code, _, stderr) = run(&[
+        "serve",
+        "--jwt-hs256-secret",
+        short.to_str().unwrap(),
+        "--check-config",
+    ]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("at least 32 are needed"), "{stderr}");
+}

@@ -271,3 +271,53 @@ fn topics_without_a_conflating_subscriber_keep_no_latest_frames() {
     wait_metric(server.addr, "surge_subscriptions", |v| v == 0);
     wait_metric(server.addr, "surge_pubsub_snapshot_bytes", |v| v == 0);
 }
+
+/// `--publish-rate` with `--publish-burst`: a connection publishes its
+/// burst at once, the next publish gets the hub's error answer (saying when
+/// to retry) and reaches nobody, the connection stays open, and the bucket
+/// refills at the rate. Another connection has its own bucket.
+#[test]
+fn a_connection_publishing_past_its_rate_is_answered_and_stays_open() {
+    let server = Server::start(&[
+        "serve",
+        "--shards",
+        "1",
+        "--publish-rate",
+        "1",
+        "--publish-burst",
+        "3",
+    ]);
+    let addr = server.addr;
+    let mut subscriber = client(ip(40), addr);
+    subscribe(&mut subscriber, &["r".into()]);
+    let mut publisher = client(ip(41), addr);
+    // In one write, so that the server reads them at once however slow
+    // this machine is.
+    for n in 0..4 {
+        publisher
+            .write(tungstenite::Message::text(publish("r", &n.to_string())))
+            .unwrap();
+    }
+    publisher.flush().unwrap();
+    let answer = text(&mut publisher);
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(v["op"], "error", "{answer}");
+    let error = v["error"].as_str().unwrap();
+    assert!(
+        error.starts_with("publish rate exceeded: at most 1 per second; retry in "),
+        "{answer}"
+    );
+    for n in 0..3 {
+        assert!(text(&mut subscriber).ends_with(&format!("\"data\":{n}}}")));
+    }
+    // A second publisher is not held back by the first one's bucket.
+    let mut other = client(ip(42), addr);
+    send(&mut other, &publish("r", "10"));
+    assert!(text(&mut subscriber).ends_with("\"data\":10}"));
+    // A second refills one publish (a slow second: the 4 publishes came
+    // within one, or the error would not have been answered).
+    std::thread::sleep(Duration::from_millis(1100));
+    send(&mut publisher, &publish("r", "4"));
+    assert!(text(&mut subscriber).ends_with("\"data\":4}"));
+    assert_eq!(metric(addr, "surge_pubsub_delivered_total"), 5);
+}

@@ -496,3 +496,120 @@ fn expiry_closes_a_connection_unless_it_refreshes() {
         "the refreshed connection was closed: {ok}"
     );
 }
+
+/// A JWKS file is read again on SIGHUP: a key added there verifies from
+/// then on and a key removed no longer does; a file that no longer reads
+/// keeps the keys in use, and says so.
+#[test]
+fn a_jwks_rotates_on_sighup() {
+    let dir = live().dir.join("rotation");
+    std::fs::create_dir_all(&dir).unwrap();
+    let jwks = dir.join("jwks.json");
+    std::fs::copy(live_file("jwks.json"), &jwks).unwrap();
+    let server = support::Server::start(&["serve", "--jwt-jwks", jwks.to_str().unwrap()]);
+    let status = |token: &str| {
+        upgrade_status(
+            server.addr,
+            &format!("/hub?token={}", live_token(token)),
+            "",
+        )
+    };
+    let hup = || {
+        let pid = server.pid().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let becomes = |token: &str, want: u16| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while status(token) != want {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{token} never got {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert_eq!(status("jwks_rsa"), 101);
+    assert_eq!(status("jwks_new"), 401);
+    // Replaced whole (a rename), as a key rotation job would.
+    let next = dir.join("jwks.json.next");
+    std::fs::copy(live_file("jwks_rotated.json"), &next).unwrap();
+    std::fs::rename(&next, &jwks).unwrap();
+    hup();
+    becomes("jwks_new", 101);
+    assert_eq!(status("jwks_rsa"), 401);
+    assert_eq!(status("jwks_ec"), 101);
+    assert!(rejected(server.addr, "jwt_unknown_key") >= 2);
+
+    std::fs::write(&jwks, b"{not json").unwrap();
+    hup();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !server.stderr().contains("token key reload failed") {
+        assert!(std::time::Instant::now() < deadline, "{}", server.stderr());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(status("jwks_new"), 101, "the keys in use stayed");
+    assert_eq!(status("jwks_rsa"), 401);
+}
+
+/// `--max-conns-per-user`: a user's connections are counted over every
+/// shard, one past the cap is refused (503, `Retry-After`, counted as
+/// per_user_cap) while other users are not affected, and a connection that
+/// ends gives its place back. It needs a key to know users by.
+#[test]
+fn a_user_holds_at_most_its_cap_of_connections() {
+    let secret = live_file("hs.secret");
+    let server = support::Server::start(&[
+        "serve",
+        "--jwt-hs256-secret",
+        &secret,
+        "--max-conns-per-user",
+        "2",
+        "--shards",
+        "2",
+        "--tarpit-ms",
+        "0",
+    ]);
+    let addr = server.addr;
+    let target = |name: &str| format!("/hub?token={}", live_token(name));
+    let first = hub(addr, live_token("hs_valid"));
+    let _second = hub(addr, live_token("hs_valid"));
+    let refusal = {
+        use std::io::Write;
+        let mut s = support::connect(addr);
+        s.write_all(support::upgrade_request(&target("hs_valid"), "").as_bytes())
+            .unwrap();
+        support::read_response_head(&mut s)
+    };
+    assert_eq!(refusal.0, 503, "{}", refusal.1);
+    assert!(
+        refusal.1.to_ascii_lowercase().contains("retry-after:"),
+        "{}",
+        refusal.1
+    );
+    assert_eq!(rejected(addr, "per_user_cap"), 1);
+    let _bob = hub(addr, live_token("hs_bob"));
+    drop(first);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while upgrade_status(addr, &target("hs_valid"), "") != 101 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the place never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let out = Command::new(env!("CARGO_BIN_EXE_surge"))
+        .args(["serve", "--max-conns-per-user", "2", "--check-config"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--max-conns-per-user needs a key"),
+        "{stderr}"
+    );
+}

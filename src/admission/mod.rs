@@ -15,6 +15,7 @@ pub mod proxy_protocol;
 pub mod rate;
 pub mod registry;
 pub mod stats;
+pub mod users;
 
 use std::net::IpAddr;
 
@@ -53,6 +54,7 @@ impl Admission {
                 burst(config.handshake_burst, config.handshake_rate),
             ),
             max_clients: config.max_tracked_clients.max(1),
+            per_user: config.max_conns_per_user,
         };
         Self {
             registry: Registry::new(limits),

@@ -18,6 +18,7 @@ use slab::Slab;
 use super::client::ClientKey;
 use super::rate::{Rate, SharedBucket};
 use super::stats::{AdmissionStats, Reason};
+use super::users::{UserCount, Users};
 
 const STRIPE_BITS: u32 = 6;
 const STRIPES: usize = 1 << STRIPE_BITS;
@@ -37,6 +38,8 @@ pub struct Limits {
     pub client_rate: Rate,
     /// Upgrades per second for the whole process.
     pub total_rate: Rate,
+    /// Connections one user (a signed token's `sub`) may hold.
+    pub per_user: u32,
     /// Client keys tracked at once; beyond it, new clients are refused
     /// (503) until entries expire, so a spray of source addresses cannot
     /// grow the table without bound.
@@ -83,6 +86,8 @@ pub struct Registry {
     total_rate: SharedBucket,
     last_full_sweep: AtomicU64,
     epoch: Instant,
+    /// Connections per user.
+    pub users: std::sync::Arc<Users>,
     /// Every decision, for `/metrics`.
     pub stats: AdmissionStats,
 }
@@ -105,6 +110,7 @@ impl Registry {
             total_rate: SharedBucket::new(limits.total_rate),
             last_full_sweep: AtomicU64::new(0),
             epoch: Instant::now(),
+            users: std::sync::Arc::new(Users::new(limits.per_user)),
             stats: AdmissionStats::default(),
         }
     }
@@ -172,6 +178,16 @@ impl Registry {
         Ok(Ticket(
             NonZeroU32::new(encoded).expect("never zero after +1"),
         ))
+    }
+
+    /// Counts a connection just admitted for `user` too (`None`: users
+    /// are not counted), or says why not; the caller then gives the
+    /// connection's ticket back.
+    pub fn admit_user(&self, user: &str) -> Result<Option<UserCount>, Refused> {
+        self.users.admit(user).map_err(|()| {
+            self.stats.admitted.fetch_sub(1, Ordering::Relaxed);
+            self.refuse(Reason::UserCap, 0)
+        })
     }
 
     fn decide(&self, entry: &mut Entry, now_ns: u64) -> Result<(), Refused> {
@@ -286,6 +302,7 @@ mod tests {
             client_rate: Rate::UNLIMITED,
             total_rate: Rate::UNLIMITED,
             max_clients: 1000,
+            per_user: 0,
         }
     }
 
@@ -344,6 +361,7 @@ mod tests {
         let r = Registry::new(Limits {
             client_rate: Rate::new(1, 1),
             max_clients: 100,
+            per_user: 0,
             ..limits()
         });
         for n in 0..100 {

@@ -47,11 +47,14 @@ pub enum Reason {
     /// It does not allow a topic the request names at once (an event
     /// stream's) (403).
     JwtTopic,
+    /// The token's user already holds `--max-conns-per-user` connections
+    /// (503).
+    UserCap,
 }
 
 impl Reason {
     /// Every reason, in the order `/metrics` lists them.
-    pub const ALL: [Self; 19] = [
+    pub const ALL: [Self; 20] = [
         Self::ClientCap,
         Self::TotalCap,
         Self::ClientRate,
@@ -71,6 +74,7 @@ impl Reason {
         Self::JwtUnknownKey,
         Self::JwtMissingClaim,
         Self::JwtTopic,
+        Self::UserCap,
     ];
 
     /// Why a signed token was refused, as counted.
@@ -110,6 +114,7 @@ impl Reason {
             Self::JwtUnknownKey => "jwt_unknown_key",
             Self::JwtMissingClaim => "jwt_missing_claim",
             Self::JwtTopic => "jwt_topic",
+            Self::UserCap => "per_user_cap",
         }
     }
 
@@ -117,7 +122,7 @@ impl Reason {
     pub fn status(self) -> u16 {
         match self {
             Self::ClientRate | Self::TotalRate => 429,
-            Self::ClientCap | Self::TotalCap | Self::ClientTable => 503,
+            Self::ClientCap | Self::TotalCap | Self::ClientTable | Self::UserCap => 503,
             Self::Origin | Self::Hook | Self::JwtTopic => 403,
             Self::Token
             | Self::JwtMissing

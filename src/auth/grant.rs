@@ -2,17 +2,28 @@
 //! ([`Tokens`]: the keys, and what a token that names no topics may do),
 //! and what one verified token lets its connection do ([`Grant`]).
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use super::{allows, token_from, Keys, Refused, TopicPattern};
 
 /// Signed tokens are required: the keys that verify them, and the topic
 /// patterns a token without a `subscribe` or `publish` claim gets for it
-/// (none: it may do neither).
+/// (none: it may do neither). Clones share the keys, which
+/// [`Tokens::reload`] replaces for all of them at once.
 #[derive(Clone)]
 pub struct Tokens {
-    keys: Arc<Keys>,
+    keys: Arc<ArcSwap<Keys>>,
     default_topics: Arc<[TopicPattern]>,
+    file: Option<Arc<KeyFile>>,
+}
+
+/// Where the keys were read from, and how, to read them again.
+struct KeyFile {
+    path: PathBuf,
+    read: fn(&Path) -> Result<Keys, String>,
 }
 
 impl std::fmt::Debug for Tokens {
@@ -28,9 +39,41 @@ impl Tokens {
     /// token leaves out.
     pub fn new(keys: Keys, default_topics: Vec<TopicPattern>) -> Self {
         Self {
-            keys: Arc::new(keys),
+            keys: Arc::new(ArcSwap::from_pointee(keys)),
             default_topics: default_topics.into(),
+            file: None,
         }
+    }
+
+    /// Requires tokens the keys `read` finds in `path` verify, reading
+    /// them now and again on every [`Tokens::reload`].
+    pub fn from_file(
+        path: &Path,
+        read: fn(&Path) -> Result<Keys, String>,
+        default_topics: Vec<TopicPattern>,
+    ) -> Result<Self, String> {
+        let mut tokens = Self::new(read(path)?, default_topics);
+        tokens.file = Some(Arc::new(KeyFile {
+            path: path.to_owned(),
+            read,
+        }));
+        Ok(tokens)
+    }
+
+    /// The file the keys come from, when they do.
+    pub fn key_file(&self) -> Option<&Path> {
+        self.file.as_deref().map(|f| f.path.as_path())
+    }
+
+    /// Reads the key file again (rotating keys in a JWKS, say): tokens
+    /// verified from now on use what it holds. On any error the keys in
+    /// use stay, and the error says why.
+    pub fn reload(&self) -> Result<(), String> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        self.keys.store(Arc::new((file.read)(&file.path)?));
+        Ok(())
     }
 
     /// The grant of the token a request carries (`Authorization: Bearer`,
@@ -43,7 +86,7 @@ impl Tokens {
         now: u64,
     ) -> Result<Grant, Option<Refused>> {
         let token = token_from(query, authorization).ok_or(None)?;
-        let claims = self.keys.verify(token, now).map_err(Some)?;
+        let claims = self.keys.load().verify(token, now).map_err(Some)?;
         let or_default = |claim: Option<Vec<TopicPattern>>| {
             claim.map_or_else(|| self.default_topics.clone(), Arc::from)
         };

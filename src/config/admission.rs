@@ -43,6 +43,9 @@ pub struct AdmissionConfig {
     pub retry_after: Duration,
     /// Distinct clients tracked at once (default 1,000,000).
     pub max_tracked_clients: usize,
+    /// Connections one user (a signed token's `sub`) may hold, over every
+    /// shard (default 0: no cap; needs signed tokens).
+    pub max_conns_per_user: u32,
     /// Peers whose `X-Forwarded-For` is believed (default: none).
     pub trusted_proxies: Vec<IpNet>,
     /// Origin, token, subprotocol and embedder rules.
@@ -64,6 +67,7 @@ impl Default for AdmissionConfig {
             tarpit_slots: 1024,
             retry_after: Duration::from_secs(5),
             max_tracked_clients: 1_000_000,
+            max_conns_per_user: 0,
             trusted_proxies: Vec::new(),
             policy: Policy::default(),
         }

@@ -142,6 +142,11 @@ pub(crate) struct RuntimeFlags {
     /// Milliseconds over which shutdown spreads its 1001 closes.
     #[arg(long, default_value_t = 1_000)]
     drain_ms: u64,
+    /// Milliseconds a WebSocket or event stream may stay open; past it,
+    /// within a tenth more, it is closed with 1001 so clients rebalance
+    /// across nodes (0: forever).
+    #[arg(long, default_value_t = 0)]
+    max_lifetime_ms: u64,
     #[command(flatten)]
     admission: AdmissionFlags,
     #[command(flatten)]
@@ -202,6 +207,14 @@ struct PubSubFlags {
     /// Largest hub publish request in bytes; larger ones get an error answer.
     #[arg(long, default_value_t = 32 << 10)]
     max_publish: usize,
+    /// Publishes per second one hub connection may make; past it a publish
+    /// gets an error answer (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    publish_rate: u32,
+    /// Publishes above --publish-rate one connection may make at once (0:
+    /// the rate itself).
+    #[arg(long, default_value_t = 0)]
+    publish_burst: u32,
     /// Messages each hub topic keeps for subscribers that resume with
     /// `since` (0: none; a hub route's `history-size` overrides it).
     #[arg(long, default_value_t = 0)]
@@ -250,6 +263,10 @@ struct AdmissionFlags {
     /// Connections the process may hold (0: no cap but the descriptor limit).
     #[arg(long, default_value_t = 0)]
     max_conns: usize,
+    /// Connections one user (a signed token's sub) may hold over every
+    /// shard; more get 503 (0: no cap; needs a --jwt-* key).
+    #[arg(long, default_value_t = 0)]
+    max_conns_per_user: u32,
     /// IPv6 clients are counted by this many leading bits.
     #[arg(long, default_value_t = 64)]
     ipv6_prefix: u8,
@@ -327,7 +344,11 @@ impl AdmissionFlags {
             return Err("--tarpit-slots and --max-handshakes-in-flight must be at least 1".into());
         }
         let jwt = self.jwt_tokens()?;
+        if self.max_conns_per_user != 0 && jwt.is_none() {
+            return Err("--max-conns-per-user needs a key (--jwt-hs256-secret, --jwt-public-key or --jwt-jwks)".into());
+        }
         Ok(AdmissionConfig {
+            max_conns_per_user: self.max_conns_per_user,
             max_conns_per_ip: self.max_conns_per_ip,
             max_conns: self.max_conns,
             ipv6_prefix: self.ipv6_prefix,
@@ -364,23 +385,24 @@ impl AdmissionFlags {
             .iter()
             .filter_map(|(flag, file)| file.as_ref().map(|f| (*flag, f)))
             .collect();
-        let keys = match given[..] {
+        type Read = fn(&std::path::Path) -> Result<Keys, String>;
+        let (file, read): (_, Read) = match given[..] {
             [] if self.jwt_default_topics.is_empty() => return Ok(None),
             [] => return Err("--jwt-default-topics needs a key (--jwt-hs256-secret, --jwt-public-key or --jwt-jwks)".into()),
-            [("--jwt-hs256-secret", file)] => Keys::hs256_secret_file(file),
-            [("--jwt-public-key", file)] => Keys::public_key_file(file),
-            [(_, file)] => Keys::jwks_file(file),
+            [("--jwt-hs256-secret", file)] => (file, |p| Keys::hs256_secret_file(p)),
+            [("--jwt-public-key", file)] => (file, |p| Keys::public_key_file(p)),
+            [(_, file)] => (file, |p| Keys::jwks_file(p)),
             _ => {
                 let names: Vec<&str> = given.iter().map(|(flag, _)| *flag).collect();
                 return Err(format!("{} are exclusive: give one key source", names.join(" and ")));
             }
-        }?;
+        };
         let defaults = self
             .jwt_default_topics
             .iter()
             .map(|p| TopicPattern::parse(p).map_err(|e| format!("--jwt-default-topics {p:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(crate::auth::Tokens::new(keys, defaults)))
+        crate::auth::Tokens::from_file(file, read, defaults).map(Some)
     }
 }
 
@@ -450,6 +472,8 @@ impl RuntimeFlags {
                 ticker_backpressure: self.pubsub.ticker_backpressure,
                 max_topics_per_conn: self.pubsub.max_topics_per_conn,
                 max_publish: self.pubsub.max_publish,
+                publish_rate: self.pubsub.publish_rate,
+                publish_burst: self.pubsub.publish_burst,
                 deflate: self.deflate,
                 deflate_threshold: self.deflate_threshold,
                 deflate_broadcast: self.deflate_broadcast,
@@ -468,6 +492,7 @@ impl RuntimeFlags {
             },
             tls,
             message_timeout: Duration::from_millis(self.message_timeout_ms),
+            max_lifetime: Duration::from_millis(self.max_lifetime_ms),
             ..defaults
         })
     }

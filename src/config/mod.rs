@@ -235,6 +235,13 @@ pub struct Routes {
     /// holds a published message until its subscribers have written it, so
     /// one publish must not cost a topic more than this.
     pub max_publish: usize,
+    /// Publishes per second one hub connection may make (default 0: no
+    /// limit); past it (and its burst) a publish gets an error answer and
+    /// the connection stays open.
+    pub publish_rate: u32,
+    /// Publishes above that rate a connection may make at once (default
+    /// 0: the rate itself).
+    pub publish_burst: u32,
     /// Output a hub subscriber may have queued before its policy applies
     /// (default 1 MiB).
     pub max_backpressure: usize,
@@ -445,6 +452,8 @@ impl Default for Routes {
             ticker_symbols: Vec::new(),
             max_topics_per_conn: 64,
             max_publish: 32 << 10,
+            publish_rate: 0,
+            publish_burst: 0,
             max_backpressure: 1 << 20,
             ticker_max_backpressure: 64 << 10,
             ticker_send_buffer: 64 << 10,
@@ -542,6 +551,12 @@ pub struct Config {
     /// memory it pins, for as long as it keeps the connection alive. Over
     /// it the connection is closed with 1008.
     pub message_timeout: Duration,
+    /// How long a WebSocket or an event stream may stay open (default
+    /// zero: forever). Past it the connection is closed with 1001 (a stream
+    /// just ends) at a moment spread over the tenth of the lifetime after
+    /// it, so that after a scale-out long-lived clients move over to the
+    /// new nodes a few at a time instead of never, or all at once.
+    pub max_lifetime: Duration,
 }
 
 impl Default for Config {
@@ -566,6 +581,7 @@ impl Default for Config {
             history_bytes: DEFAULT_HISTORY_BYTES,
             tls: None,
             message_timeout: Duration::from_secs(10),
+            max_lifetime: Duration::ZERO,
         }
     }
 }

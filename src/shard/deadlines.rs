@@ -10,6 +10,7 @@ use super::counters::Counters;
 use super::gate::Gate;
 use super::handler::AppRoutes;
 use super::io::Transport;
+use super::lifetime::Lifetimes;
 use super::session::{self, Next, Phase, Session};
 use super::timer::{Entry, TimerWheel, TICK_MS};
 use super::Conn;
@@ -83,6 +84,9 @@ pub(crate) enum Expired {
     /// The signed token an open connection came with expired and was not
     /// refreshed: close it with [`TOKEN_EXPIRED`].
     Token,
+    /// It has been open for `--max-lifetime-ms` (and its jitter): close it
+    /// with 1001 (an event stream just ends).
+    Lifetime,
     /// A message took longer than `message_timeout` to arrive: close with
     /// [`MESSAGE_TIMEOUT`].
     MessageTimeout,
@@ -172,6 +176,10 @@ pub(crate) struct Deadlines {
     message_ticks: u64,
     /// The handlers' routes, whose limits set their idle timeouts.
     apps: AppRoutes,
+    /// When open connections have lived out `--max-lifetime-ms`.
+    lifetimes: Lifetimes,
+    /// Scratch for the lifetimes that ended in a turn.
+    lived: Vec<(usize, u32)>,
 }
 
 impl Deadlines {
@@ -189,6 +197,8 @@ impl Deadlines {
             draining: false,
             message_ticks: Clock::ticks(config.message_timeout),
             apps: apps.clone(),
+            lifetimes: Lifetimes::new(Clock::ticks(config.max_lifetime), shard_id),
+            lived: Vec::new(),
         }
     }
 
@@ -240,6 +250,9 @@ impl Deadlines {
     ) {
         if next != Next::Continue {
             self.gate.settle(key, session, false);
+        }
+        if next == Next::Upgraded && !self.draining {
+            self.lifetimes.opened(key, session.generation, now);
         }
         let idle = match session.route {
             session::Route::App(i) => self.apps.get(i).limits.idle_timeout,
@@ -415,6 +428,27 @@ impl Deadlines {
             }
         }
         self.due = due;
+        if !self.draining {
+            self.lifetimes.compact(conns.len(), |k, g| {
+                conns.get(k).is_some_and(|c| c.session.generation == g)
+            });
+            let mut lived = std::mem::take(&mut self.lived);
+            self.lifetimes.due(now, &mut lived);
+            for (key, generation) in lived.drain(..) {
+                let open = conns.get(key).is_some_and(|c| {
+                    c.session.generation == generation
+                        && match &c.session.phase {
+                            Phase::Open(ws) => ws.state() == State::Open,
+                            Phase::Events(_) => true,
+                            _ => false,
+                        }
+                });
+                if open {
+                    fired.push((key, Expired::Lifetime));
+                }
+            }
+            self.lived = lived;
+        }
         fired
     }
 

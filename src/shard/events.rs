@@ -150,7 +150,12 @@ pub(super) fn answer(
     }
     // An event stream has no subprotocol: a policy that requires one
     // refuses it, as it would such an upgrade.
-    let (ticket, _, grant) = admit(req, hs, Route::Hub, None, limits)?;
+    let super::session::Admitted {
+        ticket,
+        grant,
+        user,
+        ..
+    } = admit(req, hs, Route::Hub, None, limits)?;
     if let Some(topic) = grant.and_then(|g| {
         let refused = request.topics.iter().find(|t| !g.may_subscribe(t));
         refused.cloned()
@@ -176,6 +181,7 @@ pub(super) fn answer(
         spec,
         events: Some(request),
         grant: None,
+        user,
     })
 }
 

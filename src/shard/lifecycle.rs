@@ -249,6 +249,9 @@ impl<T: Transport> Shard<T> {
                 Expired::Drain => {
                     self.close(driver, key, CloseCode::GOING_AWAY, "server shutting down");
                 }
+                Expired::Lifetime => {
+                    self.close(driver, key, CloseCode::GOING_AWAY, "max lifetime reached");
+                }
                 Expired::Heartbeat => self.heartbeat(driver, key),
                 Expired::Answer => self.answer(driver, key),
                 Expired::Drop => driver.drop_conn(self, key),

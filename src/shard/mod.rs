@@ -13,6 +13,7 @@ pub(crate) mod gate;
 pub(crate) mod handler;
 pub(crate) mod io;
 mod lifecycle;
+pub(crate) mod lifetime;
 pub(crate) mod session;
 mod shared;
 pub(crate) mod spill;

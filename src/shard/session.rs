@@ -17,6 +17,7 @@ use crate::admission::policy::UpgradeRequest;
 use crate::admission::proxy_protocol::{self, ProxyHeader};
 use crate::admission::registry::Ticket;
 use crate::admission::stats::Reason;
+use crate::admission::users::UserCount;
 use crate::admission::Admission;
 use crate::auth::Grant;
 use crate::buf::pool::BufPool;
@@ -407,9 +408,13 @@ impl Session {
                 ticket,
                 events: Some(request),
                 spec,
+                user,
                 ..
             }) => {
                 self.ticket = Some(ticket);
+                if user.is_some() {
+                    self.spill_mut().user = user;
+                }
                 self.route = Route::Hub;
                 self.spec = spec;
                 self.start_events(&request, limits);
@@ -425,8 +430,12 @@ impl Session {
                 spec,
                 events: None,
                 grant,
+                user,
             }) => {
                 self.ticket = Some(ticket);
+                if user.is_some() {
+                    self.spill_mut().user = user;
+                }
                 if let (Route::Hub, Some(grant)) = (route, grant) {
                     self.spill_mut().grant = Some(Box::new(grant));
                 }
@@ -536,6 +545,7 @@ impl Session {
             Reason::ClientCap => "too many connections from your address\n",
             Reason::ClientRate => "too many connection attempts from your address\n",
             Reason::TotalRate => "too many connection attempts; try again later\n",
+            Reason::UserCap => "too many connections for this user\n",
             _ => "server at capacity; try again later\n",
         };
         handshake::encode_plain_response(
@@ -581,7 +591,7 @@ impl Session {
                                         opcode,
                                         &payload,
                                         (self.generation, self.spec, compress),
-                                        (&mut spill.subs, &mut spill.grant),
+                                        spill,
                                         limits,
                                     );
                                     answer.is_some_and(|text| {
@@ -781,6 +791,8 @@ pub(super) struct Upgraded {
     pub(super) events: Option<EventsRequest>,
     /// What the connection's signed token allows (with `--jwt-*`).
     pub(super) grant: Option<Grant>,
+    /// Its count against `--max-conns-per-user`.
+    pub(super) user: Option<UserCount>,
 }
 
 /// A route, the feed topic to subscribe to (ticker routes) and the
@@ -835,7 +847,12 @@ fn answer_request(
         return Err(Answered::Plain);
     }
     let mut subprotocol = upgrade.choose_subprotocol(limits.subprotocols);
-    let (ticket, request, grant) = admit(req, hs, route, subprotocol, limits)?;
+    let Admitted {
+        ticket,
+        request,
+        grant,
+        user,
+    } = admit(req, hs, route, subprotocol, limits)?;
     let admission = limits.admission;
     let registry = &admission.registry;
     let mut app = None;
@@ -879,6 +896,7 @@ fn answer_request(
         spec,
         events: None,
         grant,
+        user,
     })
 }
 
@@ -892,7 +910,7 @@ pub(super) fn admit<'r>(
     route: Route,
     subprotocol: Option<&'r str>,
     limits: &ConnLimits<'_>,
-) -> Result<(Ticket, UpgradeRequest<'r>, Option<Grant>), Answered> {
+) -> Result<Admitted<'r>, Answered> {
     let admission = limits.admission;
     // io_uring's multishot accept reports no address, and asking the socket
     // costs a system call per upgrade: ask only when a decision needs it.
@@ -923,20 +941,47 @@ pub(super) fn admit<'r>(
         }
     };
     let registry = &admission.registry;
+    let park = |refused: crate::admission::registry::Refused| {
+        tracing::debug!(%client, reason = refused.reason.label(), "upgrade refused");
+        crate::admission::stats::AdmissionStats::bump(&registry.stats.tarpitted);
+        Answered::Parked(Refusal {
+            reason: refused.reason,
+            wait_secs: refused
+                .wait_ns
+                .div_ceil(1_000_000_000)
+                .min(u64::from(u32::MAX)) as u32,
+        })
+    };
     let ticket = registry
         .admit(admission.key(client), registry.now_ns())
-        .map_err(|refused| {
-            tracing::debug!(%client, reason = refused.reason.label(), "upgrade refused");
-            crate::admission::stats::AdmissionStats::bump(&registry.stats.tarpitted);
-            Answered::Parked(Refusal {
-                reason: refused.reason,
-                wait_secs: refused
-                    .wait_ns
-                    .div_ceil(1_000_000_000)
-                    .min(u64::from(u32::MAX)) as u32,
-            })
-        })?;
-    Ok((ticket, request, grant))
+        .map_err(park)?;
+    let user = match &grant {
+        Some(grant) => match registry.admit_user(&grant.sub) {
+            Ok(count) => count,
+            Err(refused) => {
+                registry.release(ticket);
+                return Err(park(refused));
+            }
+        },
+        None => None,
+    };
+    Ok(Admitted {
+        ticket,
+        request,
+        grant,
+        user,
+    })
+}
+
+/// An upgrade admission let through.
+pub(super) struct Admitted<'r> {
+    pub(super) ticket: Ticket,
+    pub(super) request: UpgradeRequest<'r>,
+    /// What its signed token allows (with `--jwt-*`).
+    pub(super) grant: Option<Grant>,
+    /// Its count against `--max-conns-per-user`: kept as long as the
+    /// connection is.
+    pub(super) user: Option<UserCount>,
 }
 
 /// What an upgrade agrees on for permessage-deflate under `policy`: what
@@ -1059,9 +1104,15 @@ fn hub_request(
     opcode: OpCode,
     payload: &[u8],
     (generation, spec, compress): (u32, u8, Option<u8>),
-    (subs, held): (&mut Vec<(u32, u32)>, &mut Option<Box<Grant>>),
+    spill: &mut Spill,
     limits: &mut ConnLimits<'_>,
 ) -> Option<String> {
+    let Spill {
+        subs,
+        grant: held,
+        publish_tat,
+        ..
+    } = spill;
     let grant = held.as_deref();
     if opcode != OpCode::Text {
         return Some(pubsub_protocol::error(
@@ -1138,11 +1189,34 @@ fn hub_request(
             )))
         }
         HubRequest::Publish { topic, data } => {
+            if let Err(wait_ns) = publish_paced(publish_tat, routes, limits) {
+                return Some(pubsub_protocol::error(&format!(
+                    "publish rate exceeded: at most {} per second; retry in {} ms",
+                    routes.publish_rate,
+                    wait_ns.div_ceil(1_000_000)
+                )));
+            }
             let rule = routes.history(spec, &topic);
             limits.pubsub.hub().publish_positioned(&topic, data, rule);
             None
         }
     }
+}
+
+/// Takes one publish from a hub connection's `--publish-rate` bucket
+/// (`tat`, see `admission::rate`): `Err` with the nanoseconds until one
+/// would pass.
+fn publish_paced(tat: &mut u64, routes: &Routes, limits: &ConnLimits<'_>) -> Result<(), u64> {
+    if routes.publish_rate == 0 {
+        return Ok(());
+    }
+    let burst = match routes.publish_burst {
+        0 => routes.publish_rate,
+        burst => burst,
+    };
+    let rate = crate::admission::rate::Rate::new(routes.publish_rate, burst);
+    *tat = rate.take(*tat, limits.admission.registry.now_ns())?;
+    Ok(())
 }
 
 /// A hub connection's `refresh`: a newer token for the same `sub` takes

@@ -54,6 +54,10 @@ pub(crate) struct Spill {
     pub(crate) app: Option<Box<AppConn>>,
     /// What a hub connection's signed token allows (with `--jwt-*`).
     pub(crate) grant: Option<Box<crate::auth::Grant>>,
+    /// Its `--publish-rate` bucket (see `admission::rate`).
+    pub(crate) publish_tat: u64,
+    /// Its count against `--max-conns-per-user`, given back when dropped.
+    pub(crate) user: Option<crate::admission::users::UserCount>,
 }
 
 impl Spill {
@@ -65,6 +69,7 @@ impl Spill {
             && self.deflate.is_none()
             && self.app.is_none()
             && self.grant.is_none()
+            && self.user.is_none()
     }
 
     /// Queues a shared frame behind everything produced so far; `out` is

@@ -4,7 +4,7 @@ the one under test: `cryptography` generates the keys, PyJWT signs.
 Usage: jwt_tokens.py OUT_DIR NOW
 
 Writes into OUT_DIR the key files (hs.secret, rsa.pem, rsa_pkcs1.pem,
-ec.pem, jwks.json) and tokens.json, a map from a case name to its token,
+ec.pem, jwks.json, jwks_rotated.json) and tokens.json, a map from a case name to its token,
 all timed relative to NOW (Unix seconds)."""
 
 import base64
@@ -59,6 +59,10 @@ rsa_jwk.update(kid="rsa-1", alg="RS256", use="sig")
 ec_jwk = ECAlgorithm.to_jwk(ec_key.public_key(), as_dict=True)
 ec_jwk.update(kid="ec-1")
 write("jwks.json", json.dumps({"keys": [rsa_jwk, ec_jwk]}).encode())
+# The set after a rotation: the old RSA key retired, a new one in its place.
+new_jwk = RSAAlgorithm.to_jwk(other_rsa.public_key(), as_dict=True)
+new_jwk.update(kid="rsa-new", alg="RS256", use="sig")
+write("jwks_rotated.json", json.dumps({"keys": [new_jwk, ec_jwk]}).encode())
 
 life = {"exp": now + 600, "nbf": now - 10, "iat": now - 10}
 tokens = {}
@@ -107,6 +111,7 @@ sign("jwks_unknown_kid", {"sub": "dave", **life}, rsa_key, "RS256", kid="rsa-2")
 sign("jwks_no_kid", {"sub": "dave", **life}, rsa_key, "RS256")
 sign("jwks_kid_of_other_key", {"sub": "erin", **life}, ec_key, "ES256", kid="rsa-1")
 sign("jwks_wrong_key", {"sub": "dave", **life}, other_rsa, "RS256", kid="rsa-1")
+sign("jwks_new", {"sub": "dave", **life}, other_rsa, "RS256", kid="rsa-new")
 
 write("tokens.json", json.dumps(tokens, indent=1).encode())
 print(f"wrote {len(tokens)} tokens")

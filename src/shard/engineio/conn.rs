@@ -184,8 +184,11 @@ impl Session {
                     let next = self.close_with(503, b"server shutting down\n", &manner);
                     return (wire.len(), next);
                 }
+                // A session's requests carry no grant past admission, so its
+                // user is not counted (`--max-conns-per-user` is for
+                // WebSockets and event streams).
                 let (ticket, request) = match admit(req, hs, Route::EngineIo, None, limits) {
-                    Ok((ticket, request, _)) => (ticket, request),
+                    Ok(admitted) => (admitted.ticket, admitted.request),
                     Err(Answered::Parked(refusal)) => {
                         self.phase = Phase::Tarpit(refusal);
                         return (wire.len(), Next::Tarpit);
