@@ -458,6 +458,10 @@ pub fn hub_request(data: &[u8]) {
             assert_eq!(op, "refresh");
             assert_eq!(tree["token"].as_str(), Some(token.as_str()));
         }
+        Request::Auth(token) => {
+            assert_eq!(op, "auth");
+            assert_eq!(tree["token"].as_str(), Some(token.as_str()));
+        }
         Request::Publish { topic, data: raw } => {
             assert_eq!(op, "publish");
             assert!((1..=MAX_TOPIC_LEN).contains(&topic.len()), "{topic:?}");

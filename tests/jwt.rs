@@ -613,3 +613,83 @@ fn a_user_holds_at_most_its_cap_of_connections() {
         "{stderr}"
     );
 }
+
+/// `--jwt-first-message-s`: a hub WebSocket may come without a token and
+/// send it as its first message; until then every other request is
+/// answered with what to send, a refused token leaves it waiting, and one
+/// that never sends a good token is closed with 4001 when its time is up.
+/// Other routes and event streams still need the token at the upgrade.
+#[test]
+fn a_token_may_come_as_the_first_message() {
+    let secret = live_file("hs.secret");
+    let server = support::Server::start(&[
+        "serve",
+        "--jwt-hs256-secret",
+        &secret,
+        "--jwt-first-message-s",
+        "1",
+    ]);
+    let addr = server.addr;
+    let ask = |ws: &mut support::hub::HubWs, text: &str| {
+        support::hub::send_text(ws, text);
+        support::hub::next_text(ws)
+    };
+    let started = std::time::Instant::now();
+    let mut waits = hub(addr, "");
+    let mut authed = hub(addr, "");
+    let early = ask(&mut authed, r#"{"op":"subscribe","topics":["chat"]}"#);
+    assert!(early.contains("send the token first"), "{early}");
+    let bad = ask(
+        &mut authed,
+        &format!(
+            r#"{{"op":"auth","token":"{}"}}"#,
+            live_token("hs_wrong_key")
+        ),
+    );
+    assert!(bad.contains("auth refused: bad token signature"), "{bad}");
+    let ok = ask(
+        &mut authed,
+        &format!(r#"{{"op":"auth","token":"{}"}}"#, live_token("hs_valid")),
+    );
+    let v: serde_json::Value = serde_json::from_str(&ok).unwrap();
+    assert_eq!(v["op"], "authed", "{ok}");
+    assert_eq!(v["sub"], "alice", "{ok}");
+    assert!(v["exp"].as_u64().is_some(), "{ok}");
+    let again = ask(
+        &mut authed,
+        &format!(r#"{{"op":"auth","token":"{}"}}"#, live_token("hs_valid")),
+    );
+    assert!(again.contains("send refresh to replace it"), "{again}");
+    // Now the token's claims decide.
+    let denied = ask(&mut authed, r#"{"op":"subscribe","topics":["secret"]}"#);
+    assert!(denied.contains("may not subscribe to secret"), "{denied}");
+    let subscribed = ask(&mut authed, r#"{"op":"subscribe","topics":["chat"]}"#);
+    assert!(subscribed.contains("\"subscribed\""), "{subscribed}");
+
+    let frame = loop {
+        match waits.read() {
+            Ok(tungstenite::Message::Close(frame)) => break frame,
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    };
+    let frame = frame.expect("a close code");
+    assert_eq!(u16::from(frame.code), 4001);
+    assert_eq!(&*frame.reason, "token required");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // The authenticated one outlives the wait.
+    let echoed = ask(&mut authed, r#"{"op":"publish","topic":"chat","data":1}"#);
+    assert!(echoed.contains("\"data\":1"), "{echoed}");
+
+    assert_eq!(upgrade_status(addr, "/echo", ""), 401);
+    let events = {
+        use std::io::Write;
+        let mut s = support::connect(addr);
+        s.write_all(
+            b"GET /hub/events?topics=chat HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+        )
+        .unwrap();
+        support::read_response_head(&mut s).0
+    };
+    assert_eq!(events, 401);
+}

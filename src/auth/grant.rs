@@ -18,6 +18,7 @@ pub struct Tokens {
     keys: Arc<ArcSwap<Keys>>,
     default_topics: Arc<[TopicPattern]>,
     file: Option<Arc<KeyFile>>,
+    first_message_secs: u64,
 }
 
 /// Where the keys were read from, and how, to read them again.
@@ -42,7 +43,28 @@ impl Tokens {
             keys: Arc::new(ArcSwap::from_pointee(keys)),
             default_topics: default_topics.into(),
             file: None,
+            first_message_secs: 0,
         }
+    }
+
+    /// Lets a hub WebSocket that comes without a token send it as its
+    /// first message within `secs` (0: a token is needed at the upgrade).
+    pub fn with_first_message(mut self, secs: u64) -> Self {
+        self.first_message_secs = secs;
+        self
+    }
+
+    /// The grant of a hub WebSocket that came without a token, at `now`:
+    /// one that allows nothing and expires when its first message is
+    /// due, or `None` when a token is needed at the upgrade.
+    pub fn awaiting(&self, now: u64) -> Option<Grant> {
+        (self.first_message_secs > 0).then(|| Grant {
+            sub: "".into(),
+            exp: Some(now + self.first_message_secs),
+            subscribe: Arc::from([]),
+            publish: Arc::from([]),
+            awaiting: true,
+        })
     }
 
     /// Requires tokens the keys `read` finds in `path` verify, reading
@@ -95,6 +117,7 @@ impl Tokens {
             exp: claims.exp,
             subscribe: or_default(claims.subscribe),
             publish: or_default(claims.publish),
+            awaiting: false,
         })
     }
 }
@@ -108,9 +131,16 @@ pub struct Grant {
     pub exp: Option<u64>,
     subscribe: Arc<[TopicPattern]>,
     publish: Arc<[TopicPattern]>,
+    awaiting: bool,
 }
 
 impl Grant {
+    /// Whether it stands in for a token still to come as the connection's
+    /// first message ([`Tokens::awaiting`]).
+    pub fn is_awaiting(&self) -> bool {
+        self.awaiting
+    }
+
     /// Whether it may subscribe to hub topic `topic`.
     pub fn may_subscribe(&self, topic: &str) -> bool {
         allows(&self.subscribe, topic)

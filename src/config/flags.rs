@@ -326,6 +326,11 @@ struct AdmissionFlags {
     /// publish claim gets in its place (repeatable; none: it may do neither).
     #[arg(long, value_name = "PATTERN")]
     jwt_default_topics: Vec<String>,
+    /// A hub WebSocket may come without a token and send it as its first
+    /// message, {"op":"auth","token":"..."}, within SECS seconds; else it is
+    /// closed with 4001 (0: a token is needed at the upgrade).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    jwt_first_message_s: u64,
 }
 
 /// An address (a /32 or /128) or a CIDR block.
@@ -387,7 +392,10 @@ impl AdmissionFlags {
             .collect();
         type Read = fn(&std::path::Path) -> Result<Keys, String>;
         let (file, read): (_, Read) = match given[..] {
-            [] if self.jwt_default_topics.is_empty() => return Ok(None),
+            [] if self.jwt_default_topics.is_empty() && self.jwt_first_message_s == 0 => {
+                return Ok(None)
+            }
+            [] if self.jwt_first_message_s != 0 => return Err("--jwt-first-message-s needs a key (--jwt-hs256-secret, --jwt-public-key or --jwt-jwks)".into()),
             [] => return Err("--jwt-default-topics needs a key (--jwt-hs256-secret, --jwt-public-key or --jwt-jwks)".into()),
             [("--jwt-hs256-secret", file)] => (file, |p| Keys::hs256_secret_file(p)),
             [("--jwt-public-key", file)] => (file, |p| Keys::public_key_file(p)),
@@ -402,7 +410,8 @@ impl AdmissionFlags {
             .iter()
             .map(|p| TopicPattern::parse(p).map_err(|e| format!("--jwt-default-topics {p:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        crate::auth::Tokens::from_file(file, read, defaults).map(Some)
+        let tokens = crate::auth::Tokens::from_file(file, read, defaults)?;
+        Ok(Some(tokens.with_first_message(self.jwt_first_message_s)))
     }
 }
 

@@ -63,6 +63,9 @@ pub enum Request<'a> {
     /// Replace the connection's signed token with a newer one (same `sub`)
     /// before the old one expires.
     Refresh(String),
+    /// The connection's token, sent as its first message by a client that
+    /// could not send it with the upgrade (`--jwt-first-message-s`).
+    Auth(String),
 }
 
 /// Parses one text message; the error is the reason to send back.
@@ -104,16 +107,20 @@ pub fn parse(text: &[u8]) -> Result<Request<'_>, String> {
             fields.refuse_others(&[Field::Op, Field::Topic, Field::Data])?;
             Ok(Request::Publish { topic, data })
         }
-        "refresh" => {
+        "refresh" | "auth" => {
             let token = fields
                 .get(Field::Token)
                 .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok())
-                .ok_or("refresh needs a string \"token\"")?;
+                .ok_or_else(|| format!("{op} needs a string \"token\""))?;
             fields.refuse_others(&[Field::Op, Field::Token])?;
-            Ok(Request::Refresh(token))
+            Ok(if op == "auth" {
+                Request::Auth(token)
+            } else {
+                Request::Refresh(token)
+            })
         }
         other => Err(format!(
-            "unknown op {other:?} (expected subscribe, unsubscribe, publish or refresh)"
+            "unknown op {other:?} (expected subscribe, unsubscribe, publish, refresh or auth)"
         )),
     }
 }

@@ -87,6 +87,9 @@ pub(crate) enum Expired {
     /// It has been open for `--max-lifetime-ms` (and its jitter): close it
     /// with 1001 (an event stream just ends).
     Lifetime,
+    /// A hub connection that came without a token did not send one in
+    /// time as its first message: close it with [`TOKEN_REQUIRED`].
+    NoToken,
     /// A message took longer than `message_timeout` to arrive: close with
     /// [`MESSAGE_TIMEOUT`].
     MessageTimeout,
@@ -104,6 +107,9 @@ pub(crate) enum Expired {
 
 /// The close a connection whose token expired gets.
 pub(crate) const TOKEN_EXPIRED: (CloseCode, &str) = (CloseCode(4001), "token expired");
+
+/// The close a connection that never sent its token (`auth`) gets.
+pub(crate) const TOKEN_REQUIRED: (CloseCode, &str) = (CloseCode(4001), "token required");
 
 /// Seconds since the Unix epoch, the clock tokens are timed by.
 pub(crate) fn unix_now() -> u64 {
@@ -135,6 +141,15 @@ fn token_expired(session: &Session) -> bool {
         .as_deref()
         .and_then(|s| s.grant.as_ref()?.exp)
         .is_some_and(|exp| unix_now() >= exp)
+}
+
+/// Whether `session` still waits for its token as its first message.
+fn token_awaited(session: &Session) -> bool {
+    session
+        .spill
+        .as_deref()
+        .and_then(|s| s.grant.as_deref())
+        .is_some_and(crate::auth::Grant::is_awaiting)
 }
 
 /// The close a message that did not arrive in time gets.
@@ -407,6 +422,8 @@ impl Deadlines {
                     Phase::Open(ws) if ws.state() == State::Open => {
                         if self.draining {
                             Expired::Drain
+                        } else if token_expired(s) && token_awaited(s) {
+                            Expired::NoToken
                         } else if token_expired(s) {
                             Expired::Token
                         } else if message_overdue {

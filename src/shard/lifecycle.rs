@@ -5,7 +5,7 @@
 
 use std::net::IpAddr;
 
-use super::deadlines::{drain_over, TOKEN_EXPIRED};
+use super::deadlines::{drain_over, TOKEN_EXPIRED, TOKEN_REQUIRED};
 use super::handler::Ctx;
 use super::session::{ConnLimits, Next, Phase, Route, Session};
 use super::{Conn, Driver, Expired, Shard, Transport, MESSAGE_TIMEOUT};
@@ -244,6 +244,10 @@ impl<T: Transport> Shard<T> {
                 }
                 Expired::Token => {
                     let (code, reason) = TOKEN_EXPIRED;
+                    self.close(driver, key, code, reason);
+                }
+                Expired::NoToken => {
+                    let (code, reason) = TOKEN_REQUIRED;
                     self.close(driver, key, code, reason);
                 }
                 Expired::Drain => {

@@ -931,6 +931,17 @@ pub(super) fn admit<'r>(
             let now = super::deadlines::unix_now();
             match tokens.grant(request.query, request.header("authorization"), now) {
                 Ok(grant) => Some(grant),
+                // Its token may come as its first message.
+                Err(None) if route == Route::Hub && req.wants_websocket() => {
+                    match tokens.awaiting(now) {
+                        Some(awaiting) => Some(awaiting),
+                        None => {
+                            let reason = Reason::JwtMissing;
+                            admission.registry.stats.rejected(reason);
+                            return Err(Answered::Denied(reason.status(), reason));
+                        }
+                    }
+                }
                 Err(refused) => {
                     let reason = Reason::of_token(refused);
                     tracing::debug!(%client, reason = reason.label(), "token refused");
@@ -956,14 +967,14 @@ pub(super) fn admit<'r>(
         .admit(admission.key(client), registry.now_ns())
         .map_err(park)?;
     let user = match &grant {
-        Some(grant) => match registry.admit_user(&grant.sub) {
+        Some(grant) if !grant.is_awaiting() => match registry.admit_user(&grant.sub) {
             Ok(count) => count,
             Err(refused) => {
                 registry.release(ticket);
                 return Err(park(refused));
             }
         },
-        None => None,
+        _ => None,
     };
     Ok(Admitted {
         ticket,
@@ -1111,6 +1122,7 @@ fn hub_request(
         subs,
         grant: held,
         publish_tat,
+        user,
         ..
     } = spill;
     let grant = held.as_deref();
@@ -1124,7 +1136,15 @@ fn hub_request(
         Ok(r) => r,
         Err(e) => return Some(pubsub_protocol::error(&e)),
     };
+    let awaiting = grant.is_some_and(Grant::is_awaiting);
     match request {
+        HubRequest::Auth(token) if awaiting => Some(first_token(&token, (held, user), limits)),
+        HubRequest::Auth(_) => Some(pubsub_protocol::error(
+            "this connection has its token; send refresh to replace it",
+        )),
+        _ if awaiting => Some(pubsub_protocol::error(
+            "send the token first: {\"op\":\"auth\",\"token\":\"...\"}",
+        )),
         HubRequest::Subscribe { topics: names, .. }
             if grant.is_some_and(|g| names.iter().any(|t| !g.may_subscribe(t))) =>
         {
@@ -1217,6 +1237,48 @@ fn publish_paced(tat: &mut u64, routes: &Routes, limits: &ConnLimits<'_>) -> Res
     let rate = crate::admission::rate::Rate::new(routes.publish_rate, burst);
     *tat = rate.take(*tat, limits.admission.registry.now_ns())?;
     Ok(())
+}
+
+/// The token a hub connection sends as its first message (`auth`): once it
+/// verifies (and its user is under `--max-conns-per-user`), it is the
+/// connection's, as if it had come with the upgrade. A refused one leaves
+/// the connection waiting, to be closed with 4001 when its time is up.
+fn first_token(
+    token: &str,
+    (held, user): (&mut Option<Box<Grant>>, &mut Option<UserCount>),
+    limits: &ConnLimits<'_>,
+) -> String {
+    let Some(tokens) = &limits.admission.config.policy.jwt else {
+        return pubsub_protocol::error("this server takes no tokens");
+    };
+    let now = super::deadlines::unix_now();
+    let registry = &limits.admission.registry;
+    match tokens.grant(None, Some(format!("Bearer {token}").as_bytes()), now) {
+        Err(refused) => {
+            let reason = Reason::of_token(refused);
+            registry.stats.rejected(reason);
+            let why = refused.map_or_else(|| "no token".to_owned(), |r| r.to_string());
+            pubsub_protocol::error(&format!("auth refused: {why}"))
+        }
+        Ok(grant) => match registry.admit_user(&grant.sub) {
+            Err(_) => pubsub_protocol::error("auth refused: too many connections for this user"),
+            Ok(count) => {
+                *user = count;
+                let answer = match grant.exp {
+                    Some(exp) => format!(
+                        "{{\"op\":\"authed\",\"sub\":{},\"exp\":{exp}}}",
+                        serde_json::Value::from(&*grant.sub)
+                    ),
+                    None => format!(
+                        "{{\"op\":\"authed\",\"sub\":{}}}",
+                        serde_json::Value::from(&*grant.sub)
+                    ),
+                };
+                *held = Some(Box::new(grant));
+                answer
+            }
+        },
+    }
 }
 
 /// A hub connection's `refresh`: a newer token for the same `sub` takes
