@@ -693,3 +693,50 @@ fn a_token_may_come_as_the_first_message() {
     };
     assert_eq!(events, 401);
 }
+
+/// A `socketio` route under `--jwt-*`: the stock socket.io-client carries
+/// its token in the query of every Engine.IO request; one that does not
+/// verify cannot connect, the token's claims decide which rooms a socket
+/// may join and publish to (a refusal is the event's error answer, the
+/// socket stays), and the session ends by the server when the token
+/// expires. On two shards and both drivers.
+#[test]
+fn socketio_rooms_follow_the_token() {
+    for backend in support::hub::BACKENDS {
+        // Made now: the short token's seconds start here.
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let fixture = make_fixture(&format!("jwt-socketio-{backend}"), now);
+        let config = fixture.dir.join("socketio.toml");
+        std::fs::write(
+            &config,
+            "[[routes]]\npath = \"/socket.io/\"\nkind = \"socketio\"\ncors-origin = \"*\"\n",
+        )
+        .unwrap();
+        let secret = fixture.dir.join("hs.secret");
+        let server = support::Server::start(&[
+            "serve",
+            "--config",
+            config.to_str().unwrap(),
+            "--jwt-hs256-secret",
+            secret.to_str().unwrap(),
+            "--shards",
+            "2",
+            "--backend",
+            backend,
+        ]);
+        let url = format!("http://{}", server.addr);
+        support::socketio::node_scenarios(
+            &url,
+            &["hub_tokens"],
+            &[
+                ("TOKEN", &fixture.tokens["hs_valid"]),
+                ("BAD_TOKEN", &fixture.tokens["hs_wrong_key"]),
+                ("SHORT_TOKEN", &fixture.tokens["hs_soon"]),
+            ],
+            backend,
+        );
+    }
+}

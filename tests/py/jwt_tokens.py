@@ -85,6 +85,7 @@ def hs256_by_hand(claims, key):
 alice = {"sub": "alice", **life, "subscribe": ["chat", "news.*"], "publish": ["chat"]}
 sign("hs_valid", alice, secret, "HS256")
 sign("hs_short", {**alice, "exp": now + 2}, secret, "HS256")
+sign("hs_soon", {**alice, "exp": now + 6}, secret, "HS256")
 sign("hs_bob", {"sub": "bob", **life, "subscribe": ["chat"]}, secret, "HS256")
 sign("rs_valid", {"sub": "bob", **life, "subscribe": ["a.*"]}, rsa_key, "RS256")
 sign("es_valid", {"sub": "carol", "exp": now + 600, "publish": ["x"]}, ec_key, "ES256")

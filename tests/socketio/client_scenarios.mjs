@@ -528,6 +528,41 @@ async function hubErrors(url) {
   }
 }
 
+// A `socketio` route on a server requiring signed tokens (surge serve --jwt-*):
+// TOKEN allows subscribe ["chat", "news.*"] and publish ["chat"]; BAD_TOKEN
+// does not verify; SHORT_TOKEN (the same claims) expires within seconds. The
+// token rides in the query of every Engine.IO request; its claims decide what
+// the socket may join and publish to, and its expiry ends the session.
+async function hubTokens(url) {
+  const refused = Client.connect(url, { query: { token: process.env.BAD_TOKEN } });
+  const c = Client.connect(url, { query: { token: process.env.TOKEN } });
+  const short = Client.connect(url, { query: { token: process.env.SHORT_TOKEN }, transports: ["websocket"] });
+  try {
+    check(Boolean(process.env.TOKEN && process.env.BAD_TOKEN && process.env.SHORT_TOKEN), "set TOKEN, BAD_TOKEN and SHORT_TOKEN");
+    await refused.until(() => refused.connectErrors.length > 0 || refused.socket.connected, STEP_MS, "waiting for the refusal");
+    check(!refused.socket.connected, "a token that does not verify connected");
+    await c.connected();
+    await short.connected();
+    const [secret] = await c.ack(STEP_MS, "subscribe", ["chat", "secret"]);
+    check(/may not subscribe to secret/.test(secret?.error ?? ""), "a room the token does not allow was joined", { got: plain(secret) });
+    check(same(await c.ack(STEP_MS, "subscribe", ["chat", "news.eu"]), [{ rooms: ["chat", "news.eu"] }]), "allowed rooms were not joined");
+    const [news] = await c.ack(STEP_MS, "publish", "news.eu", 1);
+    check(/may not publish to news.eu/.test(news?.error ?? ""), "a publish the token does not allow went out", { got: plain(news) });
+    c.socket.emit("publish", "chat", "hi");
+    const [[room, data]] = await c.next("publish");
+    check(room === "chat" && data === "hi", "the allowed publish did not come back", { got: [room, data] });
+    check(c.events.filter((e) => e[0] === "publish").length === 1, "the refused publish reached a member", { events: plain(c.events) });
+    await short.until(() => short.disconnects.length > 0, 10000, "waiting for the expired token's session to end", { whileDown: true });
+    // The server closed the session (an Engine.IO close): the stock client
+    // would reconnect, with the new token an app puts in its query.
+    check(short.disconnects[0] === "transport close", "the expired session did not end by the server", { disconnects: short.disconnects });
+    check(c.socket.connected, "the valid token's socket was closed");
+    return { refused: refused.connectErrors[0], subscribe_error: secret.error, publish_error: news.error, expired: short.disconnects[0] };
+  } finally {
+    for (const client of [refused, c, short]) client.close();
+  }
+}
+
 // A `socketio` route next to the feed (`surge serve --ticker-symbols ...`):
 // subscribing to a symbol's room brings its ticks as `publish` events.
 async function hubTicker(url) {
@@ -695,6 +730,7 @@ const SCENARIOS = {
   hub_two_nodes: hubTwoNodes,
   hub_rooms: hubRooms,
   hub_errors: hubErrors,
+  hub_tokens: hubTokens,
   hub_ticker: hubTicker,
   connect_auth: connectAuth,
   polling,

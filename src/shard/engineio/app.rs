@@ -18,13 +18,14 @@ use super::handler::{
     Ack, ConnectRequest, DisconnectReason, Event as AppEvent, Handshake, Namespaces, Socket,
     SocketIoHandler,
 };
+use crate::auth::Grant;
 use crate::config::pubsub::is_symbol;
 use crate::config::{EngineIoLimits, RouteKind, Routes};
 use crate::engineio::handoff::RecoveredSocket;
 use crate::engineio::{Data, Session};
 use crate::pubsub::hub::{Delivery, Hub, SharedFrame};
 use crate::socketio::session::{self as sio, Connection, Settings, Violation};
-use crate::socketio::target::{room_topic, valid_room, MAX_ROOM_NAME};
+use crate::socketio::target::{namespace_prefix, room_topic, valid_room, MAX_ROOM_NAME};
 use crate::socketio::{broadcast, recovery};
 use crate::socketio::{EventName, Packet, PacketType};
 
@@ -125,6 +126,13 @@ pub(crate) struct SocketIo {
     mode: Mode,
     /// With recovery on: each connected socket's private id.
     pub(crate) pids: Vec<SocketPid>,
+    /// What the signed token of the session's handshake allows (with
+    /// `--jwt-*`): on a `socketio` route, the rooms its sockets may join
+    /// (`subscribe`) and publish to (`publish`).
+    grant: Option<Box<Grant>>,
+    /// When that token expires, on the owner's clock in ms (`u64::MAX`:
+    /// never): the session is then closed by the server.
+    pub(crate) token_until: u64,
 }
 
 /// A socket's private id, and the last event sent to it alone (not a
@@ -144,8 +152,17 @@ impl SocketIo {
         behaviour: &Behaviour,
         now: u64,
         handshake: Option<Handshake>,
+        grant: Option<Grant>,
     ) -> Option<Self> {
+        // A second past `exp`, as for a WebSocket, so that the wall clock
+        // the token is timed by has passed it too.
+        let token_until = grant.as_ref().and_then(|g| g.exp).map_or(u64::MAX, |exp| {
+            let left = exp.saturating_sub(crate::shard::deadlines::unix_now());
+            now.saturating_add(left.saturating_add(1).saturating_mul(1000))
+        });
         Some(Self {
+            grant: grant.map(Box::new),
+            token_until,
             conn: Connection::new(behaviour.socketio()?, now),
             rooms: Vec::new(),
             mode: match behaviour {
@@ -327,8 +344,18 @@ pub(crate) fn connected(
                     let _ = session.send(m);
                 });
             }
+            // Rooms the session's token (a new one, maybe narrower) no
+            // longer allows are not joined again.
+            let prefix = namespace_prefix(ns);
             for topic in socket.rooms {
-                join_within(state, topic, usize::MAX, fx);
+                let allowed = state.grant.as_deref().is_none_or(|g| {
+                    topic
+                        .strip_prefix(&*prefix)
+                        .is_some_and(|room| g.may_subscribe(room))
+                });
+                if allowed {
+                    join_within(state, topic, usize::MAX, fx);
+                }
             }
             (socket.sid, Some(pid))
         }
@@ -569,6 +596,12 @@ fn hub(
             let outcome = match &event.name {
                 EventName::Str(name) if name == "subscribe" || name == "unsubscribe" => {
                     rooms_named(event.args).and_then(|rooms| {
+                        let grant = state.grant.as_deref();
+                        if let Some(room) = rooms.iter().find(|r| {
+                            name == "subscribe" && grant.is_some_and(|g| !g.may_subscribe(r))
+                        }) {
+                            return Err(format!("this token may not subscribe to {room}"));
+                        }
                         for room in rooms {
                             let topic: Arc<str> = room_topic(ns, &room).into();
                             if name == "unsubscribe" {
@@ -590,6 +623,14 @@ fn hub(
                         None => Err("publish needs a room name first".to_owned()),
                         Some(room) if ns == "/" && is_symbol(&room, feed_symbols) => {
                             Err(format!("{room} is the feed's: only it publishes there"))
+                        }
+                        Some(room)
+                            if state
+                                .grant
+                                .as_deref()
+                                .is_some_and(|g| !g.may_publish(&room)) =>
+                        {
+                            Err(format!("this token may not publish to {room}"))
                         }
                         Some(room) => {
                             let (args, attachments) = renumbered(event.args, packet.attachments());

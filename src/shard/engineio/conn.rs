@@ -184,11 +184,11 @@ impl Session {
                     let next = self.close_with(503, b"server shutting down\n", &manner);
                     return (wire.len(), next);
                 }
-                // A session's requests carry no grant past admission, so its
-                // user is not counted (`--max-conns-per-user` is for
-                // WebSockets and event streams).
-                let (ticket, request) = match admit(req, hs, Route::EngineIo, None, limits) {
-                    Ok(admitted) => (admitted.ticket, admitted.request),
+                // Its user is not counted (`--max-conns-per-user` is for
+                // WebSockets and event streams): a session's requests come
+                // and go over many connections.
+                let (ticket, request, grant) = match admit(req, hs, Route::EngineIo, None, limits) {
+                    Ok(admitted) => (admitted.ticket, admitted.request, admitted.grant),
                     Err(Answered::Parked(refusal)) => {
                         self.phase = Phase::Tarpit(refusal);
                         return (wire.len(), Next::Tarpit);
@@ -224,7 +224,14 @@ impl Session {
                     hub: limits.pubsub.hub(),
                 };
                 let sid = match eio.owner.open(
-                    config, behaviour, handshake, transport, ticket, from, now, &mut out,
+                    config,
+                    behaviour,
+                    (handshake, grant),
+                    transport,
+                    ticket,
+                    from,
+                    now,
+                    &mut out,
                 ) {
                     Ok(sid) => sid,
                     Err(ticket) => {

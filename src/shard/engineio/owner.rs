@@ -47,12 +47,14 @@ struct Owned {
 impl Owned {
     fn next_deadline(&self) -> Option<u64> {
         let eio = self.session.next_deadline()?;
-        Some(
-            match self.sio.as_ref().and_then(|s| s.conn.next_deadline()) {
-                Some(sio) => eio.min(sio),
-                None => eio,
-            },
-        )
+        Some(match self.sio.as_deref() {
+            Some(sio) => sio
+                .conn
+                .next_deadline()
+                .map_or(eio, |d| eio.min(d))
+                .min(sio.token_until),
+            None => eio,
+        })
     }
 }
 
@@ -118,7 +120,7 @@ impl Owner {
         &mut self,
         config: Config,
         behaviour: Behaviour,
-        handshake: Option<super::Handshake>,
+        (handshake, grant): (Option<super::Handshake>, Option<crate::auth::Grant>),
         transport: Transport,
         ticket: Ticket,
         via: ConnRef,
@@ -146,7 +148,7 @@ impl Owner {
             ws: None,
             probe: None,
             armed: u64::MAX,
-            sio: SocketIo::new(&behaviour, now, handshake).map(Box::new),
+            sio: SocketIo::new(&behaviour, now, handshake, grant).map(Box::new),
         };
         match transport {
             Transport::Polling => {
@@ -551,6 +553,12 @@ impl Owner {
             if let Some(sio) = owned.sio.as_deref_mut() {
                 if let Some(v) = sio.conn.on_timer(now) {
                     app::violated(&mut owned.session, v);
+                }
+                // Its token expired: a client gets a new one and connects
+                // again (Socket.IO clients do not reconnect by themselves
+                // after a server's close).
+                if sio.token_until <= now {
+                    owned.session.close_by_server();
                 }
             }
             self.flush(key, out);
