@@ -226,6 +226,17 @@ fn the_socketio_route_maps_the_hub_and_the_feed() {
     }
 }
 
+/// `--publish-rate` holds a `socketio` session's publishes as it holds a
+/// hub WebSocket's: the burst passes, the next is refused in its ack.
+#[test]
+fn a_socketio_session_publishes_within_its_rate() {
+    let file = config("rate", "socketio", "");
+    let server = serve(&file, &["--publish-rate", "1", "--publish-burst", "2"]);
+    let url = format!("http://{}", server.addr);
+    node_scenarios(&url, &["hub_publish_rate"], &[], "publish rate");
+    all_released(&server);
+}
+
 /// A `socketio` route with `deflate` set: members that offer
 /// permessage-deflate get it without server context takeover and every
 /// broadcast compressed once per shard, the others get the plain frames,

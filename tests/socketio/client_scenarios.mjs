@@ -528,6 +528,33 @@ async function hubErrors(url) {
   }
 }
 
+// A `socketio` route under `--publish-rate 1 --publish-burst 2`: a session
+// publishes its burst, the next publish is refused in its ack and reaches
+// nobody, the socket stays, and another session has its own bucket.
+async function hubPublishRate(url) {
+  const c = Client.connect(url);
+  const other = Client.connect(url);
+  try {
+    await c.connected();
+    await other.connected();
+    await c.ack(STEP_MS, "subscribe", "r");
+    const answers = await Promise.all([1, 2, 3].map((n) => c.ack(STEP_MS, "publish", "r", n)));
+    const refused = answers.filter(([a]) => typeof a?.error === "string");
+    check(refused.length === 1 && /^publish rate exceeded: at most 1 per second$/.test(refused[0][0].error),
+      "the publish past the burst was not refused, or more were", { answers: plain(answers) });
+    await c.ack(STEP_MS, "publish", "r", 4).then(([a]) => check(typeof a?.error === "string", "the bucket refilled at once", { got: plain(a) }));
+    const [fromOther] = await other.ack(STEP_MS, "publish", "r", 10);
+    check(fromOther === undefined, "another session was held back", { got: plain(fromOther) });
+    const got = await c.next("publish", 3);
+    check(same(got.map(([, n]) => n).sort((a, b) => a - b), [1, 2, 10]), "members got other than the allowed publishes", { got: plain(got) });
+    check(c.socket.connected, "the socket did not stay connected");
+    return { refused: refused[0][0].error };
+  } finally {
+    c.close();
+    other.close();
+  }
+}
+
 // A `socketio` route on a server requiring signed tokens (surge serve --jwt-*):
 // TOKEN allows subscribe ["chat", "news.*"] and publish ["chat"]; BAD_TOKEN
 // does not verify; SHORT_TOKEN (the same claims) expires within seconds. The
@@ -731,6 +758,7 @@ const SCENARIOS = {
   hub_rooms: hubRooms,
   hub_errors: hubErrors,
   hub_tokens: hubTokens,
+  hub_publish_rate: hubPublishRate,
   hub_ticker: hubTicker,
   connect_auth: connectAuth,
   polling,

@@ -65,6 +65,9 @@ pub(crate) struct HubRules {
     pub(crate) settings: Settings,
     /// The largest `publish` (its arguments' JSON and attachments).
     pub(crate) max_publish: usize,
+    /// Publishes a session may make per second, and at once (0: no
+    /// limit).
+    pub(crate) publish_rate: (u32, u32),
     /// The most rooms a session may be in.
     pub(crate) max_rooms: usize,
     /// The feed's symbols (the first this many): rooms only it publishes to.
@@ -96,6 +99,7 @@ impl Behaviour {
                 max_publish: routes.max_publish,
                 max_rooms: routes.max_topics_per_conn,
                 feed_symbols: routes.ticker_symbols.len(),
+                publish_rate: (routes.publish_rate, routes.publish_burst),
             }),
             _ => Self::Echo,
         }
@@ -176,11 +180,29 @@ impl SocketIo {
                     max_publish: u32::try_from(rules.max_publish).unwrap_or(u32::MAX),
                     max_rooms: u32::try_from(rules.max_rooms).unwrap_or(u32::MAX),
                     feed_symbols: u32::try_from(rules.feed_symbols).unwrap_or(u32::MAX),
+                    publish_rate: rules.publish_rate,
+                    publish_tat: 0,
                 },
                 _ => Mode::Reference,
             },
             pids: Vec::new(),
         })
+    }
+
+    /// Takes one publish from a `socketio` session's bucket under
+    /// `(rate, burst)` at `now_ns`: false when it is empty.
+    fn take_publish(&mut self, (rate, burst): (u32, u32), now_ns: u64) -> bool {
+        let Mode::Hub { publish_tat, .. } = &mut self.mode else {
+            return true;
+        };
+        let burst = if burst == 0 { rate } else { burst };
+        match crate::admission::rate::Rate::new(rate, burst).take(*publish_tat, now_ns) {
+            Ok(tat) => {
+                *publish_tat = tat;
+                true
+            }
+            Err(_) => false,
+        }
     }
 
     /// Milliseconds a dropped socket is kept for recovery (0: it is not).
@@ -227,6 +249,11 @@ enum Mode {
         max_publish: u32,
         max_rooms: u32,
         feed_symbols: u32,
+        /// `--publish-rate` and `--publish-burst` (0: no limit; the rate).
+        publish_rate: (u32, u32),
+        /// The session's publish bucket (see `admission::rate`), in ns on
+        /// the owner's clock.
+        publish_tat: u64,
     },
     App(Box<AppSession>),
 }
@@ -425,15 +452,19 @@ pub(crate) fn receive(
     match state.conn.receive(message, now) {
         Ok(None) => {}
         Ok(Some(packet)) => match &state.mode {
-            Mode::Hub {
+            &Mode::Hub {
                 max_publish,
                 max_rooms,
                 feed_symbols,
+                publish_rate,
+                ..
             } => {
                 let limits = HubLimits {
-                    max_publish: *max_publish as usize,
-                    max_rooms: *max_rooms as usize,
-                    feed_symbols: *feed_symbols as usize,
+                    max_publish: max_publish as usize,
+                    max_rooms: max_rooms as usize,
+                    feed_symbols: feed_symbols as usize,
+                    publish_rate,
+                    now_ns: now.saturating_mul(1_000_000),
                 };
                 hub(session, state, &packet, limits, fx)
             }
@@ -562,6 +593,9 @@ struct HubLimits {
     max_publish: usize,
     max_rooms: usize,
     feed_symbols: usize,
+    publish_rate: (u32, u32),
+    /// The owner's clock, for the publish bucket.
+    now_ns: u64,
 }
 
 /// The `socketio` route's behaviour for one checked packet: the hub's
@@ -579,6 +613,8 @@ fn hub(
         max_publish,
         max_rooms,
         feed_symbols,
+        publish_rate,
+        now_ns,
     } = limits;
     let ns = packet.namespace();
     match packet.kind() {
@@ -632,6 +668,10 @@ fn hub(
                         {
                             Err(format!("this token may not publish to {room}"))
                         }
+                        Some(_) if !state.take_publish(publish_rate, now_ns) => Err(format!(
+                            "publish rate exceeded: at most {} per second",
+                            publish_rate.0
+                        )),
                         Some(room) => {
                             let (args, attachments) = renumbered(event.args, packet.attachments());
                             let data = with_offset(state, format!("[\"publish\",{args}"));
