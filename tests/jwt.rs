@@ -740,3 +740,44 @@ fn socketio_rooms_follow_the_token() {
         );
     }
 }
+
+/// An embedder's handler learns who the client is: `UpgradeRequest::user`
+/// is the verified token's `sub` (what a hook or handler decides by), and
+/// a token that does not verify never reaches the handler.
+#[test]
+fn an_app_handler_sees_the_tokens_user() {
+    use surge::app::{App, Config, Handler, Upgrade, UpgradeRequest, Ws};
+    struct Who;
+    impl Handler for Who {
+        fn upgrade(&self, req: &UpgradeRequest<'_>) -> Upgrade {
+            Upgrade::accept().data(req.user.as_deref().unwrap_or("nobody").to_owned())
+        }
+        fn open(&self, ws: &mut Ws<'_>) {
+            let who = ws.data::<String>().cloned().unwrap_or_default();
+            ws.send_text(&who);
+        }
+    }
+    let mut config = Config::default();
+    config.admission.policy.jwt = Some(
+        surge::auth::Tokens::from_file(
+            std::path::Path::new(&live_file("hs.secret")),
+            |p| Keys::hs256_secret_file(p),
+            Vec::new(),
+        )
+        .unwrap(),
+    );
+    let running = App::new()
+        .config(config)
+        .route("/who", Who)
+        .listen("127.0.0.1:0".parse().unwrap())
+        .shards(1)
+        .start()
+        .expect("start");
+    let addr = running.local_addrs()[0];
+    let url = format!("ws://{addr}/who?token={}", live_token("hs_bob"));
+    let (mut ws, _) =
+        tungstenite::client(url.as_str(), support::Patient(support::connect(addr))).unwrap();
+    assert_eq!(ws.read().unwrap().into_text().unwrap().as_str(), "bob");
+    let refused = format!("/who?token={}", live_token("hs_wrong_key"));
+    assert_eq!(upgrade_status(addr, &refused, ""), 401);
+}

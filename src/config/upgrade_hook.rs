@@ -19,6 +19,9 @@ pub struct UpgradeRequest<'a> {
     pub client: IpAddr,
     /// The subprotocol the server chose, if any.
     pub subprotocol: Option<&'a str>,
+    /// Who the request's signed token says the client is (its `sub`), once
+    /// it verified (with `--jwt-*`; the upgrade hook runs before it is).
+    pub user: Option<Box<str>>,
     headers: &'a [httparse::Header<'a>],
 }
 
@@ -38,6 +41,7 @@ impl<'a> UpgradeRequest<'a> {
             query,
             client,
             subprotocol,
+            user: None,
             headers,
         }
     }

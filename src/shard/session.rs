@@ -920,7 +920,7 @@ pub(super) fn admit<'r>(
         None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
     let client = admission.client_ip(peer, req);
-    let request = UpgradeRequest::new(req.target, req.headers, client, subprotocol);
+    let mut request = UpgradeRequest::new(req.target, req.headers, client, subprotocol);
     if let Err(denied) = admission.config.policy.check(&request) {
         admission.registry.stats.rejected(denied.reason);
         return Err(Answered::Denied(denied.status, denied.reason));
@@ -966,6 +966,10 @@ pub(super) fn admit<'r>(
     let ticket = registry
         .admit(admission.key(client), registry.now_ns())
         .map_err(park)?;
+    request.user = grant
+        .as_ref()
+        .filter(|g| !g.is_awaiting())
+        .map(|g| g.sub.clone());
     let user = match &grant {
         Some(grant) if !grant.is_awaiting() => match registry.admit_user(&grant.sub) {
             Ok(count) => count,

@@ -103,6 +103,7 @@ impl Namespaces {
 #[derive(Debug, Clone)]
 pub struct Handshake {
     address: IpAddr,
+    user: Option<Box<str>>,
     path: Box<str>,
     query: Option<Box<str>>,
     headers: Box<[Header]>,
@@ -116,6 +117,7 @@ impl Handshake {
     pub(crate) fn none() -> Self {
         Self {
             address: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            user: None,
             path: "".into(),
             query: None,
             headers: Box::new([]),
@@ -125,6 +127,7 @@ impl Handshake {
     pub(crate) fn of(request: &UpgradeRequest<'_>) -> Self {
         Self {
             address: request.client,
+            user: request.user.clone(),
             path: request.path.into(),
             query: request.query.map(Into::into),
             headers: request
@@ -138,6 +141,12 @@ impl Handshake {
     /// and a trusted `X-Forwarded-For`).
     pub fn address(&self) -> IpAddr {
         self.address
+    }
+
+    /// Who the handshake's signed token says the client is (its `sub`),
+    /// with `--jwt-*`.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// The request path, without its query.
