@@ -146,6 +146,8 @@ pub(crate) struct RuntimeFlags {
     admission: AdmissionFlags,
     #[command(flatten)]
     pubsub: PubSubFlags,
+    #[command(flatten)]
+    api: super::api::ApiFlags,
     /// permessage-deflate: off, on (context takeover as offered), or
     /// no-context-takeover (no compression state kept between messages).
     #[arg(long, value_enum, default_value_t = DeflatePolicy::NoContextTakeover)]
@@ -422,6 +424,7 @@ impl RuntimeFlags {
             return Err("--require-subprotocol needs at least one --subprotocol".into());
         }
         let tls = self.tls(check_tls)?;
+        let api = self.api.into_config()?;
         let defaults = Config::default();
         Ok(Config {
             listen: self.listen,
@@ -468,6 +471,7 @@ impl RuntimeFlags {
             },
             tls,
             message_timeout: Duration::from_millis(self.message_timeout_ms),
+            api,
             ..defaults
         })
     }
