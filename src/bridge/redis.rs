@@ -375,7 +375,13 @@ fn relay(
             let mut pipe = redis::pipe();
             for m in &batch {
                 let channel = keys.channel(&m.topic);
-                if let Some(rule) = m.rule {
+                if m.order {
+                    // `o NODE`: no publish's header can take this form
+                    // (`p ...` or a node id alone), so no topic name can
+                    // forge an order.
+                    let body = format!("o {node}\n{}", m.text);
+                    pipe.cmd("PUBLISH").arg(channel).arg(body).ignore();
+                } else if let Some(rule) = m.rule {
                     pipe.cmd("EVALSHA")
                         .arg(&sha)
                         .arg(2)
@@ -532,6 +538,13 @@ fn deliver(topic: &str, body: &[u8], node: &str, hub: &Hub, stats: &BridgeStats)
         return;
     };
     let (head, rest) = (&body[..nl], &body[nl + 1..]);
+    if let Some(from) = head.strip_prefix(b"o ") {
+        // This node's own order was carried out here when it was given.
+        if from != node.as_bytes() {
+            order(rest, hub, stats);
+        }
+        return;
+    }
     if let Some(header) = head.strip_prefix(b"p ") {
         let Some((position, rule)) = parse_header(header) else {
             tracing::debug!("redis bridge: a positioned message without a valid header");
@@ -564,6 +577,24 @@ fn deliver(topic: &str, body: &[u8], node: &str, hub: &Hub, stats: &BridgeStats)
     // publish: a flood from other nodes is refused and counted there, not
     // queued without limit.
     hub.publish_local(&crate::pubsub::hub_topic(topic), OpCode::Text, rest);
+}
+
+/// Another node's server API order (a disconnect), for every shard here.
+fn order(text: &[u8], hub: &Hub, stats: &BridgeStats) {
+    use crate::pubsub::control::{Control, Disconnect};
+    let Some(disconnect) = Disconnect::from_relay(text) else {
+        tracing::debug!("redis bridge: an order that is not a valid disconnect");
+        return;
+    };
+    stats.received.fetch_add(1, Ordering::Relaxed);
+    let took = hub.order(&Control::Disconnect(Arc::new(disconnect), None));
+    if took < hub.shards() {
+        tracing::warn!(
+            "redis bridge: a disconnect from another node reached {took} of {} shards \
+             (inboxes full)",
+            hub.shards()
+        );
+    }
 }
 
 /// `EPOCH OFFSET SIZE AGE LATEST` of a positioned message.

@@ -17,6 +17,10 @@ pub struct Outgoing {
     pub rule: Option<HistoryRule>,
     /// The data (positioned) or the whole message (not).
     pub text: String,
+    /// An order for the other nodes' shards rather than a publish
+    /// (`topic` empty, `rule` none, `text` a
+    /// [`Disconnect::relay_text`](super::control::Disconnect::relay_text)).
+    pub order: bool,
 }
 
 impl Outgoing {
