@@ -602,3 +602,46 @@ fn api_settings_are_checked_and_are_config_keys() {
     }
     assert!(!out.contains(KEY), "the key itself is never printed");
 }
+
+/// `--api-max-conns 2`: one client address may hold one connection, the
+/// whole server two; past either cap the answer is 503 at once.
+#[test]
+fn connections_are_capped_in_all_and_per_client() {
+    let n = node(&["--shards", "1", "--api-max-conns", "2"]);
+    let stall = |from: u8| {
+        let mut s = support::connect_from(support::hub::loopback(from), n.api);
+        s.write_all(b"GET /api/topics HTTP/1.1\r\n").unwrap();
+        s
+    };
+    let answer_from = |from: u8| {
+        let mut s = support::connect_from(support::hub::loopback(from), n.api);
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = s.write_all(&request(
+            "GET",
+            "/api/topics",
+            &format!("Authorization: Bearer {KEY}\r\n"),
+            "",
+        ));
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text
+    };
+    let _first = stall(1);
+    // The accept thread counts the stalled connection before it takes
+    // the next one.
+    let busy = answer_from(1);
+    assert!(busy.starts_with("HTTP/1.1 503 "), "{busy}");
+    assert!(busy.contains("Retry-After: 1"), "{busy}");
+    let second = stall(2);
+    assert!(answer_from(3).starts_with("HTTP/1.1 503 "));
+    // Once the second stalled connection ends, another client is served
+    // while the first still holds all its address may.
+    drop(second);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !answer_from(3).starts_with("HTTP/1.1 200 ") {
+        assert!(Instant::now() < deadline, "never served");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(answer_from(1).starts_with("HTTP/1.1 503 "));
+    assert!(support::metric(n.server.addr, "surge_api_requests_total{status=\"503\"}") >= 3);
+}

@@ -1,14 +1,16 @@
 //! The API's sockets, away from the shards: one thread accepts, and each
 //! connection is served on a thread of its own, at most `--api-max-conns`
-//! at once (more are answered 503 at once). A connection carries one
+//! at once and at most half of them (rounded up) from one client address,
+//! so a client that stalls its connections leaves the other half to
+//! everyone else (more are answered 503 at once). A connection carries one
 //! request: its whole head and body must arrive within `--api-timeout-ms`
 //! of the accept (408 otherwise), so a slow client holds one thread for a
 //! bounded time and never holds up another's request.
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::net::{IpAddr, Shutdown, TcpListener, TcpStream};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::handlers::Api;
@@ -31,7 +33,23 @@ pub(crate) struct Listener {
     pub(crate) stats: Arc<ApiStats>,
     pub(crate) max_conns: usize,
     pub(crate) timeout: Duration,
-    active: AtomicUsize,
+    active: Mutex<Active>,
+}
+
+/// A connection's place in [`Active`], given back when it ends.
+struct Slot<'a>(&'a Listener, IpAddr);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.leave(self.1);
+    }
+}
+
+/// The connections being served, in all and by client address.
+#[derive(Debug, Default)]
+struct Active {
+    all: usize,
+    by_client: HashMap<IpAddr, usize>,
 }
 
 impl Listener {
@@ -41,15 +59,44 @@ impl Listener {
             stats,
             max_conns,
             timeout,
-            active: AtomicUsize::new(0),
+            active: Mutex::default(),
+        }
+    }
+
+    /// Most connections one client address may have served at once.
+    fn per_client(&self) -> usize {
+        self.max_conns.div_ceil(2)
+    }
+
+    /// Counts a connection from `client` in, unless a cap is reached.
+    fn enter(&self, client: IpAddr) -> bool {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = active.by_client.get(&client).copied().unwrap_or(0);
+        if active.all >= self.max_conns || mine >= self.per_client() {
+            return false;
+        }
+        active.all += 1;
+        active.by_client.insert(client, mine + 1);
+        true
+    }
+
+    /// Counts a connection from `client` out.
+    fn leave(&self, client: IpAddr) {
+        let mut active = self.active.lock().unwrap_or_else(|e| e.into_inner());
+        active.all -= 1;
+        if let Some(n) = active.by_client.get_mut(&client) {
+            *n -= 1;
+            if *n == 0 {
+                active.by_client.remove(&client);
+            }
         }
     }
 
     /// Accepts until the process ends.
     pub(crate) fn run(self: Arc<Self>, listener: TcpListener) {
         loop {
-            let stream = match listener.accept() {
-                Ok((s, _)) => s,
+            let (stream, client) = match listener.accept() {
+                Ok((s, peer)) => (s, peer.ip()),
                 Err(e) => {
                     // Out of descriptors or memory: not worth a busy loop.
                     tracing::warn!("server API: accept failed: {e}");
@@ -58,8 +105,7 @@ impl Listener {
                 }
             };
             let accepted = Instant::now();
-            if self.active.fetch_add(1, Ordering::AcqRel) >= self.max_conns {
-                self.active.fetch_sub(1, Ordering::AcqRel);
+            if !self.enter(client) {
                 self.refuse_busy(stream);
                 continue;
             }
@@ -67,11 +113,12 @@ impl Listener {
             let spawned = std::thread::Builder::new()
                 .name("surge-api-conn".into())
                 .spawn(move || {
+                    // Counted out even if serving panics.
+                    let _slot = Slot(&me, client);
                     me.serve(stream, accepted);
-                    me.active.fetch_sub(1, Ordering::AcqRel);
                 });
             if let Err(e) = spawned {
-                self.active.fetch_sub(1, Ordering::AcqRel);
+                self.leave(client);
                 tracing::warn!("server API: cannot start a connection thread: {e}");
             }
         }

@@ -37,7 +37,8 @@ pub(crate) struct ApiFlags {
     #[arg(long, default_value_t = DEFAULT_API_MAX_BODY as u64,
           value_parser = clap::value_parser!(u64).range(1..))]
     api_max_body: u64,
-    /// API connections served at once; more are answered 503 at once.
+    /// API connections served at once, half of them (rounded up) at most
+    /// from one client address; more are answered 503 at once.
     #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=4096))]
     api_max_conns: u32,
     /// Milliseconds an API request may take to arrive in full, from its
