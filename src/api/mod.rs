@@ -16,7 +16,7 @@
 //! ([`crate::pubsub::control`]), waiting a bounded time for each shard's
 //! answer. A disconnect also goes to the other nodes through the bridge.
 
-mod body;
+pub(crate) mod body;
 mod handlers;
 mod listener;
 pub(crate) mod request;
