@@ -3,7 +3,7 @@
 //! real redis-server, on a second node, and answers its positions when the
 //! topic keeps history; a disconnect closes one user's connections (those
 //! whose token, signed by PyJWT, names them) on both nodes and no one
-//! else's; the topics and connections answers count what is there; every
+//! else's; event-stream subscribers get the same messages; the topics and connections answers count what is there; every
 //! mistake gets its precise status and a JSON error; a body over the
 //! bound is refused; a slow client holds up nobody.
 
@@ -203,6 +203,42 @@ fn close_code(ws: &mut HubWs) -> u16 {
     }
 }
 
+/// An event stream (`GET /hub/events`) of `topic` for `user`, once its
+/// response head is in.
+fn event_stream(addr: SocketAddr, user: &str, topic: &str) -> std::io::BufReader<TcpStream> {
+    use std::io::BufRead;
+    let mut s = support::connect(addr);
+    write!(
+        s,
+        "GET /hub/events?topics={topic}&token={} HTTP/1.1\r\nHost: x\r\n\
+         Accept: text/event-stream\r\n\r\n",
+        token(user)
+    )
+    .unwrap();
+    let mut reader = std::io::BufReader::new(s);
+    let mut head = String::new();
+    while !head.ends_with("\r\n\r\n") {
+        assert!(reader.read_line(&mut head).unwrap() > 0, "{head}");
+    }
+    assert!(head.starts_with("HTTP/1.1 200 "), "{head}");
+    reader
+}
+
+/// The next `data:` line of an event stream that mentions `what`.
+fn event_with(stream: &mut std::io::BufReader<TcpStream>, what: &str) -> String {
+    use std::io::BufRead;
+    loop {
+        let mut line = String::new();
+        assert!(
+            stream.read_line(&mut line).expect("an event") > 0,
+            "stream ended"
+        );
+        if line.starts_with("data:") && line.contains(what) {
+            return line;
+        }
+    }
+}
+
 /// Opens `user` connections to `topic` until the API reports them on
 /// both shards.
 fn on_both_shards(n: &Node, user: &str, topic: &str) -> Vec<HubWs> {
@@ -235,6 +271,7 @@ fn publish_and_disconnect_reach_every_shard() {
     let n = node(&["--shards", "2", "--history-size", "10"]);
     let mut alice = on_both_shards(&n, "alice", "chat");
     let mut bob = subscriber(n.server.addr, "bob", "chat");
+    let mut stream = event_stream(n.server.addr, "bob", "chat");
 
     let (status, body) = curl(
         &[
@@ -256,6 +293,9 @@ fn publish_and_disconnect_reach_every_shard() {
     for ws in alice.iter_mut().chain([&mut bob]) {
         assert_eq!(delivered(ws, "chat", &json!({"n": 1})), offset);
     }
+    // The event stream gets it too, the same message.
+    let event = event_with(&mut stream, r#""n":1"#);
+    assert!(event.contains(&format!(r#""offset":{offset}"#)), "{event}");
 
     // Several topics at once; one of them has no subscriber.
     let (status, answer) = post(
@@ -274,7 +314,7 @@ fn publish_and_disconnect_reach_every_shard() {
     assert_eq!(status, 200);
     assert_eq!(
         answer,
-        json!({"topics": [{"topic": "chat", "subscribers": alice.len() + 1}]})
+        json!({"topics": [{"topic": "chat", "subscribers": alice.len() + 2}]})
     );
     let (_, answer) = get(n.api, "/api/connections?user=bob");
     assert_eq!(answer["count"], json!(1), "{answer}");
