@@ -350,24 +350,29 @@ fn publish_and_disconnect_reach_every_shard() {
 }
 
 /// Two nodes through redis-server: a publish on one node's API reaches
-/// the other's subscribers, and a disconnect there closes alice's
+/// the other's subscribers at the position Redis gave it, which the
+/// answer reports, and a disconnect there closes alice's
 /// connection on both nodes and no one else's.
 #[test]
 fn publish_and_disconnect_cross_nodes_through_redis() {
     let port = free_port();
     let _redis = Redis::start(port);
     let url = format!("redis://127.0.0.1:{port}");
-    let a = node(&["--redis-url", &url, "--shards", "1"]);
-    let b = node(&["--redis-url", &url, "--shards", "1"]);
+    let flags = ["--redis-url", &url, "--shards", "1", "--history-size", "10"];
+    let a = node(&flags);
+    let b = node(&flags);
     let mut alice_a = subscriber(a.server.addr, "alice", "chat");
     let mut alice_b = subscriber(b.server.addr, "alice", "chat");
     let mut bob_b = subscriber(b.server.addr, "bob", "chat");
     // The other node's listener is subscribed once a publish round-trips.
     let (status, answer) = post(a.api, "/api/publish", &json!({"topic": "chat", "data": 1}));
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer, json!({"published": 1}), "the store positions it");
+    // The position Redis gave it, which every node's subscribers see.
+    let position = &answer["positions"][0];
+    assert_eq!(position["topic"], json!("chat"), "{answer}");
+    let offset = position["offset"].as_u64().unwrap();
     for ws in [&mut alice_a, &mut alice_b, &mut bob_b] {
-        delivered(ws, "chat", &json!(1));
+        assert_eq!(delivered(ws, "chat", &json!(1)), offset);
     }
     let (status, answer) = post(a.api, "/api/disconnect", &json!({"user": "alice"}));
     assert_eq!(status, 200, "{answer}");

@@ -143,18 +143,33 @@ impl Api {
     fn publish(&self, body: &[u8]) -> Result<Answer, Answer> {
         let publish = body::publish(body)?;
         let spec = self.hub_spec();
-        let mut positions = Vec::new();
+        // Per topic with history: its position, or where the shared store
+        // will tell it.
+        let mut kept = Vec::new();
         for topic in &publish.topics {
             let rule = self.config.routes.history(spec, topic);
-            let position = self.hub.publish_positioned(topic, publish.data, rule);
-            if let (true, Some(p)) = (rule.keeps(), position) {
-                positions.push(json!({
-                    "topic": topic,
-                    "epoch": epoch_hex(p.epoch),
-                    "offset": p.offset,
-                }));
+            if !rule.keeps() {
+                self.hub.publish_positioned(topic, publish.data, rule);
+                continue;
             }
+            let (tx, rx) = mpsc::channel();
+            let given = self
+                .hub
+                .publish_positioned_told(topic, publish.data, rule, Some(tx));
+            kept.push((topic, given.ok_or(rx)));
         }
+        let deadline = Instant::now() + SHARD_ANSWER;
+        let positions: Vec<Value> = kept
+            .into_iter()
+            .filter_map(|(topic, given)| {
+                let p = given.or_else(|rx| {
+                    rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                });
+                // Not told in time (a slow store): left out.
+                let p = p.ok()?;
+                Some(json!({ "topic": topic, "epoch": epoch_hex(p.epoch), "offset": p.offset }))
+            })
+            .collect();
         let mut answer = json!({ "published": publish.topics.len() });
         if !positions.is_empty() {
             answer["positions"] = Value::Array(positions);

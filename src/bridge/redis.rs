@@ -67,7 +67,8 @@ const KEEP_FOR_MS: u64 = 24 * 3600 * 1000;
 /// size and age (ms, 0: none), the data, the channel, the keys' expiry,
 /// and 1 for a latest-value topic (which keeps at least its last message).
 /// The message is `p EPOCH OFFSET SIZE AGE LATEST\nDATA`; a kept entry is
-/// `OFFSET MS DATA`, with the time Redis kept it.
+/// `OFFSET MS DATA`, with the time Redis kept it. It returns the
+/// position, `{EPOCH, OFFSET}`.
 pub const PUBLISH_SCRIPT: &str = r"
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -89,6 +90,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', ARGV[5],
   string.format('p %s %d %s %s %s\n', epoch, offset, ARGV[2], ARGV[3], ARGV[7]) .. ARGV[4])
+return {epoch, offset}
 ";
 
 /// Reads one topic's position, rule and history, and Redis's clock, in
@@ -393,8 +395,11 @@ fn relay(
                         .arg(&m.text)
                         .arg(channel)
                         .arg(KEEP_FOR_MS)
-                        .arg(u8::from(rule.latest))
-                        .ignore();
+                        .arg(u8::from(rule.latest));
+                    // Only a publish someone waits on is answered.
+                    if m.reply.is_none() {
+                        pipe.ignore();
+                    }
                 } else {
                     let mut body = Vec::with_capacity(node.len() + 1 + m.text.len());
                     body.extend_from_slice(node.as_bytes());
@@ -404,26 +409,43 @@ fn relay(
                 }
             }
             let n = batch.len() as u64;
-            let sent = pipe.query::<()>(&mut conn);
+            let sent = pipe.query::<Vec<(String, u64)>>(&mut conn);
             // The batch and its encoded copy held their queue bytes until
             // now, so a slow Redis cannot let more pile up behind them.
             drop(pipe);
-            if let Err(e) = sent {
-                // Part of it may have been carried out: sent again, that
-                // part would be published twice.
-                stats.relaying.store(0, Ordering::Relaxed);
-                tracing::warn!("redis bridge (publish): {e}; {n} message(s) delivered here alone");
-                hand_back(&batch, hub, stats);
-                queue.done(&batch);
-                break;
-            }
+            let positions = match sent {
+                Ok(positions) => positions,
+                Err(e) => {
+                    // Part of it may have been carried out: sent again, that
+                    // part would be published twice.
+                    stats.relaying.store(0, Ordering::Relaxed);
+                    tracing::warn!(
+                        "redis bridge (publish): {e}; {n} message(s) delivered here alone"
+                    );
+                    hand_back(&batch, hub, stats);
+                    queue.done(&batch);
+                    break;
+                }
+            };
             last_answer = Instant::now();
+            tell_positions(&batch, positions);
             queue.done(&batch);
             stats.sent.fetch_add(n, Ordering::Relaxed);
         }
         failed_before = true;
         stats.relaying.store(0, Ordering::Relaxed);
         backoff.wait();
+    }
+}
+
+/// Tells the publishes that wait for their positions what Redis
+/// answered, in order (only theirs are answered).
+fn tell_positions(batch: &[Outgoing], positions: Vec<(String, u64)>) {
+    let waiting = batch.iter().filter_map(|m| m.reply.as_ref());
+    for (reply, (epoch, offset)) in waiting.zip(positions) {
+        if let Ok(epoch) = u64::from_str_radix(&epoch, 16) {
+            let _ = reply.send(Position { epoch, offset });
+        }
     }
 }
 
@@ -436,7 +458,10 @@ fn hand_back(batch: &[Outgoing], hub: &Hub, stats: &BridgeStats) {
         match m.rule {
             Some(rule) => {
                 stats.alone.fetch_add(1, Ordering::Relaxed);
-                hub.publish_alone(&m.topic, &m.text, rule);
+                let position = hub.publish_alone(&m.topic, &m.text, rule);
+                if let Some(reply) = &m.reply {
+                    let _ = reply.send(position);
+                }
             }
             None => {
                 stats.lost.fetch_add(1, Ordering::Relaxed);

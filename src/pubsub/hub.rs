@@ -227,6 +227,7 @@ impl Hub {
                 rule: None,
                 text: payload.to_owned(),
                 order: false,
+                reply: None,
             });
         }
     }
@@ -242,6 +243,7 @@ impl Hub {
                 rule: None,
                 text,
                 order: false,
+                reply: None,
             });
         }
     }
@@ -252,13 +254,19 @@ impl Hub {
     /// (this one too) delivers it as it comes back from there, so all of
     /// them see one order; without one, or when the bridge cannot take it,
     /// this node positions it itself (in offset order, see `streams`).
-    /// Returns the position when this node gave it (`None`: the shared
-    /// store gives it, later).
-    pub fn publish_positioned(
+    pub fn publish_positioned(&self, name: &str, data: &str, rule: HistoryRule) {
+        self.publish_positioned_told(name, data, rule, None);
+    }
+
+    /// Publishes like [`Hub::publish_positioned`]; returns the position
+    /// when this node gave it. When the shared store gives it instead,
+    /// `reply` (if any) is told it once known (`None` is returned then).
+    pub fn publish_positioned_told(
         &self,
         name: &str,
         data: &str,
         rule: HistoryRule,
+        reply: Option<std::sync::mpsc::Sender<Position>>,
     ) -> Option<Position> {
         let Some(relay) = self.relay.get() else {
             let topic = super::hub_topic(name);
@@ -275,6 +283,7 @@ impl Hub {
             rule: Some(rule),
             text: data.to_owned(),
             order: false,
+            reply,
         };
         match relay.forward(publish) {
             Ok(()) => None,
@@ -484,6 +493,7 @@ impl Hub {
                     rule: None,
                     text: disconnect.relay_text(),
                     order: true,
+                    reply: None,
                 })
                 .is_ok()
         })

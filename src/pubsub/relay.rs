@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::streams::HistoryRule;
+use super::streams::{HistoryRule, Position};
 
 /// A publish on its way to the other nodes.
 #[derive(Debug)]
@@ -21,6 +21,10 @@ pub struct Outgoing {
     /// (`topic` empty, `rule` none, `text` a
     /// [`Disconnect::relay_text`](super::control::Disconnect::relay_text)).
     pub order: bool,
+    /// Who waits for the position the shared store gives a positioned
+    /// publish (the server API's publish): told once it is known, or when
+    /// the publish is delivered on this node alone instead.
+    pub reply: Option<std::sync::mpsc::Sender<Position>>,
 }
 
 impl Outgoing {
