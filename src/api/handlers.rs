@@ -7,7 +7,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde::Serialize;
 
 use super::body;
 use super::request::{bearer, query_param, Answer, Head, Method};
@@ -19,6 +19,51 @@ use crate::pubsub::streams::epoch_hex;
 /// How long a question waits for every shard's answer: a shard answers
 /// within its loop turn, so only a stalled one takes longer.
 const SHARD_ANSWER: Duration = Duration::from_secs(2);
+
+/// A topic's position in a publish answer.
+#[derive(Serialize)]
+struct Positioned<'a> {
+    topic: &'a str,
+    epoch: String,
+    offset: u64,
+}
+
+#[derive(Serialize)]
+struct Published<'a> {
+    published: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    positions: Vec<Positioned<'a>>,
+}
+
+#[derive(Serialize)]
+struct Disconnected<'a> {
+    user: &'a str,
+    closed: usize,
+    relayed: bool,
+}
+
+#[derive(Serialize)]
+struct TopicCount {
+    topic: String,
+    subscribers: usize,
+}
+
+#[derive(Serialize)]
+struct Topics {
+    topics: Vec<TopicCount>,
+}
+
+#[derive(Serialize)]
+struct Conns<'a> {
+    user: &'a str,
+    count: usize,
+    connections: Vec<UserConn>,
+}
+
+/// `value` as the JSON body of a 200.
+fn ok(value: &impl Serialize) -> Answer {
+    Answer::ok(serde_json::to_string(value).expect("plain data serializes"))
+}
 
 /// The endpoints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,7 +204,7 @@ impl Api {
             kept.push((topic, given.ok_or(rx)));
         }
         let deadline = Instant::now() + SHARD_ANSWER;
-        let positions: Vec<Value> = kept
+        let positions: Vec<Positioned<'_>> = kept
             .into_iter()
             .filter_map(|(topic, given)| {
                 let p = given.or_else(|rx| {
@@ -167,14 +212,17 @@ impl Api {
                 });
                 // Not told in time (a slow store): left out.
                 let p = p.ok()?;
-                Some(json!({ "topic": topic, "epoch": epoch_hex(p.epoch), "offset": p.offset }))
+                Some(Positioned {
+                    topic,
+                    epoch: epoch_hex(p.epoch),
+                    offset: p.offset,
+                })
             })
             .collect();
-        let mut answer = json!({ "published": publish.topics.len() });
-        if !positions.is_empty() {
-            answer["positions"] = Value::Array(positions);
-        }
-        Ok(Answer::ok(answer.to_string()))
+        Ok(ok(&Published {
+            published: publish.topics.len(),
+            positions,
+        }))
     }
 
     fn disconnect(&self, body: &[u8]) -> Result<Answer, Answer> {
@@ -188,9 +236,11 @@ impl Api {
                 _ => 0,
             })
             .sum();
-        Ok(Answer::ok(
-            json!({ "user": order.user, "closed": closed, "relayed": relayed }).to_string(),
-        ))
+        Ok(ok(&Disconnected {
+            user: &order.user,
+            closed,
+            relayed,
+        }))
     }
 
     fn topics(&self) -> Result<Answer, Answer> {
@@ -202,11 +252,11 @@ impl Api {
                 }
             }
         }
-        let topics: Vec<Value> = counts
+        let topics = counts
             .into_iter()
-            .map(|(topic, n)| json!({ "topic": topic, "subscribers": n }))
+            .map(|(topic, subscribers)| TopicCount { topic, subscribers })
             .collect();
-        Ok(Answer::ok(json!({ "topics": topics }).to_string()))
+        Ok(ok(&Topics { topics }))
     }
 
     fn connections(&self, head: &Head) -> Result<Answer, Answer> {
@@ -223,9 +273,11 @@ impl Api {
             }
         }
         conns.sort_by_key(|c| c.shard);
-        Ok(Answer::ok(
-            json!({ "user": user, "count": conns.len(), "connections": conns }).to_string(),
-        ))
+        Ok(ok(&Conns {
+            user: &user,
+            count: conns.len(),
+            connections: conns,
+        }))
     }
 
     /// Asks every shard and waits (at most [`SHARD_ANSWER`]) for every
