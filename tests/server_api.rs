@@ -528,6 +528,23 @@ fn every_mistake_is_answered_precisely() {
         1
     );
 
+    // A shard whose inbox cannot take the message: 503, nothing published.
+    let tight = node(&["--shards", "1", "--inbox-bytes", "200"]);
+    let big = json!({"topic": "a", "data": "z".repeat(300)});
+    let mut resp = agent()
+        .post(format!("http://{}/api/publish", tight.api))
+        .header("Authorization", format!("Bearer {KEY}"))
+        .content_type("application/json")
+        .send(big.to_string())
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let text = resp.body_mut().read_to_string().unwrap();
+    assert!(
+        text.contains("inboxes are full; nothing was published"),
+        "{text}"
+    );
+
     // curl: a body over the bound is refused (curl sees the answer even
     // though the server never reads the body), and a missing key.
     let big = tokens().dir.join("big.json");

@@ -187,6 +187,20 @@ impl Api {
 
     fn publish(&self, body: &[u8]) -> Result<Answer, Answer> {
         let publish = body::publish(body)?;
+        // About what the framed message costs an inbox: its topic (twice:
+        // in the frame and beside it), the data and the position's JSON.
+        let longest = publish.topics.iter().map(String::len).max().unwrap_or(0);
+        let full = self.hub.full_inboxes(publish.data.len() + 2 * longest + 96);
+        if full > 0 {
+            return Err(Answer::error(
+                503,
+                &format!(
+                    "{full} of {} shards' inboxes are full; nothing was published, try again",
+                    self.hub.shards()
+                ),
+            )
+            .with_header("Retry-After", "1"));
+        }
         let spec = self.hub_spec();
         // Per topic with history: its position, or where the shared store
         // will tell it.

@@ -458,6 +458,17 @@ impl Hub {
         Ok(())
     }
 
+    /// Shards whose inbox has no room now for a delivery costing about
+    /// `bytes` (its frame and topic): a publisher that can wait asks this
+    /// first rather than have the message dropped there.
+    pub fn full_inboxes(&self, bytes: usize) -> usize {
+        let cost = bytes + DELIVERY_OVERHEAD;
+        self.shards
+            .iter()
+            .filter(|i| i.bytes.held().saturating_add(cost) > i.bytes.limit())
+            .count()
+    }
+
     /// Shards this hub feeds.
     pub fn shards(&self) -> usize {
         self.shards.len()
