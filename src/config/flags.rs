@@ -146,8 +146,6 @@ pub(crate) struct RuntimeFlags {
     admission: AdmissionFlags,
     #[command(flatten)]
     pubsub: PubSubFlags,
-    #[command(flatten)]
-    api: super::api::ApiFlags,
     /// permessage-deflate: off, on (context takeover as offered), or
     /// no-context-takeover (no compression state kept between messages).
     #[arg(long, value_enum, default_value_t = DeflatePolicy::NoContextTakeover)]
@@ -169,6 +167,9 @@ pub(crate) struct RuntimeFlags {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    // Last: its help heading would take in the flags after it.
+    #[command(flatten)]
+    api: super::api::ApiFlags,
 }
 
 /// Pub/sub limits and backpressure policies.
