@@ -1,6 +1,6 @@
 #!/bin/bash
 # Upgrades per second on one shard (core 0) with no token, an HS256 token
-# and an ES256 token, `surge load connect` on core 1, ROUNDS rounds side by
+# (alone, and counted per user under --max-conns-per-user) and an ES256 token, `surge load connect` on core 1, ROUNDS rounds side by
 # side. Keys and tokens come from PyJWT (tests/py/jwt_tokens.py, the test
 # venv); every upgrade verifies its token.
 #
@@ -18,10 +18,12 @@ token() { python3 -c "import json,sys; print(json.load(open(sys.argv[1]))[sys.ar
 HS="$(token hs_valid)"
 ES="$(token es_valid)"
 for round in $(seq "$ROUNDS"); do
-    for mode in none hs256 es256; do
+    for mode in none hs256 hs256-per-user es256; do
         case $mode in
             none) args=(); path=/hub ;;
             hs256) args=(--jwt-hs256-secret "$DIR/hs.secret"); path="/hub?token=$HS" ;;
+            hs256-per-user) args=(--jwt-hs256-secret "$DIR/hs.secret" --max-conns-per-user 100000)
+                path="/hub?token=$HS" ;;
             es256) args=(--jwt-public-key "$DIR/ec.pem"); path="/hub?token=$ES" ;;
         esac
         taskset -c 0 "$SURGE" serve --listen 127.0.0.1:9400 --shards 1 --max-conns-per-ip 0 \

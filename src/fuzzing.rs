@@ -972,3 +972,65 @@ pub fn jwt_token(data: &[u8]) {
     .expect("HS256 signs anything");
     check(&format!("{signing_input}.{signature}"));
 }
+
+/// One input as a server API request: its head, read whole and in every
+/// shorter prefix, and its body as a publish, a disconnect and a query.
+/// A head is complete only once all of it has arrived (every shorter
+/// prefix asks for more), within the head bound; every refusal is a 4xx
+/// whose encoded answer is a whole HTTP response with a JSON `error`; an
+/// accepted publish names 1 to 64 topics of 1 to 128 bytes and carries
+/// `data` as valid JSON borrowed from the input; an accepted disconnect
+/// has a code a close frame may carry and a reason that fits one.
+pub fn api_request(data: &[u8]) {
+    use crate::api::body;
+    use crate::api::request::{parse_head, query_param, Answer, MAX_HEAD};
+    use crate::pubsub::control::{Disconnect, MAX_REASON};
+    let refused = |a: &Answer| {
+        assert!((400..500).contains(&a.status), "{a:?}");
+        let wire = a.encode();
+        let mut headers = [httparse::EMPTY_HEADER; 16];
+        let mut resp = httparse::Response::new(&mut headers);
+        let Ok(httparse::Status::Complete(n)) = resp.parse(&wire) else {
+            panic!("not a whole response: {a:?}");
+        };
+        assert_eq!(resp.code, Some(a.status));
+        let body: serde_json::Value = serde_json::from_slice(&wire[n..]).expect("JSON");
+        assert!(body["error"].as_str().is_some_and(|e| !e.is_empty()));
+    };
+    match parse_head(data) {
+        Ok(Some(head)) => {
+            assert!(head.len <= data.len() && head.len <= MAX_HEAD);
+            for cut in [0, head.len / 2, head.len.saturating_sub(1)] {
+                if cut < head.len {
+                    assert!(
+                        !matches!(parse_head(&data[..cut]), Ok(Some(_))),
+                        "complete before its end"
+                    );
+                }
+            }
+            if let Err(a) = query_param(head.query.as_deref(), "user") {
+                refused(&a);
+            }
+        }
+        Ok(None) => assert!(data.len() < MAX_HEAD),
+        Err(a) => refused(&a),
+    }
+    match body::publish(data) {
+        Ok(p) => {
+            assert!((1..=64).contains(&p.topics.len()));
+            assert!(p.topics.iter().all(|t| (1..=128).contains(&t.len())));
+            assert!(serde_json::from_str::<serde_json::Value>(p.data).is_ok());
+            let text = std::str::from_utf8(data).expect("accepted JSON is UTF-8");
+            assert!(text.contains(p.data));
+        }
+        Err(a) => refused(&a),
+    }
+    match body::disconnect(data) {
+        Ok(d) => {
+            assert!(Disconnect::code_allowed(d.code) && d.reason.len() <= MAX_REASON);
+            assert!(!d.user.is_empty());
+            assert_eq!(Disconnect::from_relay(d.relay_text().as_bytes()), Some(d));
+        }
+        Err(a) => refused(&a),
+    }
+}

@@ -74,6 +74,7 @@
 //! - `fuzzing`: fuzz target bodies shared by `fuzz/` and the corpus replay.
 
 pub mod admission;
+mod api;
 pub mod app;
 pub mod auth;
 pub mod bridge;

@@ -45,6 +45,48 @@ pub fn close_slot(code: u16) -> usize {
     }
 }
 
+/// The statuses `surge_api_requests_total` counts by; any other is
+/// `other`.
+pub const API_STATUSES: [u16; 13] = [
+    200, 400, 401, 404, 405, 408, 411, 413, 415, 422, 431, 503, 0,
+];
+
+/// Server API requests by the status they were answered with.
+#[derive(Debug, Default)]
+pub struct ApiStats {
+    by_status: [AtomicU64; API_STATUSES.len()],
+}
+
+impl ApiStats {
+    /// Counts one answer.
+    pub fn count(&self, status: u16) {
+        let slot = API_STATUSES
+            .iter()
+            .position(|&s| s == status)
+            .unwrap_or(API_STATUSES.len() - 1);
+        self.by_status[slot].fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP surge_api_requests_total Server API requests by the status of their answer.\n\
+             # TYPE surge_api_requests_total counter"
+        );
+        for (status, n) in API_STATUSES.iter().zip(&self.by_status) {
+            let label = match status {
+                0 => "other".to_owned(),
+                s => s.to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "surge_api_requests_total{{status=\"{label}\"}} {}",
+                n.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 /// One shard's published numbers.
 #[derive(Debug, Default)]
 #[repr(align(64))]
@@ -209,6 +251,8 @@ pub struct Metrics {
     draining: AtomicBool,
     /// Shards with connections still to close; the drain ends at zero.
     shards_busy: AtomicUsize,
+    /// The server API's answers, when it runs.
+    pub api: std::sync::Arc<ApiStats>,
 }
 
 impl Metrics {
@@ -219,6 +263,7 @@ impl Metrics {
             backend,
             draining: AtomicBool::new(false),
             shards_busy: AtomicUsize::new(shards),
+            api: std::sync::Arc::default(),
         }
     }
 
@@ -581,6 +626,7 @@ impl Metrics {
         );
         hub.streams.render(&mut out);
         hub.render_relay(&mut out);
+        self.api.render(&mut out);
         let _ = writeln!(
             out,
             "# HELP surge_draining 1 once shutdown has begun.\n# TYPE surge_draining gauge\n\

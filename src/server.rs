@@ -38,6 +38,8 @@ pub struct Server {
     pub backend: Backend,
     /// Publishes to every shard's subscribers, from any thread.
     pub hub: Arc<Hub>,
+    /// Where the server API listens (`--api-listen`, port 0 resolved).
+    pub api_addr: Option<SocketAddr>,
     handles: Vec<JoinHandle<io::Result<()>>>,
     /// The write ends of the shards' signal pipes, for `shutdown`.
     stop: Vec<UnixStream>,
@@ -162,6 +164,8 @@ impl Server {
                 Err(_) => return Err(io::Error::other("a shard died while starting")),
             }
         }
+        // Once every shard takes orders from its inbox.
+        let api_addr = crate::api::start(&config, &hub, &metrics.api)?;
         if !config.routes.ticker_symbols.is_empty() {
             let socketio = config
                 .routes
@@ -179,6 +183,7 @@ impl Server {
             local_addrs,
             backend,
             hub,
+            api_addr,
             handles,
             stop,
         })

@@ -94,3 +94,8 @@ fn socketio_session_corpus() {
 fn jwt_token_corpus() {
     replay("jwt_token", surge::fuzzing::jwt_token);
 }
+
+#[test]
+fn api_request_corpus() {
+    replay("api_request", surge::fuzzing::api_request);
+}

@@ -276,6 +276,15 @@ fn live() -> &'static Fixture {
     })
 }
 
+/// Keys and tokens of a test's own, timed against the real clock now.
+fn fresh(name: &str) -> Fixture {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    make_fixture(name, now)
+}
+
 fn live_token(name: &str) -> &'static str {
     &live().tokens[name]
 }
@@ -454,26 +463,31 @@ fn jwt_flags_are_checked_at_start() {
 /// and changes nothing.
 #[test]
 fn expiry_closes_a_connection_unless_it_refreshes() {
-    let secret = live_file("hs.secret");
-    let server = support::Server::start(&["serve", "--jwt-hs256-secret", &secret]);
+    // Its own tokens, timed now: the shared ones may be older than the
+    // short token's 2 s.
+    let fixture = fresh("jwt-expiry");
+    let secret = fixture.dir.join("hs.secret");
+    let secret = secret.to_str().unwrap();
+    let server = support::Server::start(&["serve", "--jwt-hs256-secret", secret]);
+    let token = |name: &str| fixture.tokens[name].as_str();
     let addr = server.addr;
     let started = std::time::Instant::now();
-    let mut stays = hub(addr, live_token("hs_short"));
-    let mut expires = hub(addr, live_token("hs_short"));
+    let mut stays = hub(addr, token("hs_short"));
+    let mut expires = hub(addr, token("hs_short"));
     let ask = |ws: &mut support::hub::HubWs, text: &str| {
         support::hub::send_text(ws, text);
         support::hub::next_text(ws)
     };
     let other = ask(
         &mut stays,
-        &format!(r#"{{"op":"refresh","token":"{}"}}"#, live_token("hs_bob")),
+        &format!(r#"{{"op":"refresh","token":"{}"}}"#, token("hs_bob")),
     );
     assert!(other.contains("another sub"), "{other}");
     let bad = ask(&mut stays, r#"{"op":"refresh","token":"nonsense"}"#);
     assert!(bad.contains("refresh refused: malformed token"), "{bad}");
     let refreshed = ask(
         &mut stays,
-        &format!(r#"{{"op":"refresh","token":"{}"}}"#, live_token("hs_valid")),
+        &format!(r#"{{"op":"refresh","token":"{}"}}"#, token("hs_valid")),
     );
     assert!(refreshed.contains("\"refreshed\""), "{refreshed}");
     // The other connection is closed at its token's exp (2 s after it was
@@ -704,11 +718,7 @@ fn a_token_may_come_as_the_first_message() {
 fn socketio_rooms_follow_the_token() {
     for backend in support::hub::BACKENDS {
         // Made now: the short token's seconds start here.
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        let fixture = make_fixture(&format!("jwt-socketio-{backend}"), now);
+        let fixture = fresh(&format!("jwt-socketio-{backend}"));
         let config = fixture.dir.join("socketio.toml");
         std::fs::write(
             &config,

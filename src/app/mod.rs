@@ -321,6 +321,9 @@ impl Running {
     /// Prints `surge listening on ADDR backend=B shards=N` to stderr for
     /// each listener, as the `surge` binary does when it is ready.
     pub fn announce(&self) {
+        if let Some(addr) = self.server().api_addr {
+            eprintln!("surge api listening on {addr}");
+        }
         for addr in self.local_addrs() {
             eprintln!(
                 "surge listening on {addr} backend={} shards={}",

@@ -67,7 +67,8 @@ const KEEP_FOR_MS: u64 = 24 * 3600 * 1000;
 /// size and age (ms, 0: none), the data, the channel, the keys' expiry,
 /// and 1 for a latest-value topic (which keeps at least its last message).
 /// The message is `p EPOCH OFFSET SIZE AGE LATEST\nDATA`; a kept entry is
-/// `OFFSET MS DATA`, with the time Redis kept it.
+/// `OFFSET MS DATA`, with the time Redis kept it. It returns the
+/// position, `{EPOCH, OFFSET}`.
 pub const PUBLISH_SCRIPT: &str = r"
 redis.call('HSETNX', KEYS[1], 'epoch', ARGV[1])
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -89,6 +90,7 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('PUBLISH', ARGV[5],
   string.format('p %s %d %s %s %s\n', epoch, offset, ARGV[2], ARGV[3], ARGV[7]) .. ARGV[4])
+return {epoch, offset}
 ";
 
 /// Reads one topic's position, rule and history, and Redis's clock, in
@@ -375,7 +377,13 @@ fn relay(
             let mut pipe = redis::pipe();
             for m in &batch {
                 let channel = keys.channel(&m.topic);
-                if let Some(rule) = m.rule {
+                if m.order {
+                    // `o NODE`: no publish's header can take this form
+                    // (`p ...` or a node id alone), so no topic name can
+                    // forge an order.
+                    let body = format!("o {node}\n{}", m.text);
+                    pipe.cmd("PUBLISH").arg(channel).arg(body).ignore();
+                } else if let Some(rule) = m.rule {
                     pipe.cmd("EVALSHA")
                         .arg(&sha)
                         .arg(2)
@@ -387,8 +395,11 @@ fn relay(
                         .arg(&m.text)
                         .arg(channel)
                         .arg(KEEP_FOR_MS)
-                        .arg(u8::from(rule.latest))
-                        .ignore();
+                        .arg(u8::from(rule.latest));
+                    // Only a publish someone waits on is answered.
+                    if m.reply.is_none() {
+                        pipe.ignore();
+                    }
                 } else {
                     let mut body = Vec::with_capacity(node.len() + 1 + m.text.len());
                     body.extend_from_slice(node.as_bytes());
@@ -398,26 +409,43 @@ fn relay(
                 }
             }
             let n = batch.len() as u64;
-            let sent = pipe.query::<()>(&mut conn);
+            let sent = pipe.query::<Vec<(String, u64)>>(&mut conn);
             // The batch and its encoded copy held their queue bytes until
             // now, so a slow Redis cannot let more pile up behind them.
             drop(pipe);
-            if let Err(e) = sent {
-                // Part of it may have been carried out: sent again, that
-                // part would be published twice.
-                stats.relaying.store(0, Ordering::Relaxed);
-                tracing::warn!("redis bridge (publish): {e}; {n} message(s) delivered here alone");
-                hand_back(&batch, hub, stats);
-                queue.done(&batch);
-                break;
-            }
+            let positions = match sent {
+                Ok(positions) => positions,
+                Err(e) => {
+                    // Part of it may have been carried out: sent again, that
+                    // part would be published twice.
+                    stats.relaying.store(0, Ordering::Relaxed);
+                    tracing::warn!(
+                        "redis bridge (publish): {e}; {n} message(s) delivered here alone"
+                    );
+                    hand_back(&batch, hub, stats);
+                    queue.done(&batch);
+                    break;
+                }
+            };
             last_answer = Instant::now();
+            tell_positions(&batch, positions);
             queue.done(&batch);
             stats.sent.fetch_add(n, Ordering::Relaxed);
         }
         failed_before = true;
         stats.relaying.store(0, Ordering::Relaxed);
         backoff.wait();
+    }
+}
+
+/// Tells the publishes that wait for their positions what Redis
+/// answered, in order (only theirs are answered).
+fn tell_positions(batch: &[Outgoing], positions: Vec<(String, u64)>) {
+    let waiting = batch.iter().filter_map(|m| m.reply.as_ref());
+    for (reply, (epoch, offset)) in waiting.zip(positions) {
+        if let Ok(epoch) = u64::from_str_radix(&epoch, 16) {
+            let _ = reply.send(Position { epoch, offset });
+        }
     }
 }
 
@@ -430,7 +458,10 @@ fn hand_back(batch: &[Outgoing], hub: &Hub, stats: &BridgeStats) {
         match m.rule {
             Some(rule) => {
                 stats.alone.fetch_add(1, Ordering::Relaxed);
-                hub.publish_alone(&m.topic, &m.text, rule);
+                let position = hub.publish_alone(&m.topic, &m.text, rule);
+                if let Some(reply) = &m.reply {
+                    let _ = reply.send(position);
+                }
             }
             None => {
                 stats.lost.fetch_add(1, Ordering::Relaxed);
@@ -532,6 +563,13 @@ fn deliver(topic: &str, body: &[u8], node: &str, hub: &Hub, stats: &BridgeStats)
         return;
     };
     let (head, rest) = (&body[..nl], &body[nl + 1..]);
+    if let Some(from) = head.strip_prefix(b"o ") {
+        // This node's own order was carried out here when it was given.
+        if from != node.as_bytes() {
+            order(rest, hub, stats);
+        }
+        return;
+    }
     if let Some(header) = head.strip_prefix(b"p ") {
         let Some((position, rule)) = parse_header(header) else {
             tracing::debug!("redis bridge: a positioned message without a valid header");
@@ -564,6 +602,24 @@ fn deliver(topic: &str, body: &[u8], node: &str, hub: &Hub, stats: &BridgeStats)
     // publish: a flood from other nodes is refused and counted there, not
     // queued without limit.
     hub.publish_local(&crate::pubsub::hub_topic(topic), OpCode::Text, rest);
+}
+
+/// Another node's server API order (a disconnect), for every shard here.
+fn order(text: &[u8], hub: &Hub, stats: &BridgeStats) {
+    use crate::pubsub::control::{Control, Disconnect};
+    let Some(disconnect) = Disconnect::from_relay(text) else {
+        tracing::debug!("redis bridge: an order that is not a valid disconnect");
+        return;
+    };
+    stats.received.fetch_add(1, Ordering::Relaxed);
+    let took = hub.order(&Control::Disconnect(Arc::new(disconnect), None));
+    if took < hub.shards() {
+        tracing::warn!(
+            "redis bridge: a disconnect from another node reached {took} of {} shards \
+             (inboxes full)",
+            hub.shards()
+        );
+    }
 }
 
 /// `EPOCH OFFSET SIZE AGE LATEST` of a positioned message.

@@ -109,6 +109,10 @@ fn serve(config: Config) -> Result<(), String> {
         Backend::Uring => "uring",
         _ => "epoll",
     };
+    // Before the readiness lines: whoever waits for those finds it.
+    if let Some(addr) = server.api_addr {
+        eprintln!("surge api listening on {addr}");
+    }
     for addr in &server.local_addrs {
         eprintln!("surge listening on {addr} backend={backend} shards={shards}");
     }

@@ -172,6 +172,9 @@ pub(crate) struct RuntimeFlags {
     /// PEM private key of --tls-cert.
     #[arg(long, value_name = "FILE")]
     tls_key: Option<PathBuf>,
+    // Last: its help heading would take in the flags after it.
+    #[command(flatten)]
+    api: super::api::ApiFlags,
 }
 
 /// Pub/sub limits and backpressure policies.
@@ -453,6 +456,7 @@ impl RuntimeFlags {
             return Err("--require-subprotocol needs at least one --subprotocol".into());
         }
         let tls = self.tls(check_tls)?;
+        let api = self.api.into_config()?;
         let defaults = Config::default();
         Ok(Config {
             listen: self.listen,
@@ -502,6 +506,7 @@ impl RuntimeFlags {
             tls,
             message_timeout: Duration::from_millis(self.message_timeout_ms),
             max_lifetime: Duration::from_millis(self.max_lifetime_ms),
+            api,
             ..defaults
         })
     }

@@ -2,11 +2,12 @@
 //! same name (kebab-case); defaults are documented beside each one.
 //! `flags.rs` holds the flags, `file/` the config file whose keys they are.
 //! The settings of each area the layers above own have a file here
-//! (`admission.rs`, `pubsub.rs`, `bridge.rs`, `tls.rs`; `upgrade_hook.rs`
+//! (`admission.rs`, `api.rs`, `pubsub.rs`, `bridge.rs`, `tls.rs`; `upgrade_hook.rs`
 //! for the embedder's rule), so that config depends on nothing above it;
 //! each owner re-exports its settings under its own path.
 
 pub(crate) mod admission;
+pub(crate) mod api;
 pub(crate) mod bridge;
 pub(crate) mod file;
 pub(crate) mod flags;
@@ -25,6 +26,8 @@ use pubsub::{
     DEFAULT_MAX_RECOVERY,
 };
 use tls::TlsConfig;
+
+pub use api::{ApiConfig, ApiKey, DEFAULT_API_MAX_BODY, MIN_API_KEY};
 
 /// What a configured path serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -557,6 +560,8 @@ pub struct Config {
     /// it, so that after a scale-out long-lived clients move over to the
     /// new nodes a few at a time instead of never, or all at once.
     pub max_lifetime: Duration,
+    /// The server API's listener, key and bounds (default: off).
+    pub api: Option<ApiConfig>,
 }
 
 impl Default for Config {
@@ -582,6 +587,7 @@ impl Default for Config {
             tls: None,
             message_timeout: Duration::from_secs(10),
             max_lifetime: Duration::ZERO,
+            api: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use crate::buf::budget::Budget;
 use crate::engineio::handoff::Handoff;
 use crate::protocol::frame::{encode_frame, OpCode};
 
+use super::control::{Control, Disconnect};
 use super::relay::{Outgoing, Relay};
 use super::streams::DEFAULT_HISTORY_BYTES;
 use super::streams::{HistoryRule, Joined, Position, ReplayLimit, Streams};
@@ -70,6 +71,8 @@ pub enum Inbound {
     /// An Engine.IO request or answer between the shard a connection is
     /// on and the shard that owns its session.
     EngineIo(Handoff),
+    /// An order of the server API: a disconnect or a question.
+    Control(Control),
 }
 
 impl Inbound {
@@ -80,6 +83,7 @@ impl Inbound {
             Self::Message(d) => d.cost(),
             Self::Marker(_) => 0,
             Self::EngineIo(h) => h.len() + DELIVERY_OVERHEAD,
+            Self::Control(c) => c.len() + DELIVERY_OVERHEAD,
         }
     }
 }
@@ -222,6 +226,8 @@ impl Hub {
                 topic: name.to_owned(),
                 rule: None,
                 text: payload.to_owned(),
+                order: false,
+                reply: None,
             });
         }
     }
@@ -236,6 +242,8 @@ impl Hub {
                 topic: topic.to_owned(),
                 rule: None,
                 text,
+                order: false,
+                reply: None,
             });
         }
     }
@@ -247,37 +255,52 @@ impl Hub {
     /// them see one order; without one, or when the bridge cannot take it,
     /// this node positions it itself (in offset order, see `streams`).
     pub fn publish_positioned(&self, name: &str, data: &str, rule: HistoryRule) {
+        self.publish_positioned_told(name, data, rule, None);
+    }
+
+    /// Publishes like [`Hub::publish_positioned`]; returns the position
+    /// when this node gave it. When the shared store gives it instead,
+    /// `reply` (if any) is told it once known (`None` is returned then).
+    pub fn publish_positioned_told(
+        &self,
+        name: &str,
+        data: &str,
+        rule: HistoryRule,
+        reply: Option<std::sync::mpsc::Sender<Position>>,
+    ) -> Option<Position> {
         let Some(relay) = self.relay.get() else {
             let topic = super::hub_topic(name);
-            self.streams.publish(
+            return Some(self.streams.publish(
                 &topic,
                 rule,
                 Self::keep_size(name, data),
                 |_, position| Self::positioned(name, position, data),
                 |topic, frame| self.deliver(topic, frame),
-            );
-            return;
+            ));
         };
         let publish = Outgoing {
             topic: name.to_owned(),
             rule: Some(rule),
             text: data.to_owned(),
+            order: false,
+            reply,
         };
-        if let Err(back) = relay.forward(publish) {
-            self.publish_alone(&back.topic, &back.text, rule);
+        match relay.forward(publish) {
+            Ok(()) => None,
+            Err(back) => Some(self.publish_alone(&back.topic, &back.text, rule)),
         }
     }
 
     /// Delivers a hub route's message on this node only, in an epoch of
     /// its own: what the bridge could not send.
-    pub fn publish_alone(&self, name: &str, data: &str, rule: HistoryRule) {
+    pub fn publish_alone(&self, name: &str, data: &str, rule: HistoryRule) -> Position {
         self.streams.publish_alone(
             &super::hub_topic(name),
             rule,
             Self::keep_size(name, data),
             |_, position| Self::positioned(name, position, data),
             |topic, frame| self.deliver(topic, frame),
-        );
+        )
     }
 
     /// Delivers a hub route's message the shared store positioned (see
@@ -433,6 +456,58 @@ impl Hub {
             Self::wake(inbox);
         }
         Ok(())
+    }
+
+    /// Shards whose inbox has no room now for a delivery costing about
+    /// `bytes` (its frame and topic): a publisher that can wait asks this
+    /// first rather than have the message dropped there.
+    pub fn full_inboxes(&self, bytes: usize) -> usize {
+        let cost = bytes + DELIVERY_OVERHEAD;
+        self.shards
+            .iter()
+            .filter(|i| i.bytes.held().saturating_add(cost) > i.bytes.limit())
+            .count()
+    }
+
+    /// Shards this hub feeds.
+    pub fn shards(&self) -> usize {
+        self.shards.len()
+    }
+
+    /// Hands `control` to every shard, each within its inbox's byte
+    /// bound; how many took it (the others send no reply).
+    pub fn order(&self, control: &Control) -> usize {
+        let mut took = 0;
+        for inbox in &*self.shards {
+            let item = Inbound::Control(control.clone());
+            if !inbox.bytes.charge(item.cost()) {
+                continue;
+            }
+            // The receiver lives as long as its shard.
+            let _ = inbox.tx.send(item);
+            fence(Ordering::SeqCst);
+            if !inbox.armed.swap(true, Ordering::AcqRel) {
+                Self::wake(inbox);
+            }
+            took += 1;
+        }
+        took
+    }
+
+    /// Hands a disconnect to the bridge for the other nodes; false when
+    /// there is no bridge or it cannot take it now.
+    pub fn relay_disconnect(&self, disconnect: &Disconnect) -> bool {
+        self.relay.get().is_some_and(|relay| {
+            relay
+                .forward(Outgoing {
+                    topic: String::new(),
+                    rule: None,
+                    text: disconnect.relay_text(),
+                    order: true,
+                    reply: None,
+                })
+                .is_ok()
+        })
     }
 
     fn wake(inbox: &ShardInbox) {

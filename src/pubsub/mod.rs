@@ -12,6 +12,7 @@
 //! (`streams`), which gives it its position and keeps it for subscribers
 //! that resume. `events` writes the same messages as server-sent events.
 
+pub mod control;
 pub mod events;
 pub mod hub;
 pub mod protocol;

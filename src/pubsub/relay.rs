@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::streams::HistoryRule;
+use super::streams::{HistoryRule, Position};
 
 /// A publish on its way to the other nodes.
 #[derive(Debug)]
@@ -17,6 +17,14 @@ pub struct Outgoing {
     pub rule: Option<HistoryRule>,
     /// The data (positioned) or the whole message (not).
     pub text: String,
+    /// An order for the other nodes' shards rather than a publish
+    /// (`topic` empty, `rule` none, `text` a
+    /// [`Disconnect::relay_text`](super::control::Disconnect::relay_text)).
+    pub order: bool,
+    /// Who waits for the position the shared store gives a positioned
+    /// publish (the server API's publish): told once it is known, or when
+    /// the publish is delivered on this node alone instead.
+    pub reply: Option<std::sync::mpsc::Sender<Position>>,
 }
 
 impl Outgoing {

@@ -293,6 +293,14 @@ impl Topics {
         self.occupied
     }
 
+    /// Every topic with subscribers here, with how many.
+    pub(crate) fn counts(&self) -> impl Iterator<Item = (&str, usize)> {
+        self.topics
+            .iter()
+            .filter(|(_, t)| !t.members.is_empty())
+            .map(|(_, t)| (&*t.name, t.members.len()))
+    }
+
     /// Makes `name` a feed: it keeps the newest frame of every key from
     /// now on, within `bound` bytes (plus the newest frame), whether or
     /// not anyone subscribes, for [`Topics::latest`].

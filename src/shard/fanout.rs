@@ -10,6 +10,7 @@ use super::session::{Route, Session};
 use super::{Conn, Transport};
 use crate::engineio::handoff::Handoff;
 use crate::metrics::ShardStats;
+use crate::pubsub::control::Control;
 use crate::pubsub::hub::{Delivery, Hub, Inbound, InboxReceiver, SharedFrame};
 use crate::pubsub::ticker;
 use crate::pubsub::topics::{FanOut, Subscriber, Topics};
@@ -29,6 +30,8 @@ pub(crate) struct PubSub {
     pub(crate) handoffs: Vec<Handoff>,
     /// Socket.IO room broadcasts, for this shard's sessions in the rooms.
     pub(crate) rooms: Vec<Delivery>,
+    /// The server API's orders, for the shard to act on this turn.
+    pub(crate) controls: Vec<Control>,
 }
 
 /// A connection seen as a subscriber.
@@ -69,6 +72,7 @@ impl PubSub {
             last_join: 0,
             handoffs: Vec::new(),
             rooms: Vec::new(),
+            controls: Vec::new(),
         }
     }
 
@@ -106,6 +110,7 @@ impl PubSub {
             self.inbox.rearm();
             let (topics, out) = (&mut self.topics, &mut self.fan_out);
             let (handoffs, rooms) = (&mut self.handoffs, &mut self.rooms);
+            let controls = &mut self.controls;
             self.inbox.drain(|item| match item {
                 Inbound::Message(d) if d.topic.starts_with(super::engineio::ROOM_PREFIX) => {
                     rooms.push(d);
@@ -115,6 +120,7 @@ impl PubSub {
                     topics.activate(conns, &m.topic, m.seq, &m.replay, threshold, out);
                 }
                 Inbound::EngineIo(h) => handoffs.push(h),
+                Inbound::Control(c) => controls.push(c),
             });
             self.topics.fan_out(conns, threshold, &mut self.fan_out);
         }
@@ -135,6 +141,15 @@ impl PubSub {
             &stats.pubsub_snapshot_bytes,
             self.topics.snapshot_bytes() as u64,
         );
+    }
+
+    /// Hub topics (without namespace) with their subscribers here.
+    pub(crate) fn hub_topics(&self) -> Vec<(String, usize)> {
+        let prefix = crate::pubsub::hub_topic("");
+        self.topics
+            .counts()
+            .filter_map(|(name, n)| Some((name.strip_prefix(prefix.as_str())?.to_owned(), n)))
+            .collect()
     }
 
     /// Ends every subscription of a connection whose slot is being freed.

@@ -4,6 +4,7 @@
 //! runs the loop turn; a [`Driver`] (in `src/driver/`) waits for events and
 //! does the reading and writing, behind the seam in [`io`].
 
+mod control;
 pub(crate) mod counters;
 pub(crate) mod deadlines;
 pub(crate) mod engineio;
@@ -105,7 +106,8 @@ impl<T: Transport> Shard<T> {
 
     /// One loop turn after another, in this order: wait, read the clock,
     /// deliver what already waited in the inbox, take the driver's events,
-    /// fan out what was published meanwhile, act on passed deadlines, let
+    /// fan out what was published meanwhile, carry out the server API's
+    /// orders, act on passed deadlines, let
     /// the driver start its writes, publish the counters.
     fn turns<D: Driver<Io = T>>(&mut self, driver: &mut D) -> std::io::Result<()> {
         loop {
@@ -123,6 +125,7 @@ impl<T: Transport> Shard<T> {
             self.fan_out(driver);
             driver.dispatch(self);
             self.fan_out(driver);
+            self.control_turn(driver);
             self.engineio_turn(driver);
             self.expire_deadlines(driver);
             driver.end_turn(self);

@@ -1,6 +1,6 @@
 //! `--config FILE`: a TOML file whose keys are the command-line flags of the
 //! same name (`max-message = 65536`, or `max_message`), optionally grouped
-//! in sections (`[admission]`, `[tls] cert`, `[bridge.redis] url`), plus
+//! in sections (`[admission]`, `[tls] cert`, `[api] listen`, `[bridge.redis] url`), plus
 //! `[[routes]]` tables that map paths to what serves them and `[[topics]]`
 //! tables that set what hub topics keep by the start of their names.
 //!
@@ -21,7 +21,15 @@ use crate::protocol::deflate::DeflatePolicy;
 
 /// Sections that only group keys: a key `k` in `[s]` is the flag `s-k` when
 /// one exists (`[tls] cert` is `--tls-cert`), otherwise `k`.
-const SECTIONS: &[&str] = &["admission", "pubsub", "deflate", "tls", "ticker", "bridge"];
+const SECTIONS: &[&str] = &[
+    "admission",
+    "pubsub",
+    "deflate",
+    "tls",
+    "ticker",
+    "bridge",
+    "api",
+];
 
 /// Flags that make no sense inside a config file.
 const NOT_KEYS: &[&str] = &["config", "check-config", "help", "version"];
