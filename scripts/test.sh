@@ -35,6 +35,8 @@ need_apt node nodejs
 need_apt npm npm
 # Tests signal servers with kill(1).
 need_apt kill procps
+# tests/server_api.rs drives the server API with curl as well as ureq.
+need_apt curl curl
 
 # Python peers: kosoku drives the Autobahn TestSuite cases; websockets is a
 # real client implementation to interoperate with; python-socketio (with the
