@@ -474,6 +474,17 @@ fn expiry_closes_a_connection_unless_it_refreshes() {
     let started = std::time::Instant::now();
     let mut stays = hub(addr, token("hs_short"));
     let mut expires = hub(addr, token("hs_short"));
+    let mut stream = {
+        use std::io::Write;
+        let mut s = support::connect(addr);
+        let request = format!(
+            "GET /hub/events?topics=chat&token={} HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n",
+            token("hs_short")
+        );
+        s.write_all(request.as_bytes()).unwrap();
+        assert_eq!(support::read_response_head(&mut s).0, 200);
+        s
+    };
     let ask = |ws: &mut support::hub::HubWs, text: &str| {
         support::hub::send_text(ws, text);
         support::hub::next_text(ws)
@@ -502,6 +513,13 @@ fn expiry_closes_a_connection_unless_it_refreshes() {
     let frame = close.expect("a close frame with a code");
     assert_eq!(u16::from(frame.code), 4001);
     assert_eq!(&*frame.reason, "token expired");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // An event stream of the same token ends then too.
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut rest = Vec::new();
+    std::io::Read::read_to_end(&mut stream, &mut rest).expect("the stream ends");
     assert!(started.elapsed() < Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(500));
     let ok = ask(&mut stays, r#"{"op":"subscribe","topics":["chat"]}"#);

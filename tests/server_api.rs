@@ -272,6 +272,7 @@ fn publish_and_disconnect_reach_every_shard() {
     let mut alice = on_both_shards(&n, "alice", "chat");
     let mut bob = subscriber(n.server.addr, "bob", "chat");
     let mut stream = event_stream(n.server.addr, "bob", "chat");
+    let mut alice_stream = event_stream(n.server.addr, "alice", "chat");
 
     let (status, body) = curl(
         &[
@@ -314,23 +315,33 @@ fn publish_and_disconnect_reach_every_shard() {
     assert_eq!(status, 200);
     assert_eq!(
         answer,
-        json!({"topics": [{"topic": "chat", "subscribers": alice.len() + 2}]})
+        json!({"topics": [{"topic": "chat", "subscribers": alice.len() + 3}]})
     );
+    // Bob's WebSocket and his event stream.
     let (_, answer) = get(n.api, "/api/connections?user=bob");
-    assert_eq!(answer["count"], json!(1), "{answer}");
-    let conn = &answer["connections"][0];
-    assert_eq!(
-        (conn["peer"].as_str(), conn["topics"].as_u64()),
-        (Some("127.0.0.1"), Some(1))
-    );
-    assert!(conn["exp"].as_u64().is_some(), "{answer}");
+    assert_eq!(answer["count"], json!(2), "{answer}");
+    for conn in answer["connections"].as_array().unwrap() {
+        assert_eq!(
+            (conn["peer"].as_str(), conn["topics"].as_u64()),
+            (Some("127.0.0.1"), Some(1)),
+            "{answer}"
+        );
+        assert!(conn["exp"].as_u64().is_some(), "{answer}");
+    }
 
     let (status, answer) = post(n.api, "/api/disconnect", &json!({"user": "alice"}));
     assert_eq!(status, 200, "{answer}");
-    assert_eq!(answer["closed"], json!(alice.len()), "{answer}");
+    assert_eq!(answer["closed"], json!(alice.len() + 1), "{answer}");
     for ws in &mut alice {
         assert_eq!(close_code(ws), 4010);
     }
+    // Her event stream ends too.
+    let mut rest = Vec::new();
+    alice_stream
+        .get_mut()
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    std::io::Read::read_to_end(&mut alice_stream, &mut rest).expect("the stream ends");
     let (_, answer) = get(n.api, "/api/connections?user=alice");
     assert_eq!(answer["count"], json!(0), "{answer}");
     // Bob is still subscribed and served.

@@ -1,7 +1,7 @@
 //! The server API's orders as a shard carries them out, whatever its
 //! driver: a user's disconnect, the topics and a user's connections. A
-//! user is a hub connection's token `sub` (the grant its spill box keeps);
-//! connections without a token belong to nobody.
+//! user is the token `sub` of a hub WebSocket or an event stream (the grant
+//! its spill box keeps); connections without a token belong to nobody.
 
 use std::sync::mpsc::Sender;
 
@@ -43,7 +43,7 @@ impl<T: Transport> Shard<T> {
     fn user_conns(&self, user: &str) -> Vec<usize> {
         self.conns
             .iter()
-            .filter(|(_, c)| !c.io.dying() && c.session.is_open())
+            .filter(|(_, c)| !c.io.dying() && (c.session.is_open() || c.session.is_streaming()))
             .filter(|(_, c)| {
                 c.session
                     .spill

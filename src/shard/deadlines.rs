@@ -285,7 +285,7 @@ impl Deadlines {
             Next::Upgraded if self.draining => now + 1,
             // A stream's client says nothing: its deadline is the next
             // heartbeat.
-            Next::Upgraded if session.is_streaming() => self.heartbeat_due(now, config),
+            Next::Upgraded if session.is_streaming() => self.heartbeat_due(session, now, config),
             // Activity on an open connection pushes the idle deadline out,
             // never past the end of the message in progress; while
             // closing, the peer cannot buy time by talking.
@@ -433,6 +433,7 @@ impl Deadlines {
                         }
                     }
                     Phase::Events(_) if self.draining => Expired::Drain,
+                    Phase::Events(_) if token_expired(s) => Expired::Token,
                     Phase::Events(_) => Expired::Heartbeat,
                     Phase::Tarpit(_) => Expired::Answer,
                     Phase::Handshake(_) => {
@@ -469,9 +470,11 @@ impl Deadlines {
         fired
     }
 
-    /// The tick of an event stream's next heartbeat.
-    pub(crate) fn heartbeat_due(&self, now: u64, config: &Config) -> u64 {
-        now + Clock::ticks(config.routes.sse_heartbeat).max(1)
+    /// The tick of an event stream's next heartbeat, or of its token's
+    /// expiry if that comes first.
+    pub(crate) fn heartbeat_due(&self, session: &Session, now: u64, config: &Config) -> u64 {
+        let heartbeat = now + Clock::ticks(config.routes.sse_heartbeat).max(1);
+        heartbeat.min(token_due(session, now))
     }
 
     /// Starts a server-side close and gives the peer `close_timeout` to answer.

@@ -156,7 +156,7 @@ pub(super) fn answer(
         user,
         ..
     } = admit(req, hs, Route::Hub, None, limits)?;
-    if let Some(topic) = grant.and_then(|g| {
+    if let Some(topic) = grant.as_ref().and_then(|g| {
         let refused = request.topics.iter().find(|t| !g.may_subscribe(t));
         refused.cloned()
     }) {
@@ -180,7 +180,7 @@ pub(super) fn answer(
         app: None,
         spec,
         events: Some(request),
-        grant: None,
+        grant,
         user,
     })
 }

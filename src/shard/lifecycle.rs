@@ -189,9 +189,11 @@ impl<T: Transport> Shard<T> {
             return;
         };
         if conn.session.heartbeat() {
-            let due = self
-                .deadlines
-                .heartbeat_due(self.clock.now_tick, &self.shared.config);
+            let due = self.deadlines.heartbeat_due(
+                &conn.session,
+                self.clock.now_tick,
+                &self.shared.config,
+            );
             self.deadlines.set(key, &mut conn.session, due);
             driver.send(self, key);
         }

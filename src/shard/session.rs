@@ -409,11 +409,17 @@ impl Session {
                 events: Some(request),
                 spec,
                 user,
+                grant,
                 ..
             }) => {
                 self.ticket = Some(ticket);
                 if user.is_some() {
                     self.spill_mut().user = user;
+                }
+                // Kept for its expiry and its user (the server API's
+                // disconnect): a stream asks for nothing else.
+                if let Some(grant) = grant {
+                    self.spill_mut().grant = Some(Box::new(grant));
                 }
                 self.route = Route::Hub;
                 self.spec = spec;
