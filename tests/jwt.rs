@@ -809,3 +809,47 @@ fn an_app_handler_sees_the_tokens_user() {
     let refused = format!("/who?token={}", live_token("hs_wrong_key"));
     assert_eq!(upgrade_status(addr, &refused, ""), 401);
 }
+
+/// The server API's disconnect reaches a user's Socket.IO sessions too, on
+/// both transports, whichever shard owns them, and no other user's.
+#[test]
+fn the_server_api_ends_a_users_socketio_sessions() {
+    let fixture = fresh("jwt-socketio-api");
+    let config = fixture.dir.join("socketio.toml");
+    std::fs::write(
+        &config,
+        "[[routes]]\npath = \"/socket.io/\"\nkind = \"socketio\"\ncors-origin = \"*\"\n",
+    )
+    .unwrap();
+    let key = "k".repeat(24);
+    let key_file = fixture.dir.join("api.key");
+    std::fs::write(&key_file, &key).unwrap();
+    let api = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let server = support::Server::start(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--jwt-hs256-secret",
+        fixture.dir.join("hs.secret").to_str().unwrap(),
+        "--api-listen",
+        &api.to_string(),
+        "--api-key-file",
+        key_file.to_str().unwrap(),
+        "--shards",
+        "2",
+    ]);
+    support::socketio::node_scenarios(
+        &format!("http://{}", server.addr),
+        &["hub_api_disconnect"],
+        &[
+            ("TOKEN", &fixture.tokens["hs_valid"]),
+            ("OTHER_TOKEN", &fixture.tokens["hs_bob"]),
+            ("API_URL", &format!("http://{api}")),
+            ("API_KEY", &key),
+        ],
+        "api disconnect",
+    );
+}

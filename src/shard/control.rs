@@ -1,7 +1,9 @@
 //! The server API's orders as a shard carries them out, whatever its
 //! driver: a user's disconnect, the topics and a user's connections. A
 //! user is the token `sub` of a hub WebSocket or an event stream (the grant
-//! its spill box keeps); connections without a token belong to nobody.
+//! its spill box keeps), or of a `socketio` session's handshake (ended as
+//! the server ends a session); connections without a token belong to
+//! nobody.
 
 use std::sync::mpsc::Sender;
 
@@ -22,7 +24,8 @@ impl<T: Transport> Shard<T> {
                     for &key in &keys {
                         self.close(driver, key, CloseCode(order.code), &order.reason);
                     }
-                    answer(reply.as_ref(), Reply::Closed(keys.len()));
+                    let sessions = self.engineio_disconnect(&order.user);
+                    answer(reply.as_ref(), Reply::Closed(keys.len() + sessions));
                 }
                 Control::Topics(reply) => {
                     answer(Some(&reply), Reply::Topics(self.pubsub.hub_topics()));

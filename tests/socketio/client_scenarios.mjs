@@ -528,6 +528,34 @@ async function hubErrors(url) {
   }
 }
 
+// A `socketio` route with the server API on (API_URL, API_KEY): a disconnect
+// of TOKEN's user (alice) through the API ends her sessions, on either
+// transport, and leaves OTHER_TOKEN's (bob's).
+async function hubApiDisconnect(url) {
+  const query = (token) => ({ query: { token } });
+  const alice = [Client.connect(url, { ...query(process.env.TOKEN), transports: ["websocket"] }),
+                 Client.connect(url, { ...query(process.env.TOKEN), transports: ["polling"] })];
+  const bob = Client.connect(url, query(process.env.OTHER_TOKEN));
+  try {
+    for (const c of [...alice, bob]) await c.connected();
+    const response = await fetch(`${process.env.API_URL}/api/disconnect`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${process.env.API_KEY}`, "Content-Type": "application/json" },
+      body: JSON.stringify({ user: "alice" }),
+    });
+    const answer = await response.json();
+    check(response.status === 200 && answer.closed === 2, "the API did not close alice's two sessions", { status: response.status, answer });
+    for (const c of alice) {
+      await c.until(() => c.disconnects.length > 0, STEP_MS, "waiting for alice's session to end", { whileDown: true });
+    }
+    check(bob.socket.connected, "bob's session was closed");
+    check(same(await bob.ack(STEP_MS, "subscribe", "chat"), [{ rooms: ["chat"] }]), "bob's socket stopped working");
+    return { answer, reasons: alice.map((c) => c.disconnects[0]) };
+  } finally {
+    for (const c of [...alice, bob]) c.close();
+  }
+}
+
 // A `socketio` route under `--publish-rate 1 --publish-burst 2`: a session
 // publishes its burst, the next publish is refused in its ack and reaches
 // nobody, the socket stays, and another session has its own bucket.
@@ -759,6 +787,7 @@ const SCENARIOS = {
   hub_errors: hubErrors,
   hub_tokens: hubTokens,
   hub_publish_rate: hubPublishRate,
+  hub_api_disconnect: hubApiDisconnect,
   hub_ticker: hubTicker,
   connect_auth: connectAuth,
   polling,

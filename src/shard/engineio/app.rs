@@ -189,6 +189,11 @@ impl SocketIo {
         })
     }
 
+    /// Who the handshake's token says the client is, with `--jwt-*`.
+    pub(crate) fn user(&self) -> Option<&str> {
+        self.grant.as_deref().map(|g| &*g.sub)
+    }
+
     /// Takes one publish from a `socketio` session's bucket under
     /// `(rate, burst)` at `now_ns`: false when it is empty.
     fn take_publish(&mut self, (rate, burst): (u32, u32), now_ns: u64) -> bool {

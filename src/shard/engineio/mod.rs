@@ -200,6 +200,20 @@ impl<T: Transport> Shard<T> {
         self.engineio.compressed.clear();
     }
 
+    /// Ends `user`'s Engine.IO sessions owned here (the server API's
+    /// disconnect); how many.
+    pub(super) fn engineio_disconnect(&mut self, user: &str) -> usize {
+        let eio = &mut self.engineio;
+        eio.owner.close_user(
+            user,
+            &mut Out {
+                outbox: &mut eio.outbox,
+                registry: &self.shared.admission.registry,
+                hub: self.pubsub.hub(),
+            },
+        )
+    }
+
     /// Shutdown: every session this shard owns ends now.
     pub(super) fn engineio_shutdown(&mut self) {
         let eio = &mut self.engineio;

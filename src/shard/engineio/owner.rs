@@ -582,6 +582,23 @@ impl Owner {
 
     /// The server is shutting down: every session ends, its held poll
     /// answered `1` and its WebSocket sent the close packet.
+    /// Ends the sessions whose handshake's token is `user`'s (the server
+    /// API's disconnect), as the server ends any; how many.
+    pub(crate) fn close_user(&mut self, user: &str, out: &mut Out<'_>) -> usize {
+        let keys: Vec<usize> = self
+            .sessions
+            .iter()
+            .filter(|(_, o)| o.session.closed().is_none())
+            .filter(|(_, o)| o.sio.as_deref().and_then(SocketIo::user) == Some(user))
+            .map(|(k, _)| k)
+            .collect();
+        for &key in &keys {
+            self.sessions[key].session.close_by_server();
+            self.flush(key, out);
+        }
+        keys.len()
+    }
+
     pub(crate) fn close_all(&mut self, out: &mut Out<'_>) {
         let keys: Vec<usize> = self.sessions.iter().map(|(k, _)| k).collect();
         for key in keys {
