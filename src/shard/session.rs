@@ -935,19 +935,17 @@ pub(super) fn admit<'r>(
         None => None,
         Some(tokens) => {
             let now = super::deadlines::unix_now();
-            match tokens.grant(request.query, request.header("authorization"), now) {
-                Ok(grant) => Some(grant),
-                // Its token may come as its first message.
-                Err(None) if route == Route::Hub && req.wants_websocket() => {
-                    match tokens.awaiting(now) {
-                        Some(awaiting) => Some(awaiting),
-                        None => {
-                            let reason = Reason::JwtMissing;
-                            admission.registry.stats.rejected(reason);
-                            return Err(Answered::Denied(reason.status(), reason));
-                        }
+            let verdict = tokens
+                .grant(request.query, request.header("authorization"), now)
+                .or_else(|refused| match refused {
+                    // A hub WebSocket's token may come as its first message.
+                    None if route == Route::Hub && req.wants_websocket() => {
+                        tokens.awaiting(now).ok_or(None)
                     }
-                }
+                    refused => Err(refused),
+                });
+            match verdict {
+                Ok(grant) => Some(grant),
                 Err(refused) => {
                     let reason = Reason::of_token(refused);
                     tracing::debug!(%client, reason = reason.label(), "token refused");
