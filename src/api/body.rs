@@ -58,6 +58,14 @@ fn missing(field: &str) -> Answer {
 /// Reads a publish body.
 pub(crate) fn publish(body: &[u8]) -> Result<Publish<'_>, Answer> {
     let fields: PublishFields<'_> = serde_json::from_slice(body).map_err(|e| bad_body(&e))?;
+    // What a hub client's publish may not carry either: nesting past the
+    // hub's depth, numbers beyond f64 (raw JSON lets both through).
+    crate::pubsub::protocol::check_limits(body).map_err(|why| {
+        Answer::error(
+            400,
+            &format!("the body is not JSON a subscriber can read: {why}"),
+        )
+    })?;
     let topics = match (fields.topic, fields.topics) {
         (Some(_), Some(_)) => {
             return Err(Answer::error(400, "give \"topic\" or \"topics\", not both"));
@@ -162,6 +170,16 @@ mod tests {
         let long = format!(r#"{{"topic":"{}","data":1}}"#, "é".repeat(70));
         assert_eq!(refused(long.as_bytes()).0, 422);
         assert_eq!(refused(br#"{"topics":[],"data":1}"#).0, 422);
+        // Valid raw JSON that no subscriber's parser can read back.
+        let (status, body) = refused(br#"{"topics":["a"],"data":77.7E770}"#);
+        assert_eq!(status, 400);
+        assert!(body.contains("number out of range"), "{body}");
+        let deep = format!(
+            r#"{{"topic":"a","data":{}1{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        assert!(refused(deep.as_bytes()).1.contains("recursion limit"));
         assert_eq!(refused(b"[1]").0, 400);
     }
 

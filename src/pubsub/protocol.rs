@@ -166,7 +166,7 @@ fn bad_json(text: &[u8], e: &serde_json::Error) -> String {
 /// [`MAX_DEPTH`] levels deep and numbers beyond f64. Refused with the words
 /// and position serde_json gives, in one pass over text already known to
 /// be valid JSON.
-fn check_limits(text: &[u8]) -> Result<(), String> {
+pub(crate) fn check_limits(text: &[u8]) -> Result<(), String> {
     let mut depth = 0usize;
     let mut i = 0;
     while i < text.len() {
