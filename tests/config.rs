@@ -32,6 +32,16 @@ fn run(args: &[&str]) -> (Option<i32>, String, String) {
     )
 }
 
+/// `surge serve --config FILE --check-config`.
+fn check_serve(file: &std::path::Path) -> (Option<i32>, String, String) {
+    run(&[
+        "serve",
+        "--config",
+        file.to_str().unwrap(),
+        "--check-config",
+    ])
+}
+
 #[test]
 fn each_kind_of_error_names_file_line_and_key() {
     let cases: &[(&str, &str, &str)] = &[
@@ -287,12 +297,7 @@ fn check_config_prints_a_config_that_reproduces_itself() {
          [[topics]]\nprefix = \"scores.\"\nhistory-size = 100\nhistory-ttl-ms = 60000\nlatest = false\n\
          [[topics]]\nprefix = \"scores.live.\"\nlatest = true\n",
     );
-    let (code, first, stderr) = run(&[
-        "serve",
-        "--config",
-        file.to_str().unwrap(),
-        "--check-config",
-    ]);
+    let (code, first, stderr) = check_serve(file.as_path());
     assert_eq!(code, Some(0), "{stderr}");
     for line in [
         "shards = 1\n",
@@ -324,12 +329,7 @@ fn check_config_prints_a_config_that_reproduces_itself() {
         assert!(first.contains(line), "missing {line:?} in\n{first}");
     }
     let again = write_config("again.toml", &first);
-    let (code, second, stderr) = run(&[
-        "serve",
-        "--config",
-        again.to_str().unwrap(),
-        "--check-config",
-    ]);
+    let (code, second, stderr) = check_serve(again.as_path());
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(first, second);
 }
@@ -537,12 +537,7 @@ fn token_limits_and_lifetime_are_keys_and_check_config_shows_them() {
             secret.to_str().unwrap()
         ),
     );
-    let (code, out, stderr) = run(&[
-        "serve",
-        "--config",
-        file.to_str().unwrap(),
-        "--check-config",
-    ]);
+    let (code, out, stderr) = check_serve(file.as_path());
     assert_eq!(code, Some(0), "{stderr}");
     for line in [
         "max-lifetime-ms = 3600000\n".to_owned(),
@@ -555,12 +550,7 @@ fn token_limits_and_lifetime_are_keys_and_check_config_shows_them() {
         assert!(out.contains(&line), "missing {line:?} in\n{out}");
     }
     let file = write_config("per-user.toml", "[admission]\nmax-conns-per-user = 3\n");
-    let (code, _, stderr) = run(&[
-        "serve",
-        "--config",
-        file.to_str().unwrap(),
-        "--check-config",
-    ]);
+    let (code, _, stderr) = check_serve(file.as_path());
     assert_eq!(code, Some(2), "{stderr}");
     assert!(
         stderr.contains("--max-conns-per-user needs a key"),
