@@ -1,5 +1,5 @@
-//! `--max-lifetime-ms`: every WebSocket and event stream is closed (1001,
-//! or the stream ends) at a moment spread over the tenth of the lifetime
+//! `--max-lifetime-ms`: every WebSocket (an Engine.IO session's among them)
+//! and event stream is closed (1001, or the stream ends) at a moment spread over the tenth of the lifetime
 //! after it, whatever traffic it has, so long-lived clients rebalance
 //! across nodes after a scale-out; connections younger than it are left.
 
@@ -33,6 +33,16 @@ fn connections_are_closed_with_1001_within_a_tenth_past_their_lifetime() {
                     .0
             })
             .collect();
+        // An Engine.IO session on a WebSocket (as socket.io-client opens
+        // one): its WebSocket is closed the same way, and the stock client
+        // reconnects after that `transport close`.
+        let mut engineio = {
+            let url = format!("ws://{addr}/engine.io/?EIO=4&transport=websocket");
+            let s = support::connect(addr);
+            tungstenite::client(url.as_str(), support::Patient(s))
+                .expect("upgrade")
+                .0
+        };
         let mut stream = support::connect(addr);
         stream
             .write_all(b"GET /hub/events?topics=a HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
@@ -47,7 +57,7 @@ fn connections_are_closed_with_1001_within_a_tenth_past_their_lifetime() {
             std::thread::sleep(Duration::from_millis(100));
         }
         assert!(opened.elapsed() < Duration::from_millis(1500));
-        for ws in &mut clients {
+        for ws in clients.iter_mut().chain([&mut engineio]) {
             let frame = loop {
                 match ws.read() {
                     Ok(tungstenite::Message::Close(frame)) => break frame,
@@ -79,6 +89,7 @@ fn connections_are_closed_with_1001_within_a_tenth_past_their_lifetime() {
         );
         drop(stream);
         drop(clients);
+        drop(engineio);
         // The scrape itself is the one connection left.
         support::wait_metric(addr, "surge_connections_open", |open| open == 1);
     }
