@@ -70,6 +70,9 @@ impl Spill {
             && self.app.is_none()
             && self.grant.is_none()
             && self.user.is_none()
+            // A bucket that was drawn on (only with `--publish-rate`): freed,
+            // it would be full again at the next publish.
+            && self.publish_tat == 0
     }
 
     /// Queues a shared frame behind everything produced so far; `out` is
