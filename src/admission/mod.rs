@@ -41,18 +41,14 @@ impl Admission {
         for net in &mut config.trusted_proxies {
             *net = client::canonical_net(*net);
         }
-        let burst = |burst: u32, rate: u32| if burst == 0 { rate } else { burst };
         let limits = Limits {
             per_client: config.max_conns_per_ip,
             total: config.max_conns,
-            client_rate: Rate::new(
+            client_rate: Rate::with_burst_or_rate(
                 config.handshake_rate_per_ip,
-                burst(config.handshake_burst_per_ip, config.handshake_rate_per_ip),
+                config.handshake_burst_per_ip,
             ),
-            total_rate: Rate::new(
-                config.handshake_rate,
-                burst(config.handshake_burst, config.handshake_rate),
-            ),
+            total_rate: Rate::with_burst_or_rate(config.handshake_rate, config.handshake_burst),
             max_clients: config.max_tracked_clients.max(1),
             per_user: config.max_conns_per_user,
         };

@@ -28,6 +28,12 @@ impl Rate {
         }
     }
 
+    /// `per_second` events per second with bursts of `burst`, where a
+    /// burst of 0 means the rate itself (as the flags put it).
+    pub fn with_burst_or_rate(per_second: u32, burst: u32) -> Self {
+        Self::new(per_second, if burst == 0 { per_second } else { burst })
+    }
+
     /// No limit at all.
     pub const UNLIMITED: Self = Self {
         interval_ns: 0,
@@ -37,6 +43,11 @@ impl Rate {
     /// Whether this rate limits anything.
     pub fn is_limited(self) -> bool {
         self.interval_ns != 0
+    }
+
+    /// Events per second (0: unlimited), as given.
+    pub fn per_second(self) -> u64 {
+        1_000_000_000u64.checked_div(self.interval_ns).unwrap_or(0)
     }
 
     /// Takes one event at `now_ns` from a bucket whose state is `tat`:

@@ -1238,11 +1238,8 @@ fn publish_paced(tat: &mut u64, routes: &Routes, limits: &ConnLimits<'_>) -> Res
     if routes.publish_rate == 0 {
         return Ok(());
     }
-    let burst = match routes.publish_burst {
-        0 => routes.publish_rate,
-        burst => burst,
-    };
-    let rate = crate::admission::rate::Rate::new(routes.publish_rate, burst);
+    let rate =
+        crate::admission::rate::Rate::with_burst_or_rate(routes.publish_rate, routes.publish_burst);
     *tat = rate.take(*tat, limits.admission.registry.now_ns())?;
     Ok(())
 }

@@ -18,6 +18,7 @@ use super::handler::{
     Ack, ConnectRequest, DisconnectReason, Event as AppEvent, Handshake, Namespaces, Socket,
     SocketIoHandler,
 };
+use crate::admission::rate::Rate;
 use crate::auth::Grant;
 use crate::config::pubsub::is_symbol;
 use crate::config::{EngineIoLimits, RouteKind, Routes};
@@ -65,9 +66,6 @@ pub(crate) struct HubRules {
     pub(crate) settings: Settings,
     /// The largest `publish` (its arguments' JSON and attachments).
     pub(crate) max_publish: usize,
-    /// Publishes a session may make per second, and at once (0: no
-    /// limit).
-    pub(crate) publish_rate: (u32, u32),
     /// The most rooms a session may be in.
     pub(crate) max_rooms: usize,
     /// The feed's symbols (the first this many): rooms only it publishes to.
@@ -99,7 +97,6 @@ impl Behaviour {
                 max_publish: routes.max_publish,
                 max_rooms: routes.max_topics_per_conn,
                 feed_symbols: routes.ticker_symbols.len(),
-                publish_rate: (routes.publish_rate, routes.publish_burst),
             }),
             _ => Self::Echo,
         }
@@ -130,13 +127,24 @@ pub(crate) struct SocketIo {
     mode: Mode,
     /// With recovery on: each connected socket's private id.
     pub(crate) pids: Vec<SocketPid>,
-    /// What the signed token of the session's handshake allows (with
-    /// `--jwt-*`): on a `socketio` route, the rooms its sockets may join
-    /// (`subscribe`) and publish to (`publish`).
-    grant: Option<Box<Grant>>,
+    /// Its token and publish bucket, boxed: most sessions have neither,
+    /// and every idle session pays for what is inline here.
+    extras: Option<Box<Extras>>,
+}
+
+/// What a session holds only with `--jwt-*` or `--publish-rate`.
+#[derive(Debug, Default)]
+struct Extras {
+    /// What the signed token of the session's handshake allows: on a
+    /// `socketio` route, the rooms its sockets may join (`subscribe`) and
+    /// publish to (`publish`).
+    grant: Option<Grant>,
     /// When that token expires, on the owner's clock in ms (`u64::MAX`:
     /// never): the session is then closed by the server.
-    pub(crate) token_until: u64,
+    token_until: u64,
+    /// Its `--publish-rate` bucket (see `admission::rate`), in ns on the
+    /// owner's clock.
+    publish_tat: u64,
 }
 
 /// A socket's private id, and the last event sent to it alone (not a
@@ -165,8 +173,13 @@ impl SocketIo {
             now.saturating_add(left.saturating_add(1).saturating_mul(1000))
         });
         Some(Self {
-            grant: grant.map(Box::new),
-            token_until,
+            extras: grant.map(|grant| {
+                Box::new(Extras {
+                    grant: Some(grant),
+                    token_until,
+                    publish_tat: 0,
+                })
+            }),
             conn: Connection::new(behaviour.socketio()?, now),
             rooms: Vec::new(),
             mode: match behaviour {
@@ -180,8 +193,6 @@ impl SocketIo {
                     max_publish: u32::try_from(rules.max_publish).unwrap_or(u32::MAX),
                     max_rooms: u32::try_from(rules.max_rooms).unwrap_or(u32::MAX),
                     feed_symbols: u32::try_from(rules.feed_symbols).unwrap_or(u32::MAX),
-                    publish_rate: rules.publish_rate,
-                    publish_tat: 0,
                 },
                 _ => Mode::Reference,
             },
@@ -191,23 +202,39 @@ impl SocketIo {
 
     /// Who the handshake's token says the client is, with `--jwt-*`.
     pub(crate) fn user(&self) -> Option<&str> {
-        self.grant.as_deref().map(|g| &*g.sub)
+        self.grant().map(|g| &*g.sub)
     }
 
-    /// Takes one publish from a `socketio` session's bucket under
-    /// `(rate, burst)` at `now_ns`: false when it is empty.
-    fn take_publish(&mut self, (rate, burst): (u32, u32), now_ns: u64) -> bool {
-        let Mode::Hub { publish_tat, .. } = &mut self.mode else {
+    /// Takes one publish from the session's bucket under `rate` at
+    /// `now_ns`: false when it is empty.
+    fn take_publish(&mut self, rate: Rate, now_ns: u64) -> bool {
+        if !rate.is_limited() {
             return true;
-        };
-        let burst = if burst == 0 { rate } else { burst };
-        match crate::admission::rate::Rate::new(rate, burst).take(*publish_tat, now_ns) {
+        }
+        let extras = self.extras.get_or_insert_with(|| {
+            Box::new(Extras {
+                token_until: u64::MAX,
+                ..Extras::default()
+            })
+        });
+        match rate.take(extras.publish_tat, now_ns) {
             Ok(tat) => {
-                *publish_tat = tat;
+                extras.publish_tat = tat;
                 true
             }
             Err(_) => false,
         }
+    }
+
+    /// What the handshake's token allows, with `--jwt-*`.
+    fn grant(&self) -> Option<&Grant> {
+        self.extras.as_deref()?.grant.as_ref()
+    }
+
+    /// When the handshake's token expires, on the owner's clock in ms
+    /// (`u64::MAX`: never).
+    pub(crate) fn token_until(&self) -> u64 {
+        self.extras.as_deref().map_or(u64::MAX, |e| e.token_until)
     }
 
     /// Milliseconds a dropped socket is kept for recovery (0: it is not).
@@ -254,11 +281,6 @@ enum Mode {
         max_publish: u32,
         max_rooms: u32,
         feed_symbols: u32,
-        /// `--publish-rate` and `--publish-burst` (0: no limit; the rate).
-        publish_rate: (u32, u32),
-        /// The session's publish bucket (see `admission::rate`), in ns on
-        /// the owner's clock.
-        publish_tat: u64,
     },
     App(Box<AppSession>),
 }
@@ -318,6 +340,9 @@ pub(crate) struct Effects<'a> {
     pub(crate) shard: u16,
     /// The sequence number of the next room broadcast this shard records.
     pub(crate) next_seq: u64,
+    /// `--publish-rate` (with `--publish-burst`) for each `socketio`
+    /// session.
+    pub(crate) publish_rate: Rate,
 }
 
 impl Effects<'_> {
@@ -329,6 +354,7 @@ impl Effects<'_> {
             recoveries: &mut *self.recoveries,
             shard: self.shard,
             next_seq: self.next_seq,
+            publish_rate: self.publish_rate,
         }
     }
 }
@@ -380,7 +406,7 @@ pub(crate) fn connected(
             // longer allows are not joined again.
             let prefix = namespace_prefix(ns);
             for topic in socket.rooms {
-                let allowed = state.grant.as_deref().is_none_or(|g| {
+                let allowed = state.grant().is_none_or(|g| {
                     topic
                         .strip_prefix(&*prefix)
                         .is_some_and(|room| g.may_subscribe(room))
@@ -461,14 +487,11 @@ pub(crate) fn receive(
                 max_publish,
                 max_rooms,
                 feed_symbols,
-                publish_rate,
-                ..
             } => {
                 let limits = HubLimits {
                     max_publish: max_publish as usize,
                     max_rooms: max_rooms as usize,
                     feed_symbols: feed_symbols as usize,
-                    publish_rate,
                     now_ns: now.saturating_mul(1_000_000),
                 };
                 hub(session, state, &packet, limits, fx)
@@ -598,7 +621,6 @@ struct HubLimits {
     max_publish: usize,
     max_rooms: usize,
     feed_symbols: usize,
-    publish_rate: (u32, u32),
     /// The owner's clock, for the publish bucket.
     now_ns: u64,
 }
@@ -618,7 +640,6 @@ fn hub(
         max_publish,
         max_rooms,
         feed_symbols,
-        publish_rate,
         now_ns,
     } = limits;
     let ns = packet.namespace();
@@ -637,7 +658,7 @@ fn hub(
             let outcome = match &event.name {
                 EventName::Str(name) if name == "subscribe" || name == "unsubscribe" => {
                     rooms_named(event.args).and_then(|rooms| {
-                        let grant = state.grant.as_deref();
+                        let grant = state.grant();
                         if let Some(room) = rooms.iter().find(|r| {
                             name == "subscribe" && grant.is_some_and(|g| !g.may_subscribe(r))
                         }) {
@@ -665,17 +686,12 @@ fn hub(
                         Some(room) if ns == "/" && is_symbol(&room, feed_symbols) => {
                             Err(format!("{room} is the feed's: only it publishes there"))
                         }
-                        Some(room)
-                            if state
-                                .grant
-                                .as_deref()
-                                .is_some_and(|g| !g.may_publish(&room)) =>
-                        {
+                        Some(room) if state.grant().is_some_and(|g| !g.may_publish(&room)) => {
                             Err(format!("this token may not publish to {room}"))
                         }
-                        Some(_) if !state.take_publish(publish_rate, now_ns) => Err(format!(
+                        Some(_) if !state.take_publish(fx.publish_rate, now_ns) => Err(format!(
                             "publish rate exceeded: at most {} per second",
-                            publish_rate.0
+                            fx.publish_rate.per_second()
                         )),
                         Some(room) => {
                             let (args, attachments) = renumbered(event.args, packet.attachments());

@@ -68,10 +68,14 @@ pub(crate) struct EngineIo {
 }
 
 impl EngineIo {
-    pub(crate) fn new(shard: usize) -> Self {
+    pub(crate) fn new(shard: usize, routes: &crate::config::Routes) -> Self {
         let shard = u16::try_from(shard).unwrap_or(u16::MAX);
+        let publish_rate = crate::admission::rate::Rate::with_burst_or_rate(
+            routes.publish_rate,
+            routes.publish_burst,
+        );
         Self {
-            owner: Owner::new(shard),
+            owner: Owner::new(shard, publish_rate),
             outbox: Vec::new(),
             now_ms: 0,
             written: Vec::new(),

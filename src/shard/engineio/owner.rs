@@ -13,6 +13,7 @@ use slab::Slab;
 use super::app::{self, Behaviour, Effects, RoomChange, SocketIo};
 use super::counts::count;
 use super::http;
+use crate::admission::rate::Rate;
 use crate::admission::registry::{Registry, Ticket};
 use crate::engineio::handoff::{
     Answer, Ask, ConnRef, Handoff, Recover, Recovered, RecoveredSocket, ToConn, ToOwner,
@@ -52,7 +53,7 @@ impl Owned {
                 .conn
                 .next_deadline()
                 .map_or(eio, |d| eio.min(d))
-                .min(sio.token_until),
+                .min(sio.token_until()),
             None => eio,
         })
     }
@@ -85,10 +86,12 @@ pub(crate) struct Owner {
     /// Handoffs this owner's sessions asked for.
     asked: Vec<Handoff>,
     shard: u16,
+    /// `--publish-rate` for each `socketio` session.
+    publish_rate: Rate,
 }
 
 impl Owner {
-    pub(crate) fn new(shard: u16) -> Self {
+    pub(crate) fn new(shard: u16, publish_rate: Rate) -> Self {
         Self {
             sessions: Slab::new(),
             next_generation: 0,
@@ -103,6 +106,7 @@ impl Owner {
             next_prune: 0,
             asked: Vec::new(),
             shard,
+            publish_rate,
         }
     }
 
@@ -306,6 +310,7 @@ impl Owner {
             recoveries: &mut self.recoveries,
             shard: self.shard,
             next_seq: self.recent.next_seq(),
+            publish_rate: self.publish_rate,
         };
         app::receive(&mut owned.session, sio, message, now, &mut fx);
         let sid = owned.session.sid();
@@ -384,6 +389,7 @@ impl Owner {
             recoveries: &mut self.recoveries,
             shard: self.shard,
             next_seq: self.recent.next_seq(),
+            publish_rate: self.publish_rate,
         };
         let recovered = socket.map(|s| (ask.pid, s));
         app::connected(
@@ -557,7 +563,7 @@ impl Owner {
                 // Its token expired: a client gets a new one and connects
                 // again (Socket.IO clients do not reconnect by themselves
                 // after a server's close).
-                if sio.token_until <= now {
+                if sio.token_until() <= now {
                     owned.session.close_by_server();
                 }
             }
@@ -680,6 +686,7 @@ impl Owner {
                     recoveries: &mut recoveries,
                     shard: self.shard,
                     next_seq: self.recent.next_seq(),
+                    publish_rate: self.publish_rate,
                 };
                 app::ended(&mut owned.session, &mut sio, reason, &mut fx);
                 let gone = sio.conn.sockets().len() as u64;
@@ -809,8 +816,10 @@ mod tests {
             "{}",
             size_of::<super::Owned>()
         );
+        // 184, then 192 with the pointer to a session's token and publish
+        // bucket (`Extras`, boxed since most sessions have neither).
         assert!(
-            size_of::<super::SocketIo>() <= 184,
+            size_of::<super::SocketIo>() <= 192,
             "{}",
             size_of::<super::SocketIo>()
         );
