@@ -853,3 +853,67 @@ fn the_server_api_ends_a_users_socketio_sessions() {
         "api disconnect",
     );
 }
+
+/// A Socket.IO handler learns the user too: `Handshake::user()` is the
+/// `sub` of the token the Engine.IO handshake carried. Driven over raw
+/// long-polling: the handshake, the CONNECT, the handler's answer.
+#[test]
+fn a_socketio_handler_sees_the_tokens_user() {
+    use std::io::{Read, Write};
+    use surge::app::{App, Config, Connect, ConnectRequest, Namespaces, SocketIoHandler};
+    struct Who;
+    impl SocketIoHandler for Who {
+        fn connect(&self, req: &ConnectRequest<'_>) -> Connect {
+            Connect::refuse(format!(
+                "you are {}",
+                req.handshake().user().unwrap_or("nobody")
+            ))
+        }
+    }
+    let mut config = Config::default();
+    config.admission.policy.jwt = Some(
+        surge::auth::Tokens::from_file(
+            std::path::Path::new(&live_file("hs.secret")),
+            |p| Keys::hs256_secret_file(p),
+            Vec::new(),
+        )
+        .unwrap(),
+    );
+    let running = App::new()
+        .config(config)
+        .socketio("/socket.io/", Namespaces::new().namespace("/", Who))
+        .listen("127.0.0.1:0".parse().unwrap())
+        .shards(1)
+        .start()
+        .expect("start");
+    let addr = running.local_addrs()[0];
+    let token = live_token("hs_bob");
+    let request = |method: &str, query: &str, body: &str| {
+        let mut s = support::connect(addr);
+        write!(
+            s,
+            "{method} /socket.io/?EIO=4&transport=polling&token={token}{query} HTTP/1.1\r\n\
+             Host: x\r\nConnection: close\r\nContent-Type: text/plain\r\n\
+             Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        s.read_to_string(&mut answer).unwrap();
+        answer
+    };
+    let open = request("GET", "", "");
+    let sid = open
+        .split("\"sid\":\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .unwrap_or_else(|| panic!("no sid in {open}"))
+        .to_owned();
+    let posted = request("POST", &format!("&sid={sid}"), "40");
+    assert!(posted.starts_with("HTTP/1.1 200"), "{posted}");
+    let answer = request("GET", &format!("&sid={sid}"), "");
+    assert!(
+        answer.contains(r#"44{"message":"you are bob"}"#),
+        "{answer}"
+    );
+}
