@@ -917,3 +917,40 @@ fn a_socketio_handler_sees_the_tokens_user() {
         "{answer}"
     );
 }
+
+/// `--jwt-first-message-s` on a `socketio` route: the Engine.IO handshake
+/// may come without a token, and the CONNECT's `auth.token` gives it, with
+/// the same claims; a CONNECT without a good one is refused with
+/// CONNECT_ERROR saying why. An Engine.IO echo route still needs the token
+/// at the handshake.
+#[test]
+fn a_socketio_token_may_come_in_the_connect_auth() {
+    let fixture = fresh("jwt-socketio-auth");
+    let config = fixture.dir.join("socketio.toml");
+    std::fs::write(
+        &config,
+        "[[routes]]\npath = \"/socket.io/\"\nkind = \"socketio\"\ncors-origin = \"*\"\n\n\
+         [[routes]]\npath = \"/engine.io/\"\nkind = \"engineio-echo\"\n",
+    )
+    .unwrap();
+    let server = support::Server::start(&[
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--jwt-hs256-secret",
+        fixture.dir.join("hs.secret").to_str().unwrap(),
+        "--jwt-first-message-s",
+        "5",
+    ]);
+    support::socketio::node_scenarios(
+        &format!("http://{}", server.addr),
+        &["hub_auth_payload"],
+        &[
+            ("TOKEN", &fixture.tokens["hs_valid"]),
+            ("BAD_TOKEN", &fixture.tokens["hs_wrong_key"]),
+        ],
+        "connect auth",
+    );
+    let (status, _, _) = support::http_get(server.addr, "/engine.io/?EIO=4&transport=polling");
+    assert_eq!(status, 403);
+}

@@ -330,8 +330,9 @@ struct AdmissionFlags {
     #[arg(long, value_name = "PATTERN")]
     jwt_default_topics: Vec<String>,
     /// A hub WebSocket may come without a token and send it as its first
-    /// message, {"op":"auth","token":"..."}, within SECS seconds; else it is
-    /// closed with 4001 (0: a token is needed at the upgrade).
+    /// message, {"op":"auth","token":"..."}, and a socketio session in its
+    /// CONNECT's auth.token, within SECS seconds; else it is closed (4001
+    /// for a WebSocket). 0: a token is needed at the upgrade.
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     jwt_first_message_s: u64,
 }

@@ -84,7 +84,7 @@ impl<T: Transport> Shard<T> {
         Self {
             conns: Slab::new(),
             pubsub: PubSub::new(inbox, &shared.config.routes),
-            engineio: engineio::EngineIo::new(shard_id, &shared.config.routes),
+            engineio: engineio::EngineIo::new(shard_id, &shared.config),
             deadlines: Deadlines::new(&shared.config, &shared.apps, shard_id),
             shared,
             counters: Counters::default(),

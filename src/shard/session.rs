@@ -938,8 +938,11 @@ pub(super) fn admit<'r>(
             let verdict = tokens
                 .grant(request.query, request.header("authorization"), now)
                 .or_else(|refused| match refused {
-                    // A hub WebSocket's token may come as its first message.
-                    None if route == Route::Hub && req.wants_websocket() => {
+                    // A hub WebSocket's token may come as its first message,
+                    // an Engine.IO session's in its Socket.IO CONNECT.
+                    None if (route == Route::Hub && req.wants_websocket())
+                        || route == Route::EngineIo =>
+                    {
                         tokens.awaiting(now).ok_or(None)
                     }
                     refused => Err(refused),

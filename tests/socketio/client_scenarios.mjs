@@ -528,6 +528,30 @@ async function hubErrors(url) {
   }
 }
 
+// A `socketio` route with `--jwt-first-message-s`: the token comes in the
+// CONNECT's auth payload (`io(url, { auth: { token } })`), as apps written for
+// Socket.IO send it. TOKEN allows subscribe ["chat", "news.*"]; BAD_TOKEN does
+// not verify; a CONNECT without one is refused with what to send.
+async function hubAuthPayload(url) {
+  const c = Client.connect(url, { auth: { token: process.env.TOKEN } });
+  const bad = Client.connect(url, { auth: { token: process.env.BAD_TOKEN } });
+  const none = Client.connect(url);
+  try {
+    await c.connected();
+    const [secret] = await c.ack(STEP_MS, "subscribe", ["chat", "secret"]);
+    check(/may not subscribe to secret/.test(secret?.error ?? ""), "the token's patterns were not applied", { got: plain(secret) });
+    check(same(await c.ack(STEP_MS, "subscribe", "chat"), [{ rooms: ["chat"] }]), "an allowed room was not joined");
+    for (const [client, want] of [[bad, /^token refused: bad token signature$/], [none, /^a token is needed \(auth\.token\)$/]]) {
+      await client.until(() => client.connectErrors.length > 0 || client.socket.connected, STEP_MS, "waiting for the refusal");
+      check(!client.socket.connected && want.test(client.connectErrors[0]?.message ?? ""), "a CONNECT without a good token was not refused as it should be",
+        { connect_errors: client.connectErrors });
+    }
+    return { bad: bad.connectErrors[0].message, none: none.connectErrors[0].message };
+  } finally {
+    for (const client of [c, bad, none]) client.close();
+  }
+}
+
 // A `socketio` route with the server API on (API_URL, API_KEY): a disconnect
 // of TOKEN's user (alice) through the API ends her sessions, on either
 // transport, and leaves OTHER_TOKEN's (bob's).
@@ -788,6 +812,7 @@ const SCENARIOS = {
   hub_tokens: hubTokens,
   hub_publish_rate: hubPublishRate,
   hub_api_disconnect: hubApiDisconnect,
+  hub_auth_payload: hubAuthPayload,
   hub_ticker: hubTicker,
   connect_auth: connectAuth,
   polling,

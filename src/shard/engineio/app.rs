@@ -19,7 +19,7 @@ use super::handler::{
     SocketIoHandler,
 };
 use crate::admission::rate::Rate;
-use crate::auth::Grant;
+use crate::auth::{Grant, Tokens};
 use crate::config::pubsub::is_symbol;
 use crate::config::{EngineIoLimits, RouteKind, Routes};
 use crate::engineio::handoff::RecoveredSocket;
@@ -132,6 +132,16 @@ pub(crate) struct SocketIo {
     extras: Option<Box<Extras>>,
 }
 
+/// When `grant`'s token expires, on the owner's clock (`now`, in ms;
+/// `u64::MAX`: never): a second past `exp`, as for a WebSocket, so that
+/// the wall clock the token is timed by has passed it too.
+fn token_until(grant: &Grant, now: u64) -> u64 {
+    grant.exp.map_or(u64::MAX, |exp| {
+        let left = exp.saturating_sub(crate::shard::deadlines::unix_now());
+        now.saturating_add(left.saturating_add(1).saturating_mul(1000))
+    })
+}
+
 /// What a session holds only with `--jwt-*` or `--publish-rate`.
 #[derive(Debug, Default)]
 struct Extras {
@@ -166,12 +176,7 @@ impl SocketIo {
         handshake: Option<Handshake>,
         grant: Option<Grant>,
     ) -> Option<Self> {
-        // A second past `exp`, as for a WebSocket, so that the wall clock
-        // the token is timed by has passed it too.
-        let token_until = grant.as_ref().and_then(|g| g.exp).map_or(u64::MAX, |exp| {
-            let left = exp.saturating_sub(crate::shard::deadlines::unix_now());
-            now.saturating_add(left.saturating_add(1).saturating_mul(1000))
-        });
+        let token_until = grant.as_ref().map_or(u64::MAX, |g| token_until(g, now));
         Some(Self {
             extras: grant.map(|grant| {
                 Box::new(Extras {
@@ -224,6 +229,42 @@ impl SocketIo {
             }
             Err(_) => false,
         }
+    }
+
+    /// A CONNECT's `auth` (`{"token": "..."}`) for a session whose
+    /// handshake came without a token, at `now` (ms, the owner's clock):
+    /// once it verifies, it is the session's as if the handshake had
+    /// carried it. The error is the CONNECT_ERROR's message; the session
+    /// goes on waiting, until its time is up.
+    fn authenticate(
+        &mut self,
+        auth: &str,
+        now: u64,
+        tokens: Option<&Tokens>,
+    ) -> Result<(), String> {
+        let (Some(extras), Some(tokens)) = (self.extras.as_deref_mut(), tokens) else {
+            return Ok(());
+        };
+        if !extras.grant.as_ref().is_some_and(Grant::is_awaiting) {
+            return Ok(());
+        }
+        #[derive(serde::Deserialize)]
+        struct Auth {
+            token: String,
+        }
+        let token = serde_json::from_str::<Auth>(auth)
+            .map_err(|_| "a token is needed (auth.token)".to_owned())?
+            .token;
+        let unix_now = crate::shard::deadlines::unix_now();
+        let grant = tokens
+            .grant(None, Some(format!("Bearer {token}").as_bytes()), unix_now)
+            .map_err(|refused| {
+                let why = refused.map_or_else(|| "no token".to_owned(), |r| r.to_string());
+                format!("token refused: {why}")
+            })?;
+        extras.token_until = token_until(&grant, now);
+        extras.grant = Some(grant);
+        Ok(())
     }
 
     /// What the handshake's token allows, with `--jwt-*`.
@@ -343,6 +384,9 @@ pub(crate) struct Effects<'a> {
     /// `--publish-rate` (with `--publish-burst`) for each `socketio`
     /// session.
     pub(crate) publish_rate: Rate,
+    /// The server's signed-token rule (`--jwt-*`), for a token that comes
+    /// in a CONNECT's `auth`.
+    pub(crate) tokens: Option<&'a Tokens>,
 }
 
 impl Effects<'_> {
@@ -355,6 +399,7 @@ impl Effects<'_> {
             shard: self.shard,
             next_seq: self.next_seq,
             publish_rate: self.publish_rate,
+            tokens: self.tokens,
         }
     }
 }
@@ -644,7 +689,16 @@ fn hub(
     } = limits;
     let ns = packet.namespace();
     match packet.kind() {
-        PacketType::Connect => connect(session, state, ns, packet.data().unwrap_or("{}"), fx),
+        PacketType::Connect => {
+            let auth = packet.data().unwrap_or("{}");
+            match state.authenticate(auth, now_ns / 1_000_000, fx.tokens) {
+                Ok(()) => connect(session, state, ns, auth, fx),
+                Err(why) => {
+                    count(|c| c.connects_refused += 1);
+                    send(session, &sio::refusal(ns, &why));
+                }
+            }
+        }
         PacketType::Disconnect => {
             leave_all(state, ns, fx);
             state.pids.retain(|p| &*p.namespace != ns);

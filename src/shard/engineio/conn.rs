@@ -213,6 +213,18 @@ impl Session {
                     .and_then(|s| s.handler.as_deref())
                     .and_then(|name| limits.apps.socketio(name));
                 let behaviour = super::Behaviour::of(&limits_here, routes, app);
+                // Only a `socketio` route reads a token from the CONNECT:
+                // anywhere else, a session without one is refused.
+                if grant.as_ref().is_some_and(crate::auth::Grant::is_awaiting)
+                    && !matches!(behaviour, super::Behaviour::Hub(_))
+                {
+                    limits.admission.registry.release(ticket);
+                    super::count(|c| c.refused(Refusal::Forbidden));
+                    return (
+                        wire.len(),
+                        self.refuse(Refusal::Forbidden, upgrade, &manner, hs),
+                    );
+                }
                 let handshake = behaviour
                     .keeps_handshake()
                     .then(|| super::Handshake::of(&request));

@@ -68,14 +68,15 @@ pub(crate) struct EngineIo {
 }
 
 impl EngineIo {
-    pub(crate) fn new(shard: usize, routes: &crate::config::Routes) -> Self {
+    pub(crate) fn new(shard: usize, config: &crate::config::Config) -> Self {
+        let routes = &config.routes;
         let shard = u16::try_from(shard).unwrap_or(u16::MAX);
         let publish_rate = crate::admission::rate::Rate::with_burst_or_rate(
             routes.publish_rate,
             routes.publish_burst,
         );
         Self {
-            owner: Owner::new(shard, publish_rate),
+            owner: Owner::new(shard, publish_rate, config.admission.policy.jwt.clone()),
             outbox: Vec::new(),
             now_ms: 0,
             written: Vec::new(),

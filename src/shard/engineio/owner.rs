@@ -88,10 +88,12 @@ pub(crate) struct Owner {
     shard: u16,
     /// `--publish-rate` for each `socketio` session.
     publish_rate: Rate,
+    /// The server's signed-token rule, for tokens in a CONNECT's `auth`.
+    tokens: Option<crate::auth::Tokens>,
 }
 
 impl Owner {
-    pub(crate) fn new(shard: u16, publish_rate: Rate) -> Self {
+    pub(crate) fn new(shard: u16, publish_rate: Rate, tokens: Option<crate::auth::Tokens>) -> Self {
         Self {
             sessions: Slab::new(),
             next_generation: 0,
@@ -107,6 +109,7 @@ impl Owner {
             asked: Vec::new(),
             shard,
             publish_rate,
+            tokens,
         }
     }
 
@@ -311,6 +314,7 @@ impl Owner {
             shard: self.shard,
             next_seq: self.recent.next_seq(),
             publish_rate: self.publish_rate,
+            tokens: self.tokens.as_ref(),
         };
         app::receive(&mut owned.session, sio, message, now, &mut fx);
         let sid = owned.session.sid();
@@ -390,6 +394,7 @@ impl Owner {
             shard: self.shard,
             next_seq: self.recent.next_seq(),
             publish_rate: self.publish_rate,
+            tokens: self.tokens.as_ref(),
         };
         let recovered = socket.map(|s| (ask.pid, s));
         app::connected(
@@ -687,6 +692,7 @@ impl Owner {
                     shard: self.shard,
                     next_seq: self.recent.next_seq(),
                     publish_rate: self.publish_rate,
+                    tokens: self.tokens.as_ref(),
                 };
                 app::ended(&mut owned.session, &mut sio, reason, &mut fx);
                 let gone = sio.conn.sockets().len() as u64;
