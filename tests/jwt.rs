@@ -726,6 +726,30 @@ fn a_token_may_come_as_the_first_message() {
     assert_eq!(events, 401);
 }
 
+/// A server with a `socketio` route at `/socket.io/` (and `routes`, more
+/// `[[routes]]`) requiring tokens `fixture`'s HS256 secret verifies, with
+/// `args`.
+fn socketio_server(fixture: &Fixture, routes: &str, args: &[&str]) -> support::Server {
+    let config = fixture.dir.join("socketio.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[routes]]\npath = \"/socket.io/\"\nkind = \"socketio\"\ncors-origin = \"*\"\n\n{routes}"
+        ),
+    )
+    .unwrap();
+    let secret = fixture.dir.join("hs.secret");
+    let mut all = vec![
+        "serve",
+        "--config",
+        config.to_str().unwrap(),
+        "--jwt-hs256-secret",
+        secret.to_str().unwrap(),
+    ];
+    all.extend_from_slice(args);
+    support::Server::start(&all)
+}
+
 /// A `socketio` route under `--jwt-*`: the stock socket.io-client carries
 /// its token in the query of every Engine.IO request; one that does not
 /// verify cannot connect, the token's claims decide which rooms a socket
@@ -737,24 +761,7 @@ fn socketio_rooms_follow_the_token() {
     for backend in support::hub::BACKENDS {
         // Made now: the short token's seconds start here.
         let fixture = fresh(&format!("jwt-socketio-{backend}"));
-        let config = fixture.dir.join("socketio.toml");
-        std::fs::write(
-            &config,
-            "[[routes]]\npath = \"/socket.io/\"\nkind = \"socketio\"\ncors-origin = \"*\"\n",
-        )
-        .unwrap();
-        let secret = fixture.dir.join("hs.secret");
-        let server = support::Server::start(&[
-            "serve",
-            "--config",
-            config.to_str().unwrap(),
-            "--jwt-hs256-secret",
-            secret.to_str().unwrap(),
-            "--shards",
-            "2",
-            "--backend",
-            backend,
-        ]);
+        let server = socketio_server(&fixture, "", &["--shards", "2", "--backend", backend]);
         let url = format!("http://{}", server.addr);
         support::socketio::node_scenarios(
             &url,
@@ -815,12 +822,6 @@ fn an_app_handler_sees_the_tokens_user() {
 #[test]
 fn the_server_api_ends_a_users_socketio_sessions() {
     let fixture = fresh("jwt-socketio-api");
-    let config = fixture.dir.join("socketio.toml");
-    std::fs::write(
-        &config,
-        "[[routes]]\npath = \"/socket.io/\"\nkind = \"socketio\"\ncors-origin = \"*\"\n",
-    )
-    .unwrap();
     let key = "k".repeat(24);
     let key_file = fixture.dir.join("api.key");
     std::fs::write(&key_file, &key).unwrap();
@@ -828,19 +829,18 @@ fn the_server_api_ends_a_users_socketio_sessions() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let server = support::Server::start(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--jwt-hs256-secret",
-        fixture.dir.join("hs.secret").to_str().unwrap(),
-        "--api-listen",
-        &api.to_string(),
-        "--api-key-file",
-        key_file.to_str().unwrap(),
-        "--shards",
-        "2",
-    ]);
+    let server = socketio_server(
+        &fixture,
+        "",
+        &[
+            "--api-listen",
+            &api.to_string(),
+            "--api-key-file",
+            key_file.to_str().unwrap(),
+            "--shards",
+            "2",
+        ],
+    );
     support::socketio::node_scenarios(
         &format!("http://{}", server.addr),
         &["hub_api_disconnect"],
@@ -926,22 +926,11 @@ fn a_socketio_handler_sees_the_tokens_user() {
 #[test]
 fn a_socketio_token_may_come_in_the_connect_auth() {
     let fixture = fresh("jwt-socketio-auth");
-    let config = fixture.dir.join("socketio.toml");
-    std::fs::write(
-        &config,
-        "[[routes]]\npath = \"/socket.io/\"\nkind = \"socketio\"\ncors-origin = \"*\"\n\n\
-         [[routes]]\npath = \"/engine.io/\"\nkind = \"engineio-echo\"\n",
-    )
-    .unwrap();
-    let server = support::Server::start(&[
-        "serve",
-        "--config",
-        config.to_str().unwrap(),
-        "--jwt-hs256-secret",
-        fixture.dir.join("hs.secret").to_str().unwrap(),
-        "--jwt-first-message-s",
-        "5",
-    ]);
+    let server = socketio_server(
+        &fixture,
+        "[[routes]]\npath = \"/engine.io/\"\nkind = \"engineio-echo\"\n",
+        &["--jwt-first-message-s", "5"],
+    );
     support::socketio::node_scenarios(
         &format!("http://{}", server.addr),
         &["hub_auth_payload"],
