@@ -67,16 +67,21 @@ impl Server {
         let tls = match &config.tls {
             Some(files) => {
                 let certs = Arc::new(Certs::load(files).map_err(io::Error::other)?);
-                // Registered before the first connection can arrive, so a
-                // SIGHUP never finds the default action (exit) in place.
-                crate::tls::reload_on_sighup(Arc::clone(&certs))?;
+                let reloaded = Arc::clone(&certs);
+                on_every_sighup("surge-tls-reload", move || reloaded.reload_logged())?;
                 Some(certs)
             }
             None => None,
         };
-        if let Some(tokens) = &config.admission.policy.jwt {
-            // Before the first connection, as for the certificate.
-            reload_keys_on_sighup(tokens.clone())?;
+        if let Some(tokens) = config.admission.policy.jwt.clone() {
+            if let Some(file) = tokens.key_file().map(|p| p.display().to_string()) {
+                on_every_sighup("surge-key-reload", move || match tokens.reload() {
+                    Ok(()) => tracing::info!(%file, "token keys reloaded"),
+                    Err(e) => {
+                        tracing::error!("token key reload failed, keeping the previous keys: {e}")
+                    }
+                })?;
+            }
         }
         config.backend = backend;
         let shards = config.shards.max(1);
@@ -216,25 +221,14 @@ impl Server {
     }
 }
 
-/// Re-reads the signed-token key file (`--jwt-*`) on every SIGHUP, from a
-/// thread of its own: shards only ever load the keys' pointer. A file that
-/// no longer reads keeps the keys in use.
-fn reload_keys_on_sighup(tokens: crate::auth::Tokens) -> io::Result<()> {
-    let Some(path) = tokens.key_file().map(|p| p.display().to_string()) else {
-        return Ok(());
-    };
+/// Calls `reload` on every SIGHUP, from a thread of its own named `name`:
+/// shards only ever load the pointers it replaces. Registered before the
+/// first connection can arrive, so a SIGHUP never finds the default action
+/// (exit) in place.
+fn on_every_sighup(name: &str, mut reload: impl FnMut() + Send + 'static) -> io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
     std::thread::Builder::new()
-        .name("surge-key-reload".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                match tokens.reload() {
-                    Ok(()) => tracing::info!(file = %path, "token keys reloaded"),
-                    Err(e) => {
-                        tracing::error!("token key reload failed, keeping the previous keys: {e}")
-                    }
-                }
-            }
-        })?;
+        .name(name.into())
+        .spawn(move || signals.forever().for_each(|_| reload()))?;
     Ok(())
 }

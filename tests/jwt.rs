@@ -503,16 +503,9 @@ fn expiry_closes_a_connection_unless_it_refreshes() {
     assert!(refreshed.contains("\"refreshed\""), "{refreshed}");
     // The other connection is closed at its token's exp (2 s after it was
     // signed), with the documented code.
-    let close = loop {
-        match expires.read() {
-            Ok(tungstenite::Message::Close(frame)) => break frame,
-            Ok(_) => {}
-            Err(e) => panic!("no close frame: {e}"),
-        }
-    };
-    let frame = close.expect("a close frame with a code");
-    assert_eq!(u16::from(frame.code), 4001);
-    assert_eq!(&*frame.reason, "token expired");
+    let (code, reason) = support::hub::close_frame(&mut expires);
+    assert_eq!(code, 4001);
+    assert_eq!(reason, "token expired");
     assert!(started.elapsed() < Duration::from_secs(10));
     // An event stream of the same token ends then too.
     stream
@@ -698,16 +691,9 @@ fn a_token_may_come_as_the_first_message() {
     let subscribed = ask(&mut authed, r#"{"op":"subscribe","topics":["chat"]}"#);
     assert!(subscribed.contains("\"subscribed\""), "{subscribed}");
 
-    let frame = loop {
-        match waits.read() {
-            Ok(tungstenite::Message::Close(frame)) => break frame,
-            Ok(_) => {}
-            Err(e) => panic!("no close frame: {e}"),
-        }
-    };
-    let frame = frame.expect("a close code");
-    assert_eq!(u16::from(frame.code), 4001);
-    assert_eq!(&*frame.reason, "token required");
+    let (code, reason) = support::hub::close_frame(&mut waits);
+    assert_eq!(code, 4001);
+    assert_eq!(reason, "token required");
     assert!(started.elapsed() < Duration::from_secs(5));
     // The authenticated one outlives the wait.
     let echoed = ask(&mut authed, r#"{"op":"publish","topic":"chat","data":1}"#);

@@ -58,17 +58,10 @@ fn connections_are_closed_with_1001_within_a_tenth_past_their_lifetime() {
         }
         assert!(opened.elapsed() < Duration::from_millis(1500));
         for ws in clients.iter_mut().chain([&mut engineio]) {
-            let frame = loop {
-                match ws.read() {
-                    Ok(tungstenite::Message::Close(frame)) => break frame,
-                    Ok(_) => {}
-                    Err(e) => panic!("{backend}: no close frame: {e}"),
-                }
-            };
+            let (code, reason) = support::hub::close_frame(ws);
             let lived = opened.elapsed();
-            let frame = frame.expect("a close code");
-            assert_eq!(u16::from(frame.code), 1001, "{backend}");
-            assert_eq!(&*frame.reason, "max lifetime reached");
+            assert_eq!(code, 1001, "{backend}");
+            assert_eq!(reason, "max lifetime reached");
             // 1500 ms, a tenth more, and a few ticks for the test's own
             // reading.
             assert!(

@@ -21,7 +21,6 @@ use serde_json::{json, Value};
 use support::hub::{next_text, send_text, HubWs};
 use support::redis::{free_port, Redis};
 use support::Server;
-use tungstenite::Message;
 
 const KEY: &str = "test-api-key-0123456789abcdef";
 
@@ -193,14 +192,7 @@ fn delivered(ws: &mut HubWs, topic: &str, data: &Value) -> u64 {
 
 /// The close code the peer sends next (messages before it skipped).
 fn close_code(ws: &mut HubWs) -> u16 {
-    loop {
-        match ws.read() {
-            Ok(Message::Close(Some(frame))) => return u16::from(frame.code),
-            Ok(Message::Close(None)) => return 1005,
-            Ok(_) => {}
-            Err(e) => panic!("no close frame: {e}"),
-        }
-    }
+    support::hub::close_frame(ws).0
 }
 
 /// An event stream (`GET /hub/events`) of `topic` for `user`, once its

@@ -107,7 +107,14 @@ impl Tokens {
         authorization: Option<&[u8]>,
         now: u64,
     ) -> Result<Grant, Option<Refused>> {
-        let token = token_from(query, authorization).ok_or(None)?;
+        self.grant_of(token_from(query, authorization).ok_or(None)?, now)
+    }
+
+    /// The grant of `token` as a client sent it in a message (`auth`,
+    /// `refresh`, a Socket.IO CONNECT's `auth.token`) at `now`:
+    /// `Err(None)` when it is empty.
+    pub fn grant_of(&self, token: &str, now: u64) -> Result<Grant, Option<Refused>> {
+        let token = Some(token.trim()).filter(|t| !t.is_empty()).ok_or(None)?;
         let claims = self.keys.load().verify(token, now).map_err(Some)?;
         let or_default = |claim: Option<Vec<TopicPattern>>| {
             claim.map_or_else(|| self.default_topics.clone(), Arc::from)
@@ -120,6 +127,12 @@ impl Tokens {
             awaiting: false,
         })
     }
+}
+
+/// Why a token was refused, in words for the client: `refused` as
+/// [`Tokens::grant`] gives it.
+pub fn why_refused(refused: Option<Refused>) -> String {
+    refused.map_or_else(|| "no token".to_owned(), |r| r.to_string())
 }
 
 /// What a verified token lets its connection do.

@@ -38,4 +38,4 @@ pub use pattern::{allows, TopicPattern};
 pub use token::{Claims, Refused};
 
 mod grant;
-pub use grant::{Grant, Tokens};
+pub use grant::{why_refused, Grant, Tokens};

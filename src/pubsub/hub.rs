@@ -426,12 +426,7 @@ impl Hub {
                 // shutdown has nobody to tell.
                 let _ = inbox.tx.send(Inbound::Message(d.clone()));
             }
-            // Orders the sends above before the load of `armed` below; it
-            // pairs with the fence in `InboxReceiver::rearm` (see there).
-            fence(Ordering::SeqCst);
-            if !inbox.armed.swap(true, Ordering::AcqRel) {
-                Self::wake(inbox);
-            }
+            Self::sent(inbox);
         }
     }
 
@@ -442,20 +437,12 @@ impl Hub {
         let Some(inbox) = self.shards.get(usize::from(handoff.shard())) else {
             return Err(handoff);
         };
-        let item = Inbound::EngineIo(handoff);
-        if !inbox.bytes.charge(item.cost()) {
+        Self::send_within_bound(inbox, Inbound::EngineIo(handoff)).map_err(|item| {
             let Inbound::EngineIo(handoff) = item else {
                 unreachable!("built above")
             };
-            return Err(handoff);
-        }
-        // The receiver lives as long as its shard.
-        let _ = inbox.tx.send(item);
-        fence(Ordering::SeqCst);
-        if !inbox.armed.swap(true, Ordering::AcqRel) {
-            Self::wake(inbox);
-        }
-        Ok(())
+            handoff
+        })
     }
 
     /// Shards whose inbox has no room now for a delivery costing about
@@ -477,21 +464,35 @@ impl Hub {
     /// Hands `control` to every shard, each within its inbox's byte
     /// bound; how many took it (the others send no reply).
     pub fn order(&self, control: &Control) -> usize {
-        let mut took = 0;
-        for inbox in &*self.shards {
-            let item = Inbound::Control(control.clone());
-            if !inbox.bytes.charge(item.cost()) {
-                continue;
-            }
-            // The receiver lives as long as its shard.
-            let _ = inbox.tx.send(item);
-            fence(Ordering::SeqCst);
-            if !inbox.armed.swap(true, Ordering::AcqRel) {
-                Self::wake(inbox);
-            }
-            took += 1;
+        self.shards
+            .iter()
+            .filter(|inbox| {
+                Self::send_within_bound(inbox, Inbound::Control(control.clone())).is_ok()
+            })
+            .count()
+    }
+
+    /// Sends `item` to `inbox` if its byte bound has room for it (else
+    /// gives it back), and wakes its shard.
+    fn send_within_bound(inbox: &ShardInbox, item: Inbound) -> Result<(), Inbound> {
+        if !inbox.bytes.charge(item.cost()) {
+            return Err(item);
         }
-        took
+        // The receiver lives as long as its shard.
+        let _ = inbox.tx.send(item);
+        Self::sent(inbox);
+        Ok(())
+    }
+
+    /// After sends to `inbox`: wakes its shard unless a wake-up is already
+    /// pending.
+    fn sent(inbox: &ShardInbox) {
+        // Orders the sends before the load of `armed` below; it pairs with
+        // the fence in `InboxReceiver::rearm` (see there).
+        fence(Ordering::SeqCst);
+        if !inbox.armed.swap(true, Ordering::AcqRel) {
+            Self::wake(inbox);
+        }
     }
 
     /// Hands a disconnect to the bridge for the other nodes; false when

@@ -118,20 +118,25 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// How long from now until a token whose `exp` is given has expired: a
+/// second past `exp`, so that the wall clock the token is timed by has
+/// passed it too when a timer set for it fires.
+pub(crate) fn until_expired(exp: u64) -> Duration {
+    Duration::from_secs(exp.saturating_sub(unix_now()) + 1)
+}
+
 /// The tick at which the token of `session` has expired (`u64::MAX`: it
 /// does not, there is none, or its `exp` is more than a day away, when a
-/// later activity or deadline arms it): a second past `exp`, so that the
-/// wall clock the token is timed by has passed it too when the tick comes.
+/// later activity or deadline arms it).
 fn token_due(session: &Session, now: u64) -> u64 {
-    const HORIZON_SECS: u64 = 86_400;
+    const HORIZON: Duration = Duration::from_secs(86_400 + 1);
     let Some(exp) = session.spill.as_deref().and_then(|s| s.grant.as_ref()?.exp) else {
         return u64::MAX;
     };
-    let left = exp.saturating_sub(unix_now());
-    if left > HORIZON_SECS {
-        return u64::MAX;
+    match until_expired(exp) {
+        wait if wait > HORIZON => u64::MAX,
+        wait => now + Clock::ticks(wait),
     }
-    now + Clock::ticks(Duration::from_secs(left + 1))
 }
 
 /// Whether the token of `session` has expired.
@@ -422,10 +427,12 @@ impl Deadlines {
                     Phase::Open(ws) if ws.state() == State::Open => {
                         if self.draining {
                             Expired::Drain
-                        } else if token_expired(s) && token_awaited(s) {
-                            Expired::NoToken
                         } else if token_expired(s) {
-                            Expired::Token
+                            if token_awaited(s) {
+                                Expired::NoToken
+                            } else {
+                                Expired::Token
+                            }
                         } else if message_overdue {
                             Expired::MessageTimeout
                         } else {
@@ -454,12 +461,8 @@ impl Deadlines {
             self.lifetimes.due(now, &mut lived);
             for (key, generation) in lived.drain(..) {
                 let open = conns.get(key).is_some_and(|c| {
-                    c.session.generation == generation
-                        && match &c.session.phase {
-                            Phase::Open(ws) => ws.state() == State::Open,
-                            Phase::Events(_) => true,
-                            _ => false,
-                        }
+                    let s = &c.session;
+                    s.generation == generation && (s.is_open() || s.is_streaming())
                 });
                 if open {
                     fired.push((key, Expired::Lifetime));

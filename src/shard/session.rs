@@ -285,6 +285,17 @@ impl Session {
         self.spill.get_or_insert_with(Box::default)
     }
 
+    /// Keeps what an upgrade's token gave the connection, for as long as
+    /// it lives; nothing is allocated without one.
+    fn keep_credentials(&mut self, grant: Option<Grant>, user: Option<UserCount>) {
+        if grant.is_none() && user.is_none() {
+            return;
+        }
+        let spill = self.spill_mut();
+        spill.grant = grant.map(Box::new);
+        spill.user = user;
+    }
+
     /// Frees the spill area once nothing is in it.
     pub(crate) fn tidy(&mut self) {
         if self.spill.as_deref().is_some_and(Spill::is_empty) {
@@ -413,14 +424,9 @@ impl Session {
                 ..
             }) => {
                 self.ticket = Some(ticket);
-                if user.is_some() {
-                    self.spill_mut().user = user;
-                }
                 // Kept for its expiry and its user (the server API's
                 // disconnect): a stream asks for nothing else.
-                if let Some(grant) = grant {
-                    self.spill_mut().grant = Some(Box::new(grant));
-                }
+                self.keep_credentials(grant, user);
                 self.route = Route::Hub;
                 self.spec = spec;
                 self.start_events(&request, limits);
@@ -439,12 +445,7 @@ impl Session {
                 user,
             }) => {
                 self.ticket = Some(ticket);
-                if user.is_some() {
-                    self.spill_mut().user = user;
-                }
-                if let (Route::Hub, Some(grant)) = (route, grant) {
-                    self.spill_mut().grant = Some(Box::new(grant));
-                }
+                self.keep_credentials(grant.filter(|_| route == Route::Hub), user);
                 let app_route = match route {
                     Route::App(i) => Some(limits.apps.get(i)),
                     _ => None,
@@ -1261,27 +1262,21 @@ fn first_token(
     };
     let now = super::deadlines::unix_now();
     let registry = &limits.admission.registry;
-    match tokens.grant(None, Some(format!("Bearer {token}").as_bytes()), now) {
+    match tokens.grant_of(token, now) {
         Err(refused) => {
-            let reason = Reason::of_token(refused);
-            registry.stats.rejected(reason);
-            let why = refused.map_or_else(|| "no token".to_owned(), |r| r.to_string());
+            registry.stats.rejected(Reason::of_token(refused));
+            let why = crate::auth::why_refused(refused);
             pubsub_protocol::error(&format!("auth refused: {why}"))
         }
         Ok(grant) => match registry.admit_user(&grant.sub) {
             Err(_) => pubsub_protocol::error("auth refused: too many connections for this user"),
             Ok(count) => {
                 *user = count;
-                let answer = match grant.exp {
-                    Some(exp) => format!(
-                        "{{\"op\":\"authed\",\"sub\":{},\"exp\":{exp}}}",
-                        serde_json::Value::from(&*grant.sub)
-                    ),
-                    None => format!(
-                        "{{\"op\":\"authed\",\"sub\":{}}}",
-                        serde_json::Value::from(&*grant.sub)
-                    ),
-                };
+                let sub = serde_json::Value::from(&*grant.sub);
+                let answer = format!(
+                    "{{\"op\":\"authed\",\"sub\":{sub}{}}}",
+                    exp_field(grant.exp)
+                );
                 *held = Some(Box::new(grant));
                 answer
             }
@@ -1297,23 +1292,25 @@ fn refresh(token: &str, held: &mut Option<Box<Grant>>, limits: &ConnLimits<'_>) 
         return pubsub_protocol::error("this server takes no tokens");
     };
     let now = super::deadlines::unix_now();
-    match tokens.grant(None, Some(format!("Bearer {token}").as_bytes()), now) {
+    match tokens.grant_of(token, now) {
         Err(refused) => {
-            let why = refused.map_or_else(|| "no token".to_owned(), |r| r.to_string());
+            let why = crate::auth::why_refused(refused);
             pubsub_protocol::error(&format!("refresh refused: {why}"))
         }
         Ok(grant) if held.as_ref().is_some_and(|old| old.sub != grant.sub) => {
             pubsub_protocol::error("refresh refused: the token is for another sub")
         }
         Ok(grant) => {
-            let exp = grant.exp;
+            let answer = format!("{{\"op\":\"refreshed\"{}}}", exp_field(grant.exp));
             *held = Some(Box::new(grant));
-            match exp {
-                Some(exp) => format!("{{\"op\":\"refreshed\",\"exp\":{exp}}}"),
-                None => "{\"op\":\"refreshed\"}".to_owned(),
-            }
+            answer
         }
     }
+}
+
+/// A token's `exp` as the last field of an answer (nothing without one).
+fn exp_field(exp: Option<u64>) -> String {
+    exp.map_or_else(String::new, |exp| format!(",\"exp\":{exp}"))
 }
 
 fn log_violation(e: ProtocolError) {

@@ -1,7 +1,6 @@
 //! Certificates: PEM files to a rustls `ServerConfig`, and the swappable
 //! pointer that accept reads and SIGHUP replaces.
 
-use std::io;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -41,34 +40,20 @@ impl Certs {
         self.current.store(server_config(&self.files)?);
         Ok(())
     }
+
+    /// Reloads (on SIGHUP) and logs what became of it.
+    pub(crate) fn reload_logged(&self) {
+        match self.reload() {
+            Ok(()) => tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded"),
+            Err(e) => tracing::error!("TLS reload failed, keeping the previous certificate: {e}"),
+        }
+    }
 }
 
 /// Checks that the files make a usable certificate, so that a bad flag is
 /// refused before anything binds.
 pub(crate) fn check(files: &TlsConfig) -> Result<(), String> {
     server_config(files).map(drop)
-}
-
-/// Reloads the certificate on every SIGHUP, from a thread of its own, so
-/// shards only ever read the pointer.
-pub(crate) fn reload_on_sighup(certs: Arc<Certs>) -> io::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
-    std::thread::Builder::new()
-        .name("surge-tls-reload".into())
-        .spawn(move || {
-            for _ in signals.forever() {
-                match certs.reload() {
-                    Ok(()) => tracing::info!(
-                        cert = %certs.files.cert.display(),
-                        "TLS certificate reloaded"
-                    ),
-                    Err(e) => {
-                        tracing::error!("TLS reload failed, keeping the previous certificate: {e}")
-                    }
-                }
-            }
-        })?;
-    Ok(())
 }
 
 fn server_config(files: &TlsConfig) -> Result<Arc<ServerConfig>, String> {

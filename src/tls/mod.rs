@@ -17,9 +17,9 @@ mod disabled;
 mod stream;
 
 #[cfg(feature = "tls")]
-pub(crate) use certs::{check, reload_on_sighup, Certs};
+pub(crate) use certs::{check, Certs};
 #[cfg(not(feature = "tls"))]
-pub(crate) use disabled::{check, reload_on_sighup, Certs, TlsStream};
+pub(crate) use disabled::{check, Certs, TlsStream};
 #[cfg(feature = "tls")]
 pub(crate) use stream::TlsStream;
 

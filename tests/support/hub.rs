@@ -42,3 +42,18 @@ pub(crate) fn next_text(ws: &mut HubWs) -> String {
 pub(crate) fn send_text(ws: &mut HubWs, text: &str) {
     ws.send(Message::text(text)).expect("send");
 }
+
+/// Reads until the close frame: its code and reason (1005 and none when
+/// it carries no code). Any read error fails.
+pub(crate) fn close_frame(ws: &mut HubWs) -> (u16, String) {
+    loop {
+        match ws.read() {
+            Ok(Message::Close(Some(frame))) => {
+                return (frame.code.into(), frame.reason.to_string())
+            }
+            Ok(Message::Close(None)) => return (1005, String::new()),
+            Ok(_) => {}
+            Err(e) => panic!("no close frame: {e}"),
+        }
+    }
+}

@@ -132,13 +132,12 @@ pub(crate) struct SocketIo {
     extras: Option<Box<Extras>>,
 }
 
-/// When `grant`'s token expires, on the owner's clock (`now`, in ms;
-/// `u64::MAX`: never): a second past `exp`, as for a WebSocket, so that
-/// the wall clock the token is timed by has passed it too.
+/// When `grant`'s token has expired, on the owner's clock (`now`, in ms;
+/// `u64::MAX`: never), as for a WebSocket.
 fn token_until(grant: &Grant, now: u64) -> u64 {
     grant.exp.map_or(u64::MAX, |exp| {
-        let left = exp.saturating_sub(crate::shard::deadlines::unix_now());
-        now.saturating_add(left.saturating_add(1).saturating_mul(1000))
+        let wait = crate::shard::deadlines::until_expired(exp);
+        now.saturating_add(wait.as_millis() as u64)
     })
 }
 
@@ -210,9 +209,9 @@ impl SocketIo {
         self.grant().map(|g| &*g.sub)
     }
 
-    /// Takes one publish from the session's bucket under `rate` at
-    /// `now_ns`: false when it is empty.
-    fn take_publish(&mut self, rate: Rate, now_ns: u64) -> bool {
+    /// Takes one publish from the session's bucket under `rate` at `now`
+    /// (ms, the owner's clock): false when it is empty.
+    fn take_publish(&mut self, rate: Rate, now: u64) -> bool {
         if !rate.is_limited() {
             return true;
         }
@@ -222,7 +221,7 @@ impl SocketIo {
                 ..Extras::default()
             })
         });
-        match rate.take(extras.publish_tat, now_ns) {
+        match rate.take(extras.publish_tat, now.saturating_mul(1_000_000)) {
             Ok(tat) => {
                 extras.publish_tat = tat;
                 true
@@ -255,13 +254,9 @@ impl SocketIo {
         let token = serde_json::from_str::<Auth>(auth)
             .map_err(|_| "a token is needed (auth.token)".to_owned())?
             .token;
-        let unix_now = crate::shard::deadlines::unix_now();
         let grant = tokens
-            .grant(None, Some(format!("Bearer {token}").as_bytes()), unix_now)
-            .map_err(|refused| {
-                let why = refused.map_or_else(|| "no token".to_owned(), |r| r.to_string());
-                format!("token refused: {why}")
-            })?;
+            .grant_of(&token, crate::shard::deadlines::unix_now())
+            .map_err(|refused| format!("token refused: {}", crate::auth::why_refused(refused)))?;
         extras.token_until = token_until(&grant, now);
         extras.grant = Some(grant);
         Ok(())
@@ -537,7 +532,7 @@ pub(crate) fn receive(
                     max_publish: max_publish as usize,
                     max_rooms: max_rooms as usize,
                     feed_symbols: feed_symbols as usize,
-                    now_ns: now.saturating_mul(1_000_000),
+                    now,
                 };
                 hub(session, state, &packet, limits, fx)
             }
@@ -666,8 +661,8 @@ struct HubLimits {
     max_publish: usize,
     max_rooms: usize,
     feed_symbols: usize,
-    /// The owner's clock, for the publish bucket.
-    now_ns: u64,
+    /// The owner's clock (ms), for the publish bucket and the token.
+    now: u64,
 }
 
 /// The `socketio` route's behaviour for one checked packet: the hub's
@@ -685,13 +680,13 @@ fn hub(
         max_publish,
         max_rooms,
         feed_symbols,
-        now_ns,
+        now,
     } = limits;
     let ns = packet.namespace();
     match packet.kind() {
         PacketType::Connect => {
             let auth = packet.data().unwrap_or("{}");
-            match state.authenticate(auth, now_ns / 1_000_000, fx.tokens) {
+            match state.authenticate(auth, now, fx.tokens) {
                 Ok(()) => connect(session, state, ns, auth, fx),
                 Err(why) => {
                     count(|c| c.connects_refused += 1);
@@ -743,7 +738,7 @@ fn hub(
                         Some(room) if state.grant().is_some_and(|g| !g.may_publish(&room)) => {
                             Err(format!("this token may not publish to {room}"))
                         }
-                        Some(_) if !state.take_publish(fx.publish_rate, now_ns) => Err(format!(
+                        Some(_) if !state.take_publish(fx.publish_rate, now) => Err(format!(
                             "publish rate exceeded: at most {} per second",
                             fx.publish_rate.per_second()
                         )),
