@@ -556,6 +556,12 @@ fn token_limits_and_lifetime_are_keys_and_check_config_shows_them() {
         stderr.contains("--max-conns-per-user needs a key"),
         "{stderr}"
     );
+    let (code, _, stderr) = run(&["serve", "--jwt-first-message-s", "5", "--check-config"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("--jwt-first-message-s needs a key"),
+        "{stderr}"
+    );
     let short = write_config("short.secret", "too short");
     let (code, _, stderr) = run(&[
         "serve",

@@ -929,3 +929,21 @@ fn a_socketio_token_may_come_in_the_connect_auth() {
     let (status, _, _) = support::http_get(server.addr, "/engine.io/?EIO=4&transport=polling");
     assert_eq!(status, 403);
 }
+
+/// A server that takes no tokens says so to a hub client that sends one
+/// (`auth` or `refresh`), and the connection goes on.
+#[test]
+fn a_server_without_tokens_says_so() {
+    let server = support::Server::start(&["serve"]);
+    let mut ws = support::hub::hub_client(support::hub::loopback(1), server.addr);
+    for op in ["auth", "refresh"] {
+        support::hub::send_text(&mut ws, &format!(r#"{{"op":"{op}","token":"a.b.c"}}"#));
+        let answer = support::hub::next_text(&mut ws);
+        assert!(
+            answer.contains("this server takes no tokens"),
+            "{op}: {answer}"
+        );
+    }
+    support::hub::send_text(&mut ws, r#"{"op":"subscribe","topics":["chat"]}"#);
+    assert!(support::hub::next_text(&mut ws).contains("\"subscribed\""));
+}

@@ -1150,10 +1150,11 @@ fn hub_request(
     };
     let awaiting = grant.is_some_and(Grant::is_awaiting);
     match request {
-        HubRequest::Auth(token) if awaiting => Some(first_token(&token, (held, user), limits)),
-        HubRequest::Auth(_) => Some(pubsub_protocol::error(
+        HubRequest::Auth(_) if grant.is_some() && !awaiting => Some(pubsub_protocol::error(
             "this connection has its token; send refresh to replace it",
         )),
+        // Awaited, or a server that takes no tokens, which `first_token` says.
+        HubRequest::Auth(token) => Some(first_token(&token, (held, user), limits)),
         _ if awaiting => Some(pubsub_protocol::error(
             "send the token first: {\"op\":\"auth\",\"token\":\"...\"}",
         )),
